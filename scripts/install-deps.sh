@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that building and testing zerohold need.
+# Debian 12, as root. Safe to run again.
+set -euo pipefail
+
+packages=(
+	clang-19 make gcc g++ python3		# BPF objects and the addon
+	libbpf-dev libelf-dev zlib1g-dev	# libbpf for the addon
+	iproute2 nftables			# namespaces, veth and DNAT in tests
+	curl					# a real client in tests
+)
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
