@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Maps of zerohold.o. User space opens them by these names and chooses pin
+ * paths and sizes before the object loads, so no map here has a pinning
+ * attribute, and max_entries is only a default.
+ */
+#ifndef ZH_LIB_MAPS_H
+#define ZH_LIB_MAPS_H
+
+#include "lib/common.h"
+
+/* Frontend (address, port, protocol) to service id, written by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ZH_MAX_FRONTENDS);
+	__type(key, struct zh_frontend_key);
+	__type(value, struct zh_frontend_value);
+} zh_frontends SEC(".maps");
+
+/* Service state and flags by service id, written by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ZH_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct zh_service);
+} zh_services SEC(".maps");
+
+/* Time of the last wake event by service id, written by BPF only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ZH_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct zh_wake_state);
+} zh_wake_state SEC(".maps");
+
+/* Per-service counters, written by BPF, summed over CPUs by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ZH_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct zh_service_stats);
+} zh_svc_stats SEC(".maps");
+
+/* Counters that belong to no service, indexed by enum zh_global_stat. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ZH_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} zh_stats SEC(".maps");
+
+/* Single entry of datapath settings, written by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct zh_config);
+} zh_config SEC(".maps");
+
+/* Held flow openers: struct zh_held_hdr followed by the frame. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, ZH_HELD_RING_BYTES);
+} zh_held_ring SEC(".maps");
+
+/* Wake requests: struct zh_wake_event, rate limited per service. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, ZH_WAKE_RING_BYTES);
+} zh_wake_ring SEC(".maps");
+
+/*
+ * This CPU's last bpf_ktime_get_coarse_ns() reading and the jiffies value
+ * it was taken at, internal to the datapath (see lib/clock.h).
+ */
+struct zh_coarse_clock {
+	__u64	jiffies;
+	__u64	coarse_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct zh_coarse_clock);
+} zh_coarse_clock SEC(".maps");
+
+/*
+ * Metadata a host datapath leaves before tail-calling a chained entry. In
+ * chained mode the agent reuses the host's pinned map of the same name
+ * instead of this one.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct zh_chain_meta);
+} zh_chain_meta SEC(".maps");
+
+#endif /* ZH_LIB_MAPS_H */
