@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "live_frames.h"
+
+#include <bpf/bpf.h>
+#include <linux/bpf.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "args.h"
+#include "netns.h"
+#include "promise_worker.h"
+#include "sys_error.h"
+
+namespace zerohold {
+
+namespace {
+
+// Linux 6.18 accepts at most 32 bytes of metadata in front of an XDP
+// frame, in 4-byte units.
+constexpr size_t kMaxMetaSize = 32;
+
+struct LiveFrame {
+  std::vector<uint8_t> data;  // metadata followed by the frame
+  uint32_t meta_size = 0;
+  uint32_t ifindex = 0;
+  uint32_t rx_queue = 0;
+};
+
+struct FrameError {
+  uint32_t index;
+  SysError error;
+};
+
+Napi::Buffer<uint8_t> BufferField(Napi::Env env, const Napi::Object& object,
+                                  const char* key, const std::string& name,
+                                  bool optional) {
+  Napi::Value value = object.Get(key);
+  if (optional && (value.IsUndefined() || value.IsNull())) {
+    return Napi::Buffer<uint8_t>::New(env, 0);
+  }
+  if (!value.IsBuffer()) {
+    ThrowTypeError(env, name + " must be a Buffer", "ERR_INVALID_ARG_TYPE");
+  }
+  return value.As<Napi::Buffer<uint8_t>>();
+}
+
+LiveFrame ParseFrame(Napi::Env env, Napi::Value value, uint32_t index) {
+  std::string name = "frames[" + std::to_string(index) + "]";
+  if (!value.IsObject()) {
+    ThrowTypeError(env, name + " must be an object", "ERR_INVALID_ARG_TYPE");
+  }
+  Napi::Object object = value.As<Napi::Object>();
+
+  Napi::Buffer<uint8_t> frame =
+      BufferField(env, object, "frame", name + ".frame", false);
+  Napi::Buffer<uint8_t> meta =
+      BufferField(env, object, "meta", name + ".meta", true);
+  if (meta.Length() > kMaxMetaSize || meta.Length() % 4 != 0) {
+    ThrowTypeError(env,
+                   name + ".meta is " + std::to_string(meta.Length()) +
+                       " bytes, expected a multiple of 4 up to 32",
+                   "ERR_INVALID_ARG_VALUE");
+  }
+
+  LiveFrame parsed;
+  parsed.meta_size = static_cast<uint32_t>(meta.Length());
+  parsed.data.reserve(meta.Length() + frame.Length());
+  parsed.data.insert(parsed.data.end(), meta.Data(),
+                     meta.Data() + meta.Length());
+  parsed.data.insert(parsed.data.end(), frame.Data(),
+                     frame.Data() + frame.Length());
+
+  parsed.ifindex = Uint32Value(env, object.Get("ifindex"),
+                               (name + ".ifindex").c_str());
+  Napi::Value rx_queue = object.Get("rxQueue");
+  if (!rx_queue.IsUndefined()) {
+    parsed.rx_queue = Uint32Value(env, rx_queue, (name + ".rxQueue").c_str());
+  }
+  return parsed;
+}
+
+class LiveFramesWorker : public PromiseWorker {
+ public:
+  LiveFramesWorker(Napi::Env env, UniqueFd prog_fd, std::string prog_name,
+                   std::vector<LiveFrame> frames, std::string netns)
+      : PromiseWorker(env, "zerohold.runLive"),
+        prog_fd_(std::move(prog_fd)),
+        prog_name_(std::move(prog_name)),
+        frames_(std::move(frames)),
+        netns_(std::move(netns)) {}
+
+ protected:
+  void Execute() override {
+    // The kernel looks the ingress device up in the calling thread's
+    // namespace, so the whole batch runs inside the device's namespace.
+    NetnsScope scope;
+    SysError error;
+    if (!scope.Enter(netns_, &error)) {
+      Fail(std::move(error));
+      return;
+    }
+
+    for (uint32_t i = 0; i < frames_.size(); i++) {
+      int err = RunFrame(frames_[i]);
+      if (err < 0) {
+        errors_.push_back(
+            {i, MakeSysError("bpf_prog_test_run_opts", prog_name_, err)});
+      } else {
+        sent_++;
+      }
+    }
+  }
+
+  Napi::Value Result() override {
+    Napi::Env env = Env();
+    Napi::Array errors = Napi::Array::New(env, errors_.size());
+    for (uint32_t i = 0; i < errors_.size(); i++) {
+      const SysError& error = errors_[i].error;
+      Napi::Object entry = Napi::Object::New(env);
+      entry.Set("index", Napi::Number::New(env, errors_[i].index));
+      entry.Set("code", ErrnoName(error.err));
+      entry.Set("errno", Napi::Number::New(env, error.err));
+      entry.Set("message", error.Message());
+      errors.Set(i, entry);
+    }
+
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("sent", Napi::Number::New(env, sent_));
+    result.Set("errors", errors);
+    return result;
+  }
+
+ private:
+  int RunFrame(const LiveFrame& frame) {
+    // data_meta must be 0: the metadata starts the buffer, and data is
+    // where the frame begins after it.
+    xdp_md ctx = {};
+    ctx.data = frame.meta_size;
+    ctx.data_end = static_cast<uint32_t>(frame.data.size());
+    ctx.ingress_ifindex = frame.ifindex;
+    ctx.rx_queue_index = frame.rx_queue;
+
+    bpf_test_run_opts opts = {};
+    opts.sz = sizeof(opts);
+    opts.data_in = frame.data.data();
+    opts.data_size_in = static_cast<uint32_t>(frame.data.size());
+    opts.ctx_in = &ctx;
+    opts.ctx_size_in = sizeof(ctx);
+    opts.repeat = 1;
+    opts.flags = BPF_F_TEST_XDP_LIVE_FRAMES;
+    return bpf_prog_test_run_opts(prog_fd_.Get(), &opts);
+  }
+
+  UniqueFd prog_fd_;
+  std::string prog_name_;
+  std::vector<LiveFrame> frames_;
+  std::string netns_;
+  uint32_t sent_ = 0;
+  std::vector<FrameError> errors_;
+};
+
+}  // namespace
+
+Napi::Promise StartLiveFrames(Napi::Env env, UniqueFd prog_fd,
+                              std::string prog_name, Napi::Value frames,
+                              std::string netns) {
+  if (!frames.IsArray()) {
+    ThrowTypeError(env, "frames must be an array", "ERR_INVALID_ARG_TYPE");
+  }
+  Napi::Array array = frames.As<Napi::Array>();
+
+  std::vector<LiveFrame> parsed;
+  parsed.reserve(array.Length());
+  for (uint32_t i = 0; i < array.Length(); i++) {
+    parsed.push_back(ParseFrame(env, array.Get(i), i));
+  }
+
+  return PromiseWorker::Start(
+      new LiveFramesWorker(env, std::move(prog_fd), std::move(prog_name),
+                           std::move(parsed), std::move(netns)));
+}
+
+}  // namespace zerohold
