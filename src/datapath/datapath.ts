@@ -1,0 +1,275 @@
+// The datapath of one node: the loaded BPF object, its attachments, the
+// ring buffer consumer and the frames held in user space.
+//
+// Release ordering is the invariant that matters here. A service's gate
+// (its state word) opens before any of its held frames is re-injected:
+// generic XDP runs the attached program again on a re-injected frame, and
+// with the gate still closed the frame would be held a second time.
+
+import { EventEmitter } from 'node:events';
+import path from 'node:path';
+
+import { FrontendTable } from './frontends.js';
+import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, DEFAULT_HELD_LIMITS } from './held-frames.js';
+import { Hook } from './layout.js';
+import { loadNative, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer, type NativeTcAttachment } from './native.js';
+import { decodeHeldRecord, decodeWakeRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
+import { buildLiveFrame, type LiveFrame } from './reinject.js';
+import { ServiceTable, type ServiceSettings, type ServiceStateName } from './services.js';
+import { repoRoot } from '../paths.js';
+
+export interface DatapathOptions {
+  // Path of the compiled object; defaults to build/bpf/zerohold.o.
+  objectPath?: string;
+  // Network namespace (a path such as /run/netns/node1) of the interfaces
+  // this datapath attaches to and re-injects into; the caller's own when
+  // unset.
+  netns?: string;
+  // Directory in bpffs to pin the maps in. A restarted agent reuses them
+  // and so keeps its frontends, states and unread ring buffer records.
+  pinDir?: string;
+  // bpffs directory of a host datapath's chained-mode maps (for Cilium,
+  // /sys/fs/bpf/tc/globals). zh_chain_meta is pinned there, so the host
+  // and the chained entries share it.
+  chainPinDir?: string;
+  maxServices?: number;
+  maxFrontends?: number;
+  heldRingBytes?: number;
+  wakeRingBytes?: number;
+  heldLimits?: HeldLimits;
+}
+
+export type AttachHook =
+  | { hook: 'xdp'; mode?: 'native' | 'generic' | 'auto' }
+  | { hook: 'tc'; kind?: 'auto' | 'tcx' | 'clsact' };
+
+export interface ReleaseResult {
+  released: HeldFlow[];
+  failed: { flow: HeldFlow; error: string }[];
+}
+
+export interface DatapathEvents {
+  wake: [WakeRecord];
+  held: [HeldRecord, HoldOutcome];
+  // A record arrived for a service whose gate is already open and was
+  // re-injected at once (it raced the release).
+  'late-release': [ReleaseResult];
+  'record-error': [Error];
+}
+
+const RING_HELD = 0;
+const RING_WAKE = 1;
+
+// The chained entries join prog arrays owned by programs that Cilium's
+// loader created with expected_attach_type 0; the kernel rejects a member
+// whose expected attach type differs.
+const CHAINED_PROGRAMS = ['zh_xdp_chained', 'zh_tc_chained'];
+
+export class Datapath extends EventEmitter<DatapathEvents> {
+  readonly frontends: FrontendTable;
+  readonly services: ServiceTable;
+  readonly held: HeldFrameStore;
+  readonly netns: string | undefined;
+
+  private readonly attachments: (NativeLink | NativeTcAttachment)[] = [];
+  private readonly ring: NativeRingBuffer;
+  // Gate state as last written, so a held record can be routed without a
+  // map lookup.
+  private readonly states = new Map<number, ServiceStateName>();
+  private closed = false;
+
+  private constructor(
+    private readonly object: NativeObject,
+    options: DatapathOptions,
+  ) {
+    super();
+    this.netns = options.netns;
+    this.services = new ServiceTable(object.map('zh_services'), object.map('zh_svc_stats'), object.map('zh_stats'));
+    this.frontends = new FrontendTable(object.map('zh_frontends'), object.map('zh_config'), this.services.maxServiceId);
+    this.held = new HeldFrameStore(options.heldLimits ?? DEFAULT_HELD_LIMITS);
+
+    const native = loadNative();
+    this.ring = new native.RingBuffer([object.map('zh_held_ring'), object.map('zh_wake_ring')], (batch) => this.onBatch(batch));
+  }
+
+  static async open(options: DatapathOptions = {}): Promise<Datapath> {
+    const native = loadNative();
+    const object = new native.BpfObject(options.objectPath ?? path.join(repoRoot, 'build/bpf/zerohold.o'));
+
+    try {
+      const sizes: [string, number | undefined][] = [
+        ['zh_services', options.maxServices],
+        ['zh_wake_state', options.maxServices],
+        ['zh_svc_stats', options.maxServices],
+        ['zh_frontends', options.maxFrontends],
+        ['zh_held_ring', options.heldRingBytes],
+        ['zh_wake_ring', options.wakeRingBytes],
+      ];
+      for (const [map, size] of sizes) {
+        if (size !== undefined) object.setMaxEntries(map, size);
+      }
+      for (const prog of CHAINED_PROGRAMS) {
+        object.setExpectedAttachType(prog, 0);
+      }
+      if (options.pinDir) {
+        for (const map of object.mapNames().filter((name) => name.startsWith('zh_'))) {
+          object.setPinPath(map, path.join(options.pinDir, map));
+        }
+      }
+      if (options.chainPinDir) {
+        object.setPinPath('zh_chain_meta', path.join(options.chainPinDir, 'zh_chain_meta'));
+      }
+      await object.load();
+      return new Datapath(object, options);
+    } catch (err) {
+      object.close();
+      throw err;
+    }
+  }
+
+  program(name: string) {
+    return this.object.program(name);
+  }
+
+  map(name: string): NativeMap {
+    return this.object.map(name);
+  }
+
+  // Attaches the hold program to an interface of this datapath's netns.
+  async attach(ifname: string, how: AttachHook = { hook: 'xdp' }): Promise<void> {
+    const native = loadNative();
+    const ifindex = await native.ifNameToIndex(ifname, this.netns);
+
+    if (how.hook === 'xdp') {
+      const link = await native.attachXdp(this.object.program('zh_xdp_hold'), ifindex, how.mode ?? 'auto', this.netns);
+      this.attachments.push(link);
+    } else {
+      const tc = await native.attachTc(this.object.program('zh_tc_hold'), ifindex, 'ingress', how.kind ?? 'auto', this.netns);
+      this.attachments.push(tc);
+    }
+  }
+
+  // Inserts the chained entries at index 0 of the host's prog arrays
+  // zh_chain_xdp and zh_chain_tc, pinned in dir. Replaces what was there.
+  installChained(dir: string): void {
+    const native = loadNative();
+    for (const [array, prog] of [['zh_chain_xdp', 'zh_xdp_chained'], ['zh_chain_tc', 'zh_tc_chained']] as const) {
+      const map = native.openPinnedMap(path.join(dir, array));
+      try {
+        map.setProgram(0, this.object.program(prog));
+      } finally {
+        map.close();
+      }
+    }
+  }
+
+  configureService(id: number, settings: ServiceSettings): void {
+    this.services.set(id, settings);
+    this.states.set(id, settings.state);
+  }
+
+  setServiceState(id: number, state: ServiceStateName): void {
+    this.services.setState(id, state);
+    this.states.set(id, state);
+  }
+
+  // Starts delivering ring buffer records as events.
+  start(): void {
+    this.ring.start();
+  }
+
+  // Reads every record already in the ring buffers, synchronously.
+  drain(): number {
+    return this.ring.consume();
+  }
+
+  // Opens the gate of a service and re-injects its held frames.
+  async release(serviceId: number): Promise<ReleaseResult> {
+    this.setServiceState(serviceId, 'warm');
+
+    // Records submitted before the gate opened are read now, so they go
+    // out with this release; a straggler still being copied on another CPU
+    // arrives later and takes the late-release path in onBatch.
+    this.drain();
+
+    return this.reinject(this.held.take(serviceId));
+  }
+
+  // Drops the held frames of a service whose first frame is older than
+  // cutoffNs, and returns them so the caller can count and report them.
+  expire(serviceId: number, cutoffNs: bigint): HeldFlow[] {
+    return this.held.takeOlderThan(serviceId, cutoffNs);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+
+    this.ring.close();
+    for (const attachment of this.attachments.splice(0)) {
+      await attachment.detach();
+    }
+    this.object.close();
+  }
+
+  private async reinject(flows: HeldFlow[]): Promise<ReleaseResult> {
+    const result: ReleaseResult = { released: [], failed: [] };
+    const frames: LiveFrame[] = [];
+    const sent: HeldFlow[] = [];
+
+    for (const flow of flows) {
+      try {
+        frames.push(buildLiveFrame(flow.record));
+        sent.push(flow);
+      } catch (err) {
+        result.failed.push({ flow, error: (err as Error).message });
+      }
+    }
+    if (frames.length === 0) return result;
+
+    const outcome = await this.object.program('zh_xdp_reinject').runLive(frames, this.netns);
+    const failedAt = new Map(outcome.errors.map((e) => [e.index, e.message]));
+    sent.forEach((flow, i) => {
+      const error = failedAt.get(i);
+      if (error === undefined) {
+        result.released.push(flow);
+      } else {
+        result.failed.push({ flow, error });
+      }
+    });
+    return result;
+  }
+
+  private onBatch(batch: Buffer): void {
+    const late: HeldFlow[] = [];
+
+    for (const record of splitBatch(batch)) {
+      try {
+        if (record.ring === RING_WAKE) {
+          this.emit('wake', decodeWakeRecord(record.data));
+          continue;
+        }
+        if (record.ring !== RING_HELD) continue;
+
+        const held = decodeHeldRecord(record.data);
+        // A chained hook holds whenever its host has no backend, whatever
+        // the state, so only standalone records can race a release.
+        const standalone = held.hook === Hook.Xdp || held.hook === Hook.Tc;
+        if (standalone && this.states.get(held.serviceId) === 'warm') {
+          late.push({ record: held, firstTimestampNs: held.timestampNs, frames: 1 });
+          continue;
+        }
+        this.emit('held', held, this.held.add(held));
+      } catch (err) {
+        this.emit('record-error', err as Error);
+      }
+    }
+
+    if (late.length > 0) {
+      this.reinject(late).then(
+        (result) => this.emit('late-release', result),
+        (err: Error) => this.emit('record-error', err),
+      );
+    }
+  }
+}

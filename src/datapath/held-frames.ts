@@ -1,0 +1,160 @@
+// The frames held in user space until their service has a backend.
+//
+// TCP keeps one frame per flow, the newest SYN: a client computes its first
+// RTT sample from the SYN that gets answered, and the newest one gives a
+// sample close to the real RTT instead of the whole wait. Every UDP datagram
+// is its own request and is kept separately. The store is bounded per
+// service, per client address and in total; a frame over a bound is rejected
+// and reported to the caller, never dropped silently.
+
+import type { HeldRecord } from './records.js';
+
+export interface HeldLimits {
+  perService: number;
+  perSource: number;
+  total: number;
+}
+
+export const DEFAULT_HELD_LIMITS: HeldLimits = {
+  perService: 4096,
+  perSource: 256,
+  total: 65536,
+};
+
+export interface HeldFlow {
+  record: HeldRecord;
+  // Timestamp of the first frame of this flow, kept when newer SYNs replace
+  // the frame; the cold start is measured from it.
+  firstTimestampNs: bigint;
+  // SYNs of this flow seen so far, 1 for UDP.
+  frames: number;
+}
+
+export type HoldOutcome =
+  | { result: 'held' }
+  | { result: 'replaced' }
+  | { result: 'rejected'; reason: 'service-limit' | 'source-limit' | 'total-limit' };
+
+export class HeldFrameStore {
+  readonly limits: HeldLimits;
+  // serviceId -> flow key -> flow. Map iteration order is insertion order,
+  // so frames are released in the order their flows arrived.
+  private readonly services = new Map<number, Map<string, HeldFlow>>();
+  private readonly perSource = new Map<string, number>();
+  private count = 0;
+  private byteCount = 0;
+  // Makes every UDP datagram a flow of its own.
+  private datagramSequence = 0;
+
+  constructor(limits: HeldLimits = DEFAULT_HELD_LIMITS) {
+    for (const [name, value] of Object.entries(limits)) {
+      if (!Number.isInteger(value) || value < 1) {
+        throw new RangeError(`held frame limit ${name} is ${value}, expected a positive integer`);
+      }
+    }
+    this.limits = { ...limits };
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  get bytes(): number {
+    return this.byteCount;
+  }
+
+  sizeOf(serviceId: number): number {
+    return this.services.get(serviceId)?.size ?? 0;
+  }
+
+  add(record: HeldRecord): HoldOutcome {
+    const key = this.flowKey(record);
+    let flows = this.services.get(record.serviceId);
+
+    const existing = flows?.get(key);
+    if (existing) {
+      this.byteCount += record.frame.length - existing.record.frame.length;
+      existing.record = record;
+      existing.frames++;
+      return { result: 'replaced' };
+    }
+
+    const source = record.flow.source;
+    if (this.count >= this.limits.total) {
+      return { result: 'rejected', reason: 'total-limit' };
+    }
+    if ((flows?.size ?? 0) >= this.limits.perService) {
+      return { result: 'rejected', reason: 'service-limit' };
+    }
+    if ((this.perSource.get(source) ?? 0) >= this.limits.perSource) {
+      return { result: 'rejected', reason: 'source-limit' };
+    }
+
+    if (!flows) {
+      flows = new Map();
+      this.services.set(record.serviceId, flows);
+    }
+    flows.set(key, { record, firstTimestampNs: record.timestampNs, frames: 1 });
+    this.perSource.set(source, (this.perSource.get(source) ?? 0) + 1);
+    this.count++;
+    this.byteCount += record.frame.length;
+    return { result: 'held' };
+  }
+
+  // Removes and returns every flow held for serviceId, oldest first.
+  take(serviceId: number): HeldFlow[] {
+    const flows = this.services.get(serviceId);
+    if (!flows) return [];
+
+    this.services.delete(serviceId);
+    const taken = [...flows.values()];
+    for (const flow of taken) {
+      this.forget(flow);
+    }
+    return taken;
+  }
+
+  // Removes and returns the flows of serviceId whose first frame is older
+  // than cutoffNs (CLOCK_MONOTONIC, like the record timestamps).
+  takeOlderThan(serviceId: number, cutoffNs: bigint): HeldFlow[] {
+    const flows = this.services.get(serviceId);
+    if (!flows) return [];
+
+    const taken: HeldFlow[] = [];
+    for (const [key, flow] of flows) {
+      if (flow.firstTimestampNs < cutoffNs) {
+        flows.delete(key);
+        this.forget(flow);
+        taken.push(flow);
+      }
+    }
+    if (flows.size === 0) this.services.delete(serviceId);
+    return taken;
+  }
+
+  // Returns the held flows without removing them, for status output.
+  list(serviceId?: number): HeldFlow[] {
+    if (serviceId !== undefined) {
+      return [...(this.services.get(serviceId)?.values() ?? [])];
+    }
+    return [...this.services.values()].flatMap((flows) => [...flows.values()]);
+  }
+
+  private flowKey(record: HeldRecord): string {
+    const f = record.flow;
+    const base = `${f.protocol}|${f.source}|${f.sourcePort}|${f.destination}|${f.destinationPort}`;
+    return f.protocol === 'tcp' ? base : `${base}|${this.datagramSequence++}`;
+  }
+
+  private forget(flow: HeldFlow): void {
+    const source = flow.record.flow.source;
+    const remaining = (this.perSource.get(source) ?? 1) - 1;
+    if (remaining === 0) {
+      this.perSource.delete(source);
+    } else {
+      this.perSource.set(source, remaining);
+    }
+    this.count--;
+    this.byteCount -= flow.record.frame.length;
+  }
+}
