@@ -134,6 +134,8 @@ export interface NativeMap {
   readonly id: number;
   /** Bytes of a value buffer: valueSize, or round_up(valueSize, 8) * possible CPUs for per-CPU maps. */
   readonly valueBufferSize: number;
+  /** The map_flags the kernel reports, such as BPF_F_MMAPABLE (0x400). */
+  readonly mapFlags: number;
 
   /** Returns null if the key is missing. */
   lookup(key: Buffer): Buffer | null;
@@ -159,8 +161,48 @@ export interface NativeMap {
   /** Returns false if the slot was empty. */
   clearProgram(index: number): boolean;
 
+  /**
+   * Writes element index of an ARRAY map created with BPF_F_MMAPABLE
+   * through a shared mapping, so that a BPF program that reads the element
+   * without a helper call never uses a torn value. The first u32 of every
+   * element is a sequence word that this method owns: it ignores bytes 0-3
+   * of value, makes the word odd, copies bytes 4 onward, then makes it even
+   * again (2 after the first write). A reader loads the word, the fields
+   * and the word again, and must discard the fields if the word was odd or
+   * changed. An odd word on entry, left by a writer that died mid-write,
+   * is first rounded up to even.
+   *
+   * Assumes one writer: two processes that write the same element at once
+   * can leave it torn with an even word. The mapping is created on first
+   * use and lasts until close() or until the map or its object is closed.
+   *
+   * Throws a NativeError with syscall 'mmap' if the map is not an
+   * mmapable ARRAY or mmap() fails, a TypeError if value.length is not
+   * valueSize or valueSize is not a multiple of 4 of at least 8, and a
+   * RangeError (code ERR_OUT_OF_RANGE) if index >= maxEntries.
+   */
+  writeSeqlocked(index: number, value: Buffer): void;
+  /**
+   * Writes values.length / valueSize consecutive elements from firstIndex
+   * on, each as writeSeqlocked does, in one call. While it runs, BPF
+   * readers see a mix of old and new elements, but no torn element. Throws
+   * like writeSeqlocked, and a TypeError if values.length is not a
+   * multiple of valueSize; the RangeError comes before any element is
+   * written.
+   */
+  writeSeqlockedBatch(firstIndex: number, values: Buffer): void;
+  /**
+   * Copies element index, sequence word included, through the shared
+   * mapping, for tests and diagnostics. Throws like writeSeqlocked.
+   */
+  readMapped(index: number): Buffer;
+
   pin(path: string): void;
-  /** Closes a map from openPinnedMap; does nothing for a map of a NativeObject. */
+  /**
+   * Removes the mapping of writeSeqlocked, if any, and closes a map from
+   * openPinnedMap. For a map of a NativeObject the descriptor stays open
+   * until the object closes, so a later writeSeqlocked maps it again.
+   */
   close(): void;
 }
 

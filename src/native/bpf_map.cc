@@ -55,6 +55,7 @@ void QueryMapInfo(Napi::Env env, int fd, MapInfo* info) {
   info->key_size = kernel_info.key_size;
   info->value_size = kernel_info.value_size;
   info->max_entries = kernel_info.max_entries;
+  info->map_flags = kernel_info.map_flags;
   info->id = kernel_info.id;
   if (info->name.empty()) info->name = kernel_info.name;
 
@@ -85,6 +86,7 @@ void BpfMap::Init(Napi::Env env, Napi::Object exports) {
           InstanceAccessor<&BpfMap::GetFd>("fd"),
           InstanceAccessor<&BpfMap::Id>("id"),
           InstanceAccessor<&BpfMap::ValueBufferSize>("valueBufferSize"),
+          InstanceAccessor<&BpfMap::MapFlags>("mapFlags"),
           InstanceMethod<&BpfMap::Lookup>("lookup"),
           InstanceMethod<&BpfMap::Update>("update"),
           InstanceMethod<&BpfMap::Delete>("delete"),
@@ -96,6 +98,9 @@ void BpfMap::Init(Napi::Env env, Napi::Object exports) {
           InstanceMethod<&BpfMap::ClearProgram>("clearProgram"),
           InstanceMethod<&BpfMap::Pin>("pin"),
           InstanceMethod<&BpfMap::Close>("close"),
+          InstanceMethod<&BpfMap::WriteSeqlocked>("writeSeqlocked"),
+          InstanceMethod<&BpfMap::WriteSeqlockedBatch>("writeSeqlockedBatch"),
+          InstanceMethod<&BpfMap::ReadMapped>("readMapped"),
       });
   GetAddonData(env).bpf_map = Napi::Persistent(constructor);
 
@@ -199,6 +204,10 @@ Napi::Value BpfMap::Id(const Napi::CallbackInfo& info) {
 
 Napi::Value BpfMap::ValueBufferSize(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), info_.value_buffer_size);
+}
+
+Napi::Value BpfMap::MapFlags(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), info_.map_flags);
 }
 
 void BpfMap::CheckKey(Napi::Env env, const Napi::Buffer<uint8_t>& key) const {
@@ -448,6 +457,8 @@ void BpfMap::Pin(const Napi::CallbackInfo& info) {
 }
 
 void BpfMap::Close(const Napi::CallbackInfo&) {
+  mapping_.Unmap();
+
   // A map of an object shares libbpf's descriptor, which only closing the
   // object releases.
   if (owner_ == nullptr) own_fd_.Reset();

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "mapped_array.h"
 #include "object_handle.h"
 #include "unique_fd.h"
 
@@ -20,6 +21,7 @@ struct MapInfo {
   uint32_t key_size = 0;
   uint32_t value_size = 0;
   uint32_t max_entries = 0;
+  uint32_t map_flags = 0;
   uint32_t id = 0;
   // Bytes of one value as user space passes it: value_size, or for per-CPU
   // maps value_size rounded up to 8 times the number of possible CPUs.
@@ -59,6 +61,7 @@ class BpfMap : public Napi::ObjectWrap<BpfMap> {
   Napi::Value GetFd(const Napi::CallbackInfo& info);
   Napi::Value Id(const Napi::CallbackInfo& info);
   Napi::Value ValueBufferSize(const Napi::CallbackInfo& info);
+  Napi::Value MapFlags(const Napi::CallbackInfo& info);
 
   Napi::Value Lookup(const Napi::CallbackInfo& info);
   void Update(const Napi::CallbackInfo& info);
@@ -72,11 +75,27 @@ class BpfMap : public Napi::ObjectWrap<BpfMap> {
   void Pin(const Napi::CallbackInfo& info);
   void Close(const Napi::CallbackInfo& info);
 
+  // Access through a shared mapping, defined in bpf_map_mapped.cc.
+  void WriteSeqlocked(const Napi::CallbackInfo& info);
+  void WriteSeqlockedBatch(const Napi::CallbackInfo& info);
+  Napi::Value ReadMapped(const Napi::CallbackInfo& info);
+
   void CheckKey(Napi::Env env, const Napi::Buffer<uint8_t>& key) const;
   void CheckValue(Napi::Env env, const Napi::Buffer<uint8_t>& value) const;
 
   // Returns the number of keys in a batch buffer after checking its size.
   uint32_t BatchCount(Napi::Env env, const Napi::Buffer<uint8_t>& keys) const;
+
+  // Throws unless the map is an ARRAY with BPF_F_MMAPABLE and its value
+  // size fits a u32 sequence word and fields: at least 8, a multiple of 4.
+  void CheckSeqlockable(Napi::Env env) const;
+
+  // Throws a RangeError unless elements [first, first + count) exist.
+  void CheckIndexRange(Napi::Env env, uint32_t first, uint64_t count) const;
+
+  // Returns mapping_, mapped on first use. Throws if the map is closed,
+  // after unmapping if the owning object was closed.
+  MappedArray& Mapping(Napi::Env env);
 
   // Exactly one owns the descriptor: owner_ for an object's map (the fd is
   // libbpf's), own_fd_ for a pinned map.
@@ -84,6 +103,10 @@ class BpfMap : public Napi::ObjectWrap<BpfMap> {
   UniqueFd own_fd_;
   int fd_ = -1;
   MapInfo info_;
+
+  // Empty until the first mapped access. It must not outlive the map's
+  // descriptor, because the mapping keeps the kernel map alive.
+  MappedArray mapping_;
 };
 
 }  // namespace zerohold
