@@ -20,6 +20,7 @@
 
 /* Default sizes, all overridable by the agent before the object loads. */
 #define ZH_MAX_FRONTENDS	65536
+#define ZH_FE_INDEX_BUCKETS	65536	/* a power of two */
 #define ZH_MAX_SERVICES		8192
 #define ZH_HELD_RING_BYTES	(8 << 20)
 #define ZH_WAKE_RING_BYTES	(256 << 10)
@@ -85,8 +86,44 @@ struct zh_wake_state {
 /* zh_config value (single entry). */
 struct zh_config {
 	__u32	any_port_frontends; /* number of port-0 keys in zh_frontends */
-	__u32	pad;
+	__u32	index_mask;	/* zh_fe_index buckets - 1 */
 };
+
+/*
+ * zh_fe_index: a cache of zh_frontends that the packet path reads without
+ * a helper call, because a hash map lookup costs more than the rest of the
+ * miss path. It is direct-mapped and two-way: a key lives in one of the two
+ * slots of bucket zh_fe_hash(key) & index_mask, and a bucket whose keys do
+ * not fit has overflow set, which sends lookups there to zh_frontends. A
+ * miss in a bucket without overflow is final, so every key of zh_frontends
+ * is in its bucket or its bucket overflows. User space writes buckets
+ * through a shared mapping under a sequence lock: seq is odd during a
+ * write, and a reader that sees an odd or changed seq uses zh_frontends.
+ */
+#define ZH_FE_INDEX_WAYS	2
+
+struct zh_fe_slot {
+	__u8	addr[16];	/* the zh_frontend_key fields */
+	__be16	port;
+	__u8	proto;
+	__u8	valid;		/* 1 when the slot holds a key */
+	__u32	service_id;
+};
+
+struct zh_fe_bucket {
+	__u32	seq;
+	__u32	overflow;
+	struct zh_fe_slot slot[ZH_FE_INDEX_WAYS];
+	__u64	pad;		/* one 64-byte cache line per bucket */
+};
+
+/*
+ * Bucket hash of a zh_frontend_key, read as five host-order 32-bit words
+ * with pad zero: FNV-1a over words, then the murmur3 finalizer. User space
+ * computes the same function (src/datapath/frontend-index.ts).
+ */
+#define ZH_FE_HASH_SEED		0x811c9dc5
+#define ZH_FE_HASH_PRIME	0x01000193
 
 /*
  * zh_svc_stats value, one per service and CPU. The agent sums the

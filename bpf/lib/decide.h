@@ -49,13 +49,10 @@ zh_decide_opener(const struct zh_flow *flow, const struct zh_match *match)
 static __always_inline enum zh_action zh_decide(const struct zh_flow *flow,
 						struct zh_match *match)
 {
-	const struct zh_frontend_value *frontend;
 	__u32 state;
 
-	frontend = zh_lookup_frontend(flow);
-	if (!frontend)
+	if (!zh_lookup_frontend(flow, &match->service_id))
 		return ZH_ACT_PASS;
-	match->service_id = frontend->service_id;
 	if (!zh_resolve_service(match))
 		return ZH_ACT_PASS;
 

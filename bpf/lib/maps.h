@@ -17,6 +17,18 @@ struct {
 	__type(value, struct zh_frontend_value);
 } zh_frontends SEC(".maps");
 
+/*
+ * Call-free cache of zh_frontends (see zerohold.h), written by the agent
+ * through a shared mapping, hence BPF_F_MMAPABLE.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ZH_FE_INDEX_BUCKETS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct zh_fe_bucket);
+} zh_fe_index SEC(".maps");
+
 /* Service state and flags by service id, written by the agent. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -3,6 +3,7 @@
 #ifndef ZH_LIB_MATCH_H
 #define ZH_LIB_MATCH_H
 
+#include "lib/index.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/stats.h"
@@ -21,31 +22,57 @@ struct zh_match {
 };
 
 /*
- * Looks up the frontend of flow's destination: the exact port first, then
- * port 0, but only while zh_config.any_port_frontends is non-zero. A miss
- * then costs one hash lookup, as the verifier inlines the zh_config lookup.
+ * Resolves one key: zh_fe_index first, and zh_frontends only where the
+ * index cannot answer (an overflowing bucket or a concurrent write).
  */
-static __always_inline const struct zh_frontend_value *
-zh_lookup_frontend(const struct zh_flow *flow)
+static __always_inline bool zh_lookup_key(const union zh_key_words *k,
+					  __u32 mask, __u32 *service_id)
 {
-	struct zh_frontend_key key __attribute__((aligned(8)));
 	const struct zh_frontend_value *frontend;
+
+	switch (zh_index_lookup(k, mask, service_id)) {
+	case ZH_INDEX_HIT:
+		return true;
+	case ZH_INDEX_MISS:
+		return false;
+	default:
+		break;
+	}
+
+	frontend = bpf_map_lookup_elem(&zh_frontends, &k->key);
+	if (!frontend)
+		return false;
+	*service_id = frontend->service_id;
+	return true;
+}
+
+/*
+ * Finds the service of flow's destination: the exact port first, then
+ * port 0, but only while zh_config says port-0 keys exist. In the common
+ * case both a miss and a hit take no helper call.
+ */
+static __always_inline bool zh_lookup_frontend(const struct zh_flow *flow,
+					       __u32 *service_id)
+{
+	union zh_key_words k __attribute__((aligned(8)));
 	const struct zh_config *config;
 	__u32 zero = 0;
 
-	__builtin_memcpy(key.addr, flow->dst.bytes, sizeof(key.addr));
-	key.port = flow->dst_port;
-	key.proto = flow->l4_proto;
-	key.pad = 0;
-	frontend = bpf_map_lookup_elem(&zh_frontends, &key);
-	if (frontend)
-		return frontend;
-
 	config = bpf_map_lookup_elem(&zh_config, &zero);
-	if (!config || !ZH_READ_ONCE(config->any_port_frontends))
-		return NULL;
-	key.port = 0;
-	return bpf_map_lookup_elem(&zh_frontends, &key);
+	if (!config)
+		return false;
+
+	__builtin_memcpy(k.key.addr, flow->dst.bytes, sizeof(k.key.addr));
+	k.key.port = flow->dst_port;
+	k.key.proto = flow->l4_proto;
+	k.key.pad = 0;
+	if (zh_lookup_key(&k, config->index_mask, service_id))
+		return true;
+
+	if (!ZH_READ_ONCE(config->any_port_frontends))
+		return false;
+	k.key.port = 0;
+	return zh_lookup_key(&k, config->index_mask, service_id);
 }
 
 /*

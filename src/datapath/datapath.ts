@@ -34,6 +34,9 @@ export interface DatapathOptions {
   chainPinDir?: string;
   maxServices?: number;
   maxFrontends?: number;
+  // Buckets of the frontend index, a power of two; about four times
+  // maxFrontends keeps nearly every frontend off the slow path.
+  indexBuckets?: number;
   heldRingBytes?: number;
   wakeRingBytes?: number;
   heldLimits?: HeldLimits;
@@ -57,6 +60,7 @@ export interface DatapathEvents {
   'record-error': [Error];
 }
 
+const MAX_DRAIN_BATCHES = 64;
 const RING_HELD = 0;
 const RING_WAKE = 1;
 
@@ -85,7 +89,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     super();
     this.netns = options.netns;
     this.services = new ServiceTable(object.map('zh_services'), object.map('zh_svc_stats'), object.map('zh_stats'));
-    this.frontends = new FrontendTable(object.map('zh_frontends'), object.map('zh_config'), this.services.maxServiceId);
+    this.frontends = new FrontendTable(object.map('zh_frontends'), object.map('zh_fe_index'), object.map('zh_config'), this.services.maxServiceId);
     this.held = new HeldFrameStore(options.heldLimits ?? DEFAULT_HELD_LIMITS);
 
     const native = loadNative();
@@ -102,6 +106,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
         ['zh_wake_state', options.maxServices],
         ['zh_svc_stats', options.maxServices],
         ['zh_frontends', options.maxFrontends],
+        ['zh_fe_index', options.indexBuckets],
         ['zh_held_ring', options.heldRingBytes],
         ['zh_wake_ring', options.wakeRingBytes],
       ];
@@ -178,9 +183,17 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     this.ring.start();
   }
 
-  // Reads every record already in the ring buffers, synchronously.
+  // Reads the records already in the ring buffers, synchronously, and
+  // returns how many. consume() delivers one capped batch per call; the
+  // bound keeps a flood that refills the rings from holding the caller.
   drain(): number {
-    return this.ring.consume();
+    let total = 0;
+    for (let batches = 0; batches < MAX_DRAIN_BATCHES; batches++) {
+      const count = this.ring.consume();
+      if (count === 0) break;
+      total += count;
+    }
+    return total;
   }
 
   // Opens the gate of a service and re-injects its held frames.

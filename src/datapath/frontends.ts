@@ -5,6 +5,7 @@
 // with the table here.
 
 import { addressToBytes, bytesToAddress } from './address.js';
+import { FrontendIndex } from './frontend-index.js';
 import { Config, FrontendKey, FrontendValue } from './layout.js';
 import type { NativeMap } from './native.js';
 
@@ -50,18 +51,29 @@ export function decodeFrontendKey(key: Buffer): Frontend {
   };
 }
 
+// zh_frontends is the authoritative table and zh_fe_index its call-free
+// cache. Every change keeps the cache's invariant: a key is added to the
+// table before the index and leaves the index before the table, so the
+// index never names a key that the table lacks.
 export class FrontendTable {
+  readonly index: FrontendIndex;
   private anyPortCount = 0;
 
   // maxServiceId bounds the ids accepted, so no frontend can point past
   // the service tables.
   constructor(
     private readonly map: NativeMap,
+    indexMap: NativeMap,
     private readonly config: NativeMap,
     private readonly maxServiceId: number,
   ) {
-    // A pinned table survives agent restarts: count what it already holds.
-    this.anyPortCount = this.list().filter((entry) => entry.frontend.port === 'any').length;
+    this.index = new FrontendIndex(indexMap);
+
+    // A pinned table survives agent restarts: index and count what it
+    // already holds.
+    const entries = this.list();
+    this.index.rebuild(entries.map((e) => ({ key: encodeFrontendKey(e.frontend), serviceId: e.serviceId })));
+    this.anyPortCount = entries.filter((entry) => entry.frontend.port === 'any').length;
     this.writeConfig();
   }
 
@@ -82,6 +94,7 @@ export class FrontendTable {
       this.writeConfig();
     }
     this.map.update(key, value);
+    this.index.set(key, serviceId);
   }
 
   get(frontend: Frontend): number | null {
@@ -90,7 +103,9 @@ export class FrontendTable {
   }
 
   delete(frontend: Frontend): boolean {
-    const deleted = this.map.delete(encodeFrontendKey(frontend));
+    const key = encodeFrontendKey(frontend);
+    this.index.delete(key);
+    const deleted = this.map.delete(key);
     if (deleted && frontend.port === 'any') {
       this.anyPortCount--;
       this.writeConfig();
@@ -114,6 +129,7 @@ export class FrontendTable {
   private writeConfig(): void {
     const value = Buffer.alloc(Config.size);
     value.writeUInt32LE(this.anyPortCount, Config.members.any_port_frontends);
+    value.writeUInt32LE(this.index.mask, Config.members.index_mask);
     this.config.update(Buffer.alloc(4), value);
   }
 }

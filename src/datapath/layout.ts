@@ -71,7 +71,17 @@ export const WakeState: StructLayout = {
 
 export const Config: StructLayout = {
   size: 8,
-  members: { any_port_frontends: 0, pad: 4 },
+  members: { any_port_frontends: 0, index_mask: 4 },
+};
+
+export const FrontendSlot: StructLayout = {
+  size: 24,
+  members: { addr: 0, port: 16, proto: 18, valid: 19, service_id: 20 },
+};
+
+export const FrontendBucket: StructLayout = {
+  size: 64,
+  members: { seq: 0, overflow: 4, slot: 8, pad: 56 },
 };
 
 // Counter names in declaration order; each is a u64.
@@ -147,6 +157,8 @@ export const STRUCTS: Record<string, StructLayout> = {
   zh_service: Service,
   zh_wake_state: WakeState,
   zh_config: Config,
+  zh_fe_slot: FrontendSlot,
+  zh_fe_bucket: FrontendBucket,
   zh_service_stats: ServiceStats,
   zh_held_hdr: HeldHeader,
   zh_wake_event: WakeEvent,

@@ -55,7 +55,9 @@ before(async () => {
   // so the entry is written to the map directly.
   const pastTable = Buffer.alloc(4);
   pastTable.writeUInt32LE(99);
-  dp.map('zh_frontends').update(encodeFrontendKey({ address: '198.19.0.60', protocol: 'tcp', port: 80 }), pastTable);
+  const pastKey = encodeFrontendKey({ address: '198.19.0.60', protocol: 'tcp', port: 80 });
+  dp.map('zh_frontends').update(pastKey, pastTable);
+  dp.frontends.index.set(pastKey, 99);
 });
 
 after(() => dp.close());
