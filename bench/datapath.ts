@@ -96,7 +96,10 @@ async function main(): Promise<void> {
   // Each hold run writes a record: keep the repeat below the ring's
   // capacity and empty it between trials, so no run measures a full ring.
   const heldBefore = dp.services.readCounters(COLD);
-  const holdNs = await nsPerPacket(holdProg, hold, 100_000, () => dp.drain() && dp.held.take(COLD));
+  const holdNs = await nsPerPacket(holdProg, hold, 100_000, () => {
+    dp.drain();
+    dp.held.take(COLD);
+  });
   const heldAfter = dp.services.readCounters(COLD);
   if (heldAfter.ringbuf_full !== heldBefore.ringbuf_full) {
     throw new Error(`hold benchmark hit a full ring buffer ${heldAfter.ringbuf_full - heldBefore.ringbuf_full} times; its figure would be wrong`);
