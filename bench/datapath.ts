@@ -2,7 +2,7 @@
 //
 // Nanoseconds per packet through BPF_PROG_RUN with repeat, for an empty XDP
 // program (the floor), a frontend miss, a warm frontend and a cold hold with
-// its ring buffer copy; then ring buffer records delivered to JavaScript per
+// its ring buffer copy. Then ring buffer records delivered to JavaScript per
 // second. Every figure comes from this one run on this machine. The last
 // line is one JSON object for scripts.
 

@@ -201,7 +201,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     this.setServiceState(serviceId, 'warm');
 
     // Records submitted before the gate opened are read now, so they go
-    // out with this release; a straggler still being copied on another CPU
+    // out with this release. A straggler still being copied on another CPU
     // arrives later and takes the late-release path in onBatch.
     this.drain();
 

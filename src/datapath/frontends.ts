@@ -1,8 +1,8 @@
 // The frontend table: which destination address, protocol and port belong
 // to which service. Port 'any' matches every port of the address after the
-// exact lookup missed; the datapath tries that second lookup only while
-// zh_config counts at least one such entry, so the count is kept in step
-// with the table here.
+// exact lookup missed. The datapath tries that second lookup only while
+// zh_config counts at least one such entry, so the count here must follow
+// the table.
 
 import { addressToBytes, bytesToAddress } from './address.js';
 import { FrontendIndex } from './frontend-index.js';
@@ -88,7 +88,7 @@ export class FrontendTable {
     value.writeUInt32LE(serviceId, FrontendValue.members.service_id);
 
     // Count the any-port entry before inserting it, so the datapath never
-    // holds an any-port entry that it would skip.
+    // contains an any-port entry that its lookup would skip.
     if (isNew && frontend.port === 'any') {
       this.anyPortCount++;
       this.writeConfig();

@@ -1,8 +1,8 @@
 // The frames held in user space until their service has a backend.
 //
-// TCP keeps one frame per flow, the newest SYN: a client computes its first
-// RTT sample from the SYN that gets answered, and the newest one gives a
-// sample close to the real RTT instead of the whole wait. Every UDP datagram
+// TCP keeps one frame per flow, the newest SYN. A client takes its first
+// RTT sample from the SYN that the server acknowledges, and the newest SYN
+// gives a sample close to the real RTT instead of the whole wait. Every UDP datagram
 // is its own request and is kept separately. The store is bounded per
 // service, per client address and in total; a frame over a bound is rejected
 // and reported to the caller, never dropped silently.

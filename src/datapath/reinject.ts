@@ -21,8 +21,8 @@ export function buildLiveFrame(record: HeldRecord): LiveFrame {
   let frame = Buffer.from(record.frame);
   let shift = 0;
 
-  // tc saw the frame after the device took the tag out into skb metadata;
-  // the stack only delivers it to the VLAN device with the tag in place.
+  // tc saw the frame after the device moved the tag into skb metadata. The
+  // stack delivers it to the VLAN device only with the tag in the frame.
   if (record.vlan) {
     const tag = Buffer.alloc(VLAN_TAG_LEN);
     tag.writeUInt16BE(record.vlan.proto, 0);

@@ -1,4 +1,4 @@
-// Per-service state and counters. The state word is the gate: COLD holds
+// Per-service state and counters. The state word is the gate: COLD keeps
 // flow openers, WARM passes everything and counts activity. Flipping it is
 // one map update, so every frontend of a service opens at the same instant.
 
@@ -70,7 +70,7 @@ export class ServiceTable {
     this.checkId(id);
     const value = this.services.lookup(indexKey(id));
     if (value === null) {
-      throw new Error(`service ${id} is missing from zh_services, an array map that holds every index below ${this.services.maxEntries}`);
+      throw new Error(`service ${id} not found in zh_services, an array map with every index below ${this.services.maxEntries}`);
     }
 
     const state = value.readUInt32LE(Service.members.state);

@@ -88,8 +88,8 @@ test('write in progress falls back to hash', async () => {
     const index = dp.map('zh_fe_index');
     const bucket = dp.frontends.index.bucketOf(encodeFrontendKey(held));
 
-    // An odd seq, as a writer leaves it mid-write, with the slots emptied:
-    // only the hash map can still answer for the key.
+    // An odd seq, as a writer leaves it mid-write, with the slots emptied.
+    // Only the hash map still contains the key.
     const value = Buffer.alloc(BUCKET_SIZE);
     value.writeUInt32LE(7, 0);
     const key = Buffer.alloc(4);

@@ -205,7 +205,8 @@ for (const hook of ['xdp', 'tc'] as HookName[]) {
       }
       const delta = counterDelta(before, dp.services.readCounters(RATE_LIMITED));
 
-      // One wake per hour; the xdp run opened the interval, so tc sees none.
+      // One wake per hour. The xdp run opened the interval, so the tc run
+      // produces none.
       assert.equal(wakes.length, hook === 'xdp' ? 1 : 0);
       assert.equal(delta.wake_events ?? 0n, hook === 'xdp' ? 1n : 0n);
       assert.equal(delta.held_frames, 20n);

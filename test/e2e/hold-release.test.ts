@@ -1,8 +1,8 @@
 // Real traffic over a veth pair: a client namespace sends to a Service IP
 // that a node namespace translates with nftables DNAT, as kube-proxy would.
-// The first packet is held while no server listens; once the server is up
-// and the gate opens, the held frame is re-injected and the client gets its
-// answer without waiting for a retransmission.
+// The first packet is held while no server listens. Once the server is up
+// and the gate opens, the held frame is re-injected, and the client gets
+// its response without waiting for a retransmission.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -10,6 +10,8 @@ import { after, before, describe, test } from 'node:test';
 
 import { Datapath, type AttachHook } from '../../src/datapath/datapath.js';
 import type { HeldRecord } from '../../src/datapath/records.js';
+import { MAX_FRAME } from '../../src/datapath/layout.js';
+import { loadNative } from '../../src/datapath/native.js';
 import { buildLiveFrame } from '../../src/datapath/reinject.js';
 import { netnsPath, TestNetwork, waitFor } from '../lib/netns.js';
 import { startHttpServer, startUdpEchoServer, udpClientArgs } from '../lib/servers.js';
@@ -97,6 +99,7 @@ const ATTACH_MODES: [string, AttachHook][] = [
   ['native XDP', { hook: 'xdp', mode: 'native' }],
   ['generic XDP', { hook: 'xdp', mode: 'generic' }],
   ['tc', { hook: 'tc' }],
+  ['tc clsact', { hook: 'tc', kind: 'clsact' }],
 ];
 
 for (const [label, how] of ATTACH_MODES) {
@@ -191,5 +194,24 @@ describe('tc re-injection marker', () => {
     assert.equal(await curl, 'marked');
     assert.equal(held.length, 1, 'the re-injected SYN was not held again');
     server.kill('SIGKILL');
+  });
+
+  test('live frames stop at MAX_FRAME', async () => {
+    // A frame the datapath would hold must also re-inject: the kernel
+    // accepts live frames up to MAX_FRAME bytes and rejects longer ones.
+    const frame = (length: number) => {
+      const bytes = Buffer.alloc(length);
+      bytes.writeUInt16BE(0x88b5, 12); // local experimental ethertype, dropped by the stack
+      return bytes;
+    };
+    const ifindex = await loadNative().ifNameToIndex('n0', netnsPath(topology.node));
+
+    const outcome = await dp.program('zh_xdp_reinject').runLive(
+      [{ frame: frame(MAX_FRAME), ifindex }, { frame: frame(MAX_FRAME + 1), ifindex }],
+      netnsPath(topology.node),
+    );
+
+    assert.deepEqual(outcome.errors.map((e) => [e.index, e.code]), [[1, 'EINVAL']]);
+    assert.equal(outcome.sent, 1);
   });
 });

@@ -22,10 +22,10 @@ export const HOLD_PROGRAMS: Record<HookName, string> = {
 export function verdictOf(hook: HookName, retval: number): Verdict {
   // test_run reports the return value as a u32.
   const value = retval | 0;
-  if (hook === 'xdp') {
-    return value === XDP_PASS ? 'pass' : value === XDP_DROP ? 'drop' : 'other';
-  }
-  return value === TC_ACT_UNSPEC ? 'pass' : value === TC_ACT_SHOT ? 'drop' : 'other';
+  const [pass, drop] = hook === 'xdp' ? [XDP_PASS, XDP_DROP] : [TC_ACT_UNSPEC, TC_ACT_SHOT];
+  if (value === pass) return 'pass';
+  if (value === drop) return 'drop';
+  return 'other';
 }
 
 export interface RunOutcome {

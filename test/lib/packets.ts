@@ -156,7 +156,10 @@ function buildIpv6Extensions(extensions: Ipv6Extension[], finalProto: number): B
 
 export function buildFrame(spec: FrameSpec): Buffer {
   const ipv6 = spec.dst.includes(':');
-  const proto = spec.tcp ? 6 : spec.udp ? 17 : 59;
+  // 59 is IPv6's "no next header", used for frames without TCP or UDP.
+  let proto = 59;
+  if (spec.tcp) proto = 6;
+  if (spec.udp) proto = 17;
 
   // Ethernet: destination, source, each tag as (TPID, TCI), then the type.
   const u16 = (value: number) => {

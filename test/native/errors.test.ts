@@ -42,7 +42,7 @@ test('unknown interface', async () => {
 });
 
 test('unknown ifindex on attach', async () => {
-  // The kernel answers a link_create for a missing device with EINVAL.
+  // The kernel returns EINVAL from link_create for a missing device.
   await assert.rejects(native.attachXdp(dp.program('zh_xdp_hold'), 0x7ffffff0, 'native'), (err: NodeJS.ErrnoException) => {
     assert.equal(err.code, 'EINVAL');
     assert.equal(err.syscall, 'bpf_link_create');
