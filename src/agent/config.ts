@@ -1,0 +1,170 @@
+// The node agent's configuration file: YAML, parsed with the yaml package
+// and validated with zod. Every error names the field path, the value and
+// the expected form, so a typo in a DaemonSet's ConfigMap is fixable from
+// the log line alone.
+
+import { readFile } from 'node:fs/promises';
+
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+import { parseDuration } from './duration.js';
+
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .refine((text) => parseDuration(text) !== null, { message: 'expected a Go duration such as "30s", "5m" or "1h30m"' })
+    .transform((text) => parseDuration(text)!);
+
+const BINARY_SUFFIX: Record<string, number> = { '': 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 };
+
+// Byte counts as a number or a Kubernetes binary quantity ("8Mi").
+const bytes = (fallback: number) =>
+  z
+    .union([z.number().int().positive(), z.string().regex(/^\d+(Ki|Mi|Gi)?$/, 'expected bytes as an integer or with Ki, Mi or Gi, such as "8Mi"')])
+    .default(fallback)
+    .transform((value) => {
+      if (typeof value === 'number') return value;
+      const [, amount, suffix] = /^(\d+)(Ki|Mi|Gi)?$/.exec(value)!;
+      return Number(amount) * BINARY_SUFFIX[suffix ?? '']!;
+    });
+
+const powerOfTwo = (fallback: number) =>
+  z
+    .number()
+    .int()
+    .positive()
+    .default(fallback)
+    .refine((n) => (n & (n - 1)) === 0, { message: 'expected a power of two' });
+
+const interfaceSchema = z.strictObject({
+  name: z.string().min(1).max(15, 'expected an interface name of at most 15 characters'),
+  hook: z.enum(['xdp', 'tc']).default('xdp'),
+  xdpMode: z.enum(['native', 'generic', 'auto']).default('auto'),
+});
+
+export const agentConfigSchema = z.strictObject({
+  // Defaults to the NODE_NAME environment variable, set from the downward
+  // API in the DaemonSet.
+  nodeName: z.string().min(1).optional(),
+  mode: z.enum(['standalone', 'chained', 'signal']).default('standalone'),
+  interfaces: z.array(interfaceSchema).default([]),
+  // Network namespace of the interfaces, such as /run/netns/node1. Unset
+  // in a cluster, where the agent runs with hostNetwork.
+  netns: z.string().startsWith('/').optional(),
+  kubernetes: z
+    .strictObject({
+      // In-cluster configuration when unset.
+      kubeconfig: z.string().min(1).optional(),
+      // Namespace of the agent's Leases.
+      namespace: z.string().min(1).default('zerohold-system'),
+    })
+    .prefault({}),
+  bpf: z
+    .strictObject({
+      objectPath: z.string().min(1).optional(),
+      pinDir: z.string().startsWith('/sys/fs/bpf/').default('/sys/fs/bpf/zerohold'),
+      maxServices: z.number().int().positive().default(8192),
+      maxFrontends: z.number().int().positive().default(65536),
+      indexBuckets: powerOfTwo(65536),
+      heldRingBytes: bytes(8 << 20),
+      wakeRingBytes: bytes(256 << 10),
+    })
+    .prefault({}),
+  limits: z
+    .strictObject({
+      heldFlowsTotal: z.number().int().positive().default(65536),
+      heldFlowsPerService: z.number().int().positive().default(4096),
+      heldFlowsPerClient: z.number().int().positive().default(256),
+      // At most one wake event per Service in this interval.
+      wakeInterval: duration('1s'),
+    })
+    .prefault({}),
+  metrics: z
+    .strictObject({
+      host: z.string().default('0.0.0.0'),
+      port: z.number().int().min(0).max(65535).default(9464),
+    })
+    .prefault({}),
+  api: z
+    .strictObject({
+      // Unix socket of the local API that the zerohold CLI reads.
+      socket: z.string().startsWith('/').default('/run/zerohold/agent.sock'),
+    })
+    .prefault({}),
+  idle: z
+    .strictObject({
+      // How often this node publishes its activity for the leader.
+      reportInterval: duration('10s'),
+    })
+    .prefault({}),
+  leaderElection: z
+    .strictObject({
+      leaseName: z.string().min(1).default('zerohold-leader'),
+      leaseDuration: duration('15s'),
+      renewDeadline: duration('10s'),
+      retryPeriod: duration('2s'),
+    })
+    .prefault({}),
+});
+
+export type AgentConfig = z.output<typeof agentConfigSchema>;
+
+export class ConfigError extends Error {
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+  ) {
+    super(`invalid agent configuration in ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function describeValue(root: unknown, path: PropertyKey[]): string {
+  let value: unknown = root;
+  for (const key of path) {
+    if (value === null || typeof value !== 'object') return 'missing';
+    value = (value as Record<PropertyKey, unknown>)[key];
+  }
+  return value === undefined ? 'missing' : JSON.stringify(value);
+}
+
+function fieldPath(path: PropertyKey[]): string {
+  return path.reduce<string>((text, key) => (typeof key === 'number' ? `${text}[${key}]` : text ? `${text}.${String(key)}` : String(key)), '');
+}
+
+// Validates an already parsed document and fills in defaults.
+export function validateConfig(document: unknown, source = 'configuration'): AgentConfig {
+  const result = agentConfigSchema.safeParse(document ?? {});
+  if (result.success) {
+    const config = result.data;
+    if (config.mode === 'standalone' && config.interfaces.length === 0) {
+      throw new ConfigError(source, ['interfaces: missing, expected at least one interface to attach to in standalone mode']);
+    }
+    return config;
+  }
+
+  const problems = result.error.issues.flatMap((issue) => {
+    if (issue.code === 'unrecognized_keys') {
+      return issue.keys.map((key) => `${fieldPath([...issue.path, key])}: unknown field, check its spelling or remove it`);
+    }
+    const path = fieldPath(issue.path);
+    return [`${path || '(top level)'}: ${issue.message} (got ${describeValue(document, issue.path)})`];
+  });
+  throw new ConfigError(source, problems);
+}
+
+export function parseConfig(text: string, source = 'configuration'): AgentConfig {
+  let document: unknown;
+  try {
+    document = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(source, [`not valid YAML: ${(err as Error).message}`]);
+  }
+  return validateConfig(document, source);
+}
+
+export async function loadConfig(path: string): Promise<AgentConfig> {
+  return parseConfig(await readFile(path, 'utf8'), path);
+}

@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { ConfigError, parseConfig } from '../../src/agent/config.js';
+import { formatDuration, parseDuration } from '../../src/agent/duration.js';
+
+const MINIMAL = `
+interfaces:
+  - name: eth0
+`;
+
+test('config fills defaults', () => {
+  const config = parseConfig(MINIMAL);
+
+  assert.equal(config.mode, 'standalone');
+  assert.deepEqual(config.interfaces, [{ name: 'eth0', hook: 'xdp', xdpMode: 'auto' }]);
+  assert.equal(config.bpf.pinDir, '/sys/fs/bpf/zerohold');
+  assert.equal(config.bpf.heldRingBytes, 8 << 20);
+  assert.equal(config.limits.wakeInterval, 1000);
+  assert.equal(config.leaderElection.leaseDuration, 15_000);
+  assert.equal(config.kubernetes.namespace, 'zerohold-system');
+  assert.equal(config.metrics.port, 9464);
+});
+
+test('config reads every section', () => {
+  const config = parseConfig(`
+nodeName: node-1
+mode: standalone
+netns: /run/netns/node1
+interfaces:
+  - { name: veth1, hook: tc }
+bpf: { heldRingBytes: 16Mi, indexBuckets: 1024, maxServices: 64 }
+limits: { heldFlowsPerClient: 8, wakeInterval: 250ms }
+idle: { reportInterval: 1m30s }
+`);
+
+  assert.equal(config.nodeName, 'node-1');
+  assert.equal(config.netns, '/run/netns/node1');
+  assert.equal(config.interfaces[0]!.hook, 'tc');
+  assert.equal(config.bpf.heldRingBytes, 16 << 20);
+  assert.equal(config.bpf.indexBuckets, 1024);
+  assert.equal(config.limits.heldFlowsPerClient, 8);
+  assert.equal(config.limits.wakeInterval, 250);
+  assert.equal(config.idle.reportInterval, 90_000);
+});
+
+function problemsOf(text: string): string[] {
+  try {
+    parseConfig(text, 'agent.yaml');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
+    assert.match(err.message, /^invalid agent configuration in agent\.yaml:/);
+    return err.problems;
+  }
+  assert.fail('configuration was accepted');
+}
+
+test('config names field and value', () => {
+  const problems = problemsOf(`
+interfaces:
+  - { name: eth0, hook: xpd }
+bpf: { indexBuckets: 1000, heldRingBytes: 8MB }
+limits: { wakeInterval: 1 second }
+`);
+
+  assert.equal(problems.length, 4, problems.join('\n'));
+  assert.match(problems.find((p) => p.startsWith('interfaces[0].hook'))!, /"xdp".*"tc".*got "xpd"/);
+  assert.match(problems.find((p) => p.startsWith('bpf.indexBuckets'))!, /power of two.*got 1000/);
+  assert.match(problems.find((p) => p.startsWith('bpf.heldRingBytes'))!, /"8Mi".*got "8MB"/);
+  assert.match(problems.find((p) => p.startsWith('limits.wakeInterval'))!, /Go duration.*got "1 second"/);
+});
+
+test('config rejects unknown fields', () => {
+  const [problem] = problemsOf(`${MINIMAL}\nintefaces: []\n`);
+  assert.equal(problem, 'intefaces: unknown field, check its spelling or remove it');
+});
+
+test('config needs interfaces standalone', () => {
+  const [problem] = problemsOf('mode: standalone\n');
+  assert.match(problem!, /^interfaces: missing, expected at least one interface/);
+});
+
+test('config rejects broken YAML', () => {
+  const [problem] = problemsOf('interfaces: [\n');
+  assert.match(problem!, /^not valid YAML/);
+});
+
+test('duration parses Go forms', () => {
+  assert.equal(parseDuration('1h30m'), 5_400_000);
+  assert.equal(parseDuration('1.5s'), 1500);
+  assert.equal(parseDuration('250ms'), 250);
+  assert.equal(parseDuration('10'), null);
+  assert.equal(parseDuration('-1s'), null);
+  assert.equal(parseDuration(''), null);
+  assert.equal(formatDuration(5_400_000), '1h30m');
+  assert.equal(formatDuration(250), '250ms');
+});
