@@ -1,0 +1,141 @@
+// The lifecycle of a managed workload as one agent sees it, as a pure
+// transition function: the controller feeds it observations and carries
+// out the actions it returns, so every transition is table-testable.
+//
+//   Warm ──idle for idleTimeout──▶ Idle ──leader closes gates──▶ ScalingDown
+//     ▲                                                             │ all nodes closed,
+//     │ Ready backend: open gate, re-inject                         ▼ scale to 0
+//   Waking ◀──────────── flow opener arrives (wake) ─────────────  Cold
+//
+// The gate closes before replicas reach zero, so a client that arrives
+// during scale-down is held instead of meeting a refused connection.
+
+export type Phase = 'Warm' | 'Idle' | 'ScalingDown' | 'Cold' | 'Waking';
+
+export interface PhaseState {
+  phase: Phase;
+  // Gate of this node's frontends: closed means flow openers are held.
+  gateClosed: boolean;
+  // When the current wake began (first held packet), for the wake timeout
+  // and the cold-start duration.
+  wakeStartedMs: number | null;
+  // When the workload last became warm, for minWarmTime.
+  warmSinceMs: number | null;
+}
+
+export interface PhaseSettings {
+  idleTimeoutMs: number;
+  minWarmMs: number;
+  wakeTimeoutMs: number;
+  wakeReplicas: number;
+}
+
+export type PhaseEvent =
+  // The workload's replica count and Ready endpoints as last observed.
+  | { type: 'observed'; replicas: number; readyEndpoints: number; nowMs: number }
+  // The cluster-wide idle time, published by the leader.
+  | { type: 'idle-check'; lastActivityMs: number; nowMs: number; leader: boolean }
+  // The leader decided to scale down: every node closes its gate.
+  | { type: 'scale-down-begun'; nowMs: number }
+  // Every live node reported its gate closed.
+  | { type: 'all-gates-closed'; nowMs: number; leader: boolean }
+  // A flow opener arrived for a cold or closing workload.
+  | { type: 'flow-opener'; nowMs: number }
+  | { type: 'tick'; nowMs: number };
+
+export type PhaseAction =
+  | { type: 'close-gate' }
+  | { type: 'release' } // open the gate, then re-inject held frames
+  | { type: 'scale'; replicas: number; mode: 'at-least' | 'exactly' }
+  | { type: 'announce-scale-down' } // leader: tell every node to close its gate
+  | { type: 'expire-held'; reason: string }
+  | { type: 'event'; reason: string; message: string; warning?: boolean };
+
+export interface Transition {
+  state: PhaseState;
+  actions: PhaseAction[];
+}
+
+export function initialPhase(replicas: number): PhaseState {
+  return replicas > 0
+    ? { phase: 'Warm', gateClosed: false, wakeStartedMs: null, warmSinceMs: null }
+    : { phase: 'Cold', gateClosed: true, wakeStartedMs: null, warmSinceMs: null };
+}
+
+export function nextPhase(state: PhaseState, event: PhaseEvent, settings: PhaseSettings): Transition {
+  const stay: Transition = { state, actions: [] };
+  const to = (patch: Partial<PhaseState>, ...actions: PhaseAction[]): Transition => ({ state: { ...state, ...patch }, actions });
+
+  switch (event.type) {
+    case 'flow-opener':
+      // Scale up from Cold, and also from a scale-down in progress: the
+      // leader may already have set replicas to 0.
+      if (state.phase === 'Cold' || state.phase === 'ScalingDown' || state.phase === 'Idle') {
+        return to(
+          { phase: 'Waking', gateClosed: true, wakeStartedMs: event.nowMs },
+          { type: 'close-gate' },
+          { type: 'scale', replicas: settings.wakeReplicas, mode: 'at-least' },
+          { type: 'event', reason: 'Woken', message: `flow opener received, scaling to at least ${settings.wakeReplicas}` },
+        );
+      }
+      return stay;
+
+    case 'observed':
+      if (state.phase === 'Waking' && event.readyEndpoints > 0) {
+        return to({ phase: 'Warm', gateClosed: false, warmSinceMs: event.nowMs, wakeStartedMs: null }, { type: 'release' });
+      }
+      if (state.phase === 'Cold' && event.replicas > 0 && event.readyEndpoints > 0) {
+        // Scaled up by someone else (an HPA, a person): open the gate.
+        return to({ phase: 'Warm', gateClosed: false, warmSinceMs: event.nowMs }, { type: 'release' });
+      }
+      if (state.phase === 'Warm' && event.replicas === 0) {
+        // Scaled to zero by someone else: hold from now on.
+        return to({ phase: 'Cold', gateClosed: true, warmSinceMs: null }, { type: 'close-gate' });
+      }
+      if (state.phase === 'ScalingDown' && event.replicas === 0) {
+        return to({ phase: 'Cold' }, { type: 'event', reason: 'ScaledToZero', message: 'scaled to zero after the idle timeout' });
+      }
+      return stay;
+
+    case 'idle-check': {
+      if (state.phase !== 'Warm' && state.phase !== 'Idle') return stay;
+      const idleFor = event.nowMs - event.lastActivityMs;
+      const warmFor = state.warmSinceMs === null ? Infinity : event.nowMs - state.warmSinceMs;
+      const idle = idleFor >= settings.idleTimeoutMs && warmFor >= settings.minWarmMs;
+
+      if (!idle) return state.phase === 'Idle' ? to({ phase: 'Warm' }) : stay;
+      if (!event.leader) return state.phase === 'Idle' ? stay : to({ phase: 'Idle' });
+      return to({ phase: 'Idle' }, { type: 'announce-scale-down' });
+    }
+
+    case 'scale-down-begun':
+      if (state.phase === 'Warm' || state.phase === 'Idle') {
+        return to({ phase: 'ScalingDown', gateClosed: true }, { type: 'close-gate' });
+      }
+      return stay;
+
+    case 'all-gates-closed':
+      if (state.phase === 'ScalingDown' && event.leader) {
+        return to({}, { type: 'scale', replicas: 0, mode: 'exactly' });
+      }
+      return stay;
+
+    case 'tick':
+      if (state.phase === 'Waking' && state.wakeStartedMs !== null && event.nowMs - state.wakeStartedMs >= settings.wakeTimeoutMs) {
+        // The next flow opener starts over from Cold. The scale-up already
+        // requested stays, and a backend that turns Ready later still
+        // opens the gate through the Cold observation.
+        return to(
+          { phase: 'Cold', wakeStartedMs: null },
+          { type: 'expire-held', reason: 'wake timeout' },
+          {
+            type: 'event',
+            reason: 'WakeTimedOut',
+            message: `no Ready backend within ${Math.round(settings.wakeTimeoutMs / 1000)}s, dropped the held flows`,
+            warning: true,
+          },
+        );
+      }
+      return stay;
+  }
+}

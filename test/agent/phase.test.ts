@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { initialPhase, nextPhase, type Phase, type PhaseEvent, type PhaseState } from '../../src/agent/phase.js';
+
+const SETTINGS = { idleTimeoutMs: 60_000, minWarmMs: 10_000, wakeTimeoutMs: 120_000, wakeReplicas: 2 };
+
+function state(phase: Phase, patch: Partial<PhaseState> = {}): PhaseState {
+  return { ...initialPhase(phase === 'Warm' || phase === 'Idle' ? 1 : 0), phase, ...patch };
+}
+
+interface Case {
+  name: string;
+  from: PhaseState;
+  event: PhaseEvent;
+  to: Phase;
+  gateClosed?: boolean;
+  actions: string[];
+}
+
+const CASES: Case[] = [
+  { name: 'cold wakes on flow opener', from: state('Cold'), event: { type: 'flow-opener', nowMs: 5 }, to: 'Waking', gateClosed: true, actions: ['close-gate', 'scale:2:at-least', 'event:Woken'] },
+  { name: 'scaling down wakes on opener', from: state('ScalingDown', { gateClosed: true }), event: { type: 'flow-opener', nowMs: 5 }, to: 'Waking', actions: ['close-gate', 'scale:2:at-least', 'event:Woken'] },
+  { name: 'warm ignores flow opener', from: state('Warm'), event: { type: 'flow-opener', nowMs: 5 }, to: 'Warm', actions: [] },
+  { name: 'waking waits for Ready', from: state('Waking', { wakeStartedMs: 0 }), event: { type: 'observed', replicas: 2, readyEndpoints: 0, nowMs: 5 }, to: 'Waking', actions: [] },
+  { name: 'waking releases on Ready', from: state('Waking', { wakeStartedMs: 0 }), event: { type: 'observed', replicas: 2, readyEndpoints: 1, nowMs: 5 }, to: 'Warm', gateClosed: false, actions: ['release'] },
+  { name: 'external scale-up opens gate', from: state('Cold'), event: { type: 'observed', replicas: 1, readyEndpoints: 1, nowMs: 5 }, to: 'Warm', gateClosed: false, actions: ['release'] },
+  { name: 'external scale to zero closes', from: state('Warm'), event: { type: 'observed', replicas: 0, readyEndpoints: 0, nowMs: 5 }, to: 'Cold', gateClosed: true, actions: ['close-gate'] },
+  { name: 'recent activity stays warm', from: state('Warm'), event: { type: 'idle-check', lastActivityMs: 50_000, nowMs: 100_000, leader: true }, to: 'Warm', actions: [] },
+  { name: 'follower marks idle only', from: state('Warm'), event: { type: 'idle-check', lastActivityMs: 0, nowMs: 100_000, leader: false }, to: 'Idle', actions: [] },
+  { name: 'leader announces scale-down', from: state('Warm'), event: { type: 'idle-check', lastActivityMs: 0, nowMs: 100_000, leader: true }, to: 'Idle', actions: ['announce-scale-down'] },
+  { name: 'min warm time defers idle', from: state('Warm', { warmSinceMs: 95_000 }), event: { type: 'idle-check', lastActivityMs: 0, nowMs: 100_000, leader: true }, to: 'Warm', actions: [] },
+  { name: 'activity returns idle to warm', from: state('Idle'), event: { type: 'idle-check', lastActivityMs: 99_000, nowMs: 100_000, leader: true }, to: 'Warm', actions: [] },
+  { name: 'scale-down closes gate first', from: state('Idle'), event: { type: 'scale-down-begun', nowMs: 5 }, to: 'ScalingDown', gateClosed: true, actions: ['close-gate'] },
+  { name: 'leader scales after all closed', from: state('ScalingDown', { gateClosed: true }), event: { type: 'all-gates-closed', nowMs: 5, leader: true }, to: 'ScalingDown', actions: ['scale:0:exactly'] },
+  { name: 'follower does not scale', from: state('ScalingDown', { gateClosed: true }), event: { type: 'all-gates-closed', nowMs: 5, leader: false }, to: 'ScalingDown', actions: [] },
+  { name: 'zero replicas completes scale-down', from: state('ScalingDown', { gateClosed: true }), event: { type: 'observed', replicas: 0, readyEndpoints: 0, nowMs: 5 }, to: 'Cold', actions: ['event:ScaledToZero'] },
+  { name: 'wake timeout expires held', from: state('Waking', { wakeStartedMs: 0, gateClosed: true }), event: { type: 'tick', nowMs: 120_000 }, to: 'Cold', gateClosed: true, actions: ['expire-held', 'event:WakeTimedOut'] },
+  { name: 'wake within timeout waits', from: state('Waking', { wakeStartedMs: 0, gateClosed: true }), event: { type: 'tick', nowMs: 119_999 }, to: 'Waking', actions: [] },
+];
+
+function describeAction(action: { type: string; replicas?: number; mode?: string; reason?: string }): string {
+  if (action.type === 'scale') return `scale:${action.replicas}:${action.mode}`;
+  if (action.type === 'event') return `event:${action.reason}`;
+  return action.type;
+}
+
+for (const c of CASES) {
+  test(`phase: ${c.name}`, () => {
+    const { state: next, actions } = nextPhase(c.from, c.event, SETTINGS);
+    assert.equal(next.phase, c.to);
+    if (c.gateClosed !== undefined) assert.equal(next.gateClosed, c.gateClosed);
+    assert.deepEqual(actions.map(describeAction), c.actions);
+  });
+}
+
+test('phase: gate closes before zero', () => {
+  // Walk a scale-down: the close-gate action comes strictly before the
+  // scale to zero, whatever the leader does.
+  let current = state('Warm');
+  const log: string[] = [];
+  const events: PhaseEvent[] = [
+    { type: 'idle-check', lastActivityMs: 0, nowMs: 100_000, leader: true },
+    { type: 'scale-down-begun', nowMs: 100_001 },
+    { type: 'all-gates-closed', nowMs: 100_002, leader: true },
+    { type: 'observed', replicas: 0, readyEndpoints: 0, nowMs: 100_003 },
+  ];
+  for (const event of events) {
+    const t = nextPhase(current, event, SETTINGS);
+    current = t.state;
+    log.push(...t.actions.map(describeAction));
+  }
+  assert.deepEqual(log, ['announce-scale-down', 'close-gate', 'scale:0:exactly', 'event:ScaledToZero']);
+  assert.equal(current.phase, 'Cold');
+});
