@@ -1,0 +1,111 @@
+// DatapathPort over the real BPF datapath of this node. Each workload gets
+// one service id, so one state word gates every frontend of every Service
+// of the workload. Ids stay stable across agent restarts: a workload whose
+// frontends are still in the pinned table gets the id they carry, so
+// records already in the ring buffer keep their meaning.
+
+import type { Datapath } from '../datapath/datapath.js';
+import { frontendToString, type Frontend } from '../datapath/frontends.js';
+import type { HeldFlow } from '../datapath/held-frames.js';
+import type { DatapathPort, ReleaseOutcome, WakeSignal, WorkloadKey } from './ports.js';
+
+// Id 0 stays unused, so a zeroed entry never names a workload.
+const FIRST_ID = 1;
+
+export class NodeDatapath implements DatapathPort {
+  private readonly ids = new Map<WorkloadKey, number>();
+  private readonly workloads = new Map<number, WorkloadKey>();
+  private readonly installed = new Map<WorkloadKey, Frontend[]>();
+  // Frontend to id as found in the pinned table at start, for reuse.
+  private readonly pinnedIds = new Map<string, number>();
+
+  constructor(
+    private readonly datapath: Datapath,
+    private readonly wakeIntervalMs: number,
+  ) {
+    for (const { frontend, serviceId } of datapath.frontends.list()) {
+      this.pinnedIds.set(frontendToString(frontend), serviceId);
+    }
+  }
+
+  serviceIdOf(workload: WorkloadKey): number | undefined {
+    return this.ids.get(workload);
+  }
+
+  setFrontends(workload: WorkloadKey, frontends: Frontend[], gateClosed: boolean): void {
+    const id = this.ids.get(workload) ?? this.allocate(workload, frontends);
+    const state = gateClosed ? 'cold' : 'warm';
+
+    // Gate first: a new frontend must never pass traffic that the
+    // workload's state says to hold.
+    this.datapath.configureService(id, { state, wakeIntervalMs: this.wakeIntervalMs });
+
+    const wanted = new Map(frontends.map((f) => [frontendToString(f), f]));
+    for (const old of this.installed.get(workload) ?? []) {
+      if (!wanted.has(frontendToString(old))) this.datapath.frontends.delete(old);
+    }
+    for (const f of wanted.values()) {
+      this.datapath.frontends.set(f, id);
+    }
+    this.installed.set(workload, [...wanted.values()]);
+  }
+
+  removeWorkload(workload: WorkloadKey): void {
+    const id = this.ids.get(workload);
+    if (id === undefined) return;
+
+    for (const f of this.installed.get(workload) ?? []) this.datapath.frontends.delete(f);
+    this.datapath.configureService(id, { state: 'unmanaged', wakeIntervalMs: this.wakeIntervalMs });
+    this.installed.delete(workload);
+    this.ids.delete(workload);
+    this.workloads.delete(id);
+  }
+
+  closeGate(workload: WorkloadKey): void {
+    this.datapath.setServiceState(this.requireId(workload), 'cold');
+  }
+
+  release(workload: WorkloadKey): Promise<ReleaseOutcome> {
+    return this.datapath.release(this.requireId(workload));
+  }
+
+  expireHeld(workload: WorkloadKey, cutoffMs: number): HeldFlow[] {
+    const id = this.ids.get(workload);
+    if (id === undefined) return [];
+    return this.datapath.expire(id, BigInt(Math.round(cutoffMs * 1e6)));
+  }
+
+  heldFlows(workload?: WorkloadKey): HeldFlow[] {
+    if (workload === undefined) return this.datapath.held.list();
+    const id = this.ids.get(workload);
+    return id === undefined ? [] : this.datapath.held.list(id);
+  }
+
+  onWake(listener: (signal: WakeSignal) => void): void {
+    this.datapath.on('wake', (record) => {
+      const workload = this.workloads.get(record.serviceId);
+      if (workload === undefined) return;
+      listener({ workload, flow: record.flow, atMs: Number(record.timestampNs / 1_000_000n) });
+    });
+  }
+
+  private allocate(workload: WorkloadKey, frontends: Frontend[]): number {
+    let id = frontends.map((f) => this.pinnedIds.get(frontendToString(f))).find((pinned) => pinned !== undefined && !this.workloads.has(pinned));
+    if (id === undefined) {
+      id = FIRST_ID;
+      while (this.workloads.has(id) || [...this.pinnedIds.values()].includes(id)) id++;
+      if (id > this.datapath.services.maxServiceId) {
+        throw new RangeError(`no free service id for workload ${workload}: all ${this.datapath.services.maxServiceId} are in use, raise bpf.maxServices`);
+      }
+    }
+    this.ids.set(workload, id);
+    this.workloads.set(id, workload);
+    return id;
+  }
+
+  private requireId(workload: WorkloadKey): number {
+    const id = this.ids.get(workload);
+    if (id === undefined) throw new Error(`workload ${workload} has no frontends on this node`);
+    return id;
+  }
+}

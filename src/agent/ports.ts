@@ -1,0 +1,70 @@
+// The interfaces between the agent's controller and what it drives: the
+// node's datapath, the source of activity, the release check and the
+// workload's scale. Each has a real implementation and a fake for tests,
+// and later modes (chained Cilium, Hubble) add implementations here.
+
+import type { Frontend } from '../datapath/frontends.js';
+import type { HeldFlow } from '../datapath/held-frames.js';
+import type { Flow } from '../datapath/records.js';
+
+// A workload that opted in, identified by "namespace/name" of its
+// ScaleToZero or, for the annotation shortcut, of its Service.
+export type WorkloadKey = string;
+
+export interface WakeSignal {
+  workload: WorkloadKey;
+  flow: Flow;
+  // CLOCK_MONOTONIC in milliseconds, the clock of the datapath's records
+  // and of process.hrtime.
+  atMs: number;
+}
+
+export interface ReleaseOutcome {
+  released: HeldFlow[];
+  failed: { flow: HeldFlow; error: string }[];
+}
+
+// The node's datapath as the controller uses it.
+export interface DatapathPort {
+  // Installs the frontends of a workload, replacing the previous set, with
+  // the gate closed (hold) or open (pass).
+  setFrontends(workload: WorkloadKey, frontends: Frontend[], gateClosed: boolean): void;
+  removeWorkload(workload: WorkloadKey): void;
+  closeGate(workload: WorkloadKey): void;
+  // Opens the gate, then re-injects the held frames of the workload.
+  release(workload: WorkloadKey): Promise<ReleaseOutcome>;
+  // Drops held frames whose first packet is older than cutoffMs
+  // (CLOCK_MONOTONIC), and returns them for counting.
+  expireHeld(workload: WorkloadKey, cutoffMs: number): HeldFlow[];
+  heldFlows(workload?: WorkloadKey): HeldFlow[];
+  onWake(listener: (signal: WakeSignal) => void): void;
+}
+
+// Where activity comes from: datapath counters in standalone mode, Hubble
+// flows later. Returns the last time each workload saw traffic on this
+// node, as Unix milliseconds, or nothing for a workload with none yet.
+export interface ActivitySource {
+  lastActivity(workload: WorkloadKey): number | undefined;
+}
+
+// Whether held flows of a workload may be released. Standalone mode asks
+// for a Ready endpoint; chained mode adds "this node's Cilium datapath has
+// a backend".
+export interface ReleaseCheck {
+  readyToRelease(workload: WorkloadKey): boolean;
+}
+
+export interface TargetRef {
+  apiVersion: string;
+  kind: string;
+  name: string;
+}
+
+// The /scale subresource of a workload.
+export interface ScalePort {
+  // Scales to at least replicas. Returns true when this call changed the
+  // count, false when it already was at least replicas.
+  scaleUp(namespace: string, target: TargetRef, replicas: number): Promise<boolean>;
+  // Scales to exactly replicas, failing on a concurrent change.
+  scaleTo(namespace: string, target: TargetRef, replicas: number): Promise<void>;
+}

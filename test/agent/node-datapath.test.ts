@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, rmSync } from 'node:fs';
+import { after, test } from 'node:test';
+
+import { NodeDatapath } from '../../src/agent/node-datapath.js';
+import { Datapath } from '../../src/datapath/datapath.js';
+import type { Frontend } from '../../src/datapath/frontends.js';
+import { FrameRunner } from '../lib/harness.js';
+import { buildFrame, TCP_SYN } from '../lib/packets.js';
+
+const pinDir = `/sys/fs/bpf/zh-test-node-${process.pid}`;
+after(() => rmSync(pinDir, { recursive: true, force: true }));
+
+const WEB: Frontend = { address: '198.19.0.10', protocol: 'tcp', port: 80 };
+const WEB_TLS: Frontend = { address: '198.19.0.10', protocol: 'tcp', port: 443 };
+const DB: Frontend = { address: '198.19.0.20', protocol: 'tcp', port: 5432 };
+
+const syn = (f: Frontend) => buildFrame({ src: '198.18.0.1', dst: f.address, tcp: { srcPort: 40000, dstPort: f.port as number, flags: TCP_SYN } });
+
+test('node datapath gates per workload', async () => {
+  const dp = await Datapath.open({ maxServices: 16 });
+  try {
+    const node = new NodeDatapath(dp, 0);
+    const runner = new FrameRunner(dp);
+    node.setFrontends('default/web', [WEB, WEB_TLS], true);
+    node.setFrontends('default/db', [DB], false);
+
+    assert.equal(runner.run('xdp', syn(WEB)).verdict, 'drop');
+    assert.equal(runner.run('xdp', syn(WEB_TLS)).verdict, 'drop');
+    assert.equal(runner.run('xdp', syn(DB)).verdict, 'pass');
+    assert.equal(node.heldFlows('default/web').length, 2);
+    assert.notEqual(node.serviceIdOf('default/web'), node.serviceIdOf('default/db'));
+
+    // Replacing the set removes the frontend that left.
+    node.setFrontends('default/web', [WEB], true);
+    assert.equal(runner.run('xdp', syn(WEB_TLS)).verdict, 'pass');
+
+    node.closeGate('default/db');
+    assert.equal(runner.run('xdp', syn(DB)).verdict, 'drop');
+
+    node.removeWorkload('default/db');
+    assert.equal(runner.run('xdp', syn(DB)).verdict, 'pass');
+    assert.deepEqual(dp.frontends.list().map((e) => e.frontend), [WEB]);
+  } finally {
+    await dp.close();
+  }
+});
+
+test('node datapath keeps ids on restart', async () => {
+  mkdirSync(pinDir, { recursive: true });
+  const first = await Datapath.open({ maxServices: 16, pinDir });
+  const before = new NodeDatapath(first, 0);
+  before.setFrontends('default/db', [DB], true);
+  before.setFrontends('default/web', [WEB], true);
+  const webId = before.serviceIdOf('default/web');
+  await first.close();
+
+  const second = await Datapath.open({ maxServices: 16, pinDir });
+  try {
+    const after = new NodeDatapath(second, 0);
+    // Registered in the other order, the workloads keep their ids.
+    after.setFrontends('default/web', [WEB], true);
+    assert.equal(after.serviceIdOf('default/web'), webId);
+    after.setFrontends('default/other', [WEB_TLS], true);
+    assert.notEqual(after.serviceIdOf('default/other'), before.serviceIdOf('default/db'), 'a pinned id is not handed to another workload');
+  } finally {
+    await second.close();
+  }
+});
