@@ -20,10 +20,7 @@
 SEC("xdp")
 int zh_xdp_hold(struct xdp_md *ctx)
 {
-	struct zh_match match = {
-		.ifindex = ctx->ingress_ifindex,
-		.hook = ZH_HOOK_XDP,
-	};
+	struct zh_match match = { .hook = ZH_HOOK_XDP };
 	enum zh_action action;
 	struct zh_flow flow;
 
@@ -31,6 +28,10 @@ int zh_xdp_hold(struct xdp_md *ctx)
 		return XDP_PASS;
 
 	action = zh_decide(&flow, &match);
+	if (action == ZH_ACT_OPENER) {
+		match.ifindex = ctx->ingress_ifindex;
+		action = zh_decide_opener(&flow, &match);
+	}
 	if (action == ZH_ACT_HOLD)
 		zh_hold_xdp(ctx, &flow, &match);
 	return action == ZH_ACT_PASS ? XDP_PASS : XDP_DROP;
@@ -40,10 +41,7 @@ int zh_xdp_hold(struct xdp_md *ctx)
 SEC("tc")
 int zh_tc_hold(struct __sk_buff *skb)
 {
-	struct zh_match match = {
-		.ifindex = skb->ifindex,
-		.hook = ZH_HOOK_TC,
-	};
+	struct zh_match match = { .hook = ZH_HOOK_TC };
 	enum zh_action action;
 	struct zh_flow flow;
 
@@ -55,6 +53,10 @@ int zh_tc_hold(struct __sk_buff *skb)
 		return ZH_TC_PASS;
 
 	action = zh_decide(&flow, &match);
+	if (action == ZH_ACT_OPENER) {
+		match.ifindex = skb->ifindex;
+		action = zh_decide_opener(&flow, &match);
+	}
 	if (action == ZH_ACT_HOLD)
 		zh_hold_tc(skb, &flow, &match);
 	return action == ZH_ACT_PASS ? ZH_TC_PASS : TC_ACT_SHOT;

@@ -119,11 +119,20 @@ struct zh_fe_bucket {
 
 /*
  * Bucket hash of a zh_frontend_key, read as five host-order 32-bit words
- * with pad zero: FNV-1a over words, then the murmur3 finalizer. User space
- * computes the same function (src/datapath/frontend-index.ts).
+ * w0..w4 with pad zero: x = w0 * ZH_FE_HASH_M0 + ... + w4 * ZH_FE_HASH_M4
+ * modulo 2^64, and the hash is the low 32 bits of (x >> 32) ^ (x >> 48).
+ * The multipliers are fixed random values. The products do not depend on
+ * each other, so the packet path waits for one multiply, and for an
+ * IPv4-mapped address three of them are constants. The low bits of
+ * x >> 32 alone spread sequential keys unevenly over small tables, so the
+ * top 16 bits of x are folded into them. User space computes the same
+ * function (src/datapath/frontend-index.ts).
  */
-#define ZH_FE_HASH_SEED		0x811c9dc5
-#define ZH_FE_HASH_PRIME	0x01000193
+#define ZH_FE_HASH_M0		0xe220a8397b1dcdafULL
+#define ZH_FE_HASH_M1		0x6e789e6aa1b965f4ULL
+#define ZH_FE_HASH_M2		0x06c45d188009454fULL
+#define ZH_FE_HASH_M3		0xf88bb8a8724c81ecULL
+#define ZH_FE_HASH_M4		0x1b39896a51a8749bULL
 
 /*
  * zh_svc_stats value, one per service and CPU. The agent sums the

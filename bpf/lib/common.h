@@ -22,4 +22,7 @@
 /* Reads a word that user space or another CPU may change concurrently. */
 #define ZH_READ_ONCE(x)		(*(const volatile typeof(x) *)&(x))
 
+/* Writes a word that another CPU may read concurrently. */
+#define ZH_WRITE_ONCE(x, v)	(*(volatile typeof(x) *)&(x) = (v))
+
 #endif /* ZH_LIB_COMMON_H */

@@ -11,12 +11,13 @@ enum zh_action {
 	ZH_ACT_PASS,
 	ZH_ACT_DROP,
 	ZH_ACT_HOLD,	/* copy into zh_held_ring, then drop */
+	ZH_ACT_OPENER,	/* a flow opener to a cold service: zh_decide_opener */
 };
 
 /*
  * Decides on a flow opener to a service that has no backend: signals the
  * wake, then drops or holds the frame. Shared by standalone and chained
- * hooks.
+ * hooks. The caller sets match->ifindex first.
  */
 static __always_inline enum zh_action
 zh_decide_opener(const struct zh_flow *flow, const struct zh_match *match)
@@ -43,8 +44,11 @@ zh_decide_opener(const struct zh_flow *flow, const struct zh_match *match)
 
 /*
  * Decides on a classified frame in a standalone hook. The caller sets
- * match->ifindex and match->hook. Frames to no frontend, to unmanaged or
- * warm services, and frames that open no flow pass.
+ * match->hook. Frames to no frontend, to unmanaged or warm services, and
+ * frames that open no flow pass. A flow opener to a cold service returns
+ * ZH_ACT_OPENER, and the caller passes it on to zh_decide_opener after
+ * setting match->ifindex, which only openers need and which costs XDP three
+ * dependent loads.
  */
 static __always_inline enum zh_action zh_decide(const struct zh_flow *flow,
 						struct zh_match *match)
@@ -74,7 +78,7 @@ static __always_inline enum zh_action zh_decide(const struct zh_flow *flow,
 		match->stats->passed_cold++;
 		return ZH_ACT_PASS;
 	}
-	return zh_decide_opener(flow, match);
+	return ZH_ACT_OPENER;
 }
 
 #endif /* ZH_LIB_DECIDE_H */

@@ -82,22 +82,6 @@ struct {
 } zh_wake_ring SEC(".maps");
 
 /*
- * This CPU's last bpf_ktime_get_coarse_ns() reading and the jiffies value
- * it was taken at, internal to the datapath (see lib/clock.h).
- */
-struct zh_coarse_clock {
-	__u64	jiffies;
-	__u64	coarse_ns;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct zh_coarse_clock);
-} zh_coarse_clock SEC(".maps");
-
-/*
  * Metadata a host datapath leaves before tail-calling a chained entry. In
  * chained mode the agent reuses the host's pinned map of the same name
  * instead of this one.

@@ -25,12 +25,17 @@ struct zh_match {
  * Resolves one key: zh_fe_index first, and zh_frontends only where the
  * index cannot answer (an overflowing bucket or a concurrent write).
  */
-static __always_inline bool zh_lookup_key(const union zh_key_words *k,
+static __always_inline bool zh_lookup_key(const struct zh_fe_probe *probe,
 					  __u32 mask, __u32 *service_id)
 {
 	const struct zh_frontend_value *frontend;
+	union {
+		struct zh_frontend_key	key;
+		__u32			words[5];
+	} k;
+	int i;
 
-	switch (zh_index_lookup(k, mask, service_id)) {
+	switch (zh_index_lookup(probe, mask, service_id)) {
 	case ZH_INDEX_HIT:
 		return true;
 	case ZH_INDEX_MISS:
@@ -39,7 +44,12 @@ static __always_inline bool zh_lookup_key(const union zh_key_words *k,
 		break;
 	}
 
-	frontend = bpf_map_lookup_elem(&zh_frontends, &k->key);
+	/* Only this rare path needs the key in memory. */
+#pragma unroll
+	for (i = 0; i < 4; i++)
+		k.words[i] = probe->addr[i];
+	k.words[4] = probe->tail;
+	frontend = bpf_map_lookup_elem(&zh_frontends, &k.key);
 	if (!frontend)
 		return false;
 	*service_id = frontend->service_id;
@@ -47,32 +57,49 @@ static __always_inline bool zh_lookup_key(const union zh_key_words *k,
 }
 
 /*
- * Finds the service of flow's destination: the exact port first, then
- * port 0, but only while zh_config says port-0 keys exist. In the common
- * case both a miss and a hit take no helper call.
+ * Looks probe up, then its port-0 form, but only while
+ * zh_config.any_port_frontends counts port-0 keys.
+ */
+static __always_inline bool zh_lookup_probe(struct zh_fe_probe *probe,
+					    const struct zh_config *config,
+					    __u32 *service_id)
+{
+	if (zh_lookup_key(probe, config->index_mask, service_id))
+		return true;
+
+	if (!ZH_READ_ONCE(config->any_port_frontends))
+		return false;
+
+	/* The port is the low half of the last word. */
+	probe->tail &= ~(__u32)0xffff;
+	return zh_lookup_key(probe, config->index_mask, service_id);
+}
+
+/*
+ * Finds the service of flow's destination. In the common case both a miss
+ * and a hit take no helper call. Each family has its own copy of the
+ * lookup, so that the constant words of an IPv4-mapped address fold away.
  */
 static __always_inline bool zh_lookup_frontend(const struct zh_flow *flow,
 					       __u32 *service_id)
 {
-	union zh_key_words k __attribute__((aligned(8)));
+	const struct ipv6hdr *ip6h = flow->l3;
+	const struct iphdr *iph = flow->l3;
 	const struct zh_config *config;
+	struct zh_fe_probe probe;
 	__u32 zero = 0;
 
 	config = bpf_map_lookup_elem(&zh_config, &zero);
 	if (!config)
 		return false;
 
-	__builtin_memcpy(k.key.addr, flow->dst.bytes, sizeof(k.key.addr));
-	k.key.port = flow->dst_port;
-	k.key.proto = flow->l4_proto;
-	k.key.pad = 0;
-	if (zh_lookup_key(&k, config->index_mask, service_id))
-		return true;
-
-	if (!ZH_READ_ONCE(config->any_port_frontends))
-		return false;
-	k.key.port = 0;
-	return zh_lookup_key(&k, config->index_mask, service_id);
+	if (flow->family == ZH_AF_INET) {
+		zh_fe_probe_ipv4(&probe, iph->daddr, flow->dst_port,
+				 flow->l4_proto);
+		return zh_lookup_probe(&probe, config, service_id);
+	}
+	zh_fe_probe_ipv6(&probe, &ip6h->daddr, flow->dst_port, flow->l4_proto);
+	return zh_lookup_probe(&probe, config, service_id);
 }
 
 /*
@@ -81,7 +108,13 @@ static __always_inline bool zh_lookup_frontend(const struct zh_flow *flow,
  */
 static __always_inline bool zh_resolve_service(struct zh_match *match)
 {
-	match->service = bpf_map_lookup_elem(&zh_services, &match->service_id);
+	__u32 id = match->service_id;
+
+	/*
+	 * A key copy keeps match out of memory: with its own address taken,
+	 * the compiler builds the whole struct on the stack for every frame.
+	 */
+	match->service = bpf_map_lookup_elem(&zh_services, &id);
 	if (!match->service) {
 		zh_count(ZH_STAT_BAD_SERVICE);
 		return false;
@@ -95,21 +128,14 @@ static __always_inline bool zh_resolve_service(struct zh_match *match)
  */
 static __always_inline bool zh_resolve_stats(struct zh_match *match)
 {
-	match->stats = bpf_map_lookup_elem(&zh_svc_stats, &match->service_id);
+	__u32 id = match->service_id;
+
+	match->stats = bpf_map_lookup_elem(&zh_svc_stats, &id);
 	if (!match->stats) {
 		zh_count(ZH_STAT_BAD_SERVICE);
 		return false;
 	}
 	return true;
-}
-
-/* Tells whether flow may open a connection: a TCP SYN or any UDP datagram. */
-static __always_inline bool zh_flow_opens(const struct zh_flow *flow)
-{
-	if (flow->l4_proto == IPPROTO_UDP)
-		return true;
-	return (flow->tcp_flags & (ZH_TCP_SYN | ZH_TCP_ACK | ZH_TCP_RST)) ==
-	       ZH_TCP_SYN;
 }
 
 #endif /* ZH_LIB_MATCH_H */

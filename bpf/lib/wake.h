@@ -37,9 +37,10 @@ static __always_inline void zh_signal_wake(const struct zh_flow *flow,
 {
 	struct zh_wake_state *state;
 	struct zh_wake_event *event;
+	__u32 id = match->service_id;
 	__u64 now;
 
-	state = bpf_map_lookup_elem(&zh_wake_state, &match->service_id);
+	state = bpf_map_lookup_elem(&zh_wake_state, &id);
 	if (!state) {
 		/* zh_wake_state was sized smaller than zh_services. */
 		zh_count(ZH_STAT_BAD_SERVICE);
@@ -58,10 +59,7 @@ static __always_inline void zh_signal_wake(const struct zh_flow *flow,
 	event->timestamp_ns = now;
 	event->service_id = match->service_id;
 	event->ifindex = match->ifindex;
-	__builtin_memcpy(event->src_addr, flow->src.bytes,
-			 sizeof(event->src_addr));
-	__builtin_memcpy(event->dst_addr, flow->dst.bytes,
-			 sizeof(event->dst_addr));
+	zh_flow_addrs(flow, event->src_addr, event->dst_addr);
 	event->src_port = flow->src_port;
 	event->dst_port = flow->dst_port;
 	event->l4_proto = flow->l4_proto;

@@ -21,22 +21,26 @@ const OVERFLOW_OFFSET = 4;
 const VALID_OFFSET = 19;
 const SERVICE_ID_OFFSET = 20;
 
-const HASH_SEED = 0x811c9dc5;
-const HASH_PRIME = 0x01000193;
+// ZH_FE_HASH_M0..M4 in bpf/include/zerohold.h, one per key word.
+const HASH_MULTIPLIERS = [
+  0xe220a8397b1dcdafn,
+  0x6e789e6aa1b965f4n,
+  0x06c45d188009454fn,
+  0xf88bb8a8724c81ecn,
+  0x1b39896a51a8749bn,
+];
+const U64_MASK = (1n << 64n) - 1n;
 
-// zh_fe_hash in bpf/lib/index.h: FNV-1a over the key's five 32-bit words,
-// then the murmur3 finalizer.
+// zh_fe_hash in bpf/lib/index.h: x = the sum of the key's five 32-bit
+// words times their multipliers, modulo 2^64, and the hash is the low 32
+// bits of (x >> 32) ^ (x >> 48).
 export function frontendHash(key: Buffer): number {
-  let h = HASH_SEED;
-  for (let i = 0; i < FrontendKey.size; i += 4) {
-    h = Math.imul(h ^ key.readUInt32LE(i), HASH_PRIME);
+  let x = 0n;
+  for (let i = 0; i < FrontendKey.size / 4; i++) {
+    x += BigInt(key.readUInt32LE(i * 4)) * HASH_MULTIPLIERS[i]!;
   }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  x &= U64_MASK;
+  return Number(((x >> 32n) ^ (x >> 48n)) & 0xffffffffn);
 }
 
 export class FrontendIndex {

@@ -212,14 +212,16 @@ for (const hook of ['xdp', 'tc'] as HookName[]) {
       assert.equal(delta.held_frames, 20n);
     });
 
-    test('wake record names the flow', () => {
-      const out = runner.run(hook, buildFrame({ src: 'fd5a::7', dst: 'fd5a::10', tcp: { srcPort: 43210, dstPort: 80, flags: TCP_SYN } }));
-      assert.equal(out.wakes.length, 1);
-      const wake = out.wakes[0]!;
-      assert.equal(wake.serviceId, COLD);
-      assert.equal(wake.hook, hook === 'xdp' ? Hook.Xdp : Hook.Tc);
-      assert.deepEqual(wake.flow, { protocol: 'tcp', source: 'fd5a::7', sourcePort: 43210, destination: 'fd5a::10', destinationPort: 80 });
-    });
+    for (const [src, dst] of [['fd5a::7', 'fd5a::10'], ['198.18.0.7', '198.19.0.10']] as const) {
+      test(`wake record names the flow to ${dst}`, () => {
+        const out = runner.run(hook, buildFrame({ src, dst, vlans: [{ tpid: ETH_P_8021Q, id: 3 }], tcp: { srcPort: 43210, dstPort: 80, flags: TCP_SYN } }));
+        assert.equal(out.wakes.length, 1);
+        const wake = out.wakes[0]!;
+        assert.equal(wake.serviceId, COLD);
+        assert.equal(wake.hook, hook === 'xdp' ? Hook.Xdp : Hook.Tc);
+        assert.deepEqual(wake.flow, { protocol: 'tcp', source: src, sourcePort: 43210, destination: dst, destinationPort: 80 });
+      });
+    }
   });
 }
 
