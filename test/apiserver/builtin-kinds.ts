@@ -1,0 +1,236 @@
+// The built-in resources this server serves, each validated against the
+// upstream schema that the kubernetes-models package compiles.
+
+import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
+import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
+import { Lease } from 'kubernetes-models/coordination.k8s.io/v1/Lease';
+import { EndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1/EndpointSlice';
+import { Event as EventsV1Event } from 'kubernetes-models/events.k8s.io/v1/Event';
+import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
+import { Event as CoreEvent } from 'kubernetes-models/v1/Event';
+import { Namespace } from 'kubernetes-models/v1/Namespace';
+import { Pod } from 'kubernetes-models/v1/Pod';
+import { Service } from 'kubernetes-models/v1/Service';
+
+import {
+  defaultDeployment,
+  defaultLease,
+  defaultNamespace,
+  defaultPod,
+  defaultService,
+  defaultStatefulSet,
+  initialPodStatus,
+} from './defaults.js';
+import { type FieldExtractors, pathFields } from './field-selector.js';
+import { crdCauses, defaultCrd, initialCrdStatus, workloadCauses, workloadSelector } from './kind-rules.js';
+import type { KubeObject } from './objects.js';
+import type { DefaultingContext, ResourceType, ScaleSubresource } from './resource-type.js';
+import type { StatusCause } from './status.js';
+import { metadataCauses, type ModelClass, type NameRule, schemaCauses } from './validation.js';
+
+interface BuiltinSpec {
+  group: string;
+  version: string;
+  kind: string;
+  plural: string;
+  model: ModelClass;
+  namespaced?: boolean;
+  shortNames?: string[];
+  categories?: string[];
+  statusSubresource?: boolean;
+  scale?: ScaleSubresource;
+  tracksGeneration?: boolean;
+  returnDeletedObject?: boolean;
+  nameRule?: NameRule;
+  fields?: FieldExtractors;
+  immutableFields?: string[];
+  initialStatus?(object: KubeObject): unknown;
+  applyDefaults?(object: KubeObject, context: DefaultingContext, old?: KubeObject): void;
+  // Kind rules that the schema cannot express.
+  rules?(object: KubeObject): StatusCause[];
+}
+
+function builtin(spec: BuiltinSpec): ResourceType {
+  const nameRule = spec.nameRule ?? 'dns1123Subdomain';
+  return {
+    group: spec.group,
+    version: spec.version,
+    kind: spec.kind,
+    listKind: `${spec.kind}List`,
+    plural: spec.plural,
+    singular: spec.kind.toLowerCase(),
+    shortNames: spec.shortNames ?? [],
+    categories: spec.categories ?? [],
+    namespaced: spec.namespaced ?? true,
+    storageKey: `${spec.group}/${spec.plural}`,
+    custom: false,
+    statusSubresource: spec.statusSubresource ?? false,
+    ...(spec.scale ? { scale: spec.scale } : {}),
+    tracksGeneration: spec.tracksGeneration ?? false,
+    returnDeletedObject: spec.returnDeletedObject ?? false,
+    allowUnconditionalUpdate: true,
+    nameRule,
+    fields: spec.fields ?? {},
+    immutableFields: spec.immutableFields ?? [],
+    ...(spec.initialStatus ? { initialStatus: spec.initialStatus } : {}),
+    ...(spec.applyDefaults ? { applyDefaults: spec.applyDefaults } : {}),
+    validate: (object) => [
+      ...schemaCauses(spec.model, object, spec.kind, spec.version),
+      ...metadataCauses(object, nameRule),
+      ...(spec.rules?.(object) ?? []),
+    ],
+  };
+}
+
+const WORKLOAD_SCALE: ScaleSubresource = {
+  specReplicasPath: '.spec.replicas',
+  statusReplicasPath: '.status.replicas',
+  selector: workloadSelector,
+};
+
+export function builtinKinds(): ResourceType[] {
+  return [
+    builtin({
+      group: '',
+      version: 'v1',
+      kind: 'Namespace',
+      plural: 'namespaces',
+      model: Namespace,
+      namespaced: false,
+      shortNames: ['ns'],
+      statusSubresource: true,
+      nameRule: 'dns1123Label',
+      fields: pathFields('status.phase'),
+      initialStatus: () => ({ phase: 'Active' }),
+      applyDefaults: defaultNamespace,
+    }),
+    builtin({
+      group: '',
+      version: 'v1',
+      kind: 'Service',
+      plural: 'services',
+      model: Service,
+      shortNames: ['svc'],
+      categories: ['all'],
+      statusSubresource: true,
+      returnDeletedObject: true,
+      nameRule: 'dns1035Label',
+      immutableFields: ['spec.clusterIP'],
+      applyDefaults: defaultService,
+    }),
+    builtin({
+      group: '',
+      version: 'v1',
+      kind: 'Pod',
+      plural: 'pods',
+      model: Pod,
+      shortNames: ['po'],
+      categories: ['all'],
+      statusSubresource: true,
+      returnDeletedObject: true,
+      fields: pathFields('spec.nodeName', 'spec.restartPolicy', 'spec.schedulerName', 'spec.serviceAccountName', 'status.phase', 'status.podIP'),
+      initialStatus: initialPodStatus,
+      applyDefaults: defaultPod,
+    }),
+    builtin({
+      group: '',
+      version: 'v1',
+      kind: 'Event',
+      plural: 'events',
+      model: CoreEvent,
+      shortNames: ['ev'],
+      fields: pathFields(
+        'involvedObject.kind',
+        'involvedObject.namespace',
+        'involvedObject.name',
+        'involvedObject.uid',
+        'involvedObject.apiVersion',
+        'involvedObject.resourceVersion',
+        'involvedObject.fieldPath',
+        'reason',
+        'reportingComponent',
+        'source',
+        'type',
+      ),
+    }),
+    builtin({ group: '', version: 'v1', kind: 'ConfigMap', plural: 'configmaps', model: ConfigMap, shortNames: ['cm'] }),
+    builtin({
+      group: 'discovery.k8s.io',
+      version: 'v1',
+      kind: 'EndpointSlice',
+      plural: 'endpointslices',
+      model: EndpointSlice,
+      tracksGeneration: true,
+      immutableFields: ['addressType'],
+    }),
+    builtin({
+      group: 'apps',
+      version: 'v1',
+      kind: 'Deployment',
+      plural: 'deployments',
+      model: Deployment,
+      shortNames: ['deploy'],
+      categories: ['all'],
+      statusSubresource: true,
+      scale: WORKLOAD_SCALE,
+      tracksGeneration: true,
+      immutableFields: ['spec.selector'],
+      applyDefaults: defaultDeployment,
+      rules: workloadCauses,
+    }),
+    builtin({
+      group: 'apps',
+      version: 'v1',
+      kind: 'StatefulSet',
+      plural: 'statefulsets',
+      model: StatefulSet,
+      shortNames: ['sts'],
+      categories: ['all'],
+      statusSubresource: true,
+      scale: WORKLOAD_SCALE,
+      tracksGeneration: true,
+      immutableFields: ['spec.selector', 'spec.serviceName', 'spec.volumeClaimTemplates', 'spec.podManagementPolicy'],
+      initialStatus: () => ({ replicas: 0, availableReplicas: 0 }),
+      applyDefaults: defaultStatefulSet,
+      rules: workloadCauses,
+    }),
+    builtin({
+      group: 'coordination.k8s.io',
+      version: 'v1',
+      kind: 'Lease',
+      plural: 'leases',
+      model: Lease,
+      applyDefaults: defaultLease,
+    }),
+    // NOTE: kube-apiserver stores both Event APIs in one place and converts
+    // between them. Here events.k8s.io/v1 Events have their own storage, so
+    // a core/v1 list does not show them.
+    builtin({
+      group: 'events.k8s.io',
+      version: 'v1',
+      kind: 'Event',
+      plural: 'events',
+      model: EventsV1Event,
+      shortNames: ['ev'],
+    }),
+    builtin({
+      group: 'apiextensions.k8s.io',
+      version: 'v1',
+      kind: 'CustomResourceDefinition',
+      plural: 'customresourcedefinitions',
+      model: CustomResourceDefinition,
+      namespaced: false,
+      shortNames: ['crd', 'crds'],
+      categories: ['api-extensions'],
+      statusSubresource: true,
+      tracksGeneration: true,
+      initialStatus: initialCrdStatus,
+      applyDefaults: defaultCrd,
+      rules: crdCauses,
+    }),
+  ];
+}
+
+export const NAMESPACES_KEY = '/namespaces';
+export const CRDS_KEY = 'apiextensions.k8s.io/customresourcedefinitions';
