@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { AppsV1Api, type V1StatefulSet } from '@kubernetes/client-node';
+
+import { KubeScaler, ScaleConflictError } from '../../src/agent/scaler.js';
+import { deploymentFixture } from '../apiserver/fixtures.js';
+import { kubeConfigFor } from '../apiserver/kubeconfig.js';
+import { startApiServer, type TestApiServer } from '../apiserver/server.js';
+
+let server: TestApiServer;
+let apps: AppsV1Api;
+
+before(async () => {
+  server = await startApiServer();
+  apps = kubeConfigFor(server.url).makeApiClient(AppsV1Api);
+});
+
+after(() => server.close());
+
+const DEPLOYMENT = { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' };
+
+function scaleWrites(name: string): number {
+  return server.requests.filter((r) => r.method === 'PUT' && r.path.includes(`/${name}/scale`) && r.status === 200).length;
+}
+
+test('three agents scale up once', async () => {
+  await apps.createNamespacedDeployment({ namespace: 'default', body: deploymentFixture('web', 0) });
+  // Each agent has its own client, as on three nodes.
+  const agents = [1, 2, 3].map(() => new KubeScaler(kubeConfigFor(server.url)));
+
+  const changed = await Promise.all(agents.map((a) => a.scaleUp('default', DEPLOYMENT, 2)));
+
+  assert.equal(changed.filter(Boolean).length, 1, `changed: ${changed}`);
+  assert.equal(scaleWrites('web'), 1);
+  const deployment = await apps.readNamespacedDeployment({ name: 'web', namespace: 'default' });
+  assert.equal(deployment.spec?.replicas, 2);
+});
+
+test('scale up keeps a higher count', async () => {
+  const scaler = new KubeScaler(kubeConfigFor(server.url));
+  assert.equal(await scaler.scaleUp('default', DEPLOYMENT, 1), false);
+  const deployment = await apps.readNamespacedDeployment({ name: 'web', namespace: 'default' });
+  assert.equal(deployment.spec?.replicas, 2);
+});
+
+test('scale a StatefulSet to zero', async () => {
+  const statefulSet: V1StatefulSet = {
+    metadata: { name: 'db' },
+    spec: {
+      replicas: 1,
+      serviceName: 'db',
+      selector: { matchLabels: { app: 'db' } },
+      template: { metadata: { labels: { app: 'db' } }, spec: { containers: [{ name: 'postgres', image: 'postgres:16' }] } },
+    },
+  };
+  await apps.createNamespacedStatefulSet({ namespace: 'default', body: statefulSet });
+
+  await new KubeScaler(kubeConfigFor(server.url)).scaleTo('default', { apiVersion: 'apps/v1', kind: 'StatefulSet', name: 'db' }, 0);
+
+  const read = await apps.readNamespacedStatefulSet({ name: 'db', namespace: 'default' });
+  assert.equal(read.spec?.replicas, 0);
+});
+
+test('scale to zero fails on conflict', async () => {
+  const scaler = new KubeScaler(kubeConfigFor(server.url));
+  // A write that lands between the scaler's read and its write.
+  server.faults.failNext({ method: 'PUT', path: /\/deployments\/web\/scale$/, status: 409, count: 1 });
+  await assert.rejects(scaler.scaleTo('default', DEPLOYMENT, 0), ScaleConflictError);
+});
+
+test('unknown kind names the target', async () => {
+  const scaler = new KubeScaler(kubeConfigFor(server.url));
+  await assert.rejects(scaler.scaleUp('default', { apiVersion: 'apps/v1', kind: 'Rollout', name: 'x' }, 1), /kind Rollout not found in apps\/v1 discovery/);
+});
