@@ -1,0 +1,154 @@
+// The workloads that opted in, in one internal model whatever declared
+// them: a ScaleToZero object, or the zerohold.dev/idle-timeout annotation
+// on a Service as a shortcut. Invalid declarations become an error that
+// names the field and the fix, and are never scaled.
+
+import type { KubernetesObject, V1Service } from '@kubernetes/client-node';
+
+import { parseDuration } from './duration.js';
+import type { TargetRef, WorkloadKey } from './ports.js';
+
+export const IDLE_TIMEOUT_ANNOTATION = 'zerohold.dev/idle-timeout';
+
+export interface WorkloadSpec {
+  key: WorkloadKey;
+  namespace: string;
+  source: 'ScaleToZero' | 'annotation';
+  target: TargetRef;
+  // Services by name; null means every Service whose selector matches the
+  // target's pod labels.
+  services: string[] | null;
+  idleTimeoutMs: number;
+  minWarmMs: number;
+  wakeReplicas: number;
+  wakeTimeoutMs: number;
+  heldFlowsPerService: number;
+  heldFlowsPerClient: number;
+}
+
+export interface ScaleToZero extends KubernetesObject {
+  spec?: {
+    targetRef?: Partial<TargetRef>;
+    services?: string[];
+    idleTimeout?: string;
+    minWarmTime?: string;
+    wakeReplicas?: number;
+    wakeTimeout?: string;
+    heldFlowLimits?: { perService?: number; perClient?: number };
+  };
+}
+
+export class InvalidWorkloadError extends Error {
+  constructor(
+    readonly key: WorkloadKey,
+    readonly problems: string[],
+  ) {
+    super(`invalid zerohold configuration for ${key}: ${problems.join('; ')}`);
+    this.name = 'InvalidWorkloadError';
+  }
+}
+
+const DEFAULTS = {
+  minWarmMs: 0,
+  wakeReplicas: 1,
+  wakeTimeoutMs: 120_000,
+  heldFlowsPerService: 4096,
+  heldFlowsPerClient: 256,
+};
+
+function durationField(problems: string[], field: string, value: string | undefined, fallback?: number): number {
+  if (value === undefined) {
+    if (fallback !== undefined) return fallback;
+    problems.push(`${field} is missing, expected a duration such as "15m"`);
+    return 0;
+  }
+  const ms = parseDuration(value);
+  if (ms === null) {
+    problems.push(`${field} ${JSON.stringify(value)} is invalid, expected a Go duration such as "90s" or "15m"`);
+    return 0;
+  }
+  return ms;
+}
+
+function positiveInteger(problems: string[], field: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1) {
+    problems.push(`${field} ${JSON.stringify(value)} is invalid, expected an integer of at least 1`);
+    return fallback;
+  }
+  return value;
+}
+
+// Validates a ScaleToZero. The API server applies the CRD schema too, but
+// the agent checks again: a CRD installed without validation, or an older
+// one, must not lead to a wrong scale.
+export function workloadFromScaleToZero(object: ScaleToZero): WorkloadSpec {
+  const namespace = object.metadata?.namespace ?? 'default';
+  const key = `${namespace}/${object.metadata?.name ?? ''}`;
+  const spec = object.spec ?? {};
+  const problems: string[] = [];
+
+  const ref = spec.targetRef ?? {};
+  for (const field of ['apiVersion', 'kind', 'name'] as const) {
+    if (!ref[field]) problems.push(`spec.targetRef.${field} is missing`);
+  }
+  if (spec.services !== undefined && (!Array.isArray(spec.services) || spec.services.some((s) => typeof s !== 'string' || !s))) {
+    problems.push('spec.services is invalid, expected a list of Service names');
+  }
+
+  const workload: WorkloadSpec = {
+    key,
+    namespace,
+    source: 'ScaleToZero',
+    target: { apiVersion: ref.apiVersion ?? '', kind: ref.kind ?? '', name: ref.name ?? '' },
+    services: spec.services?.length ? [...spec.services] : null,
+    idleTimeoutMs: durationField(problems, 'spec.idleTimeout', spec.idleTimeout),
+    minWarmMs: durationField(problems, 'spec.minWarmTime', spec.minWarmTime, DEFAULTS.minWarmMs),
+    wakeReplicas: positiveInteger(problems, 'spec.wakeReplicas', spec.wakeReplicas, DEFAULTS.wakeReplicas),
+    wakeTimeoutMs: durationField(problems, 'spec.wakeTimeout', spec.wakeTimeout, DEFAULTS.wakeTimeoutMs),
+    heldFlowsPerService: positiveInteger(problems, 'spec.heldFlowLimits.perService', spec.heldFlowLimits?.perService, DEFAULTS.heldFlowsPerService),
+    heldFlowsPerClient: positiveInteger(problems, 'spec.heldFlowLimits.perClient', spec.heldFlowLimits?.perClient, DEFAULTS.heldFlowsPerClient),
+  };
+  if (workload.idleTimeoutMs === 0 && spec.idleTimeout !== undefined && problems.length === 0) {
+    problems.push('spec.idleTimeout must be longer than 0s');
+  }
+
+  if (problems.length > 0) throw new InvalidWorkloadError(key, problems);
+  return workload;
+}
+
+// Reads the annotation shortcut of a Service. The target is the one
+// workload whose pod template labels the Service's selector matches. The
+// caller finds it and passes null when there is none or several.
+export function workloadFromAnnotation(service: V1Service, target: TargetRef | null): WorkloadSpec | null {
+  const value = service.metadata?.annotations?.[IDLE_TIMEOUT_ANNOTATION];
+  if (value === undefined) return null;
+
+  const namespace = service.metadata?.namespace ?? 'default';
+  const key = `${namespace}/${service.metadata?.name ?? ''}`;
+  const problems: string[] = [];
+  const idleTimeoutMs = durationField(problems, `annotation ${IDLE_TIMEOUT_ANNOTATION}`, value);
+  if (!target) {
+    problems.push('no single Deployment or StatefulSet matches the Service selector, so there is no workload to scale; use a ScaleToZero with targetRef instead');
+  }
+  if (problems.length > 0) throw new InvalidWorkloadError(key, problems);
+
+  return {
+    key,
+    namespace,
+    source: 'annotation',
+    target: target!,
+    services: [service.metadata!.name!],
+    idleTimeoutMs,
+    ...DEFAULTS,
+  };
+}
+
+// Tells whether a Service selector selects pods with these labels. An
+// empty or missing selector selects nothing: Kubernetes leaves such a
+// Service's endpoints to whoever manages them.
+export function selectorMatches(selector: Record<string, string> | undefined, labels: Record<string, string> | undefined): boolean {
+  const entries = Object.entries(selector ?? {});
+  if (entries.length === 0) return false;
+  return entries.every(([k, v]) => labels?.[k] === v);
+}
