@@ -24,11 +24,7 @@ class IfIndexWorker : public PromiseWorker {
  protected:
   void Execute() override {
     NetnsScope scope;
-    SysError error;
-    if (!scope.Enter(netns_, &error)) {
-      Fail(std::move(error));
-      return;
-    }
+    if (!EnterNetns(&scope, netns_)) return;
 
     ifindex_ = if_nametoindex(name_.c_str());
     if (ifindex_ == 0) Fail(MakeSysError("if_nametoindex", name_, errno));

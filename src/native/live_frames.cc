@@ -95,11 +95,7 @@ class LiveFramesWorker : public PromiseWorker {
     // The kernel looks the ingress device up in the calling thread's
     // namespace, so the whole batch runs inside the device's namespace.
     NetnsScope scope;
-    SysError error;
-    if (!scope.Enter(netns_, &error)) {
-      Fail(std::move(error));
-      return;
-    }
+    if (!EnterNetns(&scope, netns_)) return;
 
     for (uint32_t i = 0; i < frames_.size(); i++) {
       int err = RunFrame(frames_[i]);

@@ -18,6 +18,13 @@ void PromiseWorker::Fail(SysError error) {
   SetError(error_.Message());
 }
 
+bool PromiseWorker::EnterNetns(NetnsScope* scope, const std::string& netns) {
+  SysError error;
+  if (scope->Enter(netns, &error)) return true;
+  Fail(std::move(error));
+  return false;
+}
+
 Napi::Value PromiseWorker::Result() { return Env().Undefined(); }
 
 Napi::Error PromiseWorker::MakeError(const SysError& error) {

@@ -4,6 +4,9 @@
 
 #include <napi.h>
 
+#include <string>
+
+#include "netns.h"
 #include "sys_error.h"
 
 namespace zerohold {
@@ -23,6 +26,10 @@ class PromiseWorker : public Napi::AsyncWorker {
 
   // Worker thread only.
   void Fail(SysError error);
+
+  // Worker thread only: moves the thread into netns for the lifetime of
+  // scope. On failure, records the error with Fail() and returns false.
+  bool EnterNetns(NetnsScope* scope, const std::string& netns);
 
   // Runs on the JS thread once Execute() is done, before the Promise
   // settles either way.

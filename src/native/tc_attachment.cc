@@ -71,11 +71,7 @@ class TcAttachWorker : public PromiseWorker {
  protected:
   void Execute() override {
     NetnsScope scope;
-    SysError error;
-    if (!scope.Enter(state_->netns, &error)) {
-      Fail(std::move(error));
-      return;
-    }
+    if (!EnterNetns(&scope, state_->netns)) return;
 
     if (kind_ != TcKind::kClsact) {
       int fd = bpf_link_create(
@@ -183,11 +179,7 @@ class TcDetachWorker : public PromiseWorker {
     }
 
     NetnsScope scope;
-    SysError error;
-    if (!scope.Enter(state_->netns, &error)) {
-      Fail(std::move(error));
-      return;
-    }
+    if (!EnterNetns(&scope, state_->netns)) return;
 
     // filter_attached records progress, so a retry after a failed qdisc
     // removal does not fail on the filter that is already gone.

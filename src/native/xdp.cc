@@ -42,11 +42,7 @@ class XdpAttachWorker : public PromiseWorker {
  protected:
   void Execute() override {
     NetnsScope scope;
-    SysError error;
-    if (!scope.Enter(netns_, &error)) {
-      Fail(std::move(error));
-      return;
-    }
+    if (!EnterNetns(&scope, netns_)) return;
 
     if (mode_ != XdpMode::kGeneric) {
       int fd = CreateLink(XDP_FLAGS_DRV_MODE);
@@ -111,11 +107,7 @@ class XdpQueryWorker : public PromiseWorker {
  protected:
   void Execute() override {
     NetnsScope scope;
-    SysError error;
-    if (!scope.Enter(netns_, &error)) {
-      Fail(std::move(error));
-      return;
-    }
+    if (!EnterNetns(&scope, netns_)) return;
 
     opts_.sz = sizeof(opts_);
     int err = bpf_xdp_query(static_cast<int>(ifindex_), 0, &opts_);
