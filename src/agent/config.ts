@@ -131,7 +131,12 @@ function describeValue(root: unknown, path: PropertyKey[]): string {
 }
 
 function fieldPath(path: PropertyKey[]): string {
-  return path.reduce<string>((text, key) => (typeof key === 'number' ? `${text}[${key}]` : text ? `${text}.${String(key)}` : String(key)), '');
+  let text = '';
+  for (const key of path) {
+    if (typeof key === 'number') text += `[${key}]`;
+    else text += text ? `.${String(key)}` : String(key);
+  }
+  return text;
 }
 
 // Validates an already parsed document and fills in defaults.

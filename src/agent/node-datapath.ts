@@ -36,8 +36,8 @@ export class NodeDatapath implements DatapathPort {
     const id = this.ids.get(workload) ?? this.allocate(workload, frontends);
     const state = gateClosed ? 'cold' : 'warm';
 
-    // Gate first: a new frontend must never pass traffic that the
-    // workload's state says to hold.
+    // Gate first, so a new frontend never passes traffic that the
+    // workload's state marks for holding.
     this.datapath.configureService(id, { state, wakeIntervalMs: this.wakeIntervalMs });
 
     const wanted = new Map(frontends.map((f) => [frontendToString(f), f]));

@@ -145,8 +145,8 @@ export function workloadFromAnnotation(service: V1Service, target: TargetRef | n
 }
 
 // Tells whether a Service selector selects pods with these labels. An
-// empty or missing selector selects nothing: Kubernetes leaves such a
-// Service's endpoints to whoever manages them.
+// empty or missing selector selects nothing, because Kubernetes leaves the
+// endpoints of such a Service to another controller or to a person.
 export function selectorMatches(selector: Record<string, string> | undefined, labels: Record<string, string> | undefined): boolean {
   const entries = Object.entries(selector ?? {});
   if (entries.length === 0) return false;
