@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 
 const AGGREGATION_WINDOW_MS = 10 * 60_000;
 const COMPONENT = 'zerohold-agent';
-// client-node sends a PATCH as a JSON patch unless told otherwise.
+// client-node sends a PATCH as a JSON patch unless the Content-Type is set.
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 export type EventType = 'Normal' | 'Warning';
