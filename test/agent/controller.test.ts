@@ -1,0 +1,137 @@
+// The controller against the test API server, with a fake datapath: what
+// it installs, when it scales, when it releases, and what it never touches.
+
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+
+import { ApiextensionsV1Api, AppsV1Api, CoreV1Api, CustomObjectsApi, DiscoveryV1Api, type KubeConfig, type V1CustomResourceDefinition } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { parse as parseYaml } from 'yaml';
+
+import { Controller } from '../../src/agent/controller.js';
+import { EndpointReadiness } from '../../src/agent/endpoint-readiness.js';
+import { EventRecorder } from '../../src/agent/events.js';
+import { KubeScaler } from '../../src/agent/scaler.js';
+import { repoRoot } from '../../src/paths.js';
+import { deploymentFixture, serviceFixture } from '../apiserver/fixtures.js';
+import { kubeConfigFor } from '../apiserver/kubeconfig.js';
+import { startApiServer, type TestApiServer } from '../apiserver/server.js';
+import { waitFor } from '../lib/netns.js';
+import { FakeDatapath } from './testing/fake-datapath.js';
+
+let server: TestApiServer;
+let kc: KubeConfig;
+let controller: Controller;
+let readiness: EndpointReadiness;
+const datapath = new FakeDatapath();
+const log = pino({ level: 'silent' });
+
+before(async () => {
+  server = await startApiServer({ namespaces: ['shop'] });
+  kc = kubeConfigFor(server.url);
+  const crd = parseYaml(readFileSync(path.join(repoRoot, 'deploy/crds/scaletozero.yaml'), 'utf8')) as V1CustomResourceDefinition;
+  await kc.makeApiClient(ApiextensionsV1Api).createCustomResourceDefinition({ body: crd });
+
+  readiness = new EndpointReadiness(kc, log);
+  await readiness.start();
+  controller = new Controller({
+    kc,
+    nodeAddresses: ['198.18.0.1'],
+    datapath,
+    readiness,
+    scaler: new KubeScaler(kc),
+    events: new EventRecorder(kc, 'node-1', log),
+    activity: { lastActivity: () => undefined },
+    isLeader: () => true,
+    log,
+    tickMs: 50,
+  });
+  await controller.start();
+});
+
+after(async () => {
+  await controller.stop();
+  await readiness.stop();
+  await server.close();
+});
+
+const apps = () => kc.makeApiClient(AppsV1Api);
+const core = () => kc.makeApiClient(CoreV1Api);
+
+async function createApp(name: string, replicas: number) {
+  await apps().createNamespacedDeployment({ namespace: 'shop', body: deploymentFixture(name, replicas) });
+  return core().createNamespacedService({ namespace: 'shop', body: serviceFixture(name) });
+}
+
+function scaleToZero(name: string, spec: Record<string, unknown>) {
+  return kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
+    group: 'zerohold.dev',
+    version: 'v1alpha1',
+    namespace: 'shop',
+    plural: 'scaletozeros',
+    body: { apiVersion: 'zerohold.dev/v1alpha1', kind: 'ScaleToZero', metadata: { name }, spec },
+  });
+}
+
+const replicasOf = async (name: string) => (await apps().readNamespacedDeployment({ name, namespace: 'shop' })).spec?.replicas;
+
+test('flow released only on Ready', async () => {
+  const service = await createApp('web', 0);
+  await scaleToZero('web', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' }, idleTimeout: '1h', wakeReplicas: 2 });
+
+  await waitFor('frontends installed with the gate closed', () => (datapath.gateClosed.get('shop/web') === true ? true : undefined));
+  assert.deepEqual(datapath.frontends.get('shop/web'), [{ address: service.spec!.clusterIP, protocol: 'tcp', port: 80 }]);
+
+  datapath.wake('shop/web');
+  await waitFor('the scale-up', async () => ((await replicasOf('web')) === 2 ? true : undefined));
+  assert.equal(controller.phaseOf('shop/web')?.phase, 'Waking');
+  assert.deepEqual(datapath.releases, [], 'nothing released before a Ready endpoint');
+
+  await kc.makeApiClient(DiscoveryV1Api).createNamespacedEndpointSlice({
+    namespace: 'shop',
+    body: {
+      metadata: { name: 'web-1', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: ['198.18.5.1'], conditions: { ready: true } }],
+      ports: [{ port: 8080, protocol: 'TCP' }],
+    },
+  });
+  await waitFor('the release', () => (datapath.releases.includes('shop/web') ? true : undefined));
+  assert.equal(controller.phaseOf('shop/web')?.phase, 'Warm');
+  assert.equal(datapath.gateClosed.get('shop/web'), false);
+});
+
+test('workload without opt-in is untouched', async () => {
+  await createApp('other', 0);
+  datapath.wake('shop/other');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+
+  assert.equal(datapath.frontends.has('shop/other'), false);
+  assert.equal(await replicasOf('other'), 0);
+  assert.equal(server.requests.filter((r) => r.path.includes('/deployments/other/scale')).length, 0);
+});
+
+test('invalid ScaleToZero is reported', async () => {
+  await createApp('broken', 0);
+  // The test API server does not apply CRD schemas, like a cluster whose
+  // CRD predates a field's pattern, so the bad duration is stored.
+  await scaleToZero('broken', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'broken' }, idleTimeout: '1h', wakeTimeout: 'later' });
+  const objects = kc.makeApiClient(CustomObjectsApi);
+
+  await waitFor('the InvalidConfiguration event', async () => {
+    const events = await core().listNamespacedEvent({ namespace: 'shop' });
+    return events.items.some((e) => e.reason === 'InvalidConfiguration' && e.involvedObject.name === 'broken') ? true : undefined;
+  });
+  await waitFor('the Valid=False condition', async () => {
+    const object = (await objects.getNamespacedCustomObject({ group: 'zerohold.dev', version: 'v1alpha1', namespace: 'shop', plural: 'scaletozeros', name: 'broken' })) as { status?: { conditions?: { type: string; status: string; message: string }[] } };
+    const condition = object.status?.conditions?.find((c) => c.type === 'Valid');
+    return condition?.status === 'False' && /spec\.wakeTimeout "later" is invalid/.test(condition.message) ? true : undefined;
+  });
+
+  datapath.wake('shop/broken');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(datapath.frontends.has('shop/broken'), false);
+  assert.equal(await replicasOf('broken'), 0);
+});
