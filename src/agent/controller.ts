@@ -25,6 +25,7 @@ import type { Logger } from 'pino';
 
 import type { EndpointReadiness } from './endpoint-readiness.js';
 import type { EventRecorder } from './events.js';
+import type { AgentMetrics } from './metrics.js';
 import { initialPhase, nextPhase, type PhaseAction, type PhaseEvent, type PhaseState } from './phase.js';
 import type { ActivitySource, DatapathPort, ScalePort, WorkloadKey } from './ports.js';
 import { resolveFrontends } from './service-frontends.js';
@@ -46,6 +47,7 @@ export interface ControllerOptions {
   activity: ActivitySource;
   isLeader: () => boolean;
   log: Logger;
+  metrics?: AgentMetrics;
   tickMs?: number;
   // How long the leader waits after announcing a scale-down before it
   // scales to zero, so every node has closed its gate.
@@ -213,11 +215,13 @@ export class Controller {
     if (state.phase !== before.phase) {
       this.options.log.info({ workload: key }, `${before.phase} -> ${state.phase}`);
     }
-    for (const action of actions) void this.apply(key, workload, before, action);
+    for (const action of actions) void this.apply(key, workload, before, action, event.nowMs);
   }
 
-  private async apply(key: WorkloadKey, workload: Workload, before: PhaseState, action: PhaseAction): Promise<void> {
-    const { datapath, scaler, events, log } = this.options;
+  // eventMs is when the event that caused the action was observed, so the
+  // release overhead runs from the Ready endpoint to the re-injection.
+  private async apply(key: WorkloadKey, workload: Workload, before: PhaseState, action: PhaseAction, eventMs: number): Promise<void> {
+    const { datapath, scaler, events, log, metrics } = this.options;
     const ref = { apiVersion: `${GROUP}/${VERSION}`, kind: 'ScaleToZero', name: workload.object.metadata!.name!, namespace: workload.spec.namespace, uid: workload.object.metadata?.uid };
 
     try {
@@ -227,15 +231,19 @@ export class Controller {
           return;
         case 'release': {
           const outcome = await datapath.release(key);
-          const coldStartMs = before.wakeStartedMs === null ? null : this.now() - before.wakeStartedMs;
+          const now = this.now();
+          const coldStartMs = before.wakeStartedMs === null ? null : now - before.wakeStartedMs;
+          metrics?.releaseOverhead.observe({ workload: key }, (now - eventMs) / 1000);
+          if (coldStartMs !== null) metrics?.coldStart.observe({ workload: key }, coldStartMs / 1000);
           log.info({ workload: key, released: outcome.released.length, failed: outcome.failed.length, coldStartMs }, 'released held flows');
           return;
         }
         case 'scale':
           if (action.mode === 'at-least') {
-            await scaler.scaleUp(workload.spec.namespace, workload.spec.target, action.replicas);
+            if (await scaler.scaleUp(workload.spec.namespace, workload.spec.target, action.replicas)) metrics?.wakes.inc({ workload: key });
           } else if (this.options.isLeader()) {
             await scaler.scaleTo(workload.spec.namespace, workload.spec.target, action.replicas);
+            metrics?.scaleDowns.inc({ workload: key });
           }
           return;
         case 'announce-scale-down':
@@ -246,6 +254,7 @@ export class Controller {
           return;
         case 'expire-held': {
           const dropped = datapath.expireHeld(key, this.now());
+          metrics?.heldDropped.inc({ workload: key, reason: 'wake-timeout' }, dropped.length);
           log.warn({ workload: key, dropped: dropped.length, reason: action.reason }, 'dropped held flows');
           return;
         }
@@ -254,6 +263,7 @@ export class Controller {
           return;
       }
     } catch (err) {
+      metrics?.apiErrors.inc({ operation: action.type });
       log.error({ err, workload: key, action: action.type }, 'action failed');
     }
   }

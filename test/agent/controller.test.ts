@@ -13,6 +13,7 @@ import { parse as parseYaml } from 'yaml';
 import { Controller } from '../../src/agent/controller.js';
 import { EndpointReadiness } from '../../src/agent/endpoint-readiness.js';
 import { EventRecorder } from '../../src/agent/events.js';
+import { AgentMetrics } from '../../src/agent/metrics.js';
 import { KubeScaler } from '../../src/agent/scaler.js';
 import { repoRoot } from '../../src/paths.js';
 import { deploymentFixture, serviceFixture } from '../apiserver/fixtures.js';
@@ -26,6 +27,7 @@ let kc: KubeConfig;
 let controller: Controller;
 let readiness: EndpointReadiness;
 const datapath = new FakeDatapath();
+const metrics = new AgentMetrics(() => new Map());
 const log = pino({ level: 'silent' });
 
 before(async () => {
@@ -46,6 +48,7 @@ before(async () => {
     activity: { lastActivity: () => undefined },
     isLeader: () => true,
     log,
+    metrics,
     tickMs: 50,
   });
   await controller.start();
@@ -101,6 +104,11 @@ test('flow released only on Ready', async () => {
   await waitFor('the release', () => (datapath.releases.includes('shop/web') ? true : undefined));
   assert.equal(controller.phaseOf('shop/web')?.phase, 'Warm');
   assert.equal(datapath.gateClosed.get('shop/web'), false);
+
+  const text = await metrics.registry.metrics();
+  assert.match(text, /^zerohold_wakes_total\{workload="shop\/web"\} 1$/m);
+  assert.match(text, /^zerohold_cold_start_seconds_count\{workload="shop\/web"\} 1$/m);
+  assert.match(text, /^zerohold_release_overhead_seconds_count\{workload="shop\/web"\} 1$/m);
 });
 
 test('workload without opt-in is untouched', async () => {

@@ -1,0 +1,99 @@
+// Prometheus metrics of the agent, served by prom-client on their own
+// registry and port. Nothing here is updated per packet: the datapath's
+// per-packet counts stay in BPF maps, and the held-flow gauge is read from
+// the store when Prometheus scrapes.
+
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+
+  readonly wakes = new Counter({
+    name: 'zerohold_wakes_total',
+    help: 'Wakes this agent started: a flow opener arrived for a workload at zero.',
+    labelNames: ['workload'] as const,
+    registers: [this.registry],
+  });
+
+  readonly scaleDowns = new Counter({
+    name: 'zerohold_scale_downs_total',
+    help: 'Scale-downs to zero that this agent performed as leader.',
+    labelNames: ['workload'] as const,
+    registers: [this.registry],
+  });
+
+  readonly heldDropped = new Counter({
+    name: 'zerohold_held_flows_dropped_total',
+    help: 'Held flows dropped without release, by reason (wake-timeout, service-limit, source-limit, total-limit).',
+    labelNames: ['workload', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly apiErrors = new Counter({
+    name: 'zerohold_api_errors_total',
+    help: 'Failed Kubernetes API calls, by operation.',
+    labelNames: ['operation'] as const,
+    registers: [this.registry],
+  });
+
+  readonly coldStart = new Histogram({
+    name: 'zerohold_cold_start_seconds',
+    help: 'First held packet of a wake to the release of its flows.',
+    labelNames: ['workload'] as const,
+    buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120],
+    registers: [this.registry],
+  });
+
+  readonly releaseOverhead = new Histogram({
+    name: 'zerohold_release_overhead_seconds',
+    help: 'A Ready endpoint observed to the held flows re-injected.',
+    labelNames: ['workload'] as const,
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+
+  private server: Server | null = null;
+
+  // heldFlows is read on each scrape: workload to the number held now.
+  constructor(heldFlows: () => Map<string, number>) {
+    const gauge = new Gauge({
+      name: 'zerohold_held_flows',
+      help: 'Flows held on this node now, waiting for their workload.',
+      labelNames: ['workload'] as const,
+      registers: [this.registry],
+      collect() {
+        gauge.reset();
+        for (const [workload, count] of heldFlows()) gauge.set({ workload }, count);
+      },
+    });
+    collectDefaultMetrics({ register: this.registry, prefix: 'zerohold_agent_' });
+  }
+
+  // Serves /metrics; port 0 picks a free port. Returns the bound port.
+  async listen(host: string, port: number): Promise<number> {
+    this.server = createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end('not found: metrics are at /metrics\n');
+        return;
+      }
+      this.registry.metrics().then(
+        (body) => res.writeHead(200, { 'Content-Type': this.registry.contentType }).end(body),
+        (err: Error) => res.writeHead(500).end(`collecting metrics failed: ${err.message}\n`),
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(port, host, () => resolve());
+    });
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
