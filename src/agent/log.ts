@@ -1,0 +1,25 @@
+// Structured logs with pino. Each component logs through a child logger
+// that carries its name, and ids go in fields, so a log pipeline can filter
+// on component and workload without parsing messages. Nothing is logged per
+// packet: the datapath counts, and the agent logs state changes.
+
+import { pino, type Logger } from 'pino';
+
+export type Component = 'agent' | 'controller' | 'datapath' | 'leader' | 'readiness' | 'events' | 'metrics';
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LEVELS)[number];
+
+export function parseLogLevel(value: string | undefined, fallback: LogLevel = 'info'): LogLevel {
+  if (value === undefined || value === '') return fallback;
+  if ((LEVELS as readonly string[]).includes(value)) return value as LogLevel;
+  throw new RangeError(`invalid log level ${JSON.stringify(value)}: expected one of ${LEVELS.join(', ')}`);
+}
+
+export function createLogger(level: LogLevel, nodeName: string, destination?: NodeJS.WritableStream): Logger {
+  return pino({ level, base: { node: nodeName }, timestamp: pino.stdTimeFunctions.isoTime }, destination ?? process.stdout);
+}
+
+export function componentLogger(root: Logger, component: Component): Logger {
+  return root.child({ component });
+}
