@@ -21,11 +21,14 @@ import {
   type V1Service,
   type V1StatefulSet,
 } from '@kubernetes/client-node';
+import { randomUUID } from 'node:crypto';
+
 import type { Logger } from 'pino';
 
 import type { EndpointReadiness } from './endpoint-readiness.js';
 import type { EventRecorder } from './events.js';
 import type { AgentMetrics } from './metrics.js';
+import type { NodeReports } from './node-reports.js';
 import { initialPhase, nextPhase, type PhaseAction, type PhaseEvent, type PhaseState } from './phase.js';
 import type { ActivitySource, DatapathPort, ScalePort, WorkloadKey } from './ports.js';
 import { resolveFrontends } from './service-frontends.js';
@@ -48,10 +51,15 @@ export interface ControllerOptions {
   isLeader: () => boolean;
   log: Logger;
   metrics?: AgentMetrics;
+  // The cluster's node reports. Without them the agent acts as the only
+  // node: its own activity decides, and its own closed gate suffices.
+  reports?: NodeReports;
   tickMs?: number;
-  // How long the leader waits after announcing a scale-down before it
-  // scales to zero, so every node has closed its gate.
-  scaleDownGraceMs?: number;
+  // How often this node publishes its report.
+  reportIntervalMs?: number;
+  // How long the leader waits for every live node to close its gate
+  // before it calls a scale-down off.
+  scaleDownTimeoutMs?: number;
   // CLOCK_MONOTONIC milliseconds, the clock of held frame timestamps.
   now?: () => number;
 }
@@ -62,6 +70,23 @@ interface Workload {
   services: string[];
   state: PhaseState;
   replicas: number;
+  // The scale-down this node closed its gate for, from status.scaleDownId.
+  appliedScaleDownId: string | null;
+  // Leader only: the scale-down it announced and when.
+  pendingScaleDown: { id: string; startedMs: number } | null;
+  // Latest activity known from any source, or when this agent started
+  // tracking the workload; a source that stops reporting keeps it.
+  lastActivityMs: number;
+}
+
+interface ScaleToZeroStatus {
+  phase?: string;
+  scaleDownId?: string | null;
+  conditions?: { type: string; status: string; message: string }[];
+}
+
+function statusOf(object: ScaleToZero): ScaleToZeroStatus {
+  return (object as { status?: ScaleToZeroStatus }).status ?? {};
 }
 
 type AnyInformer = Informer<KubernetesObject>;
@@ -79,6 +104,7 @@ export class Controller {
   private readonly custom: CustomObjectsApi;
   private readonly now: () => number;
   private timer: NodeJS.Timeout | null = null;
+  private lastReportMs = -Infinity;
   private stopped = false;
 
   constructor(private readonly options: ControllerOptions) {
@@ -167,17 +193,28 @@ export class Controller {
 
     let workload = this.workloads.get(key);
     if (!workload) {
-      workload = { spec, object, services, state: initialPhase(replicas), replicas };
+      workload = { spec, object, services, state: initialPhase(replicas), replicas, appliedScaleDownId: null, pendingScaleDown: null, lastActivityMs: this.now() };
       this.workloads.set(key, workload);
     }
     Object.assign(workload, { spec, object, services, replicas });
 
     this.options.datapath.setFrontends(key, frontends, workload.state.gateClosed);
     this.options.readiness.track(key, spec.namespace, services);
-    if ((object as { status?: { phase?: string } }).status?.phase === 'ScalingDown') {
-      this.feed(key, { type: 'scale-down-begun', nowMs: this.now() });
-    }
+    this.followStatus(key, workload);
     this.observe(key);
+  }
+
+  // Applies the leader's decisions published in status: close the gate for
+  // a new scale-down, reopen it when the scale-down was called off.
+  private followStatus(key: WorkloadKey, workload: Workload): void {
+    const status = statusOf(workload.object);
+    if (status.phase === 'ScalingDown' && status.scaleDownId && status.scaleDownId !== workload.appliedScaleDownId) {
+      workload.appliedScaleDownId = status.scaleDownId;
+      this.feed(key, { type: 'scale-down-begun', nowMs: this.now() });
+    } else if ((status.phase === 'Warm' || status.phase === 'Waking') && workload.state.phase === 'ScalingDown') {
+      workload.appliedScaleDownId = null;
+      this.feed(key, { type: 'scale-down-aborted', nowMs: this.now() });
+    }
   }
 
   private servicesOf(spec: WorkloadSpec, target: V1Deployment | V1StatefulSet | undefined): string[] {
@@ -196,13 +233,81 @@ export class Controller {
 
   private tick(): void {
     const now = this.now();
+    const leader = this.options.isLeader();
+    this.publishReport(now);
+
     for (const [key, workload] of this.workloads) {
       this.feed(key, { type: 'tick', nowMs: now });
-      // TODO: take the cluster-wide activity from every node's report, not
-      // this node's alone, before more than one agent runs.
-      const last = this.options.activity.lastActivity(key) ?? workload.state.warmSinceMs ?? now;
-      this.feed(key, { type: 'idle-check', lastActivityMs: last, nowMs: now, leader: this.options.isLeader() });
+      this.feed(key, { type: 'idle-check', lastActivityMs: this.lastActivity(key, workload, now), nowMs: now, leader });
+      if (leader) this.checkScaleDown(key, workload, now);
     }
+  }
+
+  // The latest activity anywhere in the cluster, on this process's
+  // monotonic clock. Reports carry Unix time, converted by the offset
+  // between the two clocks now.
+  private lastActivity(key: WorkloadKey, workload: Workload, now: number): number {
+    const candidates = [workload.lastActivityMs, this.options.activity.lastActivity(key), workload.state.warmSinceMs ?? undefined];
+    const remote = this.options.reports?.lastActivity(key);
+    if (remote !== undefined) candidates.push(now - (Date.now() - remote));
+    workload.lastActivityMs = Math.max(...candidates.filter((c): c is number => c !== undefined));
+    return workload.lastActivityMs;
+  }
+
+  private publishReport(now: number): void {
+    const reports = this.options.reports;
+    if (!reports || now - this.lastReportMs < (this.options.reportIntervalMs ?? 10_000)) return;
+    this.lastReportMs = now;
+
+    const activity = new Map<WorkloadKey, number>();
+    const closed = new Map<WorkloadKey, string>();
+    for (const [key, workload] of this.workloads) {
+      const local = this.options.activity.lastActivity(key);
+      if (local !== undefined) activity.set(key, Date.now() - (now - local));
+      if (workload.state.phase === 'ScalingDown' && workload.state.gateClosed && workload.appliedScaleDownId) {
+        closed.set(key, workload.appliedScaleDownId);
+      }
+    }
+    reports.publish(activity, closed).catch((err: Error) => {
+      this.options.metrics?.apiErrors.inc({ operation: 'publish-report' });
+      this.options.log.warn({ err }, 'publishing the node report failed');
+    });
+  }
+
+  // Leader: scales to zero once every live node holds new flows, or calls
+  // the scale-down off when one does not close its gate in time.
+  private checkScaleDown(key: WorkloadKey, workload: Workload, now: number): void {
+    const pending = workload.pendingScaleDown;
+    if (!pending) return;
+    const timeoutMs = this.options.scaleDownTimeoutMs ?? 60_000;
+
+    // Idle until this node's own informer delivers the announced status.
+    // If the status write was lost, announce again after the timeout.
+    if (workload.state.phase === 'Idle') {
+      if (now - pending.startedMs > timeoutMs) workload.pendingScaleDown = null;
+      return;
+    }
+    if (workload.state.phase !== 'ScalingDown') {
+      workload.pendingScaleDown = null;
+      return;
+    }
+
+    const open = this.options.reports?.nodesWithOpenGate(key, pending.id) ?? (workload.state.gateClosed ? [] : ['this node']);
+    if (open.length === 0) {
+      workload.pendingScaleDown = null;
+      this.feed(key, { type: 'all-gates-closed', nowMs: now, leader: true });
+      return;
+    }
+    if (now - pending.startedMs > timeoutMs) {
+      workload.pendingScaleDown = null;
+      void this.options.events.record(this.referenceOf(workload), 'Warning', 'ScaleDownAborted', `nodes did not close their gate in time: ${open.join(', ')}`);
+      void this.patchStatus(workload, { phase: 'Warm', scaleDownId: null }).catch((err: Error) => this.options.log.warn({ err, workload: key }, 'writing status failed'));
+      this.feed(key, { type: 'scale-down-aborted', nowMs: now });
+    }
+  }
+
+  private referenceOf(workload: Workload) {
+    return { apiVersion: `${GROUP}/${VERSION}`, kind: 'ScaleToZero', name: workload.object.metadata!.name!, namespace: workload.spec.namespace, uid: workload.object.metadata?.uid };
   }
 
   private feed(key: WorkloadKey, event: PhaseEvent): void {
@@ -222,7 +327,7 @@ export class Controller {
   // release overhead runs from the Ready endpoint to the re-injection.
   private async apply(key: WorkloadKey, workload: Workload, before: PhaseState, action: PhaseAction, eventMs: number): Promise<void> {
     const { datapath, scaler, events, log, metrics } = this.options;
-    const ref = { apiVersion: `${GROUP}/${VERSION}`, kind: 'ScaleToZero', name: workload.object.metadata!.name!, namespace: workload.spec.namespace, uid: workload.object.metadata?.uid };
+    const ref = this.referenceOf(workload);
 
     try {
       switch (action.type) {
@@ -240,18 +345,24 @@ export class Controller {
         }
         case 'scale':
           if (action.mode === 'at-least') {
+            // A wake ends any scale-down in progress, for every node.
+            if (statusOf(workload.object).phase === 'ScalingDown') await this.patchStatus(workload, { phase: 'Waking', scaleDownId: null });
             if (await scaler.scaleUp(workload.spec.namespace, workload.spec.target, action.replicas)) metrics?.wakes.inc({ workload: key });
           } else if (this.options.isLeader()) {
             await scaler.scaleTo(workload.spec.namespace, workload.spec.target, action.replicas);
+            await this.patchStatus(workload, { phase: 'Cold', scaleDownId: null });
             metrics?.scaleDowns.inc({ workload: key });
           }
           return;
-        case 'announce-scale-down':
-          await this.patchStatus(workload, { phase: 'ScalingDown' });
-          // TODO: wait for every live node to report its gate closed
-          // instead of a fixed grace period.
-          setTimeout(() => this.feed(key, { type: 'all-gates-closed', nowMs: this.now(), leader: this.options.isLeader() }), this.options.scaleDownGraceMs ?? 2000);
+        case 'announce-scale-down': {
+          if (workload.pendingScaleDown) return;
+          const id = randomUUID();
+          workload.pendingScaleDown = { id, startedMs: this.now() };
+          // Every node, this one included, closes its gate when it sees
+          // the id in status; checkScaleDown waits for their reports.
+          await this.patchStatus(workload, { phase: 'ScalingDown', scaleDownId: id });
           return;
+        }
         case 'expire-held': {
           const dropped = datapath.expireHeld(key, this.now());
           metrics?.heldDropped.inc({ workload: key, reason: 'wake-timeout' }, dropped.length);

@@ -39,6 +39,9 @@ export type PhaseEvent =
   | { type: 'scale-down-begun'; nowMs: number }
   // Every live node reported its gate closed.
   | { type: 'all-gates-closed'; nowMs: number; leader: boolean }
+  // The scale-down was called off: a node did not close its gate in time,
+  // or a flow opener woke the workload on another node.
+  | { type: 'scale-down-aborted'; nowMs: number }
   // A flow opener arrived for a cold or closing workload.
   | { type: 'flow-opener'; nowMs: number }
   | { type: 'tick'; nowMs: number };
@@ -111,6 +114,12 @@ export function nextPhase(state: PhaseState, event: PhaseEvent, settings: PhaseS
     case 'scale-down-begun':
       if (state.phase === 'Warm' || state.phase === 'Idle') {
         return to({ phase: 'ScalingDown', gateClosed: true }, { type: 'close-gate' });
+      }
+      return stay;
+
+    case 'scale-down-aborted':
+      if (state.phase === 'ScalingDown') {
+        return to({ phase: 'Warm', gateClosed: false, warmSinceMs: event.nowMs }, { type: 'release' });
       }
       return stay;
 

@@ -73,3 +73,11 @@ test('phase: gate closes before zero', () => {
   assert.deepEqual(log, ['announce-scale-down', 'close-gate', 'scale:0:exactly', 'event:ScaledToZero']);
   assert.equal(current.phase, 'Cold');
 });
+
+test('phase: aborted scale-down reopens', () => {
+  const { state: next, actions } = nextPhase(state('ScalingDown', { gateClosed: true }), { type: 'scale-down-aborted', nowMs: 9 }, SETTINGS);
+  assert.equal(next.phase, 'Warm');
+  assert.equal(next.gateClosed, false);
+  assert.deepEqual(actions.map(describeAction), ['release']);
+  assert.equal(nextPhase(state('Cold'), { type: 'scale-down-aborted', nowMs: 9 }, SETTINGS).state.phase, 'Cold');
+});

@@ -1,0 +1,172 @@
+// How the agents of a cluster share what each node sees. Every agent keeps
+// one Lease per node, zerohold-node-<node>, renewed each report interval:
+// its renewTime says the node is alive, and two annotations carry the
+// node's last activity per workload (Unix milliseconds) and the scale-downs
+// for which the node has closed its gate. The leader reads all of them to
+// decide that a workload is idle cluster-wide and that every live node
+// holds new flows before it scales the workload to zero.
+
+import {
+  ADD,
+  ApiException,
+  CoordinationV1Api,
+  DELETE,
+  ERROR,
+  type Informer,
+  KubeConfig,
+  makeInformer,
+  UPDATE,
+  V1MicroTime,
+  type V1Lease,
+} from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+
+import type { WorkloadKey } from './ports.js';
+
+export const REPORT_LABEL = 'zerohold.dev/node-report';
+export const ACTIVITY_ANNOTATION = 'zerohold.dev/activity';
+export const GATES_CLOSED_ANNOTATION = 'zerohold.dev/gates-closed';
+const RESTART_DELAY_MS = 1000;
+
+interface NodeReport {
+  node: string;
+  // When this process saw the report change, on its own clock, so skew
+  // between nodes cannot make a live node look dead.
+  seenMs: number;
+  renewTime: string;
+  activity: Record<WorkloadKey, number>;
+  gatesClosed: Record<WorkloadKey, string>;
+}
+
+export interface NodeReportsOptions {
+  namespace: string;
+  nodeName: string;
+  // A node whose report has not changed for this long counts as gone.
+  staleAfterMs: number;
+  now?: () => number;
+}
+
+function parseJson<T>(text: string | undefined, fallback: T): T {
+  if (!text) return fallback;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return fallback;
+  }
+}
+
+export class NodeReports {
+  private readonly api: CoordinationV1Api;
+  private readonly informer: Informer<V1Lease>;
+  private readonly reports = new Map<string, NodeReport>();
+  private readonly now: () => number;
+  private stopped = false;
+
+  constructor(
+    kc: KubeConfig,
+    private readonly options: NodeReportsOptions,
+    private readonly log: Logger,
+  ) {
+    this.api = kc.makeApiClient(CoordinationV1Api);
+    this.now = options.now ?? Date.now;
+    const selector = `${REPORT_LABEL}=true`;
+    this.informer = makeInformer(
+      kc,
+      `/apis/coordination.k8s.io/v1/namespaces/${options.namespace}/leases`,
+      () => this.api.listNamespacedLease({ namespace: options.namespace, labelSelector: selector }),
+      selector,
+    );
+    this.informer.on(ADD, (lease) => this.remember(lease));
+    this.informer.on(UPDATE, (lease) => this.remember(lease));
+    this.informer.on(DELETE, (lease) => this.reports.delete(lease.spec?.holderIdentity ?? ''));
+    this.informer.on(ERROR, (err) => {
+      if (this.stopped) return;
+      this.log.warn({ err }, 'node report watch failed, restarting');
+      setTimeout(() => {
+        if (!this.stopped) void this.informer.start();
+      }, RESTART_DELAY_MS);
+    });
+  }
+
+  start(): Promise<void> {
+    this.stopped = false;
+    return this.informer.start();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.informer.stop();
+  }
+
+  // Writes this node's report. Only this agent writes its own Lease, so a
+  // conflict means a stale read: read again and retry once.
+  async publish(activity: Map<WorkloadKey, number>, gatesClosed: Map<WorkloadKey, string>): Promise<void> {
+    const { namespace, nodeName, staleAfterMs } = this.options;
+    const name = `zerohold-node-${nodeName}`;
+    const body: V1Lease = {
+      apiVersion: 'coordination.k8s.io/v1',
+      kind: 'Lease',
+      metadata: {
+        name,
+        namespace,
+        labels: { [REPORT_LABEL]: 'true' },
+        annotations: {
+          [ACTIVITY_ANNOTATION]: JSON.stringify(Object.fromEntries(activity)),
+          [GATES_CLOSED_ANNOTATION]: JSON.stringify(Object.fromEntries(gatesClosed)),
+        },
+      },
+      spec: { holderIdentity: nodeName, leaseDurationSeconds: Math.ceil(staleAfterMs / 1000), renewTime: new V1MicroTime(this.now()) },
+    };
+
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const current = await this.api.readNamespacedLease({ name, namespace });
+        body.metadata!.resourceVersion = current.metadata?.resourceVersion;
+        await this.api.replaceNamespacedLease({ name, namespace, body });
+        return;
+      } catch (err) {
+        if (err instanceof ApiException && err.code === 404) {
+          await this.api.createNamespacedLease({ namespace, body });
+          return;
+        }
+        if (!(err instanceof ApiException && err.code === 409) || attempt === 1) throw err;
+      }
+    }
+  }
+
+  liveNodes(): string[] {
+    const now = this.now();
+    return [...this.reports.values()].filter((r) => now - r.seenMs <= this.options.staleAfterMs).map((r) => r.node);
+  }
+
+  // The latest activity of a workload on any live node, in Unix ms.
+  lastActivity(workload: WorkloadKey): number | undefined {
+    let latest: number | undefined;
+    for (const node of this.liveNodes()) {
+      const at = this.reports.get(node)!.activity[workload];
+      if (at !== undefined && (latest === undefined || at > latest)) latest = at;
+    }
+    return latest;
+  }
+
+  // Live nodes that have not yet closed their gate for this scale-down.
+  nodesWithOpenGate(workload: WorkloadKey, scaleDownId: string): string[] {
+    return this.liveNodes().filter((node) => this.reports.get(node)!.gatesClosed[workload] !== scaleDownId);
+  }
+
+  private remember(lease: V1Lease): void {
+    const node = lease.spec?.holderIdentity;
+    if (!node) return;
+
+    const renewTime = lease.spec?.renewTime ? String(lease.spec.renewTime) : '';
+    const previous = this.reports.get(node);
+    const annotations = lease.metadata?.annotations ?? {};
+    this.reports.set(node, {
+      node,
+      seenMs: previous && previous.renewTime === renewTime ? previous.seenMs : this.now(),
+      renewTime,
+      activity: parseJson(annotations[ACTIVITY_ANNOTATION], {}),
+      gatesClosed: parseJson(annotations[GATES_CLOSED_ANNOTATION], {}),
+    });
+  }
+}
