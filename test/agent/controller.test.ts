@@ -143,3 +143,11 @@ test('invalid ScaleToZero is reported', async () => {
   assert.equal(datapath.frontends.has('shop/broken'), false);
   assert.equal(await replicasOf('broken'), 0);
 });
+
+test('watch drop relists new objects', async () => {
+  server.faults.dropWatches({ abrupt: true });
+  await createApp('late', 0);
+  await scaleToZero('late', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'late' }, idleTimeout: '1h' });
+
+  await waitFor('frontends for the object created across the drop', () => (datapath.gateClosed.get('shop/late') === true ? true : undefined), 10_000);
+});

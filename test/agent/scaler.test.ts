@@ -73,3 +73,16 @@ test('unknown kind names the target', async () => {
   const scaler = new KubeScaler(kubeConfigFor(server.url));
   await assert.rejects(scaler.scaleUp('default', { apiVersion: 'apps/v1', kind: 'Rollout', name: 'x' }, 1), /kind Rollout not found in apps\/v1 discovery/);
 });
+
+test('scale up retries after 409', async () => {
+  await apps.createNamespacedDeployment({ namespace: 'default', body: deploymentFixture('retry', 0) });
+  const scaler = new KubeScaler(kubeConfigFor(server.url));
+  // The first write loses to a concurrent change; the scaler reads again.
+  server.faults.failNext({ method: 'PUT', path: /\/deployments\/retry\/scale$/, status: 409, count: 1 });
+
+  assert.equal(await scaler.scaleUp('default', { apiVersion: 'apps/v1', kind: 'Deployment', name: 'retry' }, 1), true);
+
+  const attempts = server.requests.filter((r) => r.method === 'PUT' && r.path.includes('/retry/scale'));
+  assert.deepEqual(attempts.map((r) => r.status), [409, 200]);
+  assert.equal((await apps.readNamespacedDeployment({ name: 'retry', namespace: 'default' })).spec?.replicas, 1);
+});
