@@ -7,12 +7,12 @@
 import type { Datapath } from '../datapath/datapath.js';
 import { frontendToString, type Frontend } from '../datapath/frontends.js';
 import type { HeldFlow } from '../datapath/held-frames.js';
-import type { DatapathPort, ReleaseOutcome, WakeSignal, WorkloadKey } from './ports.js';
+import type { ActivitySource, DatapathPort, ReleaseOutcome, WakeSignal, WorkloadKey } from './ports.js';
 
 // Id 0 stays unused, so a zeroed entry never names a workload.
 const FIRST_ID = 1;
 
-export class NodeDatapath implements DatapathPort {
+export class NodeDatapath implements DatapathPort, ActivitySource {
   private readonly ids = new Map<WorkloadKey, number>();
   private readonly workloads = new Map<number, WorkloadKey>();
   private readonly installed = new Map<WorkloadKey, Frontend[]>();
@@ -87,6 +87,16 @@ export class NodeDatapath implements DatapathPort {
       if (workload === undefined) return;
       listener({ workload, flow: record.flow, atMs: Number(record.timestampNs / 1_000_000n) });
     });
+  }
+
+  // The standalone activity source: the last warm packet of the workload,
+  // from the per-CPU counters, as CLOCK_MONOTONIC milliseconds. The
+  // datapath stamps it with the coarse clock, so it lags by up to a tick.
+  lastActivity(workload: WorkloadKey): number | undefined {
+    const id = this.ids.get(workload);
+    if (id === undefined) return undefined;
+    const lastSeenNs = this.datapath.services.readCounters(id).warm_last_seen_ns;
+    return lastSeenNs === 0n ? undefined : Number(lastSeenNs / 1_000_000n);
   }
 
   private allocate(workload: WorkloadKey, frontends: Frontend[]): number {

@@ -67,3 +67,25 @@ test('node datapath keeps ids on restart', async () => {
     await second.close();
   }
 });
+
+test('node datapath reports warm activity', async () => {
+  const dp = await Datapath.open({ maxServices: 16 });
+  try {
+    const node = new NodeDatapath(dp, 0);
+    const runner = new FrameRunner(dp);
+    node.setFrontends('default/db', [DB], false);
+    assert.equal(node.lastActivity('default/db'), undefined, 'no traffic yet');
+
+    const before = Number(process.hrtime.bigint() / 1_000_000n);
+    assert.equal(runner.run('xdp', syn(DB)).verdict, 'pass');
+    const seen = node.lastActivity('default/db');
+
+    assert.ok(seen !== undefined, 'activity recorded');
+    // The coarse clock lags the precise one by up to a tick (at most 10 ms
+    // at HZ=100).
+    assert.ok(seen >= before - 20 && seen <= before + 1000, `last activity ${seen}, test started at ${before}`);
+    assert.equal(node.lastActivity('default/unknown'), undefined);
+  } finally {
+    await dp.close();
+  }
+});
