@@ -339,15 +339,21 @@ export class Controller {
           const now = this.now();
           const coldStartMs = before.wakeStartedMs === null ? null : now - before.wakeStartedMs;
           metrics?.releaseOverhead.observe({ workload: key }, (now - eventMs) / 1000);
-          if (coldStartMs !== null) metrics?.coldStart.observe({ workload: key }, coldStartMs / 1000);
           log.info({ workload: key, released: outcome.released.length, failed: outcome.failed.length, coldStartMs }, 'released held flows');
+          if (coldStartMs !== null) {
+            metrics?.coldStart.observe({ workload: key }, coldStartMs / 1000);
+            await this.patchStatus(workload, { phase: 'Warm', lastColdStartSeconds: Math.round(coldStartMs) / 1000 });
+          }
           return;
         }
         case 'scale':
           if (action.mode === 'at-least') {
             // A wake ends any scale-down in progress, for every node.
             if (statusOf(workload.object).phase === 'ScalingDown') await this.patchStatus(workload, { phase: 'Waking', scaleDownId: null });
-            if (await scaler.scaleUp(workload.spec.namespace, workload.spec.target, action.replicas)) metrics?.wakes.inc({ workload: key });
+            if (await scaler.scaleUp(workload.spec.namespace, workload.spec.target, action.replicas)) {
+              metrics?.wakes.inc({ workload: key });
+              await this.patchStatus(workload, { phase: 'Waking', lastWakeTime: new Date().toISOString() });
+            }
           } else if (this.options.isLeader()) {
             await scaler.scaleTo(workload.spec.namespace, workload.spec.target, action.replicas);
             await this.patchStatus(workload, { phase: 'Cold', scaleDownId: null });
@@ -360,7 +366,8 @@ export class Controller {
           workload.pendingScaleDown = { id, startedMs: this.now() };
           // Every node, this one included, closes its gate when it sees
           // the id in status; checkScaleDown waits for their reports.
-          await this.patchStatus(workload, { phase: 'ScalingDown', scaleDownId: id });
+          const lastActivity = new Date(Date.now() - (this.now() - workload.lastActivityMs)).toISOString();
+          await this.patchStatus(workload, { phase: 'ScalingDown', scaleDownId: id, lastActivityTime: lastActivity });
           return;
         }
         case 'expire-held': {

@@ -105,6 +105,14 @@ test('flow released only on Ready', async () => {
   assert.equal(controller.phaseOf('shop/web')?.phase, 'Warm');
   assert.equal(datapath.gateClosed.get('shop/web'), false);
 
+  await waitFor('status after the release', async () => {
+    const object = (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group: 'zerohold.dev', version: 'v1alpha1', namespace: 'shop', plural: 'scaletozeros', name: 'web' })) as {
+      status?: { phase?: string; lastWakeTime?: string; lastColdStartSeconds?: number };
+    };
+    const status = object.status ?? {};
+    return status.phase === 'Warm' && status.lastWakeTime && (status.lastColdStartSeconds ?? 0) > 0 ? true : undefined;
+  });
+
   const text = await metrics.registry.metrics();
   assert.match(text, /^zerohold_wakes_total\{workload="shop\/web"\} 1$/m);
   assert.match(text, /^zerohold_cold_start_seconds_count\{workload="shop\/web"\} 1$/m);
