@@ -195,6 +195,7 @@ export class Controller {
     if (!workload) {
       workload = { spec, object, services, state: initialPhase(replicas), replicas, appliedScaleDownId: null, pendingScaleDown: null, lastActivityMs: this.now() };
       this.workloads.set(key, workload);
+      this.options.log.info({ workload: key, services, frontends: frontends.length, phase: workload.state.phase }, 'tracking workload');
     }
     Object.assign(workload, { spec, object, services, replicas });
 

@@ -81,6 +81,16 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     return id === undefined ? [] : this.datapath.held.list(id);
   }
 
+  // Flows held now per workload, for the metrics gauge.
+  heldCounts(): Map<WorkloadKey, number> {
+    const counts = new Map<WorkloadKey, number>();
+    for (const flow of this.datapath.held.list()) {
+      const workload = this.workloads.get(flow.record.serviceId);
+      if (workload !== undefined) counts.set(workload, (counts.get(workload) ?? 0) + 1);
+    }
+    return counts;
+  }
+
   onWake(listener: (signal: WakeSignal) => void): void {
     this.datapath.on('wake', (record) => {
       const workload = this.workloads.get(record.serviceId);

@@ -5,7 +5,6 @@
 // its response without waiting for a retransmission.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 
 import { Datapath, type AttachHook } from '../../src/datapath/datapath.js';
@@ -13,13 +12,10 @@ import type { HeldRecord } from '../../src/datapath/records.js';
 import { MAX_FRAME } from '../../src/datapath/layout.js';
 import { loadNative } from '../../src/datapath/native.js';
 import { buildLiveFrame } from '../../src/datapath/reinject.js';
-import { netnsPath, TestNetwork, waitFor } from '../lib/netns.js';
+import { netnsPath, waitFor } from '../lib/netns.js';
+import { buildTopology, NODE_V4, NODE_V6, startClient, type Topology } from '../lib/topology.js';
 import { startHttpServer, startUdpEchoServer, udpClientArgs } from '../lib/servers.js';
 
-const CLIENT_V4 = '198.18.1.1';
-const NODE_V4 = '198.18.1.2';
-const CLIENT_V6 = 'fd5a:18::1';
-const NODE_V6 = 'fd5a:18::2';
 const SERVICE_V4 = '198.19.0.10';
 const SERVICE_V6 = 'fd5a:19::10';
 
@@ -33,50 +29,6 @@ table inet zh_test {
   }
 }
 `;
-
-interface Topology {
-  network: TestNetwork;
-  client: string;
-  node: string;
-}
-
-async function buildTopology(): Promise<Topology> {
-  const network = new TestNetwork();
-  const client = await network.addNamespace('cli');
-  const node = await network.addNamespace('node');
-  await network.addVeth(client, 'c0', node, 'n0');
-
-  await network.exec(client, 'ip', ['addr', 'add', `${CLIENT_V4}/24`, 'dev', 'c0']);
-  await network.exec(client, 'ip', ['-6', 'addr', 'add', `${CLIENT_V6}/64`, 'dev', 'c0', 'nodad']);
-  await network.exec(client, 'ip', ['route', 'add', '198.19.0.0/16', 'via', NODE_V4]);
-  await network.exec(client, 'ip', ['-6', 'route', 'add', 'fd5a:19::/64', 'via', NODE_V6]);
-  await network.exec(node, 'ip', ['addr', 'add', `${NODE_V4}/24`, 'dev', 'n0']);
-  await network.exec(node, 'ip', ['-6', 'addr', 'add', `${NODE_V6}/64`, 'dev', 'n0', 'nodad']);
-  await runNft(node, NFT_RULES);
-  return { network, client, node };
-}
-
-async function runNft(ns: string, rules: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn('nsenter', [`--net=${netnsPath(ns)}`, 'nft', '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`nft failed: ${stderr}`))));
-    child.stdin.end(rules);
-  });
-}
-
-// Runs a client command to completion in the background and returns its
-// output once it exits.
-function startClient(network: TestNetwork, ns: string, command: string, args: string[]): Promise<string> {
-  const child = network.spawn(ns, command, args);
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  return new Promise((resolve, reject) => {
-    child.on('exit', (code) => (code === 0 ? resolve(output) : reject(new Error(`${command} exited ${code}: ${output}`))));
-  });
-}
 
 function collectHeld(dp: Datapath): HeldRecord[] {
   const held: HeldRecord[] = [];
@@ -108,7 +60,7 @@ for (const [label, how] of ATTACH_MODES) {
     let dp: Datapath;
 
     before(async () => {
-      topology = await buildTopology();
+      topology = await buildTopology(NFT_RULES);
       dp = await coldService(topology, how);
     });
 
@@ -169,7 +121,7 @@ describe('tc re-injection marker', () => {
   let dp: Datapath;
 
   before(async () => {
-    topology = await buildTopology();
+    topology = await buildTopology(NFT_RULES);
     dp = await coldService(topology, { hook: 'tc' });
   });
 
