@@ -122,7 +122,16 @@ export class Controller {
     this.watch(makeInformer(kc, '/apis/apps/v1/deployments', () => apps.listDeploymentForAllNamespaces()), this.targets, 'Deployment');
     this.watch(makeInformer(kc, '/apis/apps/v1/statefulsets', () => apps.listStatefulSetForAllNamespaces()), this.targets, 'StatefulSet');
 
-    this.options.datapath.onWake((signal) => this.feed(signal.workload, { type: 'flow-opener', nowMs: this.now() }));
+    this.options.datapath.onWake((signal) => {
+      const { flow } = signal;
+      const host = (address: string) => (address.includes(':') ? `[${address}]` : address);
+      this.feed(signal.workload, {
+        type: 'flow-opener',
+        nowMs: this.now(),
+        client: `${host(flow.source)}:${flow.sourcePort}`,
+        frontend: `${flow.protocol}/${host(flow.destination)}:${flow.destinationPort}`,
+      });
+    });
     this.options.readiness.onChange((key) => this.observe(key));
 
     for (const informer of this.informers) await informer.start();

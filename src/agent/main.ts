@@ -38,6 +38,11 @@ async function main(): Promise<void> {
     throw new ConfigError(values.config!, ['nodeName: missing, set it or the NODE_NAME environment variable (the DaemonSet sets it from spec.nodeName)']);
   }
 
+  // TODO: chained mode (Cilium's datapath) and signal mode (Hubble drops).
+  if (config.mode !== 'standalone') {
+    throw new ConfigError(values.config!, [`mode: "${config.mode}" is not available in this version of the agent, use "standalone"`]);
+  }
+
   const root = createLogger(parseLogLevel(process.env.ZEROHOLD_LOG_LEVEL), nodeName);
   const log = componentLogger(root, 'agent');
   const kc = new KubeConfig();

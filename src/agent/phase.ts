@@ -43,7 +43,8 @@ export type PhaseEvent =
   // or a flow opener woke the workload on another node.
   | { type: 'scale-down-aborted'; nowMs: number }
   // A flow opener arrived for a cold or closing workload.
-  | { type: 'flow-opener'; nowMs: number }
+  // client and frontend name the flow for the Woken event.
+  | { type: 'flow-opener'; nowMs: number; client?: string; frontend?: string }
   | { type: 'tick'; nowMs: number };
 
 export type PhaseAction =
@@ -78,7 +79,11 @@ export function nextPhase(state: PhaseState, event: PhaseEvent, settings: PhaseS
           { phase: 'Waking', gateClosed: true, wakeStartedMs: event.nowMs },
           { type: 'close-gate' },
           { type: 'scale', replicas: settings.wakeReplicas, mode: 'at-least' },
-          { type: 'event', reason: 'Woken', message: `flow opener received, scaling to at least ${settings.wakeReplicas}` },
+          {
+            type: 'event',
+            reason: 'Woken',
+            message: `flow opener from ${event.client ?? 'a client'} to ${event.frontend ?? 'a frontend'}, scaling to at least ${settings.wakeReplicas}`,
+          },
         );
       }
       return stay;
