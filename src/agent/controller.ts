@@ -6,6 +6,7 @@
 import {
   ADD,
   AppsV1Api,
+  AutoscalingV2Api,
   CoreV1Api,
   CustomObjectsApi,
   DELETE,
@@ -20,6 +21,7 @@ import {
   type V1Deployment,
   type V1Service,
   type V1StatefulSet,
+  type V2HorizontalPodAutoscaler,
 } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
 
@@ -100,6 +102,7 @@ export class Controller {
   private readonly objects = new Map<string, ScaleToZero>();
   private readonly services = new Map<string, V1Service>();
   private readonly targets = new Map<string, V1Deployment | V1StatefulSet>();
+  private readonly autoscalers = new Map<string, V2HorizontalPodAutoscaler>();
   private readonly informers: AnyInformer[] = [];
   private readonly custom: CustomObjectsApi;
   private readonly now: () => number;
@@ -121,6 +124,8 @@ export class Controller {
     this.watch(makeInformer(kc, '/api/v1/services', () => core.listServiceForAllNamespaces()), this.services);
     this.watch(makeInformer(kc, '/apis/apps/v1/deployments', () => apps.listDeploymentForAllNamespaces()), this.targets, 'Deployment');
     this.watch(makeInformer(kc, '/apis/apps/v1/statefulsets', () => apps.listStatefulSetForAllNamespaces()), this.targets, 'StatefulSet');
+    const autoscaling = kc.makeApiClient(AutoscalingV2Api);
+    this.watch(makeInformer(kc, '/apis/autoscaling/v2/horizontalpodautoscalers', () => autoscaling.listHorizontalPodAutoscalerForAllNamespaces()), this.autoscalers);
 
     this.options.datapath.onWake((signal) => {
       const { flow } = signal;
@@ -248,9 +253,26 @@ export class Controller {
 
     for (const [key, workload] of this.workloads) {
       this.feed(key, { type: 'tick', nowMs: now });
-      this.feed(key, { type: 'idle-check', lastActivityMs: this.lastActivity(key, workload, now), nowMs: now, leader });
+      // Only a leader scales down, and never while an autoscaler holds
+      // the workload above its floor for reasons other than traffic.
+      const mayScaleDown = leader && !this.heldByAutoscaler(workload);
+      this.feed(key, { type: 'idle-check', lastActivityMs: this.lastActivity(key, workload, now), nowMs: now, leader: mayScaleDown });
       if (leader) this.checkScaleDown(key, workload, now);
     }
+  }
+
+  // Tells whether a HorizontalPodAutoscaler on the workload wants more
+  // replicas than its minimum, which means its metrics, not traffic, keep
+  // the workload up (a queue length, CPU of background work). An HPA at its
+  // minimum does not object: at zero replicas it stays inactive, and it
+  // resumes once a wake brings the workload back.
+  private heldByAutoscaler(workload: Workload): boolean {
+    for (const hpa of this.autoscalers.values()) {
+      const ref = hpa.spec?.scaleTargetRef;
+      if (hpa.metadata?.namespace !== workload.spec.namespace || ref?.kind !== workload.spec.target.kind || ref?.name !== workload.spec.target.name) continue;
+      if ((hpa.status?.desiredReplicas ?? 0) > (hpa.spec?.minReplicas ?? 1)) return true;
+    }
+    return false;
   }
 
   // The latest activity anywhere in the cluster, on this process's

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { ApiextensionsV1Api, AppsV1Api, CoreV1Api, CustomObjectsApi, DiscoveryV1Api, type KubeConfig, type V1CustomResourceDefinition } from '@kubernetes/client-node';
+import { ApiextensionsV1Api, AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi, DiscoveryV1Api, type KubeConfig, type V1CustomResourceDefinition } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { parse as parseYaml } from 'yaml';
 
@@ -160,4 +160,25 @@ test('watch drop relists new objects', async () => {
   await scaleToZero('late', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'late' }, idleTimeout: '1h' });
 
   await waitFor('frontends for the object created across the drop', () => (datapath.gateClosed.get('shop/late') === true ? true : undefined), 10_000);
+});
+
+test('HPA above minimum blocks scale-down', async () => {
+  await createApp('busy', 2);
+  const autoscaling = kc.makeApiClient(AutoscalingV2Api);
+  const hpa = await autoscaling.createNamespacedHorizontalPodAutoscaler({
+    namespace: 'shop',
+    body: { metadata: { name: 'busy' }, spec: { scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'busy' }, minReplicas: 1, maxReplicas: 5 } },
+  });
+  // The HPA scales on its own metrics and wants three replicas.
+  hpa.status = { currentReplicas: 2, desiredReplicas: 3 };
+  await autoscaling.replaceNamespacedHorizontalPodAutoscalerStatus({ name: 'busy', namespace: 'shop', body: hpa });
+  await scaleToZero('busy', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'busy' }, idleTimeout: '300ms' });
+
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  assert.equal(await replicasOf('busy'), 2, 'no scale-down while the HPA wants more than its minimum');
+
+  const current = await autoscaling.readNamespacedHorizontalPodAutoscaler({ name: 'busy', namespace: 'shop' });
+  current.status = { currentReplicas: 2, desiredReplicas: 1 };
+  await autoscaling.replaceNamespacedHorizontalPodAutoscalerStatus({ name: 'busy', namespace: 'shop', body: current });
+  await waitFor('the scale-down once the HPA is at its minimum', async () => ((await replicasOf('busy')) === 0 ? true : undefined), 10_000);
 });

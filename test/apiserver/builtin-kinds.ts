@@ -4,6 +4,7 @@
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
+import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler';
 import { Lease } from 'kubernetes-models/coordination.k8s.io/v1/Lease';
 import { EndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1/EndpointSlice';
 import { Event as EventsV1Event } from 'kubernetes-models/events.k8s.io/v1/Event';
@@ -194,6 +195,19 @@ export function builtinKinds(): ResourceType[] {
       initialStatus: () => ({ replicas: 0, availableReplicas: 0 }),
       applyDefaults: defaultStatefulSet,
       rules: workloadCauses,
+    }),
+    builtin({
+      group: 'autoscaling',
+      version: 'v2',
+      kind: 'HorizontalPodAutoscaler',
+      plural: 'horizontalpodautoscalers',
+      model: HorizontalPodAutoscaler,
+      shortNames: ['hpa'],
+      statusSubresource: true,
+      tracksGeneration: true,
+      // The schema requires desiredReplicas once status exists, and the
+      // controller reports it before its first scaling decision.
+      initialStatus: () => ({ currentReplicas: 0, desiredReplicas: 0 }),
     }),
     builtin({
       group: 'coordination.k8s.io',
