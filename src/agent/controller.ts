@@ -108,6 +108,7 @@ export class Controller {
   private readonly now: () => number;
   private timer: NodeJS.Timeout | null = null;
   private lastReportMs = -Infinity;
+  private reconcileScheduled = false;
   private stopped = false;
 
   constructor(private readonly options: ControllerOptions) {
@@ -140,6 +141,9 @@ export class Controller {
     this.options.readiness.onChange((key) => this.observe(key));
 
     for (const informer of this.informers) await informer.start();
+    // The caches are complete now: install every workload before start()
+    // returns, so the node holds flow openers from then on.
+    this.reconcileAll();
     this.timer = setInterval(() => this.tick(), this.options.tickMs ?? 1000);
   }
 
@@ -158,7 +162,7 @@ export class Controller {
     const changed = (o: KubernetesObject, deleted: boolean) => {
       if (deleted) cache.delete(keyOf(o));
       else cache.set(keyOf(o), o);
-      this.reconcileAll();
+      this.scheduleReconcile();
     };
     informer.on(ADD, (o) => changed(o, false));
     informer.on(UPDATE, (o) => changed(o, false));
@@ -173,8 +177,18 @@ export class Controller {
     this.informers.push(informer);
   }
 
-  // Brings every workload in line with the caches. Cheap enough to run on
-  // each change at the scale of one cluster's opted-in workloads.
+  // Coalesces a burst of informer events, such as an initial list of
+  // thousands of objects, into one reconcile.
+  private scheduleReconcile(): void {
+    if (this.reconcileScheduled) return;
+    this.reconcileScheduled = true;
+    setImmediate(() => {
+      this.reconcileScheduled = false;
+      if (!this.stopped) this.reconcileAll();
+    });
+  }
+
+  // Brings every workload in line with the caches.
   private reconcileAll(): void {
     const seen = new Set<WorkloadKey>();
     for (const object of this.objects.values()) {
