@@ -16,6 +16,8 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
   private readonly ids = new Map<WorkloadKey, number>();
   private readonly workloads = new Map<number, WorkloadKey>();
   private readonly installed = new Map<WorkloadKey, Frontend[]>();
+  // Gate state as last written, so an unchanged state is not rewritten.
+  private readonly states = new Map<WorkloadKey, 'cold' | 'warm'>();
   // Frontend to id as found in the pinned table at start, for reuse.
   private readonly pinnedIds = new Map<string, number>();
 
@@ -33,19 +35,25 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
   }
 
   setFrontends(workload: WorkloadKey, frontends: Frontend[], gateClosed: boolean): void {
-    const id = this.ids.get(workload) ?? this.allocate(workload, frontends);
+    const known = this.ids.get(workload);
+    const id = known ?? this.allocate(workload, frontends);
     const state = gateClosed ? 'cold' : 'warm';
 
     // Gate first, so a new frontend never passes traffic that the
-    // workload's state marks for holding.
-    this.datapath.configureService(id, { state, wakeIntervalMs: this.wakeIntervalMs });
+    // workload's state marks for holding. The controller calls this on
+    // every reconcile, so unchanged state and frontends cost no syscall.
+    if (known === undefined || this.states.get(workload) !== state) {
+      this.datapath.configureService(id, { state, wakeIntervalMs: this.wakeIntervalMs });
+      this.states.set(workload, state);
+    }
 
     const wanted = new Map(frontends.map((f) => [frontendToString(f), f]));
+    const installed = new Set((this.installed.get(workload) ?? []).map(frontendToString));
     for (const old of this.installed.get(workload) ?? []) {
       if (!wanted.has(frontendToString(old))) this.datapath.frontends.delete(old);
     }
-    for (const f of wanted.values()) {
-      this.datapath.frontends.set(f, id);
+    for (const [name, f] of wanted) {
+      if (known === undefined || !installed.has(name)) this.datapath.frontends.set(f, id);
     }
     this.installed.set(workload, [...wanted.values()]);
   }
@@ -57,16 +65,20 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     for (const f of this.installed.get(workload) ?? []) this.datapath.frontends.delete(f);
     this.datapath.configureService(id, { state: 'unmanaged', wakeIntervalMs: this.wakeIntervalMs });
     this.installed.delete(workload);
+    this.states.delete(workload);
     this.ids.delete(workload);
     this.workloads.delete(id);
   }
 
   closeGate(workload: WorkloadKey): void {
     this.datapath.setServiceState(this.requireId(workload), 'cold');
+    this.states.set(workload, 'cold');
   }
 
   release(workload: WorkloadKey): Promise<ReleaseOutcome> {
-    return this.datapath.release(this.requireId(workload));
+    const id = this.requireId(workload);
+    this.states.set(workload, 'warm');
+    return this.datapath.release(id);
   }
 
   expireHeld(workload: WorkloadKey, cutoffMs: number): HeldFlow[] {
