@@ -10,7 +10,6 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   DELETE,
-  ERROR,
   type Informer,
   KubeConfig,
   type KubernetesObject,
@@ -29,6 +28,7 @@ import type { Logger } from 'pino';
 
 import type { EndpointReadiness } from './endpoint-readiness.js';
 import type { EventRecorder } from './events.js';
+import { restartOnError } from './informers.js';
 import type { AgentMetrics } from './metrics.js';
 import type { NodeReports } from './node-reports.js';
 import { initialPhase, nextPhase, type PhaseAction, type PhaseEvent, type PhaseState } from './phase.js';
@@ -40,7 +40,6 @@ const GROUP = 'zerohold.dev';
 const VERSION = 'v1alpha1';
 const PLURAL = 'scaletozeros';
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
-const RESTART_DELAY_MS = 1000;
 
 export interface ControllerOptions {
   kc: KubeConfig;
@@ -167,13 +166,7 @@ export class Controller {
     informer.on(ADD, (o) => changed(o, false));
     informer.on(UPDATE, (o) => changed(o, false));
     informer.on(DELETE, (o) => changed(o, true));
-    informer.on(ERROR, (err) => {
-      if (this.stopped) return;
-      this.options.log.warn({ err }, 'watch failed, restarting the informer');
-      setTimeout(() => {
-        if (!this.stopped) void informer.start();
-      }, RESTART_DELAY_MS);
-    });
+    restartOnError(informer, this.options.log, kind ?? 'informer', () => this.stopped);
     this.informers.push(informer);
   }
 

@@ -7,7 +7,6 @@ import {
   ADD,
   DELETE,
   DiscoveryV1Api,
-  ERROR,
   type Informer,
   KubeConfig,
   makeInformer,
@@ -16,10 +15,10 @@ import {
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 
+import { restartOnError } from './informers.js';
 import type { ReleaseCheck, WorkloadKey } from './ports.js';
 
 const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
-const RESTART_DELAY_MS = 1000;
 
 function readyEndpoints(slice: V1EndpointSlice): number {
   return (slice.endpoints ?? []).filter((e) => e.conditions?.ready !== false).length;
@@ -35,7 +34,7 @@ export class EndpointReadiness implements ReleaseCheck {
 
   constructor(
     kc: KubeConfig,
-    private readonly log: Logger,
+    log: Logger,
   ) {
     const api = kc.makeApiClient(DiscoveryV1Api);
     this.informer = makeInformer(kc, '/apis/discovery.k8s.io/v1/endpointslices', () => api.listEndpointSliceForAllNamespaces());
@@ -43,14 +42,7 @@ export class EndpointReadiness implements ReleaseCheck {
     this.informer.on(ADD, (slice) => this.record(slice, readyEndpoints(slice)));
     this.informer.on(UPDATE, (slice) => this.record(slice, readyEndpoints(slice)));
     this.informer.on(DELETE, (slice) => this.record(slice, 0));
-    // The informer stops on a watch error; it relists when started again.
-    this.informer.on(ERROR, (err) => {
-      if (this.stopped) return;
-      this.log.warn({ err }, 'EndpointSlice watch failed, restarting');
-      setTimeout(() => {
-        if (!this.stopped) void this.informer.start();
-      }, RESTART_DELAY_MS);
-    });
+    restartOnError(this.informer, log, 'EndpointSlice', () => this.stopped);
   }
 
   start(): Promise<void> {

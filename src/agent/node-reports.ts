@@ -11,7 +11,6 @@ import {
   ApiException,
   CoordinationV1Api,
   DELETE,
-  ERROR,
   type Informer,
   KubeConfig,
   makeInformer,
@@ -21,12 +20,12 @@ import {
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 
+import { restartOnError } from './informers.js';
 import type { WorkloadKey } from './ports.js';
 
 export const REPORT_LABEL = 'zerohold.dev/node-report';
 export const ACTIVITY_ANNOTATION = 'zerohold.dev/activity';
 export const GATES_CLOSED_ANNOTATION = 'zerohold.dev/gates-closed';
-const RESTART_DELAY_MS = 1000;
 
 interface NodeReport {
   node: string;
@@ -65,7 +64,7 @@ export class NodeReports {
   constructor(
     kc: KubeConfig,
     private readonly options: NodeReportsOptions,
-    private readonly log: Logger,
+    log: Logger,
   ) {
     this.api = kc.makeApiClient(CoordinationV1Api);
     this.now = options.now ?? Date.now;
@@ -79,13 +78,7 @@ export class NodeReports {
     this.informer.on(ADD, (lease) => this.remember(lease));
     this.informer.on(UPDATE, (lease) => this.remember(lease));
     this.informer.on(DELETE, (lease) => this.reports.delete(lease.spec?.holderIdentity ?? ''));
-    this.informer.on(ERROR, (err) => {
-      if (this.stopped) return;
-      this.log.warn({ err }, 'node report watch failed, restarting');
-      setTimeout(() => {
-        if (!this.stopped) void this.informer.start();
-      }, RESTART_DELAY_MS);
-    });
+    restartOnError(this.informer, log, 'node report', () => this.stopped);
   }
 
   start(): Promise<void> {
