@@ -183,18 +183,28 @@ export class Controller {
 
   // Brings every workload in line with the caches.
   private reconcileAll(): void {
+    // Selector matching looks only at the Services of a workload's own
+    // namespace, so group them once per pass.
+    const byNamespace = new Map<string, V1Service[]>();
+    for (const service of this.services.values()) {
+      const namespace = service.metadata?.namespace ?? '';
+      const list = byNamespace.get(namespace);
+      if (list) list.push(service);
+      else byNamespace.set(namespace, [service]);
+    }
+
     const seen = new Set<WorkloadKey>();
     for (const object of this.objects.values()) {
       const key = `${object.metadata?.namespace}/${object.metadata?.name}`;
       seen.add(key);
-      this.reconcile(key, object);
+      this.reconcile(key, object, byNamespace);
     }
     for (const key of this.workloads.keys()) {
       if (!seen.has(key)) this.forget(key);
     }
   }
 
-  private reconcile(key: WorkloadKey, object: ScaleToZero): void {
+  private reconcile(key: WorkloadKey, object: ScaleToZero, byNamespace: Map<string, V1Service[]>): void {
     let spec: WorkloadSpec;
     try {
       spec = workloadFromScaleToZero(object);
@@ -205,7 +215,7 @@ export class Controller {
     }
 
     const target = this.targets.get(`${spec.target.kind}|${spec.namespace}/${spec.target.name}`);
-    const services = this.servicesOf(spec, target);
+    const services = this.servicesOf(spec, target, byNamespace);
     const frontends = services.flatMap((name) => {
       const service = this.services.get(`${spec.namespace}/${name}`);
       return service ? resolveFrontends(service, this.options.nodeAddresses).frontends : [];
@@ -239,12 +249,10 @@ export class Controller {
     }
   }
 
-  private servicesOf(spec: WorkloadSpec, target: V1Deployment | V1StatefulSet | undefined): string[] {
+  private servicesOf(spec: WorkloadSpec, target: V1Deployment | V1StatefulSet | undefined, byNamespace: Map<string, V1Service[]>): string[] {
     if (spec.services) return spec.services;
     const labels = target?.spec?.template?.metadata?.labels;
-    return [...this.services.values()]
-      .filter((s) => s.metadata?.namespace === spec.namespace && selectorMatches(s.spec?.selector, labels))
-      .map((s) => s.metadata!.name!);
+    return (byNamespace.get(spec.namespace) ?? []).filter((s) => selectorMatches(s.spec?.selector, labels)).map((s) => s.metadata!.name!);
   }
 
   private observe(key: WorkloadKey): void {
@@ -359,7 +367,12 @@ export class Controller {
     if (state.phase !== before.phase) {
       this.options.log.info({ workload: key }, `${before.phase} -> ${state.phase}`);
     }
-    for (const action of actions) void this.apply(key, workload, before, action, event.nowMs);
+    for (const action of actions) {
+      // Events are reports: they wait a turn so that a scale-up request
+      // leaves first on a wake.
+      if (action.type === 'event') setImmediate(() => void this.apply(key, workload, before, action, event.nowMs));
+      else void this.apply(key, workload, before, action, event.nowMs);
+    }
   }
 
   // eventMs is when the event that caused the action was observed, so the
@@ -389,7 +402,9 @@ export class Controller {
           if (action.mode === 'at-least') {
             // A wake ends any scale-down in progress, for every node.
             if (statusOf(workload.object).phase === 'ScalingDown') await this.patchStatus(workload, { phase: 'Waking', scaleDownId: null });
-            if (await scaler.scaleUp(workload.spec.namespace, workload.spec.target, action.replicas)) {
+            const target = this.targets.get(`${workload.spec.target.kind}|${workload.spec.namespace}/${workload.spec.target.name}`);
+            const known = target?.metadata?.resourceVersion ? { replicas: target.spec?.replicas ?? 0, resourceVersion: target.metadata.resourceVersion } : undefined;
+            if (await scaler.scaleUp(workload.spec.namespace, workload.spec.target, action.replicas, known)) {
               metrics?.wakes.inc({ workload: key });
               await this.patchStatus(workload, { phase: 'Waking', lastWakeTime: new Date().toISOString() });
             }

@@ -54,6 +54,13 @@ export interface ReleaseCheck {
   readyToRelease(workload: WorkloadKey): boolean;
 }
 
+// A workload's replica count and resourceVersion from an informer cache.
+// The Scale subresource shares its parent object's resourceVersion.
+export interface KnownScale {
+  replicas: number;
+  resourceVersion: string;
+}
+
 export interface TargetRef {
   apiVersion: string;
   kind: string;
@@ -63,8 +70,10 @@ export interface TargetRef {
 // The /scale subresource of a workload.
 export interface ScalePort {
   // Scales to at least replicas. Returns true when this call changed the
-  // count, false when it already was at least replicas.
-  scaleUp(namespace: string, target: TargetRef, replicas: number): Promise<boolean>;
+  // count, false when it already was at least replicas. known is the
+  // target as an informer last saw it, which saves the read before the
+  // write when it is current.
+  scaleUp(namespace: string, target: TargetRef, replicas: number, known?: KnownScale): Promise<boolean>;
   // Scales to exactly replicas, failing on a concurrent change.
   scaleTo(namespace: string, target: TargetRef, replicas: number): Promise<void>;
 }

@@ -7,7 +7,7 @@
 
 import { ApiException, CustomObjectsApi, KubeConfig, KubernetesObjectApi, type V1Scale } from '@kubernetes/client-node';
 
-import type { ScalePort, TargetRef } from './ports.js';
+import type { KnownScale, ScalePort, TargetRef } from './ports.js';
 
 const MAX_CONFLICT_RETRIES = 5;
 
@@ -39,8 +39,20 @@ export class KubeScaler implements ScalePort {
     this.discovery = kc.makeApiClient(ResourceDiscovery);
   }
 
-  async scaleUp(namespace: string, target: TargetRef, replicas: number): Promise<boolean> {
+  async scaleUp(namespace: string, target: TargetRef, replicas: number, known?: KnownScale): Promise<boolean> {
     const path = await this.scalePath(namespace, target);
+
+    // A wake is latency-bound: write at once with the cached version. A
+    // stale cache costs one 409 and the read-then-write loop below; a
+    // cache that already shows enough replicas is checked by a read.
+    if (known && known.replicas < replicas) {
+      try {
+        await this.writeReplicas(path, { metadata: { resourceVersion: known.resourceVersion } }, replicas);
+        return true;
+      } catch (err) {
+        if (!isConflict(err)) throw err;
+      }
+    }
 
     for (let attempt = 0; attempt <= MAX_CONFLICT_RETRIES; attempt++) {
       const scale = (await this.objects.getNamespacedCustomObjectScale(path)) as V1Scale;

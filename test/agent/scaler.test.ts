@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { AppsV1Api, type V1StatefulSet } from '@kubernetes/client-node';
+import { AppsV1Api, PatchStrategy, setHeaderOptions, type V1StatefulSet } from '@kubernetes/client-node';
 
 import { KubeScaler, ScaleConflictError } from '../../src/agent/scaler.js';
 import { deploymentFixture } from '../apiserver/fixtures.js';
@@ -85,4 +85,31 @@ test('scale up retries after 409', async () => {
   const attempts = server.requests.filter((r) => r.method === 'PUT' && r.path.includes('/retry/scale'));
   assert.deepEqual(attempts.map((r) => r.status), [409, 200]);
   assert.equal((await apps.readNamespacedDeployment({ name: 'retry', namespace: 'default' })).spec?.replicas, 1);
+});
+
+test('cached version skips the read', async () => {
+  const created = await apps.createNamespacedDeployment({ namespace: 'default', body: deploymentFixture('cached', 0) });
+  const scaler = new KubeScaler(kubeConfigFor(server.url));
+  const before = server.requests.length;
+
+  const changed = await scaler.scaleUp('default', { apiVersion: 'apps/v1', kind: 'Deployment', name: 'cached' }, 1, { replicas: 0, resourceVersion: created.metadata!.resourceVersion! });
+
+  assert.equal(changed, true);
+  const scaleCalls = server.requests.slice(before).filter((r) => r.path.includes('/cached/scale'));
+  assert.deepEqual(scaleCalls.map((r) => `${r.method} ${r.status}`), ['PUT 200']);
+});
+
+test('stale cached version falls back', async () => {
+  const created = await apps.createNamespacedDeployment({ namespace: 'default', body: deploymentFixture('stale', 0) });
+  const staleVersion = created.metadata!.resourceVersion!;
+  // Someone else changes the Deployment after the cache saw it.
+  await apps.patchNamespacedDeployment({ name: 'stale', namespace: 'default', body: { metadata: { labels: { touched: 'yes' } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+  const scaler = new KubeScaler(kubeConfigFor(server.url));
+  const before = server.requests.length;
+
+  assert.equal(await scaler.scaleUp('default', { apiVersion: 'apps/v1', kind: 'Deployment', name: 'stale' }, 1, { replicas: 0, resourceVersion: staleVersion }), true);
+
+  const scaleCalls = server.requests.slice(before).filter((r) => r.path.includes('/stale/scale'));
+  assert.deepEqual(scaleCalls.map((r) => `${r.method} ${r.status}`), ['PUT 409', 'GET 200', 'PUT 200']);
+  assert.equal((await apps.readNamespacedDeployment({ name: 'stale', namespace: 'default' })).spec?.replicas, 1);
 });
