@@ -430,9 +430,14 @@ export class Controller {
           log.warn({ workload: key, dropped: dropped.length, reason: action.reason }, 'dropped held flows');
           return;
         }
-        case 'event':
-          await events.record(ref, action.warning ? 'Warning' : 'Normal', action.reason, action.message);
+        case 'event': {
+          // On the ScaleToZero and on its target, where `kubectl describe
+          // deployment` shows why the replica count changed.
+          const type = action.warning ? 'Warning' : 'Normal';
+          const target = { ...workload.spec.target, namespace: workload.spec.namespace };
+          await Promise.all([events.record(ref, type, action.reason, action.message), events.record(target, type, action.reason, action.message)]);
           return;
+        }
       }
     } catch (err) {
       metrics?.apiErrors.inc({ operation: action.type });

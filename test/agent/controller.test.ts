@@ -104,6 +104,8 @@ test('flow released only on Ready', async () => {
   await waitFor('the release', () => (datapath.releases.includes('shop/web') ? true : undefined));
   const woken = (await core().listNamespacedEvent({ namespace: 'shop' })).items.find((e) => e.reason === 'Woken' && e.involvedObject.name === 'web');
   assert.equal(woken?.message, 'flow opener from 198.18.0.1:40000 to tcp/198.19.0.10:80, scaling to at least 2');
+  const onTarget = (await core().listNamespacedEvent({ namespace: 'shop' })).items.find((e) => e.reason === 'Woken' && e.involvedObject.kind === 'Deployment');
+  assert.equal(onTarget?.involvedObject.name, 'web', 'the Deployment has the event too');
   assert.equal(controller.phaseOf('shop/web')?.phase, 'Warm');
   assert.equal(datapath.gateClosed.get('shop/web'), false);
 
