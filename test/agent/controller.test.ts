@@ -2,25 +2,22 @@
 // it installs, when it scales, when it releases, and what it never touches.
 
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { ApiextensionsV1Api, AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi, DiscoveryV1Api, type KubeConfig, type V1CustomResourceDefinition } from '@kubernetes/client-node';
+import { AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
-import { parse as parseYaml } from 'yaml';
 
 import { Controller } from '../../src/agent/controller.js';
 import { EndpointReadiness } from '../../src/agent/endpoint-readiness.js';
 import { EventRecorder } from '../../src/agent/events.js';
 import { AgentMetrics } from '../../src/agent/metrics.js';
 import { KubeScaler } from '../../src/agent/scaler.js';
-import { repoRoot } from '../../src/paths.js';
 import { deploymentFixture, serviceFixture } from '../apiserver/fixtures.js';
 import { kubeConfigFor } from '../apiserver/kubeconfig.js';
 import { startApiServer, type TestApiServer } from '../apiserver/server.js';
 import { waitFor } from '../lib/netns.js';
 import { FakeDatapath } from './testing/fake-datapath.js';
+import { createReadyEndpoint, createScaleToZero, installScaleToZeroCrd } from './testing/objects.js';
 
 let server: TestApiServer;
 let kc: KubeConfig;
@@ -33,8 +30,7 @@ const log = pino({ level: 'silent' });
 before(async () => {
   server = await startApiServer({ namespaces: ['shop'] });
   kc = kubeConfigFor(server.url);
-  const crd = parseYaml(readFileSync(path.join(repoRoot, 'deploy/crds/scaletozero.yaml'), 'utf8')) as V1CustomResourceDefinition;
-  await kc.makeApiClient(ApiextensionsV1Api).createCustomResourceDefinition({ body: crd });
+  await installScaleToZeroCrd(kc);
 
   readiness = new EndpointReadiness(kc, log);
   await readiness.start();
@@ -69,13 +65,7 @@ async function createApp(name: string, replicas: number) {
 }
 
 function scaleToZero(name: string, spec: Record<string, unknown>) {
-  return kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
-    group: 'zerohold.dev',
-    version: 'v1alpha1',
-    namespace: 'shop',
-    plural: 'scaletozeros',
-    body: { apiVersion: 'zerohold.dev/v1alpha1', kind: 'ScaleToZero', metadata: { name }, spec },
-  });
+  return createScaleToZero(kc, 'shop', name, spec);
 }
 
 const replicasOf = async (name: string) => (await apps().readNamespacedDeployment({ name, namespace: 'shop' })).spec?.replicas;
@@ -92,15 +82,7 @@ test('flow released only on Ready', async () => {
   assert.equal(controller.phaseOf('shop/web')?.phase, 'Waking');
   assert.deepEqual(datapath.releases, [], 'nothing released before a Ready endpoint');
 
-  await kc.makeApiClient(DiscoveryV1Api).createNamespacedEndpointSlice({
-    namespace: 'shop',
-    body: {
-      metadata: { name: 'web-1', labels: { 'kubernetes.io/service-name': 'web' } },
-      addressType: 'IPv4',
-      endpoints: [{ addresses: ['198.18.5.1'], conditions: { ready: true } }],
-      ports: [{ port: 8080, protocol: 'TCP' }],
-    },
-  });
+  await createReadyEndpoint(kc, 'shop', 'web', '198.18.5.1');
   await waitFor('the release', () => (datapath.releases.includes('shop/web') ? true : undefined));
   const woken = (await core().listNamespacedEvent({ namespace: 'shop' })).items.find((e) => e.reason === 'Woken' && e.involvedObject.name === 'web');
   assert.equal(woken?.message, 'flow opener from 198.18.0.1:40000 to tcp/198.19.0.10:80, scaling to at least 2');

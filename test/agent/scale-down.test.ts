@@ -4,13 +4,10 @@
 // the leader is gone.
 
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { ApiextensionsV1Api, AppsV1Api, CoreV1Api, CustomObjectsApi, DiscoveryV1Api, type KubeConfig, type V1CustomResourceDefinition } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
-import { parse as parseYaml } from 'yaml';
 
 import { Controller } from '../../src/agent/controller.js';
 import { EndpointReadiness } from '../../src/agent/endpoint-readiness.js';
@@ -18,12 +15,12 @@ import { EventRecorder } from '../../src/agent/events.js';
 import { NodeReports } from '../../src/agent/node-reports.js';
 import type { ScalePort, TargetRef } from '../../src/agent/ports.js';
 import { KubeScaler } from '../../src/agent/scaler.js';
-import { repoRoot } from '../../src/paths.js';
 import { deploymentFixture, serviceFixture } from '../apiserver/fixtures.js';
 import { kubeConfigFor } from '../apiserver/kubeconfig.js';
 import { startApiServer, type TestApiServer } from '../apiserver/server.js';
 import { waitFor } from '../lib/netns.js';
 import { FakeDatapath } from './testing/fake-datapath.js';
+import { createReadyEndpoint, createScaleToZero, installScaleToZeroCrd } from './testing/objects.js';
 
 const log = pino({ level: process.env.ZH_TEST_LOG ?? 'silent' });
 let server: TestApiServer;
@@ -47,8 +44,7 @@ const agents: Agent[] = [];
 before(async () => {
   server = await startApiServer({ namespaces: ['shop', 'zerohold-system'] });
   kc = kubeConfigFor(server.url);
-  const crd = parseYaml(readFileSync(path.join(repoRoot, 'deploy/crds/scaletozero.yaml'), 'utf8')) as V1CustomResourceDefinition;
-  await kc.makeApiClient(ApiextensionsV1Api).createCustomResourceDefinition({ body: crd });
+  await installScaleToZeroCrd(kc);
 });
 
 after(async () => {
@@ -108,22 +104,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 async function deployWarmWorkload(): Promise<void> {
   await apps().createNamespacedDeployment({ namespace: 'shop', body: deploymentFixture('web', 1) });
   await kc.makeApiClient(CoreV1Api).createNamespacedService({ namespace: 'shop', body: serviceFixture('web') });
-  await kc.makeApiClient(DiscoveryV1Api).createNamespacedEndpointSlice({
-    namespace: 'shop',
-    body: {
-      metadata: { name: 'web-1', labels: { 'kubernetes.io/service-name': 'web' } },
-      addressType: 'IPv4',
-      endpoints: [{ addresses: ['198.18.5.1'], conditions: { ready: true } }],
-      ports: [{ port: 8080, protocol: 'TCP' }],
-    },
-  });
-  await kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
-    group: 'zerohold.dev',
-    version: 'v1alpha1',
-    namespace: 'shop',
-    plural: 'scaletozeros',
-    body: { apiVersion: 'zerohold.dev/v1alpha1', kind: 'ScaleToZero', metadata: { name: 'web' }, spec: { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' }, idleTimeout: '1s' } },
-  });
+  await createReadyEndpoint(kc, 'shop', 'web', '198.18.5.1');
+  await createScaleToZero(kc, 'shop', 'web', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' }, idleTimeout: '1s' });
 }
 
 test('scale-down waits for every node', async () => {

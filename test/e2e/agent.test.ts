@@ -6,19 +6,19 @@
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { ApiextensionsV1Api, AppsV1Api, CoreV1Api, CustomObjectsApi, DiscoveryV1Api, type KubeConfig, type V1CustomResourceDefinition } from '@kubernetes/client-node';
-import { parse as parseYaml } from 'yaml';
+import { AppsV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 
 import { repoRoot } from '../../src/paths.js';
 import { deploymentFixture, serviceFixture } from '../apiserver/fixtures.js';
 import { kubeConfigFor, writeKubeConfigFile, type KubeConfigFile } from '../apiserver/kubeconfig.js';
 import { startApiServer, type TestApiServer } from '../apiserver/server.js';
 import { netnsPath, run, waitFor } from '../lib/netns.js';
+import { createReadyEndpoint, createScaleToZero, installScaleToZeroCrd } from '../agent/testing/objects.js';
 import { startHttpServer } from '../lib/servers.js';
 import { buildTopology, NODE_V4, startClient, type Topology } from '../lib/topology.js';
 
@@ -36,19 +36,12 @@ before(async () => {
   server = await startApiServer({ namespaces: ['shop', 'zerohold-system'] });
   kc = kubeConfigFor(server.url);
   kubeconfigFile = await writeKubeConfigFile(server.url);
-  const crd = parseYaml(readFileSync(path.join(repoRoot, 'deploy/crds/scaletozero.yaml'), 'utf8')) as V1CustomResourceDefinition;
-  await kc.makeApiClient(ApiextensionsV1Api).createCustomResourceDefinition({ body: crd });
+  await installScaleToZeroCrd(kc);
 
   await kc.makeApiClient(AppsV1Api).createNamespacedDeployment({ namespace: 'shop', body: deploymentFixture('web', 0) });
   const service = await kc.makeApiClient(CoreV1Api).createNamespacedService({ namespace: 'shop', body: serviceFixture('web') });
   serviceIP = service.spec!.clusterIP!;
-  await kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
-    group: 'zerohold.dev',
-    version: 'v1alpha1',
-    namespace: 'shop',
-    plural: 'scaletozeros',
-    body: { apiVersion: 'zerohold.dev/v1alpha1', kind: 'ScaleToZero', metadata: { name: 'web' }, spec: { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' }, idleTimeout: '1h' } },
-  });
+  await createScaleToZero(kc, 'shop', 'web', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' }, idleTimeout: '1h' });
 
   topology = await buildTopology(`
 table ip zh_test {
@@ -101,15 +94,7 @@ test('agent wakes and releases curl', async () => {
 
   // Play kubelet: start the server, then report it Ready.
   await startHttpServer(topology.network, topology.node, NODE_V4, 8080, 'woken by zerohold');
-  await kc.makeApiClient(DiscoveryV1Api).createNamespacedEndpointSlice({
-    namespace: 'shop',
-    body: {
-      metadata: { name: 'web-1', labels: { 'kubernetes.io/service-name': 'web' } },
-      addressType: 'IPv4',
-      endpoints: [{ addresses: [NODE_V4], conditions: { ready: true } }],
-      ports: [{ port: 8080, protocol: 'TCP' }],
-    },
-  });
+  await createReadyEndpoint(kc, 'shop', 'web', NODE_V4);
 
   assert.equal(await curl, 'woken by zerohold');
   assert.match(agentOutput, /"released held flows"/);

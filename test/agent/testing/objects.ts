@@ -1,0 +1,40 @@
+// Objects that the agent tests, the end-to-end test and the agent
+// benchmark create in the test API server.
+
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { ApiextensionsV1Api, CustomObjectsApi, DiscoveryV1Api, type KubeConfig, type V1CustomResourceDefinition } from '@kubernetes/client-node';
+import { parse as parseYaml } from 'yaml';
+
+import { repoRoot } from '../../../src/paths.js';
+
+// Registers the project's own ScaleToZero CRD from deploy/crds/.
+export async function installScaleToZeroCrd(kc: KubeConfig): Promise<void> {
+  const crd = parseYaml(readFileSync(path.join(repoRoot, 'deploy/crds/scaletozero.yaml'), 'utf8')) as V1CustomResourceDefinition;
+  await kc.makeApiClient(ApiextensionsV1Api).createCustomResourceDefinition({ body: crd });
+}
+
+export function createScaleToZero(kc: KubeConfig, namespace: string, name: string, spec: Record<string, unknown>): Promise<object> {
+  return kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
+    group: 'zerohold.dev',
+    version: 'v1alpha1',
+    namespace,
+    plural: 'scaletozeros',
+    body: { apiVersion: 'zerohold.dev/v1alpha1', kind: 'ScaleToZero', metadata: { name }, spec },
+  });
+}
+
+// Creates an EndpointSlice for service with one Ready endpoint, as the
+// EndpointSlice controller does once a pod passes its readiness probe.
+export async function createReadyEndpoint(kc: KubeConfig, namespace: string, service: string, address: string, port = 8080): Promise<void> {
+  await kc.makeApiClient(DiscoveryV1Api).createNamespacedEndpointSlice({
+    namespace,
+    body: {
+      metadata: { name: `${service}-1`, labels: { 'kubernetes.io/service-name': service } },
+      addressType: address.includes(':') ? 'IPv6' : 'IPv4',
+      endpoints: [{ addresses: [address], conditions: { ready: true } }],
+      ports: [{ port, protocol: 'TCP' }],
+    },
+  });
+}
