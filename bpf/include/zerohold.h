@@ -47,7 +47,7 @@ enum zh_service_flags {
 	ZH_SVC_F_DROP_ONLY	= 1 << 0,
 };
 
-/* Where a record was produced. */
+/* Hook that produced a record. */
 enum zh_hook {
 	ZH_HOOK_XDP		= 1,	/* standalone XDP on a node interface */
 	ZH_HOOK_TC		= 2,	/* standalone tc ingress */

@@ -141,7 +141,7 @@ export class Controller {
 
     for (const informer of this.informers) await informer.start();
     // The caches are complete now: install every workload before start()
-    // returns, so the node holds flow openers from then on.
+    // returns, so the node keeps flow openers from then on.
     this.reconcileAll();
     this.timer = setInterval(() => this.tick(), this.options.tickMs ?? 1000);
   }
@@ -268,7 +268,7 @@ export class Controller {
 
     for (const [key, workload] of this.workloads) {
       this.feed(key, { type: 'tick', nowMs: now });
-      // Only a leader scales down, and never while an autoscaler holds
+      // Only a leader scales down, and never while an autoscaler keeps
       // the workload above its floor for reasons other than traffic.
       const mayScaleDown = leader && !this.heldByAutoscaler(workload);
       this.feed(key, { type: 'idle-check', lastActivityMs: this.lastActivity(key, workload, now), nowMs: now, leader: mayScaleDown });
@@ -321,7 +321,7 @@ export class Controller {
     });
   }
 
-  // Leader: scales to zero once every live node holds new flows, or calls
+  // Leader: scales to zero once every live node keeps new flows, or calls
   // the scale-down off when one does not close its gate in time.
   private checkScaleDown(key: WorkloadKey, workload: Workload, now: number): void {
     const pending = workload.pendingScaleDown;
@@ -418,7 +418,7 @@ export class Controller {
           if (workload.pendingScaleDown) return;
           const id = randomUUID();
           workload.pendingScaleDown = { id, startedMs: this.now() };
-          // Every node, this one included, closes its gate when it sees
+          // Every node, this one included, closes its gate when it reads
           // the id in status; checkScaleDown waits for their reports.
           const lastActivity = new Date(Date.now() - (this.now() - workload.lastActivityMs)).toISOString();
           await this.patchStatus(workload, { phase: 'ScalingDown', scaleDownId: id, lastActivityTime: lastActivity });

@@ -40,14 +40,14 @@ export interface DatapathPort {
   onWake(listener: (signal: WakeSignal) => void): void;
 }
 
-// Where activity comes from: datapath counters in standalone mode, Hubble
+// The source of activity: datapath counters in standalone mode, Hubble
 // flows later. Returns the last time each workload saw traffic on this
 // node, as Unix milliseconds, or nothing for a workload with none yet.
 export interface ActivitySource {
   lastActivity(workload: WorkloadKey): number | undefined;
 }
 
-// Whether held flows of a workload may be released. Standalone mode asks
+// Whether held flows of a workload may be released. Standalone mode requires
 // for a Ready endpoint; chained mode adds "this node's Cilium datapath has
 // a backend".
 export interface ReleaseCheck {

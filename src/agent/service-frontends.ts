@@ -34,7 +34,9 @@ export function resolveFrontends(service: V1Service, nodeAddresses: string[] = [
     frontends.set(`${protocol}|${normalized}|${port}`, { address: normalized, protocol, port });
   };
 
-  const clusterIPs = spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : [];
+  let clusterIPs: string[] = [];
+  if (spec.clusterIPs?.length) clusterIPs = spec.clusterIPs;
+  else if (spec.clusterIP) clusterIPs = [spec.clusterIP];
   const headless = clusterIPs.length === 0 || clusterIPs.includes('None');
   if (headless && spec.type !== 'ExternalName') {
     skipped.push('headless Service: clients resolve pod addresses directly, so no virtual IP exists to hold');
@@ -63,7 +65,7 @@ export function resolveFrontends(service: V1Service, nodeAddresses: string[] = [
       for (const ip of ingressIPs) add(ip, l4, port.port, 'load balancer ingress');
     }
 
-    // A NodePort answers on every node address of the Service's families.
+    // A NodePort receives traffic on every node address of the Service's families.
     if ((spec.type === 'NodePort' || spec.type === 'LoadBalancer') && port.nodePort) {
       for (const address of nodeAddresses) {
         if (serviceFamilies.has(family(address))) add(address, l4, port.nodePort, 'node address');

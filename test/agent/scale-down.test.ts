@@ -1,7 +1,7 @@
-// Cluster-wide scale-down with two agents on one test API server: the
+// Cluster-wide scale-down with two agents on one test API server. The
 // leader scales to zero only when no node saw activity for idleTimeout and
-// after every live node has closed its gate, and a follower takes over when
-// the leader is gone.
+// every live node has closed its gate. A follower takes over when the
+// leader is gone.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -111,7 +111,7 @@ async function deployWarmWorkload(): Promise<void> {
 test('scale-down waits for every node', async () => {
   const a = await startAgent('node-a', true);
   const b = await startAgent('node-b', false);
-  // Only node-b sees traffic: the leader must learn of it from b's report.
+  // Only node-b receives traffic: the leader must learn of it from b's report.
   b.busy = true;
   await deployWarmWorkload();
 
