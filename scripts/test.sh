@@ -13,6 +13,12 @@ if [ -f /usr/include/node/node.h ]; then
 	export npm_config_nodedir=/usr
 fi
 
+# Tests pin maps under /sys/fs/bpf. Containers and minimal VMs may boot
+# without the BPF filesystem mounted there.
+if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
+	mount -t bpf bpf /sys/fs/bpf
+fi
+
 npm ci
 npm run build
 npm test

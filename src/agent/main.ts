@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 
+import { ensureBpffs } from '../datapath/bpffs.js';
 import { Datapath } from '../datapath/datapath.js';
 import { ConfigError, loadConfig } from './config.js';
 import { Controller } from './controller.js';
@@ -49,6 +50,7 @@ async function main(): Promise<void> {
   if (config.kubernetes.kubeconfig) kc.loadFromFile(config.kubernetes.kubeconfig);
   else kc.loadFromCluster();
 
+  ensureBpffs();
   mkdirSync(config.bpf.pinDir, { recursive: true });
   const datapath = await Datapath.open({
     ...(config.netns ? { netns: config.netns } : {}),
