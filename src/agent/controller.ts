@@ -1,12 +1,14 @@
 // The agent's controller: informers on ScaleToZero objects, Services and
 // targets feed the lifecycle in phase.ts, and the actions it returns drive
-// the datapath, the scale subresource and Events. One controller runs per
-// node; the leader alone scales down and writes status.
+// the datapath, the scale subresource and Events. A workload opts in
+// through a ScaleToZero or through the zerohold.dev/idle-timeout annotation
+// on its Service. A ScaleToZero that covers a Service takes precedence over
+// the Service's annotation. One controller runs per node, and the leader
+// alone scales down.
 
 import {
   ADD,
   AppsV1Api,
-  AutoscalingV2Api,
   CoreV1Api,
   CustomObjectsApi,
   DELETE,
@@ -14,32 +16,41 @@ import {
   KubeConfig,
   type KubernetesObject,
   makeInformer,
-  PatchStrategy,
-  setHeaderOptions,
   UPDATE,
   type V1Deployment,
   type V1Service,
   type V1StatefulSet,
-  type V2HorizontalPodAutoscaler,
 } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
 
 import type { Logger } from 'pino';
 
+import { Autoscalers } from './autoscalers.js';
 import type { EndpointReadiness } from './endpoint-readiness.js';
 import type { EventRecorder } from './events.js';
 import { restartOnError } from './informers.js';
 import type { AgentMetrics } from './metrics.js';
 import type { NodeReports } from './node-reports.js';
 import { initialPhase, nextPhase, type PhaseAction, type PhaseEvent, type PhaseState } from './phase.js';
-import type { ActivitySource, DatapathPort, ScalePort, WorkloadKey } from './ports.js';
+import type { ActivitySource, DatapathPort, ScalePort, TargetRef, WorkloadKey } from './ports.js';
 import { resolveFrontends } from './service-frontends.js';
-import { InvalidWorkloadError, selectorMatches, workloadFromScaleToZero, type ScaleToZero, type WorkloadSpec } from './workloads.js';
+import { readStatus, readyCondition, SCALE_TO_ZERO, setCondition, StatusWriter, type Condition, type WorkloadStatus } from './workload-status.js';
+import {
+  annotationWorkloadKey,
+  IDLE_TIMEOUT_ANNOTATION,
+  InvalidWorkloadError,
+  selectorMatches,
+  workloadFromAnnotation,
+  workloadFromScaleToZero,
+  type ScaleToZero,
+  type WorkloadSpec,
+} from './workloads.js';
 
-const GROUP = 'zerohold.dev';
-const VERSION = 'v1alpha1';
-const PLURAL = 'scaletozeros';
-const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+const { group: GROUP, version: VERSION, plural: PLURAL } = SCALE_TO_ZERO;
+
+// A node publishes its report early, at most this often, when the flows it
+// holds change, so status.heldFlows follows a wake within seconds.
+const HELD_REPORT_MIN_INTERVAL_MS = 1000;
 
 export interface ControllerOptions {
   kc: KubeConfig;
@@ -67,7 +78,8 @@ export interface ControllerOptions {
 
 interface Workload {
   spec: WorkloadSpec;
-  object: ScaleToZero;
+  // The ScaleToZero or, for the annotation shortcut, the Service.
+  object: KubernetesObject;
   services: string[];
   state: PhaseState;
   replicas: number;
@@ -78,19 +90,38 @@ interface Workload {
   // Latest activity known from any source, or when this agent started
   // tracking the workload; a source that stops reporting keeps it.
   lastActivityMs: number;
+  // Leader only: the held-flow count and Ready condition it last wrote, so
+  // an unchanged status is not written again.
+  writtenStatus: string | null;
 }
 
-interface ScaleToZeroStatus {
-  phase?: string;
-  scaleDownId?: string | null;
-  conditions?: { type: string; status: string; message: string }[];
+function statusOf(workload: Workload): WorkloadStatus {
+  return readStatus(workload.spec.source, workload.object);
 }
 
-function statusOf(object: ScaleToZero): ScaleToZeroStatus {
-  return (object as { status?: ScaleToZeroStatus }).status ?? {};
+function targetKey(namespace: string, kind: string, name: string): string {
+  return `${kind}|${namespace}/${name}`;
 }
 
 type AnyInformer = Informer<KubernetesObject>;
+
+function groupByNamespace<T extends KubernetesObject>(objects: Iterable<T>): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const object of objects) {
+    const namespace = object.metadata?.namespace ?? '';
+    const list = groups.get(namespace);
+    if (list) list.push(object);
+    else groups.set(namespace, [object]);
+  }
+  return groups;
+}
+
+// The object that declared a workload, as an Event's involvedObject.
+function referenceTo(source: WorkloadSpec['source'], object: KubernetesObject) {
+  const { name, namespace, uid } = object.metadata!;
+  if (source === 'ScaleToZero') return { apiVersion: `${GROUP}/${VERSION}`, kind: 'ScaleToZero', name: name!, namespace: namespace!, uid };
+  return { apiVersion: 'v1', kind: 'Service', name: name!, namespace: namespace!, uid };
+}
 
 function monotonicMs(): number {
   return Number(process.hrtime.bigint() / 1_000_000n);
@@ -101,17 +132,21 @@ export class Controller {
   private readonly objects = new Map<string, ScaleToZero>();
   private readonly services = new Map<string, V1Service>();
   private readonly targets = new Map<string, V1Deployment | V1StatefulSet>();
-  private readonly autoscalers = new Map<string, V2HorizontalPodAutoscaler>();
   private readonly informers: AnyInformer[] = [];
   private readonly custom: CustomObjectsApi;
+  private readonly status: StatusWriter;
+  private readonly autoscalers: Autoscalers;
   private readonly now: () => number;
   private timer: NodeJS.Timeout | null = null;
   private lastReportMs = -Infinity;
+  private lastReportedHeld = '';
   private reconcileScheduled = false;
   private stopped = false;
 
   constructor(private readonly options: ControllerOptions) {
     this.custom = options.kc.makeApiClient(CustomObjectsApi);
+    this.status = new StatusWriter(options.kc);
+    this.autoscalers = new Autoscalers(options.kc, options.log);
     this.now = options.now ?? monotonicMs;
   }
 
@@ -124,8 +159,6 @@ export class Controller {
     this.watch(makeInformer(kc, '/api/v1/services', () => core.listServiceForAllNamespaces()), this.services);
     this.watch(makeInformer(kc, '/apis/apps/v1/deployments', () => apps.listDeploymentForAllNamespaces()), this.targets, 'Deployment');
     this.watch(makeInformer(kc, '/apis/apps/v1/statefulsets', () => apps.listStatefulSetForAllNamespaces()), this.targets, 'StatefulSet');
-    const autoscaling = kc.makeApiClient(AutoscalingV2Api);
-    this.watch(makeInformer(kc, '/apis/autoscaling/v2/horizontalpodautoscalers', () => autoscaling.listHorizontalPodAutoscalerForAllNamespaces()), this.autoscalers);
 
     this.options.datapath.onWake((signal) => {
       const { flow } = signal;
@@ -140,6 +173,7 @@ export class Controller {
     this.options.readiness.onChange((key) => this.observe(key));
 
     for (const informer of this.informers) await informer.start();
+    await this.autoscalers.start();
     // The caches are complete now: install every workload before start()
     // returns, so the node keeps flow openers from then on.
     this.reconcileAll();
@@ -150,6 +184,7 @@ export class Controller {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     for (const informer of this.informers) await informer.stop();
+    await this.autoscalers.stop();
   }
 
   phaseOf(key: WorkloadKey): PhaseState | undefined {
@@ -159,6 +194,9 @@ export class Controller {
   private watch(informer: AnyInformer, cache: Map<string, KubernetesObject>, kind?: string): void {
     const keyOf = (o: KubernetesObject) => `${kind ? `${kind}|` : ''}${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
     const changed = (o: KubernetesObject, deleted: boolean) => {
+      // Items of a list response carry no kind, and the annotation
+      // shortcut needs it to name its target.
+      if (kind && !o.kind) o.kind = kind;
       if (deleted) cache.delete(keyOf(o));
       else cache.set(keyOf(o), o);
       this.scheduleReconcile();
@@ -183,38 +221,62 @@ export class Controller {
 
   // Brings every workload in line with the caches.
   private reconcileAll(): void {
-    // Selector matching looks only at the Services of a workload's own
+    // Selector matching looks only at the objects of a workload's own
     // namespace, so group them once per pass.
-    const byNamespace = new Map<string, V1Service[]>();
-    for (const service of this.services.values()) {
-      const namespace = service.metadata?.namespace ?? '';
-      const list = byNamespace.get(namespace);
-      if (list) list.push(service);
-      else byNamespace.set(namespace, [service]);
-    }
+    const services = groupByNamespace(this.services.values());
+    const targets = groupByNamespace(this.targets.values());
 
     const seen = new Set<WorkloadKey>();
+    const claimed = new Set<string>();
     for (const object of this.objects.values()) {
       const key = `${object.metadata?.namespace}/${object.metadata?.name}`;
       seen.add(key);
-      this.reconcile(key, object, byNamespace);
+      const spec = this.validate(key, object, 'ScaleToZero', () => workloadFromScaleToZero(object));
+      if (!spec) continue;
+      for (const name of this.reconcile(key, spec, object, services)) claimed.add(`${spec.namespace}/${name}`);
     }
+
+    for (const service of this.services.values()) {
+      if (service.metadata?.annotations?.[IDLE_TIMEOUT_ANNOTATION] === undefined) continue;
+      const namespace = service.metadata.namespace ?? '';
+      if (claimed.has(`${namespace}/${service.metadata.name}`)) continue;
+
+      const key = annotationWorkloadKey(namespace, service.metadata.name ?? '');
+      seen.add(key);
+      const target = this.annotationTarget(service, targets.get(namespace) ?? []);
+      const spec = this.validate(key, service, 'annotation', () => workloadFromAnnotation(service, target));
+      if (spec) this.reconcile(key, spec, service, services);
+    }
+
     for (const key of this.workloads.keys()) {
       if (!seen.has(key)) this.forget(key);
     }
   }
 
-  private reconcile(key: WorkloadKey, object: ScaleToZero, byNamespace: Map<string, V1Service[]>): void {
-    let spec: WorkloadSpec;
+  // Returns the spec, or null after reporting why the declaration is
+  // invalid. An invalid workload is forgotten, so nothing scales it.
+  private validate(key: WorkloadKey, object: KubernetesObject, source: WorkloadSpec['source'], parse: () => WorkloadSpec | null): WorkloadSpec | null {
     try {
-      spec = workloadFromScaleToZero(object);
+      return parse();
     } catch (err) {
       if (!(err instanceof InvalidWorkloadError)) throw err;
-      this.reportInvalid(object, err.problems);
-      return;
+      this.reportInvalid(key, object, source, err.problems);
+      return null;
     }
+  }
 
-    const target = this.targets.get(`${spec.target.kind}|${spec.namespace}/${spec.target.name}`);
+  // The one Deployment or StatefulSet whose pods the Service selects, or
+  // null when there is none or more than one.
+  private annotationTarget(service: V1Service, candidates: (V1Deployment | V1StatefulSet)[]): TargetRef | null {
+    const matches = candidates.filter((t) => selectorMatches(service.spec?.selector, t.spec?.template?.metadata?.labels));
+    if (matches.length !== 1) return null;
+    const [target] = matches;
+    return { apiVersion: 'apps/v1', kind: target!.kind!, name: target!.metadata!.name! };
+  }
+
+  // Installs one valid workload and returns the names of its Services.
+  private reconcile(key: WorkloadKey, spec: WorkloadSpec, object: KubernetesObject, byNamespace: Map<string, V1Service[]>): string[] {
+    const target = this.targets.get(targetKey(spec.namespace, spec.target.kind, spec.target.name));
     const services = this.servicesOf(spec, target, byNamespace);
     const frontends = services.flatMap((name) => {
       const service = this.services.get(`${spec.namespace}/${name}`);
@@ -224,9 +286,19 @@ export class Controller {
 
     let workload = this.workloads.get(key);
     if (!workload) {
-      workload = { spec, object, services, state: initialPhase(replicas), replicas, appliedScaleDownId: null, pendingScaleDown: null, lastActivityMs: this.now() };
+      workload = {
+        spec,
+        object,
+        services,
+        state: initialPhase(replicas),
+        replicas,
+        appliedScaleDownId: null,
+        pendingScaleDown: null,
+        lastActivityMs: this.now(),
+        writtenStatus: null,
+      };
       this.workloads.set(key, workload);
-      this.options.log.info({ workload: key, services, frontends: frontends.length, phase: workload.state.phase }, 'tracking workload');
+      this.options.log.info({ workload: key, source: spec.source, services, frontends: frontends.length, phase: workload.state.phase }, 'tracking workload');
     }
     Object.assign(workload, { spec, object, services, replicas });
 
@@ -234,12 +306,13 @@ export class Controller {
     this.options.readiness.track(key, spec.namespace, services);
     this.followStatus(key, workload);
     this.observe(key);
+    return services;
   }
 
   // Applies the leader's decisions published in status: close the gate for
   // a new scale-down, reopen it when the scale-down was called off.
   private followStatus(key: WorkloadKey, workload: Workload): void {
-    const status = statusOf(workload.object);
+    const status = statusOf(workload);
     if (status.phase === 'ScalingDown' && status.scaleDownId && status.scaleDownId !== workload.appliedScaleDownId) {
       workload.appliedScaleDownId = status.scaleDownId;
       this.feed(key, { type: 'scale-down-begun', nowMs: this.now() });
@@ -269,25 +342,36 @@ export class Controller {
     for (const [key, workload] of this.workloads) {
       this.feed(key, { type: 'tick', nowMs: now });
       // Only a leader scales down, and never while an autoscaler keeps
-      // the workload above its floor for reasons other than traffic.
-      const mayScaleDown = leader && !this.heldByAutoscaler(workload);
+      // the workload above zero for reasons other than traffic.
+      const mayScaleDown = leader && this.autoscalers.heldAboveZeroBy(workload.spec.namespace, workload.spec.target) === null;
       this.feed(key, { type: 'idle-check', lastActivityMs: this.lastActivity(key, workload, now), nowMs: now, leader: mayScaleDown });
-      if (leader) this.checkScaleDown(key, workload, now);
+      if (leader) {
+        this.checkScaleDown(key, workload, now);
+        this.syncStatus(key, workload);
+      }
     }
   }
 
-  // Tells whether a HorizontalPodAutoscaler on the workload wants more
-  // replicas than its minimum, which means its metrics, not traffic, keep
-  // the workload up (a queue length, CPU of background work). An HPA at its
-  // minimum does not object: at zero replicas it stays inactive, and it
-  // resumes once a wake brings the workload back.
-  private heldByAutoscaler(workload: Workload): boolean {
-    for (const hpa of this.autoscalers.values()) {
-      const ref = hpa.spec?.scaleTargetRef;
-      if (hpa.metadata?.namespace !== workload.spec.namespace || ref?.kind !== workload.spec.target.kind || ref?.name !== workload.spec.target.name) continue;
-      if ((hpa.status?.desiredReplicas ?? 0) > (hpa.spec?.minReplicas ?? 1)) return true;
-    }
-    return false;
+  // Leader: writes status.heldFlows, summed over the live nodes, and the
+  // Ready condition of the phase, when either changed.
+  private syncStatus(key: WorkloadKey, workload: Workload): void {
+    const heldFlows = this.options.datapath.heldFlows(key).length + (this.options.reports?.heldFlowsElsewhere(key) ?? 0);
+    const ready = readyCondition(workload.state.phase);
+    const written = `${heldFlows}|${ready.status}|${ready.reason}`;
+    if (workload.writtenStatus === written) return;
+    workload.writtenStatus = written;
+
+    const now = new Date();
+    const generation = workload.object.metadata?.generation;
+    const valid: Condition = { type: 'Valid', status: 'True', reason: 'Valid', message: 'the configuration is valid', observedGeneration: generation };
+    let conditions = setCondition(statusOf(workload).conditions, valid, now);
+    conditions = setCondition(conditions, { ...ready, observedGeneration: generation }, now);
+    this.patchStatus(workload, { heldFlows, conditions }).catch((err: Error) => {
+      // Written again on the next tick.
+      workload.writtenStatus = null;
+      this.options.metrics?.apiErrors.inc({ operation: 'write-status' });
+      this.options.log.warn({ err, workload: key }, 'writing status failed');
+    });
   }
 
   // The latest activity anywhere in the cluster, on this process's
@@ -301,21 +385,33 @@ export class Controller {
     return workload.lastActivityMs;
   }
 
+  // Publishes this node's report every report interval, and early when the
+  // flows it holds change.
   private publishReport(now: number): void {
     const reports = this.options.reports;
-    if (!reports || now - this.lastReportMs < (this.options.reportIntervalMs ?? 10_000)) return;
+    if (!reports) return;
+    const heldFlows = new Map<WorkloadKey, number>();
+    for (const key of this.workloads.keys()) {
+      const count = this.options.datapath.heldFlows(key).length;
+      if (count > 0) heldFlows.set(key, count);
+    }
+    const held = JSON.stringify([...heldFlows]);
+    const sinceLast = now - this.lastReportMs;
+    const due = sinceLast >= (this.options.reportIntervalMs ?? 10_000) || (held !== this.lastReportedHeld && sinceLast >= HELD_REPORT_MIN_INTERVAL_MS);
+    if (!due) return;
     this.lastReportMs = now;
+    this.lastReportedHeld = held;
 
     const activity = new Map<WorkloadKey, number>();
-    const closed = new Map<WorkloadKey, string>();
+    const gatesClosed = new Map<WorkloadKey, string>();
     for (const [key, workload] of this.workloads) {
       const local = this.options.activity.lastActivity(key);
       if (local !== undefined) activity.set(key, Date.now() - (now - local));
       if (workload.state.phase === 'ScalingDown' && workload.state.gateClosed && workload.appliedScaleDownId) {
-        closed.set(key, workload.appliedScaleDownId);
+        gatesClosed.set(key, workload.appliedScaleDownId);
       }
     }
-    reports.publish(activity, closed).catch((err: Error) => {
+    reports.publish({ activity, gatesClosed, heldFlows }).catch((err: Error) => {
       this.options.metrics?.apiErrors.inc({ operation: 'publish-report' });
       this.options.log.warn({ err }, 'publishing the node report failed');
     });
@@ -354,7 +450,7 @@ export class Controller {
   }
 
   private referenceOf(workload: Workload) {
-    return { apiVersion: `${GROUP}/${VERSION}`, kind: 'ScaleToZero', name: workload.object.metadata!.name!, namespace: workload.spec.namespace, uid: workload.object.metadata?.uid };
+    return referenceTo(workload.spec.source, workload.object);
   }
 
   private feed(key: WorkloadKey, event: PhaseEvent): void {
@@ -401,7 +497,7 @@ export class Controller {
         case 'scale':
           if (action.mode === 'at-least') {
             // A wake ends any scale-down in progress, for every node.
-            if (statusOf(workload.object).phase === 'ScalingDown') await this.patchStatus(workload, { phase: 'Waking', scaleDownId: null });
+            if (statusOf(workload).phase === 'ScalingDown') await this.patchStatus(workload, { phase: 'Waking', scaleDownId: null });
             const target = this.targets.get(`${workload.spec.target.kind}|${workload.spec.namespace}/${workload.spec.target.name}`);
             const known = target?.metadata?.resourceVersion ? { replicas: target.spec?.replicas ?? 0, resourceVersion: target.metadata.resourceVersion } : undefined;
             if (await scaler.scaleUp(workload.spec.namespace, workload.spec.target, action.replicas, known)) {
@@ -445,31 +541,25 @@ export class Controller {
     }
   }
 
-  private reportInvalid(object: ScaleToZero, problems: string[]): void {
-    const key = `${object.metadata?.namespace}/${object.metadata?.name}`;
+  // Records a Warning Event and a Valid=False condition, once per message.
+  private reportInvalid(key: WorkloadKey, object: KubernetesObject, source: WorkloadSpec['source'], problems: string[]): void {
     this.forget(key);
     if (!this.options.isLeader()) return;
 
     const message = problems.join('; ');
-    const conditions = (object as { status?: { conditions?: { type: string; message: string }[] } }).status?.conditions ?? [];
+    const conditions = readStatus(source, object).conditions ?? [];
     if (conditions.some((c) => c.type === 'Valid' && c.message === message)) return;
 
-    const ref = { apiVersion: `${GROUP}/${VERSION}`, kind: 'ScaleToZero', name: object.metadata!.name!, namespace: object.metadata!.namespace!, uid: object.metadata?.uid };
-    void this.options.events.record(ref, 'Warning', 'InvalidConfiguration', message);
-    void this.patchStatusOf(object, {
-      conditions: [{ type: 'Valid', status: 'False', reason: 'InvalidSpec', message, lastTransitionTime: new Date().toISOString(), observedGeneration: object.metadata?.generation }],
-    }).catch((err: Error) => this.options.log.warn({ err, workload: key }, 'writing the invalid condition failed'));
+    const now = new Date();
+    const invalid: Condition = { type: 'Valid', status: 'False', reason: 'InvalidSpec', message, observedGeneration: object.metadata?.generation };
+    void this.options.events.record(referenceTo(source, object), 'Warning', 'InvalidConfiguration', message);
+    this.status.patch(source, object, { conditions: setCondition(conditions, invalid, now) }).catch((err: Error) => {
+      this.options.log.warn({ err, workload: key }, 'writing the invalid condition failed');
+    });
   }
 
-  private patchStatus(workload: Workload, status: Record<string, unknown>): Promise<unknown> {
-    return this.patchStatusOf(workload.object, status);
-  }
-
-  private patchStatusOf(object: ScaleToZero, status: Record<string, unknown>): Promise<unknown> {
-    return this.custom.patchNamespacedCustomObjectStatus(
-      { group: GROUP, version: VERSION, plural: PLURAL, namespace: object.metadata!.namespace!, name: object.metadata!.name!, body: { status } },
-      MERGE_PATCH,
-    );
+  private patchStatus(workload: Workload, status: Record<string, unknown>): Promise<void> {
+    return this.status.patch(workload.spec.source, workload.object, status);
   }
 
   private forget(key: WorkloadKey): void {

@@ -1,10 +1,11 @@
 // How the agents of a cluster share what each node sees. Every agent keeps
 // one Lease per node, zerohold-node-<node>, renewed each report interval:
-// its renewTime says the node is alive, and two annotations carry the
-// node's last activity per workload (Unix milliseconds) and the scale-downs
-// for which the node has closed its gate. The leader reads all of them to
-// decide that a workload is idle cluster-wide and that every live node
-// holds new flows before it scales the workload to zero.
+// its renewTime says the node is alive, and three annotations carry the
+// node's last activity per workload (Unix milliseconds), the scale-downs
+// for which the node has closed its gate, and the flows it holds now per
+// workload. The leader reads all of them to decide that a workload is idle
+// cluster-wide and that every live node holds new flows before it scales
+// the workload to zero, and it sums the held flows for status.heldFlows.
 
 import {
   ADD,
@@ -26,6 +27,7 @@ import type { WorkloadKey } from './ports.js';
 export const REPORT_LABEL = 'zerohold.dev/node-report';
 export const ACTIVITY_ANNOTATION = 'zerohold.dev/activity';
 export const GATES_CLOSED_ANNOTATION = 'zerohold.dev/gates-closed';
+export const HELD_FLOWS_ANNOTATION = 'zerohold.dev/held-flows';
 
 interface NodeReport {
   node: string;
@@ -35,6 +37,14 @@ interface NodeReport {
   renewTime: string;
   activity: Record<WorkloadKey, number>;
   gatesClosed: Record<WorkloadKey, string>;
+  heldFlows: Record<WorkloadKey, number>;
+}
+
+// What one node publishes about itself.
+export interface NodeReportContent {
+  activity: Map<WorkloadKey, number>;
+  gatesClosed: Map<WorkloadKey, string>;
+  heldFlows: Map<WorkloadKey, number>;
 }
 
 export interface NodeReportsOptions {
@@ -93,7 +103,7 @@ export class NodeReports {
 
   // Writes this node's report. Only this agent writes its own Lease, so a
   // conflict means a stale read: read again and retry once.
-  async publish(activity: Map<WorkloadKey, number>, gatesClosed: Map<WorkloadKey, string>): Promise<void> {
+  async publish(content: NodeReportContent): Promise<void> {
     const { namespace, nodeName, staleAfterMs } = this.options;
     const name = `zerohold-node-${nodeName}`;
     const body: V1Lease = {
@@ -104,8 +114,9 @@ export class NodeReports {
         namespace,
         labels: { [REPORT_LABEL]: 'true' },
         annotations: {
-          [ACTIVITY_ANNOTATION]: JSON.stringify(Object.fromEntries(activity)),
-          [GATES_CLOSED_ANNOTATION]: JSON.stringify(Object.fromEntries(gatesClosed)),
+          [ACTIVITY_ANNOTATION]: JSON.stringify(Object.fromEntries(content.activity)),
+          [GATES_CLOSED_ANNOTATION]: JSON.stringify(Object.fromEntries(content.gatesClosed)),
+          [HELD_FLOWS_ANNOTATION]: JSON.stringify(Object.fromEntries(content.heldFlows)),
         },
       },
       spec: { holderIdentity: nodeName, leaseDurationSeconds: Math.ceil(staleAfterMs / 1000), renewTime: new V1MicroTime(this.now()) },
@@ -142,6 +153,16 @@ export class NodeReports {
     return latest;
   }
 
+  // Flows of a workload held on live nodes other than this one, which
+  // counts its own from its datapath.
+  heldFlowsElsewhere(workload: WorkloadKey): number {
+    let total = 0;
+    for (const node of this.liveNodes()) {
+      if (node !== this.options.nodeName) total += this.reports.get(node)!.heldFlows[workload] ?? 0;
+    }
+    return total;
+  }
+
   // Live nodes that have not yet closed their gate for this scale-down.
   nodesWithOpenGate(workload: WorkloadKey, scaleDownId: string): string[] {
     return this.liveNodes().filter((node) => this.reports.get(node)!.gatesClosed[workload] !== scaleDownId);
@@ -160,6 +181,7 @@ export class NodeReports {
       renewTime,
       activity: parseJson(annotations[ACTIVITY_ANNOTATION], {}),
       gatesClosed: parseJson(annotations[GATES_CLOSED_ANNOTATION], {}),
+      heldFlows: parseJson(annotations[HELD_FLOWS_ANNOTATION], {}),
     });
   }
 }

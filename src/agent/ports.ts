@@ -7,8 +7,8 @@ import type { Frontend } from '../datapath/frontends.js';
 import type { HeldFlow } from '../datapath/held-frames.js';
 import type { Flow } from '../datapath/records.js';
 
-// A workload that opted in, identified by "namespace/name" of its
-// ScaleToZero or, for the annotation shortcut, of its Service.
+// A workload that opted in: "namespace/name" of its ScaleToZero or, for
+// the annotation shortcut, "namespace/service/name" of its Service.
 export type WorkloadKey = string;
 
 export interface WakeSignal {

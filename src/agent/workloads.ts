@@ -10,6 +10,12 @@ import type { TargetRef, WorkloadKey } from './ports.js';
 
 export const IDLE_TIMEOUT_ANNOTATION = 'zerohold.dev/idle-timeout';
 
+// The key of a workload declared by the annotation on a Service. It
+// differs from a ScaleToZero's "namespace/name", so the two never collide.
+export function annotationWorkloadKey(namespace: string, service: string): WorkloadKey {
+  return `${namespace}/service/${service}`;
+}
+
 export interface WorkloadSpec {
   key: WorkloadKey;
   namespace: string;
@@ -125,7 +131,7 @@ export function workloadFromAnnotation(service: V1Service, target: TargetRef | n
   if (value === undefined) return null;
 
   const namespace = service.metadata?.namespace ?? 'default';
-  const key = `${namespace}/${service.metadata?.name ?? ''}`;
+  const key = annotationWorkloadKey(namespace, service.metadata?.name ?? '');
   const problems: string[] = [];
   const idleTimeoutMs = durationField(problems, `annotation ${IDLE_TIMEOUT_ANNOTATION}`, value);
   if (!target) {

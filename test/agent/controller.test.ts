@@ -12,6 +12,8 @@ import { EndpointReadiness } from '../../src/agent/endpoint-readiness.js';
 import { EventRecorder } from '../../src/agent/events.js';
 import { AgentMetrics } from '../../src/agent/metrics.js';
 import { KubeScaler } from '../../src/agent/scaler.js';
+import { readStatus, type WorkloadStatus } from '../../src/agent/workload-status.js';
+import { IDLE_TIMEOUT_ANNOTATION } from '../../src/agent/workloads.js';
 import { deploymentFixture, serviceFixture } from '../apiserver/fixtures.js';
 import { kubeConfigFor } from '../apiserver/kubeconfig.js';
 import { startApiServer, type TestApiServer } from '../apiserver/server.js';
@@ -68,6 +70,17 @@ function scaleToZero(name: string, spec: Record<string, unknown>) {
   return createScaleToZero(kc, 'shop', name, spec);
 }
 
+const statusOf = async (name: string) => {
+  const object = (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group: 'zerohold.dev', version: 'v1alpha1', namespace: 'shop', plural: 'scaletozeros', name })) as {
+    status?: WorkloadStatus;
+  };
+  return object.status ?? {};
+};
+
+const annotationStatusOf = async (service: string) => readStatus('annotation', await core().readNamespacedService({ name: service, namespace: 'shop' }));
+
+const readyOf = (status: WorkloadStatus) => status.conditions?.find((c) => c.type === 'Ready');
+
 const replicasOf = async (name: string) => (await apps().readNamespacedDeployment({ name, namespace: 'shop' })).spec?.replicas;
 
 test('flow released only on Ready', async () => {
@@ -77,8 +90,11 @@ test('flow released only on Ready', async () => {
   await waitFor('frontends installed with the gate closed', () => (datapath.gateClosed.get('shop/web') === true ? true : undefined));
   assert.deepEqual(datapath.frontends.get('shop/web'), [{ address: service.spec!.clusterIP, protocol: 'tcp', port: 80 }]);
 
+  datapath.held.set('shop/web', 3);
   datapath.wake('shop/web');
   await waitFor('the scale-up', async () => ((await replicasOf('web')) === 2 ? true : undefined));
+  await waitFor('status.heldFlows while held', async () => ((await statusOf('web')).heldFlows === 3 ? true : undefined));
+  assert.equal(readyOf(await statusOf('web'))?.reason, 'Waking');
   assert.equal(controller.phaseOf('shop/web')?.phase, 'Waking');
   assert.deepEqual(datapath.releases, [], 'nothing released before a Ready endpoint');
 
@@ -92,12 +108,12 @@ test('flow released only on Ready', async () => {
   assert.equal(datapath.gateClosed.get('shop/web'), false);
 
   await waitFor('status after the release', async () => {
-    const object = (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group: 'zerohold.dev', version: 'v1alpha1', namespace: 'shop', plural: 'scaletozeros', name: 'web' })) as {
-      status?: { phase?: string; lastWakeTime?: string; lastColdStartSeconds?: number };
-    };
-    const status = object.status ?? {};
-    return status.phase === 'Warm' && status.lastWakeTime && (status.lastColdStartSeconds ?? 0) > 0 ? true : undefined;
+    const status = await statusOf('web');
+    return status.phase === 'Warm' && status.lastWakeTime && (status.lastColdStartSeconds ?? 0) > 0 && status.heldFlows === 0 ? true : undefined;
   });
+  const ready = readyOf(await statusOf('web'));
+  assert.equal(ready?.status, 'True');
+  assert.equal(ready?.reason, 'Warm');
 
   const text = await metrics.registry.metrics();
   assert.match(text, /^zerohold_wakes_total\{workload="shop\/web"\} 1$/m);
@@ -165,4 +181,63 @@ test('HPA above minimum blocks scale-down', async () => {
   current.status = { currentReplicas: 2, desiredReplicas: 1 };
   await autoscaling.replaceNamespacedHorizontalPodAutoscalerStatus({ name: 'busy', namespace: 'shop', body: current });
   await waitFor('the scale-down once the HPA is at its minimum', async () => ((await replicasOf('busy')) === 0 ? true : undefined), 10_000);
+});
+
+async function createAnnotatedApp(name: string, replicas: number, idleTimeout: string) {
+  await apps().createNamespacedDeployment({ namespace: 'shop', body: deploymentFixture(name, replicas) });
+  const service = serviceFixture(name);
+  service.metadata!.annotations = { [IDLE_TIMEOUT_ANNOTATION]: idleTimeout };
+  return core().createNamespacedService({ namespace: 'shop', body: service });
+}
+
+test('annotation shortcut wakes and releases', async () => {
+  const service = await createAnnotatedApp('quick', 0, '1h');
+
+  await waitFor('frontends of the annotated Service', () => (datapath.gateClosed.get('shop/service/quick') === true ? true : undefined));
+  assert.deepEqual(datapath.frontends.get('shop/service/quick'), [{ address: service.spec!.clusterIP, protocol: 'tcp', port: 80 }]);
+
+  datapath.wake('shop/service/quick');
+  await waitFor('the scale-up', async () => ((await replicasOf('quick')) === 1 ? true : undefined));
+  await createReadyEndpoint(kc, 'shop', 'quick', '198.18.5.2');
+  await waitFor('the release', () => (datapath.releases.includes('shop/service/quick') ? true : undefined));
+
+  await waitFor('status in the Service annotation', async () => {
+    const status = await annotationStatusOf('quick');
+    return status.phase === 'Warm' && (status.lastColdStartSeconds ?? 0) > 0 && readyOf(status)?.status === 'True' ? true : undefined;
+  });
+  const woken = (await core().listNamespacedEvent({ namespace: 'shop' })).items.find((e) => e.reason === 'Woken' && e.involvedObject.kind === 'Service');
+  assert.equal(woken?.involvedObject.name, 'quick', 'the Service has the Woken event');
+});
+
+test('annotation shortcut scales down when idle', async () => {
+  await createAnnotatedApp('nap', 1, '300ms');
+  await createReadyEndpoint(kc, 'shop', 'nap', '198.18.5.3');
+
+  await waitFor('the scale-down', async () => ((await replicasOf('nap')) === 0 ? true : undefined), 10_000);
+  await waitFor('phase Cold in the annotation', async () => ((await annotationStatusOf('nap')).phase === 'Cold' ? true : undefined));
+  assert.equal(datapath.gateClosed.get('shop/service/nap'), true);
+});
+
+test('annotation without one target is reported', async () => {
+  const service = serviceFixture('orphan');
+  service.metadata!.annotations = { [IDLE_TIMEOUT_ANNOTATION]: '10m' };
+  await core().createNamespacedService({ namespace: 'shop', body: service });
+
+  await waitFor('the InvalidConfiguration event on the Service', async () => {
+    const events = await core().listNamespacedEvent({ namespace: 'shop' });
+    const event = events.items.find((e) => e.reason === 'InvalidConfiguration' && e.involvedObject.name === 'orphan');
+    return event?.involvedObject.kind === 'Service' ? event : undefined;
+  });
+  const valid = (await annotationStatusOf('orphan')).conditions?.find((c) => c.type === 'Valid');
+  assert.equal(valid?.status, 'False');
+  assert.match(valid?.message ?? '', /no single Deployment or StatefulSet matches the Service selector/);
+  assert.equal(datapath.frontends.has('shop/service/orphan'), false);
+});
+
+test('ScaleToZero takes precedence over annotation', async () => {
+  await createAnnotatedApp('both', 0, '10m');
+  await scaleToZero('both', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'both' }, idleTimeout: '1h' });
+
+  await waitFor('the ScaleToZero workload', () => (datapath.frontends.has('shop/both') ? true : undefined));
+  await waitFor('the annotation workload to go', () => (datapath.frontends.has('shop/service/both') ? undefined : true));
 });

@@ -99,6 +99,12 @@ async function stopAgent(agent: Agent): Promise<void> {
 
 const apps = () => kc.makeApiClient(AppsV1Api);
 const replicas = async () => (await apps().readNamespacedDeployment({ name: 'web', namespace: 'shop' })).spec?.replicas;
+const statusOf = async () => {
+  const object = (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObjectStatus({ group: 'zerohold.dev', version: 'v1alpha1', namespace: 'shop', plural: 'scaletozeros', name: 'web' })) as {
+    status?: { phase?: string; heldFlows?: number };
+  };
+  return object.status ?? {};
+};
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function deployWarmWorkload(): Promise<void> {
@@ -125,8 +131,15 @@ test('scale-down waits for every node', async () => {
   assert.equal(b.gatesAtScaleDown, null, 'the follower never scaled');
   await waitFor('both agents cold', () => (a.controller.phaseOf('shop/web')?.phase === 'Cold' && b.controller.phaseOf('shop/web')?.phase === 'Cold' ? true : undefined));
 
-  const status = (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObjectStatus({ group: 'zerohold.dev', version: 'v1alpha1', namespace: 'shop', plural: 'scaletozeros', name: 'web' })) as { status?: { phase?: string } };
-  assert.equal(status.status?.phase, 'Cold');
+  assert.equal((await statusOf()).phase, 'Cold');
+
+  // Flows held on both nodes add up in status.heldFlows.
+  a.datapath.held.set('shop/web', 2);
+  b.datapath.held.set('shop/web', 3);
+  await waitFor('held flows summed over both nodes', async () => ((await statusOf()).heldFlows === 5 ? true : undefined), 5000);
+  a.datapath.held.clear();
+  b.datapath.held.clear();
+  await waitFor('held flows back to zero', async () => ((await statusOf()).heldFlows === 0 ? true : undefined), 5000);
 });
 
 test('follower takes over from lost leader', async () => {

@@ -72,7 +72,7 @@ test('annotation shortcut maps to model', () => {
   const service = { metadata: { name: 'web', namespace: 'shop', annotations: { [IDLE_TIMEOUT_ANNOTATION]: '10m' } }, spec: { selector: { app: 'web' } } };
   const w = workloadFromAnnotation(service, TARGET)!;
 
-  assert.equal(w.key, 'shop/web');
+  assert.equal(w.key, 'shop/service/web');
   assert.equal(w.source, 'annotation');
   assert.deepEqual(w.services, ['web']);
   assert.equal(w.idleTimeoutMs, 600_000);

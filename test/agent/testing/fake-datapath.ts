@@ -9,6 +9,9 @@ export class FakeDatapath implements DatapathPort {
   readonly frontends = new Map<WorkloadKey, Frontend[]>();
   readonly gateClosed = new Map<WorkloadKey, boolean>();
   readonly releases: WorkloadKey[] = [];
+  // Flows a test pretends the node holds, per workload; a release or an
+  // expiry clears them, as in the real datapath.
+  readonly held = new Map<WorkloadKey, number>();
   private readonly listeners: ((signal: WakeSignal) => void)[] = [];
 
   setFrontends(workload: WorkloadKey, frontends: Frontend[], gateClosed: boolean): void {
@@ -28,15 +31,21 @@ export class FakeDatapath implements DatapathPort {
   async release(workload: WorkloadKey): Promise<ReleaseOutcome> {
     this.gateClosed.set(workload, false);
     this.releases.push(workload);
-    return { released: [], failed: [] };
+    const released = this.heldFlows(workload);
+    this.held.delete(workload);
+    return { released, failed: [] };
   }
 
-  expireHeld(): HeldFlow[] {
-    return [];
+  expireHeld(workload: WorkloadKey): HeldFlow[] {
+    const expired = this.heldFlows(workload);
+    this.held.delete(workload);
+    return expired;
   }
 
-  heldFlows(): HeldFlow[] {
-    return [];
+  // Placeholder flows: the controller only counts them.
+  heldFlows(workload?: WorkloadKey): HeldFlow[] {
+    const count = workload === undefined ? [...this.held.values()].reduce((a, b) => a + b, 0) : (this.held.get(workload) ?? 0);
+    return Array.from({ length: count }, () => ({ frames: 1, firstTimestampNs: 0n }) as HeldFlow);
   }
 
   onWake(listener: (signal: WakeSignal) => void): void {

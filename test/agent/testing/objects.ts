@@ -38,3 +38,45 @@ export async function createReadyEndpoint(kc: KubeConfig, namespace: string, ser
     },
   });
 }
+
+// A minimal CRD for KEDA's ScaledObject (keda.sh/v1alpha1), with the
+// fields the agent reads, standing in for a cluster with KEDA installed.
+export async function installScaledObjectCrd(kc: KubeConfig): Promise<void> {
+  const schema = {
+    type: 'object',
+    properties: {
+      spec: {
+        type: 'object',
+        properties: {
+          scaleTargetRef: { type: 'object', properties: { apiVersion: { type: 'string' }, kind: { type: 'string' }, name: { type: 'string' } } },
+          minReplicaCount: { type: 'integer' },
+          maxReplicaCount: { type: 'integer' },
+        },
+      },
+      status: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true },
+    },
+  };
+  await kc.makeApiClient(ApiextensionsV1Api).createCustomResourceDefinition({
+    body: {
+      apiVersion: 'apiextensions.k8s.io/v1',
+      kind: 'CustomResourceDefinition',
+      metadata: { name: 'scaledobjects.keda.sh' },
+      spec: {
+        group: 'keda.sh',
+        scope: 'Namespaced',
+        names: { plural: 'scaledobjects', singular: 'scaledobject', kind: 'ScaledObject', shortNames: ['so'] },
+        versions: [{ name: 'v1alpha1', served: true, storage: true, schema: { openAPIV3Schema: schema }, subresources: { status: {} } }],
+      },
+    },
+  });
+}
+
+export function createScaledObject(kc: KubeConfig, namespace: string, name: string, spec: Record<string, unknown>): Promise<object> {
+  return kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
+    group: 'keda.sh',
+    version: 'v1alpha1',
+    namespace,
+    plural: 'scaledobjects',
+    body: { apiVersion: 'keda.sh/v1alpha1', kind: 'ScaledObject', metadata: { name }, spec },
+  });
+}
