@@ -76,6 +76,15 @@ export interface ControllerOptions {
   now?: () => number;
 }
 
+export interface WorkloadSnapshot {
+  key: WorkloadKey;
+  spec: WorkloadSpec;
+  services: string[];
+  state: PhaseState;
+  // As last read from the API: the cluster-wide view.
+  status: WorkloadStatus;
+}
+
 interface Workload {
   spec: WorkloadSpec;
   // The ScaleToZero or, for the annotation shortcut, the Service.
@@ -189,6 +198,17 @@ export class Controller {
 
   phaseOf(key: WorkloadKey): PhaseState | undefined {
     return this.workloads.get(key)?.state;
+  }
+
+  // Every workload this node tracks, for the local API.
+  snapshot(): WorkloadSnapshot[] {
+    return [...this.workloads].map(([key, workload]) => ({
+      key,
+      spec: workload.spec,
+      services: workload.services,
+      state: workload.state,
+      status: statusOf(workload),
+    }));
   }
 
   private watch(informer: AnyInformer, cache: Map<string, KubernetesObject>, kind?: string): void {

@@ -15,6 +15,8 @@ import { Controller } from './controller.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
 import { EventRecorder } from './events.js';
 import { LeaderElector } from './leader.js';
+import { LocalApi } from './local-api.js';
+import { LocalState } from './local-state.js';
 import { componentLogger, createLogger, parseLogLevel } from './log.js';
 import { AgentMetrics } from './metrics.js';
 import { NodeDatapath } from './node-datapath.js';
@@ -106,13 +108,16 @@ async function main(): Promise<void> {
   await reports.start();
   leader.start();
   await controller.start();
-  log.info({ metricsPort, mode: config.mode }, 'agent ready');
+  const api = new LocalApi(new LocalState(nodeName, controller, node), componentLogger(root, 'api'));
+  await api.listen(config.api.socket);
+  log.info({ metricsPort, socket: config.api.socket, mode: config.mode }, 'agent ready');
 
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
+    await api.close();
     await controller.stop();
     await leader.stop();
     await reports.stop();

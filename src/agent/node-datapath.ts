@@ -93,6 +93,10 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     return id === undefined ? [] : this.datapath.held.list(id);
   }
 
+  interfaceName(ifindex: number): string | undefined {
+    return this.datapath.interfaceNames.get(ifindex);
+  }
+
   // Flows held now per workload, for the metrics gauge.
   heldCounts(): Map<WorkloadKey, number> {
     const counts = new Map<WorkloadKey, number>();

@@ -74,6 +74,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   readonly services: ServiceTable;
   readonly held: HeldFrameStore;
   readonly netns: string | undefined;
+  // Names of the attached interfaces by ifindex, for reports of held flows.
+  readonly interfaceNames = new Map<number, string>();
 
   private readonly attachments: (NativeLink | NativeTcAttachment)[] = [];
   private readonly ring: NativeRingBuffer;
@@ -144,6 +146,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   async attach(ifname: string, how: AttachHook = { hook: 'xdp' }): Promise<void> {
     const native = loadNative();
     const ifindex = await native.ifNameToIndex(ifname, this.netns);
+    this.interfaceNames.set(ifindex, ifname);
 
     if (how.hook === 'xdp') {
       const link = await native.attachXdp(this.object.program('zh_xdp_hold'), ifindex, how.mode ?? 'auto', this.netns);

@@ -64,6 +64,7 @@ kubernetes: { kubeconfig: ${kubeconfigFile.path} }
 bpf: { pinDir: ${pinDir}, maxServices: 64, indexBuckets: 1024 }
 metrics: { host: 127.0.0.1, port: 0 }
 idle: { reportInterval: 1s }
+api: { socket: ${workDir}/agent.sock }
 `,
   );
 
@@ -85,6 +86,11 @@ after(async () => {
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
 
+async function zerohold(...args: string[]): Promise<string> {
+  const { stdout } = await run(process.execPath, [path.join(repoRoot, 'dist/src/cli/zerohold.js'), '--socket', path.join(workDir, 'agent.sock'), ...args]);
+  return stdout;
+}
+
 test('agent wakes and releases curl', async () => {
   const curl = startClient(topology.network, topology.client, 'curl', ['-sS', '--max-time', '15', `http://${serviceIP}/`]);
 
@@ -92,12 +98,22 @@ test('agent wakes and releases curl', async () => {
   const apps = kc.makeApiClient(AppsV1Api);
   await waitFor('the scale-up', async () => ((await apps.readNamespacedDeployment({ name: 'web', namespace: 'shop' })).spec?.replicas === 1 ? true : undefined), 10_000);
 
+  // The CLI lists the held SYN while the workload has no backend.
+  const held = JSON.parse(await zerohold('held', '-o', 'json')) as { flows: { workload: string; protocol: string; destination: string; destinationPort: number; interface: string }[] };
+  assert.equal(held.flows.length, 1);
+  assert.equal(held.flows[0]!.workload, 'shop/web');
+  assert.equal(held.flows[0]!.protocol, 'tcp');
+  assert.equal(held.flows[0]!.destination, serviceIP);
+  assert.equal(held.flows[0]!.interface, 'n0');
+  assert.match(await zerohold('status'), /^shop\/web\s+web\s+Waking\s+1\s/m);
+
   // Play kubelet: start the server, then report it Ready.
   await startHttpServer(topology.network, topology.node, NODE_V4, 8080, 'woken by zerohold');
   await createReadyEndpoint(kc, 'shop', 'web', NODE_V4);
 
   assert.equal(await curl, 'woken by zerohold');
   assert.match(agentOutput, /"released held flows"/);
+  assert.match(await zerohold('status'), /^shop\/web\s+web\s+Warm\s+0\s/m);
 });
 
 test('SIGTERM detaches the agent', async () => {

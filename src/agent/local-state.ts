@@ -1,0 +1,51 @@
+// The agent state that the local API serves: the controller's workloads
+// and the flows this node's datapath holds now.
+
+import type { Controller } from './controller.js';
+import type { AgentState, HeldFlowSummary, WorkloadSummary } from './local-api.js';
+import type { NodeDatapath } from './node-datapath.js';
+
+export class LocalState implements AgentState {
+  constructor(
+    readonly node: string,
+    private readonly controller: Controller,
+    private readonly datapath: NodeDatapath,
+    // CLOCK_MONOTONIC nanoseconds, the clock of held frame timestamps.
+    private readonly nowNs: () => bigint = () => process.hrtime.bigint(),
+  ) {}
+
+  workloads(): WorkloadSummary[] {
+    return this.controller.snapshot().map(({ key, spec, services, state, status }) => ({
+      workload: key,
+      source: spec.source,
+      target: { kind: spec.target.kind, name: spec.target.name },
+      services,
+      phase: state.phase,
+      gateClosed: state.gateClosed,
+      heldFlows: this.datapath.heldFlows(key).length,
+      lastColdStartSeconds: status.lastColdStartSeconds ?? null,
+      lastWakeTime: status.lastWakeTime ?? null,
+      lastActivityTime: status.lastActivityTime ?? null,
+    }));
+  }
+
+  heldFlows(): HeldFlowSummary[] {
+    const now = this.nowNs();
+    return this.controller.snapshot().flatMap(({ key }) =>
+      this.datapath.heldFlows(key).map((held) => {
+        const { flow, ifindex } = held.record;
+        return {
+          workload: key,
+          protocol: flow.protocol,
+          source: flow.source,
+          sourcePort: flow.sourcePort,
+          destination: flow.destination,
+          destinationPort: flow.destinationPort,
+          interface: this.datapath.interfaceName(ifindex) ?? ifindex,
+          heldForSeconds: Number(now - held.firstTimestampNs) / 1e9,
+          frames: held.frames,
+        };
+      }),
+    );
+  }
+}
