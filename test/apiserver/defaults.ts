@@ -5,6 +5,7 @@
 
 import { isPlainObject, type KubeObject } from './objects.js';
 import type { DefaultingContext } from './resource-type.js';
+import { assignClusterIps } from './service-cluster-ips.js';
 
 type Fields = Record<string, unknown>;
 
@@ -108,8 +109,7 @@ export function initialPodStatus(object: KubeObject): unknown {
   return { phase: 'Pending', qosClass: hasResources ? 'Burstable' : 'BestEffort' };
 }
 
-// Defaults a Service and allocates its ClusterIP. An update that omits the
-// ClusterIP keeps the allocated one, as kube-apiserver's service REST does.
+// Defaults a Service and allocates its ClusterIPs, one per IP family.
 export function defaultService(object: KubeObject, context: DefaultingContext, old?: KubeObject): void {
   const spec = child(object, 'spec');
   setDefault(spec, 'type', 'ClusterIP');
@@ -119,18 +119,10 @@ export function defaultService(object: KubeObject, context: DefaultingContext, o
     setDefault(port, 'protocol', 'TCP');
     setDefault(port, 'targetPort', port.port);
   }
-  if (spec.type === 'ExternalName') return;
 
-  const oldSpec = old && isPlainObject(old.spec) ? old.spec : {};
-  if (!spec.clusterIP && oldSpec.clusterIP) {
-    spec.clusterIP = oldSpec.clusterIP;
-    spec.clusterIPs = oldSpec.clusterIPs;
-  }
-  if (!spec.clusterIP) spec.clusterIP = context.allocateServiceIp();
-  setDefault(spec, 'clusterIPs', [spec.clusterIP]);
-  setDefault(spec, 'ipFamilies', ['IPv4']);
-  setDefault(spec, 'ipFamilyPolicy', 'SingleStack');
-  setDefault(spec, 'internalTrafficPolicy', 'Cluster');
+  const oldSpec = old && isPlainObject(old.spec) ? old.spec : undefined;
+  assignClusterIps(spec, oldSpec, context, object.metadata.name ?? '');
+  if (spec.type !== 'ExternalName') setDefault(spec, 'internalTrafficPolicy', 'Cluster');
 }
 
 export function defaultNamespace(object: KubeObject): void {

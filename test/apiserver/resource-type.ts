@@ -3,6 +3,7 @@
 
 import type { FieldExtractors } from './field-selector.js';
 import type { KubeObject } from './objects.js';
+import type { IpFamily, ParsedIp } from './service-ip-allocator.js';
 import type { GroupResource, StatusCause } from './status.js';
 import type { NameRule } from './validation.js';
 
@@ -14,9 +15,15 @@ export interface ScaleSubresource {
   selector(object: KubeObject): string | undefined;
 }
 
-// Server state that defaulting needs, such as the Service ClusterIP pool.
+// Server state that defaulting needs, such as the Service ClusterIP ranges.
 export interface DefaultingContext {
-  allocateServiceIp(): string;
+  // Returns the next free Service ClusterIP of `family`.
+  allocateServiceIp(family: IpFamily): string;
+  // Returns why a Service may not take the requested `address`, or undefined
+  // when it may. NOTE: optional so that contexts built outside
+  // startApiServer, such as bench/agent.ts's preloader, still fit. Without
+  // it every requested address is accepted.
+  serviceIpRejection?(address: ParsedIp): string | undefined;
 }
 
 export interface ResourceType {

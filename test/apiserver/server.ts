@@ -12,8 +12,11 @@ import { apiGroupDocument, apiGroupList, apiResourceList, apiVersions, versionIn
 import { Faults } from './faults.js';
 import { KindRegistry } from './kind-registry.js';
 import { createObject } from './object-writes.js';
+import { isPlainObject, type KubeObject } from './objects.js';
 import { parseRequestInfo, type RequestInfo } from './request-info.js';
+import type { DefaultingContext } from './resource-type.js';
 import { handleResource, type HandlerContext, type Reply } from './rest-handlers.js';
+import { type IpFamily, ServiceIpAllocator, type ServiceIpRange } from './service-ip-allocator.js';
 import { ApiError, internalError, pathNotFound } from './status.js';
 import { Store } from './store.js';
 import { parseBool, WatchHub } from './watch-stream.js';
@@ -69,7 +72,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Te
   const context: HandlerContext = {
     store,
     kinds,
-    defaulting: { allocateServiceIp: serviceIpAllocator() },
+    defaulting: serviceIpDefaulting(store, kinds),
     watches,
     bookmarkIntervalMs: options.bookmarkIntervalMs ?? 60_000,
   };
@@ -115,15 +118,50 @@ function createNamespaces(context: ApiContext, names: string[]): void {
   }
 }
 
-// Hands out ClusterIPs from 198.19.0.0/16 in order, starting at 198.19.0.10.
-function serviceIpAllocator(): () => string {
-  let next = 10;
-  return () => {
-    if (next > 0xfffe) throw internalError('the Service ClusterIP range 198.19.0.0/16 is exhausted');
-    const address = `198.19.${next >> 8}.${next & 0xff}`;
-    next += 1;
-    return address;
+// The Service ClusterIP ranges, as kube-apiserver's
+// --service-cluster-ip-range=198.19.0.0/16,fd5a:19::/64 would set them, with
+// IPv4 the primary family. Allocation starts at 198.19.0.10 and fd5a:19::a.
+const SERVICE_IP_RANGES: Record<IpFamily, ServiceIpRange> = {
+  IPv4: { family: 'IPv4', network: '198.19.0.0', prefixLength: 16, firstOffset: 10 },
+  IPv6: { family: 'IPv6', network: 'fd5a:19::', prefixLength: 64, firstOffset: 10 },
+};
+
+// Builds one allocator per family and keeps them informed of the addresses
+// that stored Services hold, so deleting a Service releases its addresses.
+function serviceIpDefaulting(store: Store, kinds: KindRegistry): DefaultingContext {
+  const allocators: Record<IpFamily, ServiceIpAllocator> = {
+    IPv4: new ServiceIpAllocator(SERVICE_IP_RANGES.IPv4),
+    IPv6: new ServiceIpAllocator(SERVICE_IP_RANGES.IPv6),
   };
+  const servicesKey = kinds.lookup('', 'v1', 'services')!.storageKey;
+  const update = (service: KubeObject, change: 'hold' | 'release') => {
+    for (const address of clusterIpsOf(service)) {
+      allocators.IPv4[change](address);
+      allocators.IPv6[change](address);
+    }
+  };
+
+  store.subscribe((event) => {
+    if (event.resource !== servicesKey) return;
+    if (event.previous) update(event.previous, 'release');
+    if (event.type !== 'DELETED') update(event.object, 'hold');
+  });
+
+  return {
+    allocateServiceIp: (family) => allocators[family].allocateNext(),
+    serviceIpRejection: (address) => allocators[address.family].rejectionOf(address),
+  };
+}
+
+// Returns the distinct addresses in a Service's clusterIP and clusterIPs.
+function clusterIpsOf(service: KubeObject): Set<string> {
+  const spec = isPlainObject(service.spec) ? service.spec : {};
+  const addresses = new Set<string>();
+  if (typeof spec.clusterIP === 'string') addresses.add(spec.clusterIP);
+  for (const address of Array.isArray(spec.clusterIPs) ? spec.clusterIPs : []) {
+    if (typeof address === 'string') addresses.add(address);
+  }
+  return addresses;
 }
 
 // Serves one request and returns the HTTP status sent.
