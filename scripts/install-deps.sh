@@ -8,6 +8,8 @@ packages=(
 	libbpf-dev libelf-dev zlib1g-dev	# libbpf for the addon
 	iproute2 nftables			# namespaces, veth and DNAT in tests
 	curl					# a real client in tests
+	nginx-light redis-server redis-tools	# servers and clients of the testbed
+	postgresql postgresql-client dnsmasq-base bind9-dnsutils
 )
 
 export DEBIAN_FRONTEND=noninteractive

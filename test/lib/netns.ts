@@ -38,6 +38,16 @@ export class TestNetwork {
     return name;
   }
 
+  // Deletes one namespace that addNamespace created, before cleanup(). It
+  // ends no process, and the kernel keeps the namespace and its interfaces
+  // until the last process inside it exits.
+  async removeNamespace(name: string): Promise<void> {
+    const index = this.namespaces.indexOf(name);
+    if (index === -1) throw new Error(`namespace ${name} was not created by this TestNetwork`);
+    await run('ip', ['netns', 'del', name]);
+    this.namespaces.splice(index, 1);
+  }
+
   // Connects two namespaces with a veth pair and brings both ends up.
   async addVeth(nsA: string, ifA: string, nsB: string, ifB: string): Promise<void> {
     await run('ip', ['link', 'add', ifA, 'netns', nsA, 'type', 'veth', 'peer', 'name', ifB, 'netns', nsB]);
