@@ -32,7 +32,8 @@ import { restartOnError } from './informers.js';
 import type { AgentMetrics } from './metrics.js';
 import type { NodeReports } from './node-reports.js';
 import { initialPhase, nextPhase, type PhaseAction, type PhaseEvent, type PhaseState } from './phase.js';
-import type { ActivitySource, DatapathPort, ScalePort, TargetRef, WorkloadKey } from './ports.js';
+import type { Frontend } from '../datapath/frontends.js';
+import type { ActivitySource, BackendCheck, DatapathPort, ScalePort, TargetRef, WorkloadKey } from './ports.js';
 import { resolveFrontends } from './service-frontends.js';
 import { readStatus, readyCondition, SCALE_TO_ZERO, setCondition, StatusWriter, type Condition, type WorkloadStatus } from './workload-status.js';
 import {
@@ -60,6 +61,13 @@ export interface ControllerOptions {
   scaler: ScalePort;
   events: EventRecorder;
   activity: ActivitySource;
+  // Checked before a release, so that the re-injected packets find a
+  // backend in this node's load balancer. Without it, the Ready endpoint
+  // alone allows the release.
+  backendCheck?: BackendCheck;
+  // How long a release waits for the backend check before it re-injects
+  // anyway; the client then retransmits if the packet missed.
+  backendCheckTimeoutMs?: number;
   isLeader: () => boolean;
   log: Logger;
   metrics?: AgentMetrics;
@@ -90,7 +98,12 @@ interface Workload {
   // The ScaleToZero or, for the annotation shortcut, the Service.
   object: KubernetesObject;
   services: string[];
+  frontends: Frontend[];
   state: PhaseState;
+  // True from the release decision until the datapath opened the gate:
+  // the phase already says Warm, but the gate must stay closed while the
+  // release waits for the backend check.
+  releasing: boolean;
   replicas: number;
   // The scale-down this node closed its gate for, from status.scaleDownId.
   appliedScaleDownId: string | null;
@@ -310,7 +323,9 @@ export class Controller {
         spec,
         object,
         services,
+        frontends,
         state: initialPhase(replicas),
+        releasing: false,
         replicas,
         appliedScaleDownId: null,
         pendingScaleDown: null,
@@ -320,9 +335,9 @@ export class Controller {
       this.workloads.set(key, workload);
       this.options.log.info({ workload: key, source: spec.source, services, frontends: frontends.length, phase: workload.state.phase }, 'tracking workload');
     }
-    Object.assign(workload, { spec, object, services, replicas });
+    Object.assign(workload, { spec, object, services, frontends, replicas });
 
-    this.options.datapath.setFrontends(key, frontends, workload.state.gateClosed);
+    this.options.datapath.setFrontends(key, frontends, workload.state.gateClosed || workload.releasing);
     this.options.readiness.track(key, spec.namespace, services);
     this.followStatus(key, workload);
     this.observe(key);
@@ -503,7 +518,14 @@ export class Controller {
           datapath.closeGate(key);
           return;
         case 'release': {
-          const outcome = await datapath.release(key);
+          workload.releasing = true;
+          let outcome;
+          try {
+            await this.waitForBackend(key, workload);
+            outcome = await datapath.release(key);
+          } finally {
+            workload.releasing = false;
+          }
           const now = this.now();
           const coldStartMs = before.wakeStartedMs === null ? null : now - before.wakeStartedMs;
           metrics?.releaseOverhead.observe({ workload: key }, (now - eventMs) / 1000);
@@ -562,6 +584,14 @@ export class Controller {
   }
 
   // Records a Warning Event and a Valid=False condition, once per message.
+  private async waitForBackend(key: WorkloadKey, workload: Workload): Promise<void> {
+    const check = this.options.backendCheck;
+    if (!check) return;
+    const timeoutMs = this.options.backendCheckTimeoutMs ?? 10_000;
+    if (await check.waitProgrammed(workload.frontends, timeoutMs)) return;
+    this.options.log.warn({ workload: key, timeoutMs }, 'the node load balancer has no backend yet, releasing anyway');
+  }
+
   private reportInvalid(key: WorkloadKey, object: KubernetesObject, source: WorkloadSpec['source'], problems: string[]): void {
     this.forget(key);
     if (!this.options.isLeader()) return;

@@ -24,6 +24,9 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
   constructor(
     private readonly datapath: Datapath,
     private readonly wakeIntervalMs: number,
+    // False drops held frames at release instead of re-injecting them, for
+    // the drop-and-retransmit comparison in the cold-start benchmark.
+    private readonly reinject = true,
   ) {
     for (const { frontend, serviceId } of datapath.frontends.list()) {
       this.pinnedIds.set(frontendToString(frontend), serviceId);
@@ -78,7 +81,7 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
   release(workload: WorkloadKey): Promise<ReleaseOutcome> {
     const id = this.requireId(workload);
     this.states.set(workload, 'warm');
-    return this.datapath.release(id);
+    return this.datapath.release(id, { reinject: this.reinject });
   }
 
   expireHeld(workload: WorkloadKey, cutoffMs: number): HeldFlow[] {

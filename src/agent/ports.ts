@@ -54,6 +54,14 @@ export interface ReleaseCheck {
   readyToRelease(workload: WorkloadKey): boolean;
 }
 
+// Whether this node's service load balancer (kube-proxy, Cilium) has
+// programmed a backend for the frontends, so that a re-injected packet
+// reaches one instead of missing the translation.
+export interface BackendCheck {
+  // Resolves true once every frontend has a backend, false after timeoutMs.
+  waitProgrammed(frontends: Frontend[], timeoutMs: number): Promise<boolean>;
+}
+
 // A workload's replica count and resourceVersion from an informer cache.
 // The Scale subresource shares its parent object's resourceVersion.
 export interface KnownScale {

@@ -200,7 +200,10 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   }
 
   // Opens the gate of a service and re-injects its held frames.
-  async release(serviceId: number): Promise<ReleaseResult> {
+  // With reinject false, the held frames are discarded instead: the client
+  // connects at its next retransmission, as with the drop-and-retransmit
+  // designs that zerohold's benchmark compares against.
+  async release(serviceId: number, options: { reinject?: boolean } = {}): Promise<ReleaseResult> {
     this.setServiceState(serviceId, 'warm');
 
     // Records submitted before the gate opened are read now, so they go
@@ -208,7 +211,9 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     // arrives later and takes the late-release path in onBatch.
     this.drain();
 
-    return this.reinject(this.held.take(serviceId));
+    const flows = this.held.take(serviceId);
+    if (options.reinject === false) return { released: [], failed: [] };
+    return this.reinject(flows);
   }
 
   // Drops the held frames of a service whose first frame is older than

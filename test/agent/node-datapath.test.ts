@@ -90,3 +90,22 @@ test('node datapath reports warm activity', async () => {
     await dp.close();
   }
 });
+
+test('node datapath drop mode discards held', async () => {
+  const dp = await Datapath.open({ maxServices: 16 });
+  try {
+    const node = new NodeDatapath(dp, 0, false);
+    const runner = new FrameRunner(dp);
+    node.setFrontends('default/web', [WEB], true);
+    assert.equal(runner.run('xdp', syn(WEB)).verdict, 'drop');
+    assert.equal(node.heldFlows('default/web').length, 1);
+
+    const outcome = await node.release('default/web');
+    assert.equal(outcome.released.length, 0, 'nothing re-injected');
+    assert.equal(outcome.failed.length, 0);
+    assert.equal(node.heldFlows('default/web').length, 0, 'the held SYN is gone');
+    assert.equal(runner.run('xdp', syn(WEB)).verdict, 'pass', 'the retransmitted SYN passes');
+  } finally {
+    await dp.close();
+  }
+});

@@ -39,6 +39,8 @@ export interface RequestRecord {
   // Pathname and query string.
   path: string;
   status: number;
+  // Unix milliseconds when the request arrived.
+  receivedMs: number;
 }
 
 export interface TestApiServer {
@@ -80,9 +82,10 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Te
   createNamespaces(context, [...SYSTEM_NAMESPACES, ...(options.namespaces ?? [])]);
 
   const server = createServer((req, res) => {
+    const receivedMs = Date.now();
     serve(context, faults, options.token, req, res).then(
       (status) => {
-        requests.push({ method: req.method ?? 'GET', path: req.url ?? '/', status });
+        requests.push({ method: req.method ?? 'GET', path: req.url ?? '/', status, receivedMs });
         trace(`${req.method} ${req.url} -> ${status}`);
       },
       (err: unknown) => process.stderr.write(`apiserver: failed to serve ${req.method} ${req.url}: ${String(err)}\n`),
