@@ -93,6 +93,23 @@ export const agentConfigSchema = z.strictObject({
       socket: z.string().startsWith('/').default('/run/zerohold/agent.sock'),
     })
     .prefault({}),
+  release: z
+    .strictObject({
+      // The node load balancer that must have programmed a Service before
+      // held packets are re-injected. 'nftables' waits until kube-proxy's
+      // nftables mode has a service-ips or service-nodeports element for
+      // each frontend, so the first SYN meets the DNAT. 'none' releases
+      // on the Ready endpoint alone.
+      kubeProxy: z.enum(['nftables', 'none']).default('none'),
+      // Maximum wait for that programming. After it the packets are
+      // re-injected anyway, and the client retransmits if they miss.
+      timeout: duration('10s'),
+      // 'reinject' sends the held packets on at release. 'drop' discards
+      // them, so clients connect at their next retransmission: the
+      // behaviour of earlier proxyless designs, kept for benchmarks.
+      heldPackets: z.enum(['reinject', 'drop']).default('reinject'),
+    })
+    .prefault({}),
   idle: z
     .strictObject({
       // How often this node publishes its activity for the leader.

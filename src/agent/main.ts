@@ -14,6 +14,7 @@ import { ConfigError, loadConfig } from './config.js';
 import { Controller } from './controller.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
 import { EventRecorder } from './events.js';
+import { KubeProxyNftables } from './kube-proxy-check.js';
 import { LeaderElector } from './leader.js';
 import { LocalApi } from './local-api.js';
 import { LocalState } from './local-state.js';
@@ -71,9 +72,15 @@ async function main(): Promise<void> {
   }
   datapath.start();
 
-  const node = new NodeDatapath(datapath, config.limits.wakeInterval);
+  const node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   const metrics = new AgentMetrics(() => node.heldCounts());
   const metricsPort = await metrics.listen(config.metrics.host, config.metrics.port);
+
+  let backendCheck: KubeProxyNftables | undefined;
+  if (config.release.kubeProxy === 'nftables') {
+    backendCheck = new KubeProxyNftables({ ...(config.netns ? { netns: config.netns } : {}), log: componentLogger(root, 'readiness') });
+    await backendCheck.start();
+  }
 
   const readiness = new EndpointReadiness(kc, componentLogger(root, 'readiness'));
   const reports = new NodeReports(kc, { namespace: config.kubernetes.namespace, nodeName, staleAfterMs: 3 * config.idle.reportInterval }, componentLogger(root, 'controller'));
@@ -97,6 +104,7 @@ async function main(): Promise<void> {
     scaler: new KubeScaler(kc),
     events: new EventRecorder(kc, nodeName, componentLogger(root, 'events')),
     activity: node,
+    ...(backendCheck ? { backendCheck, backendCheckTimeoutMs: config.release.timeout } : {}),
     isLeader: () => leader.isLeader,
     log: componentLogger(root, 'controller'),
     metrics,
@@ -122,6 +130,7 @@ async function main(): Promise<void> {
     await leader.stop();
     await reports.stop();
     await readiness.stop();
+    await backendCheck?.stop();
     await metrics.close();
     // Detaches the programs; the pinned maps stay for the next start.
     await datapath.close();

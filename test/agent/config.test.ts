@@ -20,6 +20,8 @@ test('config fills defaults', () => {
   assert.equal(config.leaderElection.leaseDuration, 15_000);
   assert.equal(config.kubernetes.namespace, 'zerohold-system');
   assert.equal(config.metrics.port, 9464);
+  assert.equal(config.release.kubeProxy, 'none');
+  assert.equal(config.release.timeout, 10_000);
 });
 
 test('config reads every section', () => {
@@ -32,6 +34,7 @@ interfaces:
 bpf: { heldRingBytes: 16Mi, indexBuckets: 1024, maxServices: 64 }
 limits: { heldFlowsPerClient: 8, wakeInterval: 250ms }
 idle: { reportInterval: 1m30s }
+release: { kubeProxy: nftables, timeout: 2500ms }
 `);
 
   assert.equal(config.nodeName, 'node-1');
@@ -42,6 +45,8 @@ idle: { reportInterval: 1m30s }
   assert.equal(config.limits.heldFlowsPerClient, 8);
   assert.equal(config.limits.wakeInterval, 250);
   assert.equal(config.idle.reportInterval, 90_000);
+  assert.equal(config.release.kubeProxy, 'nftables');
+  assert.equal(config.release.timeout, 2500);
 });
 
 function problemsOf(text: string): string[] {
@@ -68,6 +73,14 @@ limits: { wakeInterval: 1 second }
   assert.match(problems.find((p) => p.startsWith('bpf.indexBuckets'))!, /power of two.*got 1000/);
   assert.match(problems.find((p) => p.startsWith('bpf.heldRingBytes'))!, /"8Mi".*got "8MB"/);
   assert.match(problems.find((p) => p.startsWith('limits.wakeInterval'))!, /Go duration.*got "1 second"/);
+});
+
+test('config names release problems', () => {
+  const problems = problemsOf(`${MINIMAL}release: { kubeProxy: iptables, timeout: 10 seconds }\n`);
+
+  assert.equal(problems.length, 2, problems.join('\n'));
+  assert.match(problems.find((p) => p.startsWith('release.kubeProxy'))!, /"nftables".*"none".*got "iptables"/);
+  assert.match(problems.find((p) => p.startsWith('release.timeout'))!, /Go duration.*got "10 seconds"/);
 });
 
 test('config rejects unknown fields', () => {
