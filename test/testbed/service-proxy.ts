@@ -68,6 +68,8 @@ export interface SyncRecord {
   // Service ports with at least one ready endpoint, both families.
   programmedPorts: number;
   endpoints: number;
+  // "namespace/name" of the Services with a programmed port, sorted.
+  services: string[];
 }
 
 // Emits 'sync' with a SyncRecord after each applied sync.
@@ -189,6 +191,7 @@ export class ServiceProxy extends EventEmitter {
       durationMs: performance.now() - startedAt,
       programmedPorts: programmed.length,
       endpoints: programmed.reduce((sum, port) => sum + port.endpoints.length, 0),
+      services: [...new Set(programmed.map((port) => `${port.name.namespace}/${port.name.name}`))].sort(),
     };
     this.log.debug(record, 'synced');
     this.emit('sync', record);
