@@ -42,10 +42,11 @@ export class TestNetwork {
   // ends no process, and the kernel keeps the namespace and its interfaces
   // until the last process inside it exits.
   async removeNamespace(name: string): Promise<void> {
-    const index = this.namespaces.indexOf(name);
-    if (index === -1) throw new Error(`namespace ${name} was not created by this TestNetwork`);
+    if (!this.namespaces.includes(name)) throw new Error(`namespace ${name} was not created by this TestNetwork`);
     await run('ip', ['netns', 'del', name]);
-    this.namespaces.splice(index, 1);
+    // Looked up again after the await, because concurrent removals change
+    // the positions.
+    this.namespaces.splice(this.namespaces.indexOf(name), 1);
   }
 
   // Connects two namespaces with a veth pair and brings both ends up.

@@ -95,6 +95,8 @@ export class ClusterNetwork implements PodNetwork {
   private readonly fabric: string;
   private readonly nodeStates: Map<string, NodeState>;
   private readonly pods = new Map<string, PodState>();
+  // The tail of the queue of namespace removals, see removeNamespace().
+  private namespaceRemovals: Promise<void> = Promise.resolve();
 
   private constructor(testNetwork: TestNetwork, fabric: string, nodeStates: NodeState[], externalClients: string[], ipv6: boolean) {
     this.testNetwork = testNetwork;
@@ -205,7 +207,7 @@ export class ClusterNetwork implements PodNetwork {
       await ipBatch(nodeState.netns, nodeSideCommands(nodeState.index, addresses));
     } catch (err) {
       nodeState.slots.delete(slot);
-      if (addresses.netns !== '') await this.testNetwork.removeNamespace(addresses.netns).catch(() => {});
+      if (addresses.netns !== '') await this.removeNamespace(addresses.netns).catch(() => {});
       throw err;
     }
 
@@ -222,7 +224,7 @@ export class ClusterNetwork implements PodNetwork {
     // survive its deletion while a process still runs in it, and its veth
     // with it.
     await this.testNetwork.exec(state.node.netns, 'ip', ['link', 'del', state.addresses.hostInterface]).catch(() => {});
-    await this.testNetwork.removeNamespace(state.addresses.netns);
+    await this.removeNamespace(state.addresses.netns);
     state.node.slots.delete(state.slot);
   }
 
@@ -236,6 +238,16 @@ export class ClusterNetwork implements PodNetwork {
   async close(): Promise<void> {
     this.pods.clear();
     await this.testNetwork.cleanup();
+  }
+
+  // Removes one namespace after the removals queued before it.
+  // TestNetwork.removeNamespace() looks up the namespace's index before it
+  // awaits `ip netns del` and splices at that index afterwards, so two
+  // concurrent calls can splice each other's entry.
+  private removeNamespace(ns: string): Promise<void> {
+    const removal = this.namespaceRemovals.then(() => this.testNetwork.removeNamespace(ns));
+    this.namespaceRemovals = removal.catch(() => undefined);
+    return removal;
   }
 
   private node(node: string): NodeState {

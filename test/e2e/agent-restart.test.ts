@@ -1,0 +1,109 @@
+// The agent process failing and coming back, on a one-node testbed: a
+// SIGKILL in the middle of a wake, a SIGTERM that must detach every XDP
+// program, and a close() that must leave no agent process, bpffs pin or
+// namespace behind.
+
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+
+import { run, waitFor } from '../lib/netns.js';
+import type { ClientResult } from '../testbed/client-run.js';
+import { describeResult } from '../testbed/client-run.js';
+import { curlArgs } from '../testbed/client-commands.js';
+import { nodeHttpWorkload } from '../testbed/servers.js';
+import { Testbed } from '../testbed/testbed.js';
+import { formatTimeline } from '../testbed/timeline.js';
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('agent restart', () => {
+  let testbed: Testbed;
+
+  before(async () => {
+    testbed = await Testbed.start({ nodes: 1, externalClients: 1, clientPodsPerNode: 1 });
+  });
+
+  after(async () => {
+    await testbed?.close();
+  });
+
+  // Returns the interfaces of the node's namespace that have an XDP program.
+  async function xdpInterfaces(node: string): Promise<string[]> {
+    const { stdout } = await testbed.network.exec(testbed.network.nodeNetns(node), 'ip', ['-j', '-d', 'link', 'show']);
+    const links = JSON.parse(stdout) as { ifname: string; xdp?: unknown }[];
+    return links.filter((link) => link.xdp !== undefined).map((link) => link.ifname);
+  }
+
+  function attachedInterfaces(): string[] {
+    return ['eth0', testbed.clientPods.get('node-0')![0]!.hostInterface].sort();
+  }
+
+  // TODO: remove the todo once the agent keeps its XDP attachments across
+  // a crash. They are bpf_links owned by the process, so a SIGKILL
+  // detaches them and the gate opens with no backend behind it.
+  it('SIGKILL during a wake loses no client', { todo: 'XDP links are not pinned, so a killed agent leaves the frontends ungated' }, async () => {
+    // The startup delay keeps the wake going while the agent is down.
+    const workload = await testbed.deploy(nodeHttpWorkload({ workDir: testbed.workloadDir, name: 'survivor', startupDelayMs: 3000 }), {
+      scaleToZero: { idleTimeout: '1h' },
+    });
+    await testbed.waitForPhase(workload.key!, 'Cold', { gateClosed: true });
+    const agent = testbed.agent('node-0');
+    const origin = Date.now();
+
+    const clients: Promise<ClientResult>[] = [];
+    for (let i = 0; i < 3; i++) clients.push(testbed.run(testbed.externalClient(), 'curl', curlArgs(workload.clusterIPv4, 80, { maxTimeSeconds: 30 })));
+    clients.push(testbed.run(testbed.clientPod('node-0'), 'curl', curlArgs(workload.clusterIPv4, 80, { maxTimeSeconds: 30 })));
+    await waitFor('four held flows', async () => ((await agent.heldFlows()).length === 4 ? true : undefined), 10_000, 20);
+
+    const exit = await testbed.killAgent('node-0', 'SIGKILL');
+    assert.equal(exit.signal, 'SIGKILL');
+    // The gate must outlive the process: with no XDP program, the clients'
+    // retransmitted SYNs meet no DNAT rule and get ICMP unreachable.
+    assert.deepEqual((await xdpInterfaces('node-0')).sort(), attachedInterfaces(), 'interfaces with XDP after the SIGKILL');
+    // Down for a while, as a crashed DaemonSet pod is until it restarts.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await testbed.restartAgent('node-0');
+    const results = await Promise.all(clients);
+
+    const timeline = formatTimeline(testbed.events.since(origin), origin);
+    for (const result of results) assert.ok(result.ok, `${describeResult(result)}\ntimeline:\n${timeline}`);
+    assert.equal(agent.runs, 2);
+  });
+
+  it('SIGTERM detaches every XDP program', async () => {
+    // A fresh agent, whatever the test before left.
+    await testbed.restartAgent('node-0');
+    const agent = testbed.agent('node-0');
+    assert.deepEqual((await xdpInterfaces('node-0')).sort(), attachedInterfaces());
+
+    const exit = await testbed.killAgent('node-0', 'SIGTERM');
+
+    assert.equal(exit.code, 0, agent.output.slice(-4000));
+    assert.deepEqual(await xdpInterfaces('node-0'), []);
+  });
+
+  it('close leaves nothing behind', async () => {
+    await testbed.restartAgent('node-0');
+    const agent = testbed.agent('node-0');
+    const pid = agent.pid!;
+
+    await testbed.close();
+
+    assert.equal(isAlive(pid), false, `agent PID ${pid} still runs`);
+    assert.equal(existsSync(agent.pinDir), false, `pin directory ${agent.pinDir} still exists`);
+    assert.equal(existsSync(testbed.workDir), false, `work directory ${testbed.workDir} still exists`);
+    // TestNetwork names every namespace zh<PID>-<counter>-<role>, and this
+    // process runs no other testbed.
+    const { stdout } = await run('ip', ['netns', 'list']);
+    const left = stdout.split('\n').filter((line) => line.startsWith(`zh${process.pid}-`));
+    assert.deepEqual(left, [], 'namespaces left by the testbed');
+  });
+});

@@ -1,0 +1,276 @@
+// One zerohold agent of the testbed, run as `node dist/src/agent/main.js`
+// in the test's own process group. This class writes its YAML
+// configuration to a work directory, parses and emits its pino JSON log
+// lines, reads its local API over the unix socket, and stops, kills and
+// restarts it by PID.
+//
+// Each agent pins its maps under its own pinDir below /sys/fs/bpf, so two
+// testbeds or two nodes never share a gate. close() removes the pinDir,
+// and so does the exit handler when a test crashes.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { rmSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+import type { HeldFlowSummary, WorkloadSummary } from '../../src/agent/local-api.js';
+import { repoRoot } from '../../src/paths.js';
+import { netnsPath, waitFor } from '../lib/netns.js';
+
+export type XdpMode = 'native' | 'generic' | 'auto';
+
+export interface AgentProcessOptions {
+  nodeName: string;
+  // Name of the node's network namespace, under /run/netns.
+  netns: string;
+  // Interfaces in that namespace that the agent attaches XDP to.
+  interfaces: string[];
+  xdpMode: XdpMode;
+  kubeconfigPath: string;
+  // Directory for the configuration file and the API socket. It must exist.
+  workDir: string;
+  // Directory under /sys/fs/bpf for the pinned maps.
+  pinDir: string;
+  // Go durations, as the configuration file takes them.
+  reportInterval: string;
+  leaseDuration: string;
+  renewDeadline: string;
+  retryPeriod: string;
+  // ZEROHOLD_LOG_LEVEL of the agent.
+  logLevel: string;
+  // The agent's release.kubeProxy: which node load balancer must have
+  // programmed a Service before held packets are re-injected.
+  releaseCheck: 'nftables' | 'none';
+  // The agent's release.heldPackets: 'reinject' sends held packets on at
+  // release, 'drop' discards them so that clients retransmit.
+  releaseMode: 'reinject' | 'drop';
+}
+
+// One line of the agent's output: a pino JSON object, or for a line that
+// is not JSON (a fatal error on stderr) an object with msg and stream.
+export interface AgentLogLine {
+  node: string;
+  // Date.now() of the line: pino's time field when present, else arrival.
+  unixMs: number;
+  msg: string;
+  fields: Record<string, unknown>;
+}
+
+export interface AgentExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+const READY_MESSAGE = 'agent ready';
+const AGENT_MAIN = join(repoRoot, 'dist/src/agent/main.js');
+// Kept output per agent, for failure messages.
+const OUTPUT_LIMIT_CHARS = 1 << 20;
+
+const liveAgents = new Set<AgentProcess>();
+process.on('exit', () => {
+  for (const agent of liveAgents) agent.killSync();
+});
+
+// Emits 'log' with an AgentLogLine for every output line and 'exit' with
+// an AgentExit when the process ends.
+export class AgentProcess extends EventEmitter {
+  readonly node: string;
+  readonly configPath: string;
+  readonly socketPath: string;
+  readonly pinDir: string;
+  // stdout and stderr of every run since construction, cut to the last
+  // OUTPUT_LIMIT_CHARS characters.
+  output = '';
+  // Number of processes spawned so far. restart() increments it.
+  runs = 0;
+
+  private child: ChildProcess | undefined;
+  private exited: Promise<AgentExit> | undefined;
+  private readyRun = 0;
+
+  constructor(private readonly options: AgentProcessOptions) {
+    super();
+    this.node = options.nodeName;
+    this.configPath = join(options.workDir, `agent-${options.nodeName}.yaml`);
+    this.socketPath = join(options.workDir, `agent-${options.nodeName}.sock`);
+    this.pinDir = options.pinDir;
+  }
+
+  get pid(): number | undefined {
+    return this.running ? this.child?.pid : undefined;
+  }
+
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  // Writes the configuration and spawns the agent. waitForReady() waits
+  // for its "agent ready" line.
+  async start(): Promise<void> {
+    if (this.running) throw new Error(`the agent of node ${this.node} is already running as PID ${this.child!.pid}`);
+    await writeFile(this.configPath, this.renderConfig());
+
+    const child = spawn(process.execPath, [AGENT_MAIN, '--config', this.configPath], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ZEROHOLD_LOG_LEVEL: this.options.logLevel },
+    });
+    this.child = child;
+    this.runs += 1;
+    liveAgents.add(this);
+
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        const exit = { code, signal };
+        this.emit('exit', exit);
+        resolve(exit);
+      });
+    });
+    createInterface({ input: child.stdout! }).on('line', (line) => this.onLine(line));
+    createInterface({ input: child.stderr! }).on('line', (line) => this.onLine(line));
+  }
+
+  // Waits for the "agent ready" line of the current run. Fails at once if
+  // the process exits first.
+  async waitForReady(timeoutMs = 20_000): Promise<void> {
+    const run = this.runs;
+    await waitFor(
+      `the agent of node ${this.node} to log "${READY_MESSAGE}"`,
+      () => {
+        if (this.readyRun === run) return true;
+        if (!this.running) throw new Error(`the agent of node ${this.node} exited before it was ready:\n${this.output.slice(-4000)}`);
+        return undefined;
+      },
+      timeoutMs,
+      20,
+    );
+  }
+
+  // Sends the signal and waits for the process to exit.
+  async kill(signal: NodeJS.Signals): Promise<AgentExit> {
+    if (!this.running) throw new Error(`the agent of node ${this.node} is not running`);
+    process.kill(this.child!.pid!, signal);
+    return this.exited!;
+  }
+
+  // Stops the agent with SIGTERM, or SIGKILL after graceMs, and waits for
+  // it to exit. Does nothing when it is not running.
+  async stop(graceMs = 5000): Promise<AgentExit | undefined> {
+    if (!this.running) return undefined;
+    const exited = this.exited!;
+    process.kill(this.child!.pid!, 'SIGTERM');
+
+    const timer = setTimeout(() => {
+      if (this.running) process.kill(this.child!.pid!, 'SIGKILL');
+    }, graceMs);
+    try {
+      return await exited;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // Stops a running agent, starts a new process with the same
+  // configuration and pinDir, and waits until it is ready.
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.start();
+    await this.waitForReady();
+  }
+
+  // Stops the agent and removes its configuration and pinned maps.
+  async close(): Promise<void> {
+    await this.stop();
+    liveAgents.delete(this);
+    await rm(this.pinDir, { recursive: true, force: true });
+    await rm(this.configPath, { force: true });
+  }
+
+  killSync(): void {
+    if (this.running) {
+      try {
+        process.kill(this.child!.pid!, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+    rmSync(this.pinDir, { recursive: true, force: true });
+  }
+
+  // Returns the workloads as this agent's local API reports them.
+  async workloads(): Promise<WorkloadSummary[]> {
+    const body = (await this.getJson('/v1/workloads')) as { workloads: WorkloadSummary[] };
+    return body.workloads;
+  }
+
+  // Returns the flows held on this agent's node now.
+  async heldFlows(): Promise<HeldFlowSummary[]> {
+    const body = (await this.getJson('/v1/held')) as { flows: HeldFlowSummary[] };
+    return body.flows;
+  }
+
+  private getJson(path: string): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const req = request({ socketPath: this.socketPath, path, method: 'GET', timeout: 5000 }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => {
+          if (res.statusCode !== 200) {
+            reject(new Error(`GET ${path} on the agent socket of node ${this.node} returned ${res.statusCode}: ${text}`));
+            return;
+          }
+          resolve(JSON.parse(text));
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error(`GET ${path} on the agent socket of node ${this.node} timed out`)));
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  private onLine(line: string): void {
+    this.output = (this.output + line + '\n').slice(-OUTPUT_LIMIT_CHARS);
+
+    const parsed = parseLogLine(this.node, line);
+    if (parsed.msg === READY_MESSAGE) this.readyRun = this.runs;
+    this.emit('log', parsed);
+  }
+
+  private renderConfig(): string {
+    const options = this.options;
+    const interfaces = options.interfaces.map((name) => `  - { name: ${name}, hook: xdp, xdpMode: ${options.xdpMode} }`);
+    return [
+      `nodeName: ${options.nodeName}`,
+      `netns: ${netnsPath(options.netns)}`,
+      'interfaces:',
+      ...interfaces,
+      `kubernetes: { kubeconfig: ${options.kubeconfigPath} }`,
+      // Small maps: a testbed has a handful of Services, and every agent
+      // allocates its maps at start.
+      `bpf: { pinDir: ${options.pinDir}, maxServices: 256, indexBuckets: 4096 }`,
+      'metrics: { host: 127.0.0.1, port: 0 }',
+      `api: { socket: ${this.socketPath} }`,
+      `release: { kubeProxy: ${options.releaseCheck}, heldPackets: ${options.releaseMode} }`,
+      `idle: { reportInterval: ${options.reportInterval} }`,
+      `leaderElection: { leaseDuration: ${options.leaseDuration}, renewDeadline: ${options.renewDeadline}, retryPeriod: ${options.retryPeriod} }`,
+      '',
+    ].join('\n');
+  }
+}
+
+function parseLogLine(node: string, line: string): AgentLogLine {
+  let fields: Record<string, unknown> | undefined;
+  try {
+    const value: unknown = JSON.parse(line);
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) fields = value as Record<string, unknown>;
+  } catch {
+    // Not a pino line, kept as text below.
+  }
+  if (!fields) return { node, unixMs: Date.now(), msg: line, fields: { stream: 'text' } };
+
+  const time = typeof fields.time === 'string' ? Date.parse(fields.time) : Number.NaN;
+  return { node, unixMs: Number.isNaN(time) ? Date.now() : time, msg: typeof fields.msg === 'string' ? fields.msg : '', fields };
+}
