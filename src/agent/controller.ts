@@ -163,6 +163,9 @@ export class Controller {
   private lastReportMs = -Infinity;
   private lastReportedHeld = '';
   private reconcileScheduled = false;
+  // False until every informer has listed. Reconciling with some caches
+  // still empty would remove frontends that a restarted agent found pinned.
+  private started = false;
   private stopped = false;
 
   constructor(private readonly options: ControllerOptions) {
@@ -198,6 +201,7 @@ export class Controller {
     await this.autoscalers.start();
     // The caches are complete now: install every workload before start()
     // returns, so the node keeps flow openers from then on.
+    this.started = true;
     this.reconcileAll();
     this.timer = setInterval(() => this.tick(), this.options.tickMs ?? 1000);
   }
@@ -244,7 +248,7 @@ export class Controller {
   // Coalesces a burst of informer events, such as an initial list of
   // thousands of objects, into one reconcile.
   private scheduleReconcile(): void {
-    if (this.reconcileScheduled) return;
+    if (this.reconcileScheduled || !this.started) return;
     this.reconcileScheduled = true;
     setImmediate(() => {
       this.reconcileScheduled = false;
@@ -316,6 +320,8 @@ export class Controller {
       return service ? resolveFrontends(service, this.options.nodeAddresses).frontends : [];
     });
     const replicas = target?.spec?.replicas ?? 0;
+    // Before the initial phase, which depends on the Ready count.
+    this.options.readiness.track(key, spec.namespace, services);
 
     let workload = this.workloads.get(key);
     if (!workload) {
@@ -324,7 +330,7 @@ export class Controller {
         object,
         services,
         frontends,
-        state: initialPhase(replicas),
+        state: initialPhase(replicas, this.options.readiness.readyCount(key), this.now(), readStatus(spec.source, object).phase),
         releasing: false,
         replicas,
         appliedScaleDownId: null,
@@ -338,7 +344,6 @@ export class Controller {
     Object.assign(workload, { spec, object, services, frontends, replicas });
 
     this.options.datapath.setFrontends(key, frontends, workload.state.gateClosed || workload.releasing);
-    this.options.readiness.track(key, spec.namespace, services);
     this.followStatus(key, workload);
     this.observe(key);
     return services;

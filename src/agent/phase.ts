@@ -60,10 +60,15 @@ export interface Transition {
   actions: PhaseAction[];
 }
 
-export function initialPhase(replicas: number): PhaseState {
-  return replicas > 0
-    ? { phase: 'Warm', gateClosed: false, wakeStartedMs: null, warmSinceMs: null }
-    : { phase: 'Cold', gateClosed: true, wakeStartedMs: null, warmSinceMs: null };
+// The phase of a workload that an agent starts to track. recordedPhase is
+// status.phase as the cluster last wrote it. An agent restarted during a
+// wake finds replicas but no Ready endpoint yet: it resumes the wake with
+// the gate closed, so retransmitted SYNs are held instead of meeting a
+// Service without a backend.
+export function initialPhase(replicas: number, readyEndpoints = replicas, nowMs = 0, recordedPhase?: Phase): PhaseState {
+  if (replicas === 0) return { phase: 'Cold', gateClosed: true, wakeStartedMs: null, warmSinceMs: null };
+  if (readyEndpoints === 0 && recordedPhase === 'Waking') return { phase: 'Waking', gateClosed: true, wakeStartedMs: nowMs, warmSinceMs: null };
+  return { phase: 'Warm', gateClosed: false, wakeStartedMs: null, warmSinceMs: null };
 }
 
 export function nextPhase(state: PhaseState, event: PhaseEvent, settings: PhaseSettings): Transition {

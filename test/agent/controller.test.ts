@@ -241,3 +241,39 @@ test('ScaleToZero takes precedence over annotation', async () => {
   await waitFor('the ScaleToZero workload', () => (datapath.frontends.has('shop/both') ? true : undefined));
   await waitFor('the annotation workload to go', () => (datapath.frontends.has('shop/service/both') ? undefined : true));
 });
+
+test('restarted controller keeps frontends', async () => {
+  // A second agent starting against a cluster where shop/web exists must
+  // install its frontends at once, never an empty set from a cache that
+  // has not listed yet.
+  const calls: { workload: string; frontends: number }[] = [];
+  const recording = new (class extends FakeDatapath {
+    override setFrontends(...args: Parameters<FakeDatapath['setFrontends']>): void {
+      calls.push({ workload: args[0], frontends: args[1].length });
+      super.setFrontends(...args);
+    }
+  })();
+  const restartedReadiness = new EndpointReadiness(kc, log);
+  await restartedReadiness.start();
+  const restarted = new Controller({
+    kc,
+    nodeAddresses: ['198.18.0.1'],
+    datapath: recording,
+    readiness: restartedReadiness,
+    scaler: new KubeScaler(kc),
+    events: new EventRecorder(kc, 'node-2', log),
+    activity: { lastActivity: () => undefined },
+    isLeader: () => false,
+    log,
+    tickMs: 50,
+  });
+  try {
+    await restarted.start();
+    const web = calls.filter((c) => c.workload === 'shop/web');
+    assert.ok(web.length > 0, 'shop/web installed during start');
+    assert.deepEqual(web.map((c) => c.frontends), web.map(() => 1), 'every install had the frontend');
+  } finally {
+    await restarted.stop();
+    await restartedReadiness.stop();
+  }
+});

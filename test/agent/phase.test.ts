@@ -81,3 +81,17 @@ test('phase: aborted scale-down reopens', () => {
   assert.deepEqual(actions.map(describeAction), ['release']);
   assert.equal(nextPhase(state('Cold'), { type: 'scale-down-aborted', nowMs: 9 }, SETTINGS).state.phase, 'Cold');
 });
+
+test('initial phase from replicas and readiness', () => {
+  assert.equal(initialPhase(0, 0, 5).phase, 'Cold');
+  assert.equal(initialPhase(0, 0, 5).gateClosed, true);
+  assert.equal(initialPhase(2, 1, 5).phase, 'Warm');
+  assert.equal(initialPhase(2, 1, 5).gateClosed, false);
+  assert.equal(initialPhase(2, 0, 5, 'Warm').phase, 'Warm', 'no Ready endpoint outside a wake stays Warm');
+
+  // A restart in the middle of a wake: replicas, but no Ready endpoint yet.
+  const waking = initialPhase(1, 0, 5, 'Waking');
+  assert.equal(waking.phase, 'Waking');
+  assert.equal(waking.gateClosed, true);
+  assert.equal(waking.wakeStartedMs, 5);
+});
