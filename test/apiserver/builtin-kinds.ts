@@ -11,6 +11,7 @@ import { Event as EventsV1Event } from 'kubernetes-models/events.k8s.io/v1/Event
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Event as CoreEvent } from 'kubernetes-models/v1/Event';
 import { Namespace } from 'kubernetes-models/v1/Namespace';
+import { Node } from 'kubernetes-models/v1/Node';
 import { Pod } from 'kubernetes-models/v1/Pod';
 import { Service } from 'kubernetes-models/v1/Service';
 
@@ -18,6 +19,7 @@ import {
   defaultDeployment,
   defaultLease,
   defaultNamespace,
+  defaultNode,
   defaultPod,
   defaultService,
   defaultStatefulSet,
@@ -25,7 +27,8 @@ import {
 } from './defaults.js';
 import { type FieldExtractors, pathFields } from './field-selector.js';
 import { crdCauses, defaultCrd, initialCrdStatus, workloadCauses, workloadSelector } from './kind-rules.js';
-import type { KubeObject } from './objects.js';
+import { nodeCauses, nodeUpdateCauses } from './node-rules.js';
+import { getPath, type KubeObject } from './objects.js';
 import type { DefaultingContext, ResourceType, ScaleSubresource } from './resource-type.js';
 import type { StatusCause } from './status.js';
 import { metadataCauses, type ModelClass, type NameRule, schemaCauses } from './validation.js';
@@ -40,6 +43,7 @@ interface BuiltinSpec {
   shortNames?: string[];
   categories?: string[];
   statusSubresource?: boolean;
+  createKeepsStatus?: boolean;
   scale?: ScaleSubresource;
   tracksGeneration?: boolean;
   returnDeletedObject?: boolean;
@@ -50,6 +54,7 @@ interface BuiltinSpec {
   applyDefaults?(object: KubeObject, context: DefaultingContext, old?: KubeObject): void;
   // Kind rules that the schema cannot express.
   rules?(object: KubeObject): StatusCause[];
+  updateRules?(old: KubeObject, next: KubeObject): StatusCause[];
 }
 
 function builtin(spec: BuiltinSpec): ResourceType {
@@ -67,6 +72,7 @@ function builtin(spec: BuiltinSpec): ResourceType {
     storageKey: `${spec.group}/${spec.plural}`,
     custom: false,
     statusSubresource: spec.statusSubresource ?? false,
+    ...(spec.createKeepsStatus ? { createKeepsStatus: true } : {}),
     ...(spec.scale ? { scale: spec.scale } : {}),
     tracksGeneration: spec.tracksGeneration ?? false,
     returnDeletedObject: spec.returnDeletedObject ?? false,
@@ -81,6 +87,7 @@ function builtin(spec: BuiltinSpec): ResourceType {
       ...metadataCauses(object, nameRule),
       ...(spec.rules?.(object) ?? []),
     ],
+    ...(spec.updateRules ? { validateUpdate: spec.updateRules } : {}),
   };
 }
 
@@ -105,6 +112,22 @@ export function builtinKinds(): ResourceType[] {
       fields: pathFields('status.phase'),
       initialStatus: () => ({ phase: 'Active' }),
       applyDefaults: defaultNamespace,
+    }),
+    builtin({
+      group: '',
+      version: 'v1',
+      kind: 'Node',
+      plural: 'nodes',
+      model: Node,
+      namespaced: false,
+      shortNames: ['no'],
+      statusSubresource: true,
+      createKeepsStatus: true,
+      // Go prints the bool, so a Node without the field matches "false".
+      fields: { 'spec.unschedulable': (object) => String(getPath(object, 'spec.unschedulable') === true) },
+      applyDefaults: defaultNode,
+      rules: nodeCauses,
+      updateRules: nodeUpdateCauses,
     }),
     builtin({
       group: '',

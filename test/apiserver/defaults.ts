@@ -131,6 +131,34 @@ export function defaultNamespace(object: KubeObject): void {
   object.metadata.labels = { ...object.metadata.labels, 'kubernetes.io/metadata.name': object.metadata.name! };
 }
 
+// The NodeSystemInfo fields, which Go encodes even when empty.
+const NODE_INFO_FIELDS = [
+  'machineID',
+  'systemUUID',
+  'bootID',
+  'kernelVersion',
+  'osImage',
+  'containerRuntimeVersion',
+  'kubeletVersion',
+  'kubeProxyVersion',
+  'operatingSystem',
+  'architecture',
+];
+
+// Defaults a Node. kube-apiserver decodes spec and status into Go structs
+// and encodes them back, so a Node always has both, status.nodeInfo with
+// empty strings and status.daemonEndpoints.kubeletEndpoint.Port 0.
+// Allocatable defaults to a copy of capacity, as in SetDefaults_NodeStatus.
+export function defaultNode(object: KubeObject): void {
+  child(object, 'spec');
+  const status = child(object, 'status');
+  if (status.allocatable === undefined && isPlainObject(status.capacity)) status.allocatable = { ...status.capacity };
+
+  setDefault(child(child(status, 'daemonEndpoints'), 'kubeletEndpoint'), 'Port', 0);
+  const nodeInfo = child(status, 'nodeInfo');
+  for (const field of NODE_INFO_FIELDS) setDefault(nodeInfo, field, '');
+}
+
 const MICRO_TIME = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z$/;
 
 // Rewrites a metav1.MicroTime in kube-apiserver's form, six fraction digits

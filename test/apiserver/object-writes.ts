@@ -64,7 +64,7 @@ export function createObject(context: ApiContext, type: ResourceType, namespace:
   if (type.tracksGeneration) metadata.generation = 1;
   else delete metadata.generation;
 
-  if (type.statusSubresource) {
+  if (type.statusSubresource && !type.createKeepsStatus) {
     // Custom resources start without .status; built-in kinds start with their zero status.
     delete object.status;
     if (type.initialStatus) object.status = type.initialStatus(object);
@@ -178,7 +178,7 @@ function withServerFieldsOf(type: ResourceType, old: KubeObject, request: KubeOb
 }
 
 function updateCauses(type: ResourceType, old: KubeObject, next: KubeObject): StatusCause[] {
-  const causes: StatusCause[] = [];
+  const causes: StatusCause[] = [...(type.validateUpdate?.(old, next) ?? [])];
   for (const field of type.immutableFields) {
     const before = getPath(old, field);
     if (before !== undefined && !deepEqual(before, getPath(next, field))) causes.push(invalidValue(field, getPath(next, field), 'field is immutable'));

@@ -41,9 +41,14 @@ export interface ResourceType {
   // Custom resources keep apiVersion and kind in list items and reject
   // strategic merge patches, as kube-apiserver does for them.
   custom: boolean;
-  // With a status subresource, create and main-resource updates keep the
-  // server's .status, and /status updates change nothing else.
+  // With a status subresource, create (unless createKeepsStatus) and
+  // main-resource updates keep the server's .status, and /status updates
+  // change nothing else.
   statusSubresource: boolean;
+  // Whether create keeps the request's .status despite a status
+  // subresource, as kube-apiserver does for Nodes so that a kubelet
+  // registers its node in one request.
+  createKeepsStatus?: boolean;
   scale?: ScaleSubresource;
   // metadata.generation starts at 1 and increments whenever a field outside
   // metadata and status changes.
@@ -64,6 +69,9 @@ export interface ResourceType {
   applyDefaults?(object: KubeObject, context: DefaultingContext, old?: KubeObject): void;
   // Returns the causes of a 422 for `object`, or throws 400 for a decoding error.
   validate(object: KubeObject): StatusCause[];
+  // Returns the causes of a 422 that only an update can have, such as a
+  // change to a field that may be set once.
+  validateUpdate?(old: KubeObject, next: KubeObject): StatusCause[];
 }
 
 export function apiVersionOf(type: Pick<ResourceType, 'group' | 'version'>): string {

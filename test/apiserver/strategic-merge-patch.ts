@@ -32,6 +32,7 @@ const MERGE_KEYS: Array<[suffix: string, key: string]> = [
   ['initContainers[].volumeMounts', 'mountPath'],
   ['containers[].volumeDevices', 'devicePath'],
   ['status.conditions', 'type'],
+  ['status.addresses', 'type'],
   ['metadata.ownerReferences', 'uid'],
 ];
 

@@ -158,19 +158,27 @@ export function metadataCauses(object: KubeObject, nameRule: NameRule): StatusCa
 
   for (const [key, value] of Object.entries(labels ?? {})) {
     if (!isLabelKey(key)) causes.push(invalidValue('metadata.labels', key, 'label keys must be a qualified name: an optional DNS subdomain prefix and "/", then a name of at most 63 alphanumeric characters, "-", "_" or "."'));
-    if (typeof value !== 'string' || value.length > 63 || !LABEL_VALUE.test(value)) {
+    if (!isLabelValue(value)) {
       causes.push(invalidValue(`metadata.labels`, value, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
     }
   }
   return causes;
 }
 
-function isLabelKey(key: string): boolean {
+// Whether `key` is a qualified name: an optional DNS subdomain prefix and
+// "/", then a name of at most 63 characters.
+export function isLabelKey(key: string): boolean {
   const slash = key.lastIndexOf('/');
   const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
   const name = slash >= 0 ? key.slice(slash + 1) : key;
   if (prefix !== undefined && (prefix.length > 253 || !DNS1123_SUBDOMAIN.test(prefix))) return false;
   return name.length <= 63 && LABEL_NAME.test(name);
+}
+
+// Whether `value` is empty or at most 63 alphanumeric characters, "-", "_"
+// or ".", starting and ending with an alphanumeric character.
+export function isLabelValue(value: unknown): boolean {
+  return typeof value === 'string' && value.length <= 63 && LABEL_VALUE.test(value);
 }
 
 export function invalidValue(field: string, value: unknown, detail: string): StatusCause {

@@ -17,7 +17,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import {
-  ApiException,
   AppsV1Api,
   CoreV1Api,
   CustomObjectsApi,
@@ -140,9 +139,6 @@ export class Testbed {
   readonly agents = new Map<string, AgentProcess>();
   // Client pods per node, in creation order.
   readonly clientPods = new Map<string, PodAddresses[]>();
-  // False when the API server does not serve Node objects, so the agents
-  // run without node addresses and NodePort frontends.
-  nodeObjects = false;
 
   private readonly teardown: Teardown;
   // Node per workload, "namespace/name". The workload controller reads it
@@ -396,22 +392,17 @@ export class Testbed {
     }
   }
 
-  // Creates a Node object per node with its InternalIP addresses, which
-  // the agents read for NodePort frontends.
+  // Creates a Node object per node, then writes its InternalIP addresses,
+  // one per IP family, through the status subresource as a kubelet's
+  // status updates do. The agents read them for NodePort frontends.
   private async createNodeObjects(): Promise<void> {
     for (const node of this.nodes) {
       const addresses = this.network.nodeAddresses(node);
       const internal = [addresses.ipv4, addresses.ipv6].filter((address) => address !== '').map((address) => ({ type: 'InternalIP', address }));
-      try {
-        await this.core.createNode({ body: { metadata: { name: node }, status: { addresses: internal } } });
-      } catch (err) {
-        // TODO: the in-repo API server serves no Node kind yet. Until it
-        // does, the agents find no node addresses and hold no NodePorts.
-        if (err instanceof ApiException && err.code === 404) return;
-        throw err;
-      }
+
+      const created = await this.core.createNode({ body: { metadata: { name: node, labels: { 'kubernetes.io/hostname': node } } } });
+      await this.core.replaceNodeStatus({ name: node, body: { ...created, status: { ...created.status, addresses: internal } } });
     }
-    this.nodeObjects = true;
   }
 
   private async startServiceProxies(log: Logger): Promise<void> {
