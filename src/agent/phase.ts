@@ -64,10 +64,12 @@ export interface Transition {
 // status.phase as the cluster last wrote it. An agent restarted during a
 // wake finds replicas but no Ready endpoint yet: it resumes the wake with
 // the gate closed, so retransmitted SYNs are held instead of meeting a
-// Service without a backend.
+// Service without a backend. A wake writes Waking only after its scale-up,
+// so a recorded Cold or ScalingDown with replicas counts as a wake too.
 export function initialPhase(replicas: number, readyEndpoints = replicas, nowMs = 0, recordedPhase?: Phase): PhaseState {
   if (replicas === 0) return { phase: 'Cold', gateClosed: true, wakeStartedMs: null, warmSinceMs: null };
-  if (readyEndpoints === 0 && recordedPhase === 'Waking') return { phase: 'Waking', gateClosed: true, wakeStartedMs: nowMs, warmSinceMs: null };
+  const waking = recordedPhase === 'Waking' || recordedPhase === 'Cold' || recordedPhase === 'ScalingDown';
+  if (readyEndpoints === 0 && waking) return { phase: 'Waking', gateClosed: true, wakeStartedMs: nowMs, warmSinceMs: null };
   return { phase: 'Warm', gateClosed: false, wakeStartedMs: null, warmSinceMs: null };
 }
 

@@ -12,7 +12,8 @@ import path from 'node:path';
 import { FrontendTable } from './frontends.js';
 import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, DEFAULT_HELD_LIMITS } from './held-frames.js';
 import { Hook } from './layout.js';
-import { loadNative, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer, type NativeTcAttachment } from './native.js';
+import { loadNative, type NativeMap, type NativeObject, type NativeRingBuffer } from './native.js';
+import { attachPinnedTc, attachPinnedXdp, detachAttachment, linkPinPath, removeDefunctLinks, type Attachment } from './pinned-links.js';
 import { decodeHeldRecord, decodeWakeRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
 import { buildLiveFrame, type LiveFrame } from './reinject.js';
 import { ServiceTable, type ServiceSettings, type ServiceStateName } from './services.js';
@@ -25,8 +26,10 @@ export interface DatapathOptions {
   // this datapath attaches to and re-injects into; the caller's own when
   // unset.
   netns?: string;
-  // Directory in bpffs to pin the maps in. A restarted agent reuses them
-  // and so keeps its frontends, states and unread ring buffer records.
+  // Directory in bpffs to pin the maps and the XDP and tcx links in. A
+  // restarted agent reuses the maps and so keeps its frontends, states and
+  // unread ring buffer records. The links keep the programs attached while
+  // no agent runs (see pinned-links.ts). One pinDir serves one netns.
   pinDir?: string;
   // bpffs directory of a host datapath's chained-mode maps (for Cilium,
   // /sys/fs/bpf/tc/globals). zh_chain_meta is pinned there, so the host
@@ -77,7 +80,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // Names of the attached interfaces by ifindex, for reports of held flows.
   readonly interfaceNames = new Map<number, string>();
 
-  private readonly attachments: (NativeLink | NativeTcAttachment)[] = [];
+  private readonly attachments: Attachment[] = [];
+  private readonly pinDir: string | undefined;
   private readonly ring: NativeRingBuffer;
   // Gate state as last written, so a held record can be routed without a
   // map lookup.
@@ -90,6 +94,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   ) {
     super();
     this.netns = options.netns;
+    this.pinDir = options.pinDir;
     this.services = new ServiceTable(object.map('zh_services'), object.map('zh_svc_stats'), object.map('zh_stats'));
     this.frontends = new FrontendTable(object.map('zh_frontends'), object.map('zh_fe_index'), object.map('zh_config'), this.services.maxServiceId);
     this.held = new HeldFrameStore(options.heldLimits ?? DEFAULT_HELD_LIMITS);
@@ -127,6 +132,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
         object.setPinPath('zh_chain_meta', path.join(options.chainPinDir, 'zh_chain_meta'));
       }
       await object.load();
+      if (options.pinDir) removeDefunctLinks(options.pinDir);
       return new Datapath(object, options);
     } catch (err) {
       object.close();
@@ -143,17 +149,30 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   }
 
   // Attaches the hold program to an interface of this datapath's netns.
+  // With a pinDir, the XDP or tcx link is pinned there and a link that a
+  // previous process pinned for the interface is taken over with an
+  // atomic program swap (see pinned-links.ts).
   async attach(ifname: string, how: AttachHook = { hook: 'xdp' }): Promise<void> {
     const native = loadNative();
     const ifindex = await native.ifNameToIndex(ifname, this.netns);
     this.interfaceNames.set(ifindex, ifname);
 
     if (how.hook === 'xdp') {
-      const link = await native.attachXdp(this.object.program('zh_xdp_hold'), ifindex, how.mode ?? 'auto', this.netns);
-      this.attachments.push(link);
+      const prog = this.object.program('zh_xdp_hold');
+      const mode = how.mode ?? 'auto';
+      if (this.pinDir) {
+        this.attachments.push(await attachPinnedXdp(prog, ifindex, mode, this.netns, linkPinPath(this.pinDir, 'xdp', ifname)));
+      } else {
+        this.attachments.push({ handle: await native.attachXdp(prog, ifindex, mode, this.netns) });
+      }
     } else {
-      const tc = await native.attachTc(this.object.program('zh_tc_hold'), ifindex, 'ingress', how.kind ?? 'auto', this.netns);
-      this.attachments.push(tc);
+      const prog = this.object.program('zh_tc_hold');
+      const kind = how.kind ?? 'auto';
+      if (this.pinDir) {
+        this.attachments.push(await attachPinnedTc(prog, ifindex, kind, this.netns, linkPinPath(this.pinDir, 'tcx', ifname)));
+      } else {
+        this.attachments.push({ handle: await native.attachTc(prog, ifindex, 'ingress', kind, this.netns) });
+      }
     }
   }
 
@@ -222,13 +241,15 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     return this.held.takeOlderThan(serviceId, cutoffNs);
   }
 
+  // Detaches the programs and removes their link pins. The pinned maps
+  // stay for the next process.
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
 
     this.ring.close();
     for (const attachment of this.attachments.splice(0)) {
-      await attachment.detach();
+      await detachAttachment(attachment);
     }
     this.object.close();
   }

@@ -34,6 +34,32 @@ export type XdpAttachMode = 'none' | 'native' | 'generic' | 'offload' | 'multi';
 export type TcDirection = 'ingress' | 'egress';
 export type TcKind = 'auto' | 'tcx' | 'clsact';
 
+/** A clsact filter position: attachTc replaces the filter there, if any. */
+export interface TcFilterOptions {
+  handle: number; // non-zero
+  priority: number; // 1 to 65535; lower runs first
+}
+
+/** Link information from bpf_obj_get_info_by_fd. */
+export interface NativeLinkInfo {
+  type: number; // BPF_LINK_TYPE_*
+  id: number;
+  progId: number;
+  /** XDP and tcx links only. 0 once the device is gone. */
+  ifindex?: number;
+  /** XDP and tcx links only: BPF_XDP, BPF_TCX_INGRESS or BPF_TCX_EGRESS. */
+  attachType?: number;
+}
+
+/** Result of queryXdp. Each id is 0 when no program is attached there. */
+export interface XdpQueryResult {
+  /** The single attached program; for 'multi' the native one. */
+  progId: number;
+  mode: XdpAttachMode;
+  nativeProgId: number;
+  genericProgId: number;
+}
+
 export interface NativeBinding {
   /** Opens an ELF object with bpf_object__open_file. Throws NativeError. */
   BpfObject: new (path: string) => NativeObject;
@@ -41,7 +67,11 @@ export interface NativeBinding {
   /** Opens a map pinned in bpffs; the path must name a map, not a program or link. */
   openPinnedMap(path: string): NativeMap;
 
-  /** Opens a bpf_link pinned in bpffs. */
+  /**
+   * Opens a bpf_link pinned in bpffs. Throws a NativeError with syscall
+   * 'bpf_obj_get': ENOENT for a missing path, EINVAL for a pin that is no
+   * link.
+   */
   openPinnedLink(path: string): NativeLink;
 
   numPossibleCpus(): number;
@@ -63,7 +93,9 @@ export interface NativeBinding {
   /**
    * Attaches a tc program. 'tcx' uses a bpf_link (Linux 6.6+), 'clsact' a
    * direct-action filter that creates the clsact qdisc if it is missing,
-   * and 'auto' uses tcx unless the kernel lacks it (EINVAL).
+   * and 'auto' uses tcx unless the kernel lacks it (EINVAL). filter
+   * applies to clsact only: without it the kernel picks a free handle and
+   * priority.
    */
   attachTc(
     prog: NativeProgram,
@@ -71,10 +103,11 @@ export interface NativeBinding {
     direction: TcDirection,
     kind: TcKind,
     netns?: string,
+    filter?: TcFilterOptions,
   ): Promise<NativeTcAttachment>;
 
-  /** Reports the XDP program on a device; for 'multi' the native one. progId is 0 if none. */
-  queryXdp(ifindex: number, netns?: string): Promise<{ progId: number; mode: XdpAttachMode }>;
+  /** Reports the XDP programs on a device. */
+  queryXdp(ifindex: number, netns?: string): Promise<XdpQueryResult>;
 
   RingBuffer: new (maps: NativeMap[], onBatch: (batch: Buffer) => void) => NativeRingBuffer;
 
@@ -274,6 +307,8 @@ export interface NativeLink {
   readonly kind: 'xdp' | 'tcx' | 'pinned';
   /** The XDP mode attached; undefined for other links. */
   readonly mode?: 'native' | 'generic';
+  /** Throws ERR_ZH_CLOSED after detach() or close(). */
+  info(): NativeLinkInfo;
   pin(path: string): void;
   unpin(path: string): void;
   /** Swaps the program atomically. */
@@ -290,6 +325,11 @@ export interface NativeLink {
  */
 export interface NativeTcAttachment {
   readonly kind: 'tcx' | 'clsact';
+  /**
+   * Pins the tcx link. Throws ERR_ZH_NOT_A_LINK for a clsact filter and
+   * ERR_ZH_CLOSED once detached.
+   */
+  pin(path: string): void;
   /**
    * Removes the program. For clsact it also deletes the qdisc if this
    * attachment created it, which removes every other filter on that
@@ -331,6 +371,8 @@ export interface NativeConstants {
   BPF_XDP: number;
   BPF_TCX_INGRESS: number;
   BPF_TCX_EGRESS: number;
+  BPF_LINK_TYPE_XDP: number;
+  BPF_LINK_TYPE_TCX: number;
   BPF_ANY: number;
   BPF_NOEXIST: number;
   BPF_EXIST: number;

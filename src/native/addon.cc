@@ -51,6 +51,9 @@ Napi::Object MakeConstants(Napi::Env env) {
   set("BPF_TCX_INGRESS", 46);  // Linux 6.6; newer than the uapi headers
   set("BPF_TCX_EGRESS", 47);
 
+  set("BPF_LINK_TYPE_XDP", BPF_LINK_TYPE_XDP);
+  set("BPF_LINK_TYPE_TCX", 11);  // Linux 6.6, like BPF_TCX_INGRESS
+
   set("BPF_ANY", BPF_ANY);
   set("BPF_NOEXIST", BPF_NOEXIST);
   set("BPF_EXIST", BPF_EXIST);

@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include <cstddef>
+#include <cstring>
+
 #include "addon_data.h"
 #include "args.h"
 #include "bpf_program.h"
@@ -24,6 +27,19 @@ struct BpfLinkInit {
   std::string mode;
 };
 
+// Link types and the tcx member of bpf_link_info's union, added in Linux
+// 6.6. The uapi headers this builds against predate them.
+constexpr uint32_t kBpfLinkTypeTcx = 11;
+
+struct TcxLinkInfo {
+  uint32_t ifindex;
+  uint32_t attach_type;
+};
+
+static_assert(sizeof(bpf_link_info) - offsetof(bpf_link_info, xdp) >=
+                  sizeof(TcxLinkInfo),
+              "the union of bpf_link_info is too small for the tcx member");
+
 }  // namespace
 
 void BpfLink::Init(Napi::Env env, Napi::Object exports) {
@@ -33,6 +49,7 @@ void BpfLink::Init(Napi::Env env, Napi::Object exports) {
                       InstanceAccessor<&BpfLink::Id>("id"),
                       InstanceAccessor<&BpfLink::Kind>("kind"),
                       InstanceAccessor<&BpfLink::Mode>("mode"),
+                      InstanceMethod<&BpfLink::Info>("info"),
                       InstanceMethod<&BpfLink::Pin>("pin"),
                       InstanceMethod<&BpfLink::Unpin>("unpin"),
                       InstanceMethod<&BpfLink::Update>("update"),
@@ -100,6 +117,34 @@ Napi::Value BpfLink::Kind(const Napi::CallbackInfo& info) {
 Napi::Value BpfLink::Mode(const Napi::CallbackInfo& info) {
   if (mode_.empty()) return info.Env().Undefined();
   return Napi::String::New(info.Env(), mode_);
+}
+
+Napi::Value BpfLink::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+
+  bpf_link_info link_info = {};
+  uint32_t length = sizeof(link_info);
+  int err = bpf_obj_get_info_by_fd(fd, &link_info, &length);
+  if (err < 0) ThrowSysError(env, "bpf_obj_get_info_by_fd", Subject(), err);
+
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("type", Napi::Number::New(env, link_info.type));
+  result.Set("id", Napi::Number::New(env, link_info.id));
+  result.Set("progId", Napi::Number::New(env, link_info.prog_id));
+
+  // The kernel reports ifindex 0 once the device of the link is gone.
+  // XDP links report no attach mode. queryXdp() reports it per device.
+  if (link_info.type == BPF_LINK_TYPE_XDP) {
+    result.Set("ifindex", Napi::Number::New(env, link_info.xdp.ifindex));
+    result.Set("attachType", Napi::Number::New(env, BPF_XDP));
+  } else if (link_info.type == kBpfLinkTypeTcx) {
+    TcxLinkInfo tcx;
+    std::memcpy(&tcx, &link_info.xdp, sizeof(tcx));
+    result.Set("ifindex", Napi::Number::New(env, tcx.ifindex));
+    result.Set("attachType", Napi::Number::New(env, tcx.attach_type));
+  }
+  return result;
 }
 
 void BpfLink::Pin(const Napi::CallbackInfo& info) {

@@ -31,6 +31,7 @@ class BpfLink : public Napi::ObjectWrap<BpfLink> {
   Napi::Value Id(const Napi::CallbackInfo& info);
   Napi::Value Kind(const Napi::CallbackInfo& info);
   Napi::Value Mode(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
   void Pin(const Napi::CallbackInfo& info);
   void Unpin(const Napi::CallbackInfo& info);
   void Update(const Napi::CallbackInfo& info);

@@ -113,11 +113,18 @@ class TcAttachWorker : public PromiseWorker {
     }
     state_->created_hook = err == 0;
 
-    // No BPF_TC_F_REPLACE: the kernel picks a free handle and priority,
-    // so filters of other programs stay in place.
+    // Without a handle the kernel picks a free handle and priority, so
+    // filters of other programs stay in place. With one, BPF_TC_F_REPLACE
+    // swaps the program of the filter there in one netlink request, so a
+    // restarted agent neither duplicates its filter nor leaves a gap.
     bpf_tc_opts opts = {};
     opts.sz = sizeof(opts);
     opts.prog_fd = prog_fd_.Get();
+    if (state_->handle != 0) {
+      opts.handle = state_->handle;
+      opts.priority = state_->priority;
+      opts.flags = BPF_TC_F_REPLACE;
+    }
     err = bpf_tc_attach(&hook, &opts);
     if (err < 0) {
       if (state_->created_hook) DestroyClsact(*state_);
@@ -138,6 +145,27 @@ class TcAttachWorker : public PromiseWorker {
   std::unique_ptr<TcState> state_;
 };
 
+// Reads the optional { handle, priority } of a clsact filter. The kernel
+// keeps the priority in 16 bits, and handle 0 would ask it to pick one.
+void ParseFilterOptions(const Napi::CallbackInfo& info, size_t index,
+                        TcState* state) {
+  Napi::Env env = info.Env();
+  if (info[index].IsUndefined() || info[index].IsNull()) return;
+
+  Napi::Object options = ObjectArg(info, index, "options");
+  state->handle = Uint32Value(env, options.Get("handle"), "options.handle");
+  state->priority =
+      Uint32Value(env, options.Get("priority"), "options.priority");
+  if (state->handle == 0) {
+    ThrowTypeError(env, "options.handle must not be 0",
+                   "ERR_INVALID_ARG_VALUE");
+  }
+  if (state->priority == 0 || state->priority > 0xffff) {
+    ThrowTypeError(env, "options.priority must be in [1, 65535]",
+                   "ERR_INVALID_ARG_VALUE");
+  }
+}
+
 Napi::Value AttachTc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return PromiseOrRejection(env, [&] {
@@ -147,6 +175,7 @@ Napi::Value AttachTc(const Napi::CallbackInfo& info) {
     state->ingress = ParseIngress(env, StringArg(info, 2, "direction"));
     TcKind kind = ParseTcKind(env, StringArg(info, 3, "kind"));
     state->netns = OptionalStringArg(info, 4, "netns");
+    ParseFilterOptions(info, 5, state.get());
 
     return PromiseWorker::Start(
         new TcAttachWorker(env, program->DupFd(env), program->ProgramName(),
@@ -228,6 +257,7 @@ void TcAttachment::Init(Napi::Env env, Napi::Object exports) {
       DefineClass(env, "TcAttachment",
                   {
                       InstanceAccessor<&TcAttachment::Kind>("kind"),
+                      InstanceMethod<&TcAttachment::Pin>("pin"),
                       InstanceMethod<&TcAttachment::Detach>("detach"),
                   });
   GetAddonData(env).tc_attachment = Napi::Persistent(constructor);
@@ -256,6 +286,24 @@ TcAttachment::TcAttachment(const Napi::CallbackInfo& info)
 
 Napi::Value TcAttachment::Kind(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), tcx_ ? "tcx" : "clsact");
+}
+
+void TcAttachment::Pin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = StringArg(info, 0, "path");
+
+  if (!tcx_) {
+    ThrowError(env,
+               "a clsact filter has no bpf_link to pin: attach with kind "
+               "'tcx' for a link",
+               "ERR_ZH_NOT_A_LINK");
+  }
+  if (detaching_ || state_ == nullptr) {
+    ThrowError(env, "tc attachment is detached", "ERR_ZH_CLOSED");
+  }
+
+  int err = bpf_obj_pin(state_->link.Get(), path.c_str());
+  if (err < 0) ThrowSysError(env, "bpf_obj_pin", path, err);
 }
 
 Napi::Value TcAttachment::Detach(const Napi::CallbackInfo& info) {

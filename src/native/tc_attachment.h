@@ -18,7 +18,8 @@ struct TcState {
 
   UniqueFd link;  // tcx: the bpf_link
 
-  // clsact: the filter and its device, looked up in netns.
+  // clsact: the filter and its device, looked up in netns. A handle and
+  // priority given to attachTc() replace the filter there, if any.
   uint32_t ifindex = 0;
   bool ingress = true;
   uint32_t handle = 0;
@@ -44,6 +45,7 @@ class TcAttachment : public Napi::ObjectWrap<TcAttachment> {
   friend class TcDetachWorker;
 
   Napi::Value Kind(const Napi::CallbackInfo& info);
+  void Pin(const Napi::CallbackInfo& info);
   Napi::Value Detach(const Napi::CallbackInfo& info);
 
   std::unique_ptr<TcState> state_;  // null once detached

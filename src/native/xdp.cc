@@ -142,6 +142,8 @@ class XdpQueryWorker : public PromiseWorker {
     Napi::Object result = Napi::Object::New(env);
     result.Set("progId", Napi::Number::New(env, prog_id));
     result.Set("mode", mode);
+    result.Set("nativeProgId", Napi::Number::New(env, opts_.drv_prog_id));
+    result.Set("genericProgId", Napi::Number::New(env, opts_.skb_prog_id));
     return result;
   }
 

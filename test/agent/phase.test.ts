@@ -94,4 +94,6 @@ test('initial phase from replicas and readiness', () => {
   assert.equal(waking.phase, 'Waking');
   assert.equal(waking.gateClosed, true);
   assert.equal(waking.wakeStartedMs, 5);
+  assert.equal(initialPhase(1, 0, 5, 'Cold').phase, 'Waking', 'killed between the scale-up and the status write');
+  assert.equal(initialPhase(1, 0, 5).phase, 'Warm', 'no status yet');
 });

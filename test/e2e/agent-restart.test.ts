@@ -46,10 +46,9 @@ describe('agent restart', () => {
     return ['eth0', testbed.clientPods.get('node-0')![0]!.hostInterface].sort();
   }
 
-  // TODO: remove the todo once the agent keeps its XDP attachments across
-  // a crash. They are bpf_links owned by the process, so a SIGKILL
-  // detaches them and the gate opens with no backend behind it.
-  it('SIGKILL during a wake loses no client', { todo: 'XDP links are not pinned, so a killed agent leaves the frontends ungated' }, async () => {
+  // The agent pins its XDP links in its pinDir, so they outlive the
+  // process and the restarted agent takes them over.
+  it('SIGKILL during a wake loses no client', async () => {
     // The startup delay keeps the wake going while the agent is down.
     const workload = await testbed.deploy(nodeHttpWorkload({ workDir: testbed.workloadDir, name: 'survivor', startupDelayMs: 3000 }), {
       scaleToZero: { idleTimeout: '1h' },

@@ -2,6 +2,7 @@
 // code and, for the verifier, the log that explains the rejection.
 
 import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
@@ -77,4 +78,29 @@ test('handles fail after object close', async () => {
   const map = other.map('zh_config');
   await other.close();
   assert.throws(() => map.lookup(Buffer.alloc(4)), /closed/);
+});
+
+test('missing pinned link', () => {
+  const pinPath = `/sys/fs/bpf/zh-test-no-link-${process.pid}`;
+  assert.throws(() => native.openPinnedLink(pinPath), (err: NodeJS.ErrnoException) => {
+    assert.equal(err.code, 'ENOENT');
+    assert.equal(err.syscall, 'bpf_obj_get');
+    assert.match(err.message, new RegExp(pinPath));
+    return true;
+  });
+});
+
+test('pinned map opened as a link', () => {
+  const pinPath = `/sys/fs/bpf/zh-test-map-as-link-${process.pid}`;
+  dp.map('zh_config').pin(pinPath);
+  try {
+    assert.throws(() => native.openPinnedLink(pinPath), (err: NodeJS.ErrnoException) => {
+      assert.equal(err.code, 'EINVAL');
+      assert.equal(err.syscall, 'bpf_obj_get');
+      assert.match(err.message, /is a bpf-map, expected a bpf-link/);
+      return true;
+    });
+  } finally {
+    rmSync(pinPath, { force: true });
+  }
 });
