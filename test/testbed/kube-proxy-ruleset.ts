@@ -38,16 +38,15 @@
 // 'reject' it gets kube-proxy's no-endpoint-services and
 // no-endpoint-nodeports elements instead, which reject new connections.
 //
+// The per-port chains and the elements come from the model in
+// kube-proxy-service-rules.ts, which partial syncs (kube-proxy-changes.ts)
+// use too.
+//
 // Left out, because the testbed creates none of them: ExternalIPs,
 // LoadBalancer IPs and LoadBalancerSourceRanges (firewall-ips stays empty),
 // session affinity, Local traffic policies and the ServiceCIDR drop rule.
 
-import {
-  endpointChainName,
-  externalChainName,
-  serviceChainName,
-  servicePortLabel,
-} from './kube-proxy-names.js';
+import { buildServiceRules, nftFamily, type ServiceRules } from './kube-proxy-service-rules.js';
 import type { IpFamily, ServicePort } from './service-ports.js';
 
 export const KUBE_PROXY_TABLE = 'kube-proxy';
@@ -108,7 +107,7 @@ const JUMPS: { from: string; match: string; to: string }[] = [
 // Renders one nft script that replaces both families' tables in a single
 // transaction: each table is created if missing, deleted, and rebuilt.
 export function renderTransaction(families: FamilyRules[]): string {
-  return families.map(renderFamily).join('');
+  return families.map((rules) => renderTable(rules, buildServiceRules(rules))).join('');
 }
 
 // Renders an nft script that deletes the tables of the given families,
@@ -117,11 +116,9 @@ export function renderDeletion(families: IpFamily[]): string {
   return families.map((family) => `add table ${nftFamily(family)} ${KUBE_PROXY_TABLE}\ndelete table ${nftFamily(family)} ${KUBE_PROXY_TABLE}\n`).join('');
 }
 
-export function nftFamily(family: IpFamily): 'ip' | 'ip6' {
-  return family === 'ipv4' ? 'ip' : 'ip6';
-}
-
-function renderFamily(rules: FamilyRules): string {
+// Renders the commands that delete one family's table, if it exists, and
+// rebuild it with the Service ports of model, for a full sync.
+export function renderTable(rules: FamilyRules, model: ServiceRules): string {
   const nft = nftFamily(rules.family);
   const addressType = rules.family === 'ipv4' ? 'ipv4_addr' : 'ipv6_addr';
   const table = `${nft} ${KUBE_PROXY_TABLE}`;
@@ -161,67 +158,22 @@ function renderFamily(rules: FamilyRules): string {
   add(`add rule ${table} services ${nft} daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports`);
   addElements(add, table, 'nodeport-ips', rules.nodePortAddresses);
 
-  // Per service port: chains first, then the map elements that point at them.
-  const clusterIPs = new Set<string>();
-  for (const port of rules.servicePorts) {
-    if (port.endpoints.length === 0) {
-      if (rules.noEndpointVerdict === 'reject') addNoEndpointElements(add, table, port);
-      continue;
-    }
-    clusterIPs.add(port.clusterIP);
-    addServicePortChains(add, table, rules, port);
-  }
-  addElements(add, table, 'cluster-ips', [...clusterIPs]);
-  if (rules.noEndpointVerdict === 'reject') {
-    addElements(add, table, 'cluster-ips', rules.servicePorts.filter((port) => port.endpoints.length === 0).map((port) => port.clusterIP));
-  }
+  // Service ports: chains first, then the elements that point at them.
+  out.push(...renderServiceRules(table, model));
 
   return out.join('\n') + '\n';
 }
 
-function addServicePortChains(add: (line: string) => void, table: string, rules: FamilyRules, port: ServicePort): void {
-  const nft = nftFamily(rules.family);
-  const serviceChain = serviceChainName(port.name);
-  const endpointChains = port.endpoints.map((endpoint) => endpointChainName(port.name, endpoint.address, endpoint.port));
-
-  // Endpoint chains: hairpin traffic (a pod reaching itself through the
-  // Service) is masqueraded so that the reply comes back through this node.
-  for (const [i, endpoint] of port.endpoints.entries()) {
-    const chain = endpointChains[i]!;
-    const destination = rules.family === 'ipv4' ? `${endpoint.address}:${endpoint.port}` : `[${endpoint.address}]:${endpoint.port}`;
-    add(`add chain ${table} ${chain}`);
-    add(`add rule ${table} ${chain} ${nft} saddr ${endpoint.address} jump mark-for-masquerade`);
-    add(`add rule ${table} ${chain} meta l4proto ${port.name.protocol} dnat to ${destination}`);
+function renderServiceRules(table: string, model: ServiceRules): string[] {
+  const out: string[] = [];
+  for (const [chain, rules] of model.chains) {
+    out.push(`add chain ${table} ${chain}`);
+    for (const rule of rules) out.push(`add rule ${table} ${chain} ${rule}`);
   }
-
-  // Service chain: traffic from outside the pod CIDRs may leave through
-  // another node, and the reply would then bypass this node's conntrack
-  // entry, so it is masqueraded.
-  add(`add chain ${table} ${serviceChain}`);
-  if (rules.podCidrs.length > 0) {
-    add(`add rule ${table} ${serviceChain} ${nft} daddr ${port.clusterIP} ${port.name.protocol} dport ${port.port} ${nft} saddr != { ${rules.podCidrs.join(', ')} } jump mark-for-masquerade`);
+  for (const [set, elements] of model.elements) {
+    for (const [key, value] of elements) out.push(`add element ${table} ${set} { ${key}${value} }`);
   }
-  const choices = endpointChains.map((chain, i) => `${i} : goto ${chain}`).join(' , ');
-  add(`add rule ${table} ${serviceChain} numgen random mod ${endpointChains.length} vmap { ${choices} }`);
-  add(`add element ${table} service-ips { ${port.clusterIP} . ${port.name.protocol} . ${port.port} : goto ${serviceChain} }`);
-
-  // NodePort traffic goes through the external chain, which masquerades
-  // all of it under Cluster traffic policy.
-  if (port.nodePort !== 0) {
-    const externalChain = externalChainName(port.name);
-    add(`add chain ${table} ${externalChain}`);
-    add(`add rule ${table} ${externalChain} jump mark-for-masquerade`);
-    add(`add rule ${table} ${externalChain} goto ${serviceChain}`);
-    add(`add element ${table} service-nodeports { ${port.name.protocol} . ${port.nodePort} : goto ${externalChain} }`);
-  }
-}
-
-function addNoEndpointElements(add: (line: string) => void, table: string, port: ServicePort): void {
-  const comment = `comment "${servicePortLabel(port.name)}"`;
-  add(`add element ${table} no-endpoint-services { ${port.clusterIP} . ${port.name.protocol} . ${port.port} ${comment} : goto reject-chain }`);
-  if (port.nodePort !== 0) {
-    add(`add element ${table} no-endpoint-nodeports { ${port.name.protocol} . ${port.nodePort} ${comment} : goto reject-chain }`);
-  }
+  return out;
 }
 
 function addElements(add: (line: string) => void, table: string, set: string, elements: string[]): void {

@@ -74,12 +74,12 @@ export class PodRuntime extends EventEmitter {
       // A restarted container is probed from scratch, so it turns Ready
       // only after successThreshold new successes.
       process.on('started', () => {
-        probe?.stop();
+        void probe?.stop();
         probe?.start();
         this.updateReadiness();
       });
       process.on('exited', (exit) => {
-        probe?.stop();
+        void probe?.stop();
         if (probe) probe.ready = false;
         this.updateReadiness();
         this.emit('container-exited', container.name, exit);
@@ -88,14 +88,15 @@ export class PodRuntime extends EventEmitter {
     }
   }
 
-  // Stops the probes, then the processes: SIGTERM, graceMs, SIGKILL.
+  // Stops the probes and their prober processes, then the containers:
+  // SIGTERM, graceMs, SIGKILL.
   async stop(graceMs: number): Promise<void> {
-    for (const probe of this.probes.values()) probe.stop();
+    await Promise.all([...this.probes.values()].map((probe) => probe.stop()));
     await Promise.all(this.containers.map((container) => container.stop(graceMs)));
   }
 
   killSync(): void {
-    for (const probe of this.probes.values()) probe.stop();
+    for (const probe of this.probes.values()) probe.killSync();
     for (const container of this.containers) container.killSync();
   }
 

@@ -1,7 +1,7 @@
 // Readiness probes of a simulated container: tcpSocket, httpGet and exec,
 // with the thresholds of the Kubernetes Probe type.
 //
-// Two deviations from the kubelet, both for the testbed:
+// Deviations from the kubelet, all for the testbed:
 // - probeIntervalMs, when set, replaces periodSeconds, so a cold start is
 //   not stretched by the 10 s default period (or a 1 s one) between the
 //   process binding its port and the pod turning Ready.
@@ -9,16 +9,24 @@
 //   the kubelet runs in the root namespace here, which has no route to the
 //   pods. tcpSocket and httpGet still connect to the pod IP, as the kubelet
 //   does, so the results differ only for a server that filters by source address.
+// - A tcpSocket probe runs in one long-lived process per container run
+//   (TcpProber), which reports every attempt. exec and httpGet probes spawn
+//   a process per attempt.
 
 import { execFile } from 'node:child_process';
 
 import type { V1Container, V1Probe } from '@kubernetes/client-node';
+
+import { TcpProber } from './tcp-prober.js';
 
 // Kubernetes Probe defaults.
 const DEFAULT_PERIOD_SECONDS = 10;
 const DEFAULT_TIMEOUT_SECONDS = 1;
 const DEFAULT_FAILURE_THRESHOLD = 3;
 const DEFAULT_SUCCESS_THRESHOLD = 1;
+// Minimum wait before a TcpProber that exited on its own is spawned again,
+// so that a prober that cannot start does not spawn in a tight loop.
+const PROBER_RESTART_DELAY_MS = 1000;
 
 export interface ProbeTarget {
   netns: string;
@@ -30,14 +38,15 @@ export interface ProbeTarget {
   runAsGroup?: number;
 }
 
-// Runs one container's readiness probe on a timer and calls onChange with
-// each change of the container's readiness. Starts not ready.
+// Runs one container's readiness probe and calls onChange with each change
+// of the container's readiness. Starts not ready.
 export class ReadinessProbe {
   ready = false;
   private successes = 0;
   private failures = 0;
   private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
+  private prober: TcpProber | undefined;
+  private stopped = true;
 
   constructor(
     private readonly probe: V1Probe,
@@ -46,15 +55,83 @@ export class ReadinessProbe {
     private readonly onChange: (ready: boolean) => void,
   ) {}
 
-  start(): void {
-    this.stopped = false;
-    this.schedule((this.probe.initialDelaySeconds ?? 0) * 1000);
+  // PID of the running TcpProber, for tests.
+  get proberPid(): number | undefined {
+    return this.prober?.pid;
   }
 
-  stop(): void {
+  // Starts probing a new container run from scratch: results of earlier
+  // runs do not count towards the thresholds.
+  start(): void {
+    this.stopped = false;
+    this.successes = 0;
+    this.failures = 0;
+    const initialDelayMs = (this.probe.initialDelaySeconds ?? 0) * 1000;
+
+    if (this.probe.tcpSocket) this.startProber(initialDelayMs);
+    else this.schedule(initialDelayMs);
+  }
+
+  // Stops probing and kills the TcpProber, if any. Resolves once it has
+  // exited.
+  stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+
+    const prober = this.prober;
+    this.prober = undefined;
+    return prober?.stop() ?? Promise.resolve();
+  }
+
+  // Stops probing and sends SIGKILL to the TcpProber at once, for exit handlers.
+  killSync(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.prober?.killSync();
+    this.prober = undefined;
+  }
+
+  private get periodMs(): number {
+    return this.probeIntervalMs ?? (this.probe.periodSeconds ?? DEFAULT_PERIOD_SECONDS) * 1000;
+  }
+
+  private startProber(initialDelayMs: number): void {
+    const { tcpSocket } = this.probe;
+    let port: number;
+    try {
+      port = resolvePort(tcpSocket!.port, this.target.container);
+    } catch {
+      // A port name that the container does not declare fails every
+      // attempt, so the container stays not ready.
+      return;
+    }
+
+    const prober = new TcpProber({
+      netns: this.target.netns,
+      host: tcpSocket!.host || this.target.podIP,
+      port,
+      periodMs: this.periodMs,
+      timeoutMs: (this.probe.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS) * 1000,
+      initialDelayMs,
+    });
+    this.prober = prober;
+    prober.on('result', (succeeded: boolean) => {
+      if (prober === this.prober) this.record(succeeded);
+    });
+
+    // The prober ends only through stop() unless it crashed or could not
+    // start. That counts as a failed attempt, and a new prober follows.
+    prober.on('exit', () => {
+      if (prober !== this.prober) return;
+      this.prober = undefined;
+      this.record(false);
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        if (!this.stopped) this.startProber(0);
+      }, Math.max(this.periodMs, PROBER_RESTART_DELAY_MS));
+    });
   }
 
   private schedule(delayMs: number): void {
@@ -65,7 +142,12 @@ export class ReadinessProbe {
   private async runOnce(): Promise<void> {
     const succeeded = await runProbe(this.probe, this.target).catch(() => false);
     if (this.stopped) return;
+    this.record(succeeded);
+    this.schedule(this.periodMs);
+  }
 
+  // Applies one result to the thresholds, as the kubelet does.
+  private record(succeeded: boolean): void {
     if (succeeded) {
       this.failures = 0;
       this.successes++;
@@ -75,8 +157,6 @@ export class ReadinessProbe {
       this.failures++;
       if (this.ready && this.failures >= (this.probe.failureThreshold ?? DEFAULT_FAILURE_THRESHOLD)) this.setReady(false);
     }
-
-    this.schedule(this.probeIntervalMs ?? (this.probe.periodSeconds ?? DEFAULT_PERIOD_SECONDS) * 1000);
   }
 
   private setReady(ready: boolean): void {
@@ -85,19 +165,12 @@ export class ReadinessProbe {
   }
 }
 
-// Runs the probe once and returns whether it succeeded.
+// Runs an httpGet or exec probe once and returns whether it succeeded.
 export async function runProbe(probe: V1Probe, target: ProbeTarget): Promise<boolean> {
   const timeoutMs = (probe.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS) * 1000;
   const nsenter = [`--net=/run/netns/${target.netns}`];
 
-  if (probe.tcpSocket) {
-    const host = probe.tcpSocket.host || target.podIP;
-    const port = resolvePort(probe.tcpSocket.port, target.container);
-    // bash's /dev/tcp connects without a helper binary and exits 0 once
-    // the connection is established.
-    const script = 'exec 3<>"/dev/tcp/$0/$1"';
-    return succeeds('nsenter', [...nsenter, 'bash', '-c', script, host, String(port)], {}, timeoutMs);
-  }
+  if (probe.tcpSocket) throw new Error('tcpSocket probes run in a TcpProber, not through runProbe()');
 
   if (probe.httpGet) {
     const { httpGet } = probe;

@@ -6,16 +6,19 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import { CoreV1Api, DiscoveryV1Api, type KubeConfig, type V1EndpointSlice, type V1Service } from '@kubernetes/client-node';
+import { pino } from 'pino';
 
 import { kubeConfigFor } from '../apiserver/kubeconfig.js';
 import { startApiServer, type TestApiServer } from '../apiserver/server.js';
 import { waitFor } from '../lib/netns.js';
 import { startHttpServer, startUdpEchoServer, udpClientArgs } from '../lib/servers.js';
-import { startClient } from '../lib/topology.js';
+import { runNft, startClient } from '../lib/topology.js';
 import { ClusterNetwork } from './cluster-network.js';
 import { endpointChainName, serviceChainName } from './kube-proxy-names.js';
+import { renderTransaction } from './kube-proxy-ruleset.js';
 import type { PodAddresses } from './pod-network.js';
-import { ServiceProxy, type ServiceProxyOptions } from './service-proxy.js';
+import { servicePorts } from './service-ports.js';
+import { ServiceProxy, type ServiceProxyOptions, type SyncRecord } from './service-proxy.js';
 
 const NS = 'demo';
 const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -49,8 +52,10 @@ before(async () => {
     await startUdpEchoServer(cluster.testNetwork, pod.netns, '::', 5353);
   }
 
+  // No periodic full sync during the file, so that a partial sync that
+  // leaves the tables wrong is not repaired before a test looks.
   for (const node of cluster.nodes) {
-    const proxy = new ServiceProxy(proxyOptions(cluster, node));
+    const proxy = new ServiceProxy({ ...proxyOptions(cluster, node), fullSyncIntervalMs: 600_000 });
     proxies.set(node, proxy);
     await proxy.start();
   }
@@ -239,6 +244,149 @@ test('service proxy coalesces bursts', async () => {
   assert.ok(syncs < names.length * 2, `${names.length * 2} events took ${syncs} syncs`);
   const elements = await serviceIps('node-0', 'ip');
   for (let i = 1; i <= names.length; i++) assert.ok(elements.includes(`198.19.2.${i} . tcp . 80 :`), `burst-${i - 1} programmed`);
+});
+
+// The chains and rules, sets and maps of one kube-proxy table, without
+// handles and in a stable order, so that two tables with the same content
+// compare equal however their syncs created them.
+async function tableContents(network: ClusterNetwork, ns: string, family: 'ip' | 'ip6'): Promise<string[]> {
+  const { stdout } = await network.exec(ns, 'nft', ['-j', 'list', 'table', family, 'kube-proxy']);
+  const items = (JSON.parse(stdout) as { nftables: Record<string, Record<string, unknown>>[] }).nftables;
+  const rulesPerChain = new Map<string, number>();
+  const lines: string[] = [];
+
+  for (const item of items) {
+    const [kind, body] = Object.entries(item)[0]!;
+    if (kind === 'metainfo' || kind === 'table') continue;
+    const { handle: _handle, elem, ...fields } = body as Record<string, unknown>;
+    if (kind === 'rule') {
+      const index = rulesPerChain.get(fields.chain as string) ?? 0;
+      rulesPerChain.set(fields.chain as string, index + 1);
+      lines.push(`rule ${fields.chain as string} #${index} ${JSON.stringify(fields.expr)}`);
+      continue;
+    }
+    const elements = ((elem as unknown[] | undefined) ?? []).map((element) => JSON.stringify(element)).sort();
+    lines.push(`${kind} ${JSON.stringify(fields)} ${elements.join(' ')}`);
+  }
+  return lines.sort();
+}
+
+// Applies a full render of the API server's current Services and
+// EndpointSlices to a new namespace, with node-0's addresses.
+async function renderFullSyncCopy(): Promise<string> {
+  const ns = await cluster.testNetwork.addNamespace('full');
+  const services = (await core.listServiceForAllNamespaces()).items;
+  const slices = (await discovery.listEndpointSliceForAllNamespaces()).items;
+  const node = cluster.nodeAddresses('node-0');
+  const podCidrs = cluster.podCidrs();
+  await runNft(ns, renderTransaction([
+    { family: 'ipv4', servicePorts: servicePorts(services, slices, 'ipv4'), nodePortAddresses: [node.ipv4], podCidrs: podCidrs.ipv4, noEndpointVerdict: 'fall-through' },
+    { family: 'ipv6', servicePorts: servicePorts(services, slices, 'ipv6'), nodePortAddresses: [node.ipv6], podCidrs: podCidrs.ipv6, noEndpointVerdict: 'fall-through' },
+  ]));
+  return ns;
+}
+
+async function chainNames(ns: string, family: 'ip' | 'ip6'): Promise<string[]> {
+  const { stdout } = await cluster.exec(ns, 'nft', ['-j', 'list', 'chains', family]);
+  return (JSON.parse(stdout) as { nftables: { chain?: { name: string } }[] }).nftables.flatMap((item) => (item.chain ? [item.chain.name] : []));
+}
+
+test('service proxy partial sync sends changes only', async () => {
+  const proxy = proxies.get('node-0')!;
+  await createService({ name: 'pair', clusterIPs: ['198.19.1.30', 'fd5a:19::1:30'], nodePort: 30030 });
+  for (const [family, addresses] of [['IPv4', [nearPod.ipv4, farPod.ipv4]], ['IPv6', [nearPod.ipv6, farPod.ipv6]]] as const) {
+    await discovery.createNamespacedEndpointSlice({ namespace: NS, body: sliceBody('pair', family, [...addresses], true) });
+  }
+  await waitForServiceIpOnAllNodes(['198.19.1.30', 'fd5a:19::1:30']);
+  await proxy.synced();
+
+  const records: SyncRecord[] = [];
+  proxy.on('sync', (record: SyncRecord) => records.push(record));
+  const slice = await discovery.readNamespacedEndpointSlice({ name: 'pair-ipv4', namespace: NS });
+  slice.endpoints = slice.endpoints!.filter((endpoint) => endpoint.addresses[0] === nearPod.ipv4);
+  await discovery.replaceNamespacedEndpointSlice({ name: 'pair-ipv4', namespace: NS, body: slice });
+  const port = { namespace: NS, name: 'pair', protocol: 'tcp', portName: 'http' };
+  const removedChain = endpointChainName(port, farPod.ipv4, 8080);
+  await waitFor('a sync after the slice change', () => (records.length > 0 ? true : undefined));
+  await proxy.synced();
+
+  const record = records.at(-1)!;
+  assert.equal(record.full, false, 'partial sync');
+  // Flush and two rules for the service chain, one flush for the endpoint chain.
+  assert.equal(record.commands, 4, `commands:\n${proxy.lastRuleset}`);
+  assert.doesNotMatch(proxy.lastRuleset, /table/, 'no table command');
+  assert.ok((await chainNames(cluster.nodeNetns('node-0'), 'ip')).includes(removedChain), 'removed chain flushed, not yet deleted');
+  await waitFor(`deletion of ${removedChain}`, async () => ((await chainNames(cluster.nodeNetns('node-0'), 'ip')).includes(removedChain) ? undefined : true), 5000, 50);
+});
+
+test('service proxy partial syncs match full sync', async () => {
+  const proxy = proxies.get('node-0')!;
+  // Removals on top of the earlier tests' additions: the pair Service
+  // loses its IPv6 far endpoint, and the inside Service is deleted.
+  const slice = await discovery.readNamespacedEndpointSlice({ name: 'pair-ipv6', namespace: NS });
+  slice.endpoints = slice.endpoints!.filter((endpoint) => endpoint.addresses[0] === nearPod.ipv6);
+  await discovery.replaceNamespacedEndpointSlice({ name: 'pair-ipv6', namespace: NS, body: slice });
+  await core.deleteNamespacedService({ name: 'inside', namespace: NS });
+  await waitFor('inside removed on node-0', async () => ((await serviceIps('node-0', 'ip')).includes('198.19.1.12 ') ? undefined : true), 5000, 20);
+  await proxy.synced();
+
+  assert.equal(proxy.failedSyncCount, 0, 'no failed sync, which a full sync would have repaired');
+  const copy = await renderFullSyncCopy();
+  for (const family of ['ip', 'ip6'] as const) {
+    const expected = await tableContents(cluster, copy, family);
+    const actual = await tableContents(cluster, cluster.nodeNetns('node-0'), family);
+    // Chains that a partial sync flushed stay until their delayed deletion.
+    const withoutFlushed = actual.filter((line) => !line.startsWith('chain ') || expected.includes(line));
+    assert.deepEqual(withoutFlushed, expected, `${family} kube-proxy table`);
+  }
+});
+
+test('service proxy full sync repairs tables', async () => {
+  const small = await ClusterNetwork.create({ nodes: ['solo'] });
+  const proxy = new ServiceProxy({ ...proxyOptions(small, 'solo'), fullSyncIntervalMs: 300 });
+  try {
+    await proxy.start();
+    await waitFor('same in service-ips on solo', async () => {
+      const { stdout } = await small.exec(small.nodeNetns('solo'), 'nft', ['list', 'map', 'ip', 'kube-proxy', 'service-ips']);
+      return stdout.includes('198.19.1.10 . tcp . 80 :') ? true : undefined;
+    });
+
+    await small.exec(small.nodeNetns('solo'), 'nft', ['delete', 'element', 'ip', 'kube-proxy', 'service-ips', '{ 198.19.1.10 . tcp . 80 }']);
+    const records: SyncRecord[] = [];
+    proxy.on('sync', (record: SyncRecord) => records.push(record));
+    await waitFor('same back in service-ips on solo', async () => {
+      const { stdout } = await small.exec(small.nodeNetns('solo'), 'nft', ['list', 'map', 'ip', 'kube-proxy', 'service-ips']);
+      return stdout.includes('198.19.1.10 . tcp . 80 :') ? true : undefined;
+    }, 5000, 50);
+
+    assert.equal(records[0]?.full, true);
+  } finally {
+    await proxy.stop();
+    await small.close();
+  }
+});
+
+test('service proxy full sync after failed sync', async () => {
+  const small = await ClusterNetwork.create({ nodes: ['solo'] });
+  const proxy = new ServiceProxy({ ...proxyOptions(small, 'solo'), retryDelayMs: 50, log: pino({ level: 'silent' }) });
+  try {
+    await proxy.start();
+    await small.exec(small.nodeNetns('solo'), 'nft', ['delete', 'table', 'ip', 'kube-proxy']);
+
+    // The partial sync for this Service refers to a table that is gone.
+    await createService({ name: 'rebuilt', clusterIPs: ['198.19.1.31'] });
+    await createSlices('rebuilt', nearPod);
+    await waitFor('rebuilt in service-ips on solo', async () => {
+      const result = await small.exec(small.nodeNetns('solo'), 'nft', ['list', 'map', 'ip', 'kube-proxy', 'service-ips']).catch(() => ({ stdout: '' }));
+      return result.stdout.includes('198.19.1.31 . tcp . 80 :') ? true : undefined;
+    }, 5000, 50);
+
+    assert.ok(proxy.failedSyncCount >= 1, `failed syncs: ${proxy.failedSyncCount}`);
+    assert.match(proxy.lastRuleset, /^add table ip kube-proxy$/m, 'the retry rebuilt the table');
+  } finally {
+    await proxy.stop();
+    await small.close();
+  }
 });
 
 test('service proxy rejects without endpoints in reject mode', async () => {

@@ -13,10 +13,17 @@
 // so `nft -j list table ip kube-proxy` shows whether this node has a
 // backend for it.
 //
-// Every sync renders both tables from the informers' caches and applies
-// them in one `nft -f` transaction, so a reader sees the old or the new
-// rules and never a mix. Events that arrive while a sync runs are merged
-// into the next one.
+// Syncs follow kube-proxy's nftables mode. A full sync runs at start,
+// after a failed sync and every fullSyncIntervalMs: it deletes both tables
+// and rebuilds them in one `nft -f` transaction, where kube-proxy flushes
+// and refills its table. Every other sync is partial: it renders the
+// Service part of each table from the informers' caches, compares it with
+// the model that was last applied, and sends only the changed chains, rules
+// and elements in one transaction (kube-proxy-changes.ts). So a reader
+// sees the old or the new rules and never a mix. One endpoint change is a
+// few commands, so `nft monitor` readers such as the agent parse those
+// instead of the whole table. Events that arrive while a sync runs are
+// merged into the next one.
 
 import { EventEmitter } from 'node:events';
 
@@ -37,8 +44,14 @@ import { type Logger, pino } from 'pino';
 
 import { restartOnError } from '../../src/agent/informers.js';
 import { runNft } from '../lib/topology.js';
-import { type FamilyRules, type NoEndpointVerdict, renderDeletion, renderTransaction } from './kube-proxy-ruleset.js';
+import { renderChainDeletion, renderChanges } from './kube-proxy-changes.js';
+import { type FamilyRules, KUBE_PROXY_TABLE, type NoEndpointVerdict, renderDeletion, renderTable } from './kube-proxy-ruleset.js';
+import { buildServiceRules, nftFamily, type ServiceRules } from './kube-proxy-service-rules.js';
 import { type IpFamily, servicePorts } from './service-ports.js';
+
+// kube-proxy waits at least this long before it deletes a chain that a
+// sync flushed (see kube-proxy-changes.ts).
+const STALE_CHAIN_DELAY_MS = 1000;
 
 export interface ServiceProxyOptions {
   kubeConfig: KubeConfig;
@@ -56,8 +69,15 @@ export interface ServiceProxyOptions {
   // 'fall-through' (default) programs nothing for it, 'reject' programs
   // kube-proxy's reject path.
   noEndpointVerdict?: NoEndpointVerdict;
-  // Wait after a failed sync before the next attempt. Defaults to 1000 ms.
+  // Wait after a failed sync before the next attempt, which is a full
+  // sync. Defaults to 1000 ms.
   retryDelayMs?: number;
+  // Time from one full sync to the next, in milliseconds. A full sync
+  // repairs changes that something else made to the tables, such as a test
+  // that edits them. kube-proxy's nftables mode has no such period. Defaults
+  // to 30 000, so that a repair comes within a test run but full syncs stay
+  // rare in measurements.
+  fullSyncIntervalMs?: number;
   log?: Logger;
 }
 
@@ -70,15 +90,20 @@ export interface SyncRecord {
   endpoints: number;
   // "namespace/name" of the Services with a programmed port, sorted.
   services: string[];
+  // Whether the sync rebuilt the tables rather than sending only changes.
+  full: boolean;
+  // Commands in the nft transaction.
+  commands: number;
 }
 
-// Emits 'sync' with a SyncRecord after each applied sync.
+// Emits 'sync' with a SyncRecord after each applied sync. A partial sync
+// that finds nothing to change sends no transaction and emits nothing.
 export class ServiceProxy extends EventEmitter {
   // Syncs applied since start().
   syncCount = 0;
-  // Syncs whose nft transaction failed.
+  // Syncs whose nft transaction failed, including deletions of stale chains.
   failedSyncCount = 0;
-  // The last nft script applied, for debugging.
+  // The last nft script applied, full or partial, for debugging.
   lastRuleset = '';
 
   private readonly options: Required<Omit<ServiceProxyOptions, 'log'>>;
@@ -95,9 +120,23 @@ export class ServiceProxy extends EventEmitter {
   private loop: Promise<void> | undefined;
   private waiters: (() => void)[] = [];
 
+  // The Service part of each family's table as the last applied sync left
+  // it. Undefined when the next sync must be a full one: before the first
+  // sync and after a failure, when the tables may differ from any model.
+  private applied: Map<IpFamily, ServiceRules> | undefined;
+  // Set by fullSyncTimer, every fullSyncIntervalMs after a full sync.
+  private fullSyncDue = false;
+  private fullSyncTimer: NodeJS.Timeout | undefined;
+  // Chains that a partial sync flushed, by family, with the
+  // performance.now() of the flush. The loop deletes them once
+  // STALE_CHAIN_DELAY_MS has passed.
+  private readonly staleChains = new Map<IpFamily, Map<string, number>>();
+  private staleChainTimer: NodeJS.Timeout | undefined;
+  private staleChainsDue = false;
+
   constructor(options: ServiceProxyOptions) {
     super();
-    this.options = { noEndpointVerdict: 'fall-through', retryDelayMs: 1000, ...options };
+    this.options = { noEndpointVerdict: 'fall-through', retryDelayMs: 1000, fullSyncIntervalMs: 30_000, ...options };
     this.log = (options.log ?? pino({ level: 'warn' }, pino.destination(2))).child({ component: 'service-proxy', node: options.nodeName });
     this.families = options.nodeAddresses.ipv6 === '' ? ['ipv4'] : ['ipv4', 'ipv6'];
 
@@ -128,6 +167,8 @@ export class ServiceProxy extends EventEmitter {
     this.stopped = true;
     await Promise.all([this.services.stop(), this.slices.stop()]);
     await this.loop;
+    clearTimeout(this.fullSyncTimer);
+    clearTimeout(this.staleChainTimer);
     await runNft(this.options.netns, renderDeletion(['ipv4', 'ipv6']));
     this.releaseWaiters();
     this.log.info('stopped');
@@ -144,6 +185,10 @@ export class ServiceProxy extends EventEmitter {
   private requestSync(): void {
     if (!this.started || this.stopped) return;
     this.dirty = true;
+    this.startLoop();
+  }
+
+  private startLoop(): void {
     this.loop ??= this.runLoop().finally(() => {
       this.loop = undefined;
       this.releaseWaiters();
@@ -151,10 +196,16 @@ export class ServiceProxy extends EventEmitter {
   }
 
   private async runLoop(): Promise<void> {
-    while (this.dirty && !this.stopped) {
+    while ((this.dirty || this.staleChainsDue) && !this.stopped) {
       // One turn of the event loop, so that a burst of watch events read
       // from the socket together joins this sync.
       await new Promise((resolve) => setImmediate(resolve));
+
+      if (!this.dirty) {
+        this.staleChainsDue = false;
+        await this.deleteStaleChains();
+        continue;
+      }
       this.dirty = false;
 
       try {
@@ -162,7 +213,8 @@ export class ServiceProxy extends EventEmitter {
       } catch (err) {
         this.failedSyncCount += 1;
         this.dirty = true;
-        this.log.error({ err, failedSyncs: this.failedSyncCount }, `nft sync failed, retrying in ${this.options.retryDelayMs} ms`);
+        this.applied = undefined;
+        this.log.error({ err, failedSyncs: this.failedSyncCount }, `nft sync failed, retrying with a full sync in ${this.options.retryDelayMs} ms`);
         await new Promise((resolve) => setTimeout(resolve, this.options.retryDelayMs));
       }
     }
@@ -180,9 +232,19 @@ export class ServiceProxy extends EventEmitter {
       podCidrs: family === 'ipv4' ? this.options.podCidrs.ipv4 : this.options.podCidrs.ipv6,
       noEndpointVerdict: this.options.noEndpointVerdict,
     }));
-    const script = renderTransaction(rules);
+    const models = new Map(rules.map((family) => [family.family, buildServiceRules(family)]));
+
+    const full = this.applied === undefined || this.fullSyncDue;
+    const commands = full ? this.fullSyncCommands(rules, models) : this.partialSyncCommands(this.applied!, models);
+    if (commands.length === 0) return;
+    const script = commands.join('\n') + '\n';
     await runNft(this.options.netns, script);
 
+    this.applied = models;
+    if (full) {
+      this.fullSyncDue = false;
+      this.scheduleFullSync();
+    }
     this.lastRuleset = script;
     this.syncCount += 1;
     const programmed = rules.flatMap((family) => family.servicePorts).filter((port) => port.endpoints.length > 0);
@@ -192,13 +254,92 @@ export class ServiceProxy extends EventEmitter {
       programmedPorts: programmed.length,
       endpoints: programmed.reduce((sum, port) => sum + port.endpoints.length, 0),
       services: [...new Set(programmed.map((port) => `${port.name.namespace}/${port.name.name}`))].sort(),
+      full,
+      commands: commands.length,
     };
     this.log.debug(record, 'synced');
     this.emit('sync', record);
+  }
+
+  // Deleting the tables also deletes the chains that waited for deletion.
+  private fullSyncCommands(rules: FamilyRules[], models: Map<IpFamily, ServiceRules>): string[] {
+    this.staleChains.clear();
+    return rules.flatMap((family) => renderTable(family, models.get(family.family)!).trimEnd().split('\n'));
+  }
+
+  // Records the chains that the commands flush as stale. A chain that
+  // comes back before its deletion is no longer stale.
+  private partialSyncCommands(applied: Map<IpFamily, ServiceRules>, models: Map<IpFamily, ServiceRules>): string[] {
+    const commands: string[] = [];
+    const now = performance.now();
+
+    for (const [family, model] of models) {
+      const changes = renderChanges(tableOf(family), applied.get(family)!, model);
+      commands.push(...changes.commands);
+
+      let stale = this.staleChains.get(family);
+      if (stale === undefined) this.staleChains.set(family, (stale = new Map()));
+      for (const chain of model.chains.keys()) stale.delete(chain);
+      for (const chain of changes.removedChains) stale.set(chain, now);
+    }
+
+    if ([...this.staleChains.values()].some((stale) => stale.size > 0)) this.scheduleStaleChainDeletion();
+    return commands;
+  }
+
+  private scheduleFullSync(): void {
+    clearTimeout(this.fullSyncTimer);
+    this.fullSyncTimer = setTimeout(() => {
+      this.fullSyncDue = true;
+      this.requestSync();
+    }, this.options.fullSyncIntervalMs);
+    this.fullSyncTimer.unref();
+  }
+
+  private scheduleStaleChainDeletion(): void {
+    if (this.staleChainTimer !== undefined) return;
+    this.staleChainTimer = setTimeout(() => {
+      this.staleChainTimer = undefined;
+      if (this.stopped) return;
+      this.staleChainsDue = true;
+      this.startLoop();
+    }, STALE_CHAIN_DELAY_MS);
+    this.staleChainTimer.unref();
+  }
+
+  // Deletes the chains that have been stale for STALE_CHAIN_DELAY_MS, in
+  // one transaction, and schedules the rest. A failure leaves them to the
+  // next full sync, which deletes the whole tables.
+  private async deleteStaleChains(): Promise<void> {
+    const dueBefore = performance.now() - STALE_CHAIN_DELAY_MS;
+    const due = new Map<IpFamily, string[]>();
+    for (const [family, stale] of this.staleChains) {
+      due.set(family, [...stale].filter(([, flushedAt]) => flushedAt <= dueBefore).map(([chain]) => chain));
+    }
+    const commands = [...due].flatMap(([family, chains]) => renderChainDeletion(tableOf(family), chains));
+
+    if (commands.length > 0) {
+      try {
+        await runNft(this.options.netns, commands.join('\n') + '\n');
+        for (const [family, chains] of due) for (const chain of chains) this.staleChains.get(family)!.delete(chain);
+        this.log.debug({ chains: commands.length }, 'deleted stale chains');
+      } catch (err) {
+        this.failedSyncCount += 1;
+        this.log.error({ err, chains: commands.length, failedSyncs: this.failedSyncCount }, 'deleting stale chains failed, the next sync is a full one');
+        this.applied = undefined;
+        this.requestSync();
+        return;
+      }
+    }
+    if ([...this.staleChains.values()].some((stale) => stale.size > 0)) this.scheduleStaleChainDeletion();
   }
 
   private releaseWaiters(): void {
     if (this.loop !== undefined || (this.dirty && !this.stopped)) return;
     for (const resolve of this.waiters.splice(0)) resolve();
   }
+}
+
+function tableOf(family: IpFamily): string {
+  return `${nftFamily(family)} ${KUBE_PROXY_TABLE}`;
 }
