@@ -77,7 +77,10 @@ export function collectColdStart(testbed: Testbed, workload: DeployedWorkload, c
   if (ready) {
     const agentNode = released?.node ?? waking?.node;
     const service = `${workload.namespace}/${workload.service.metadata?.name}`;
-    const sync = events.find((e) => e.source === 'service-proxy' && e.node === agentNode && e.unixMs >= ready.unixMs && (e.fields.services as string[] | undefined)?.includes(service));
+    // Each IP family's EndpointSlice gets its own sync, and the release
+    // waits for all of them: the last sync before the release counts.
+    const syncs = events.filter((e) => e.source === 'service-proxy' && e.node === agentNode && e.unixMs >= ready.unixMs && (e.fields.services as string[] | undefined)?.includes(service));
+    const sync = syncs.filter((e) => released === undefined || e.unixMs <= released.unixMs).pop() ?? syncs[0];
     if (sync) {
       programmedUnixMs = sync.unixMs;
       steps.push({ unixMs: sync.unixMs, label: `kube-proxy (nftables) on ${sync.node} programmed the backend` });
