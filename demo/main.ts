@@ -41,11 +41,15 @@ interface Outcome {
 }
 
 let testbed: Testbed | undefined;
+let interrupted = false;
 
 async function main(): Promise<number> {
-  // Before the testbed installs its own handler, Ctrl-C exits at once and
-  // the exit handlers of the testbed's parts remove what exists so far.
+  // Before the testbed exists, Ctrl-C exits at once and the exit handlers
+  // of the testbed's parts remove what exists so far. After, the testbed's
+  // own handler tears it down and exits with 130.
   process.once('SIGINT', () => {
+    interrupted = true;
+    process.stdout.write(`\n${dim('interrupted: removing the namespaces, XDP programs, pins and processes ...')}\n`);
     if (!testbed) process.exit(130);
   });
   process.env.PGCONNECT_TIMEOUT = String(CLIENT_TIMEOUT_MS / 1000);
@@ -203,6 +207,8 @@ main()
     process.exit(code);
   })
   .catch(async (err: Error) => {
+    // Steps fail while the testbed goes away under them; that is no news.
+    if (interrupted) return;
     process.stderr.write(`\n${red('demo failed:')} ${err.stack ?? err.message}\n`);
     await testbed?.close().catch(() => undefined);
     process.exit(1);
