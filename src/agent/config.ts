@@ -81,6 +81,29 @@ export const agentConfigSchema = z.strictObject({
       wakeInterval: duration('1s'),
     })
     .prefault({}),
+  // Chained mode: a host datapath such as Cilium's tail-calls zerohold for
+  // Services without backends.
+  chained: z
+    .strictObject({
+      // bpffs directory where the host pins zh_chain_xdp, zh_chain_tc,
+      // zh_chain_meta and zh_chain_svcs.
+      hostPinDir: z.string().startsWith('/sys/fs/bpf/').default('/sys/fs/bpf/tc/globals'),
+      // How often the agent checks that its programs are still in the
+      // host's prog arrays, and inserts them again after a host reload.
+      reinsertInterval: duration('1s').refine((ms) => ms > 0, { message: 'expected a duration above 0' }),
+    })
+    .prefault({}),
+  // Sources of Cilium's Services in chained mode.
+  cilium: z
+    .strictObject({
+      // bpffs directory of Cilium's pinned service maps
+      // (cilium_lb4_services_v2 and the others).
+      bpfPinDir: z.string().startsWith('/sys/fs/bpf/').default('/sys/fs/bpf/tc/globals'),
+      // Unix socket of the Cilium agent's REST API, read when the pinned
+      // maps are unavailable.
+      apiSocket: z.string().startsWith('/').default('/var/run/cilium/cilium.sock'),
+    })
+    .prefault({}),
   metrics: z
     .strictObject({
       host: z.string().default('0.0.0.0'),
@@ -163,6 +186,9 @@ export function validateConfig(document: unknown, source = 'configuration'): Age
     const config = result.data;
     if (config.mode === 'standalone' && config.interfaces.length === 0) {
       throw new ConfigError(source, ['interfaces: missing, expected at least one interface to attach to in standalone mode']);
+    }
+    if (config.mode === 'chained' && config.interfaces.length > 0) {
+      throw new ConfigError(source, ['interfaces: not used in chained mode, where the host datapath calls zerohold; remove the list']);
     }
     return config;
   }

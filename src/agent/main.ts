@@ -1,7 +1,8 @@
 // zerohold-agent: the node agent. Usage: node dist/src/agent/main.js
-// --config /etc/zerohold/agent.yaml. It loads the datapath, attaches it to
-// the configured interfaces, and runs the controller until SIGTERM or
-// SIGINT, when it detaches and exits.
+// --config /etc/zerohold/agent.yaml. It loads the datapath and, in
+// standalone mode, attaches it to the configured interfaces, or in chained
+// mode inserts it into the host datapath's prog arrays. It runs the
+// controller until SIGTERM or SIGINT, when it detaches and exits.
 
 import { mkdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -9,8 +10,10 @@ import { parseArgs } from 'node:util';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 
 import { ensureBpffs } from '../datapath/bpffs.js';
-import { Datapath } from '../datapath/datapath.js';
-import { ConfigError, loadConfig } from './config.js';
+import { Datapath, type DatapathOptions } from '../datapath/datapath.js';
+import { ChainedDatapath } from './chained/ports.js';
+import type { ServiceIdSource } from './chained/service-ids.js';
+import { ConfigError, loadConfig, type AgentConfig } from './config.js';
 import { Controller } from './controller.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
 import { EventRecorder } from './events.js';
@@ -18,6 +21,7 @@ import { KubeProxyNftables } from './kube-proxy-check.js';
 import { LeaderElector } from './leader.js';
 import { LocalApi } from './local-api.js';
 import { LocalState } from './local-state.js';
+import type { BackendCheck } from './ports.js';
 import { componentLogger, createLogger, parseLogLevel } from './log.js';
 import { AgentMetrics } from './metrics.js';
 import { NodeDatapath } from './node-datapath.js';
@@ -34,6 +38,14 @@ async function nodeAddresses(kc: KubeConfig, nodeName: string): Promise<string[]
   }
 }
 
+// The Cilium service source in chained mode: rev-NAT ids of frontends, read
+// from config.cilium.bpfPinDir or, without the maps, config.cilium.apiSocket.
+// TODO: return the ServiceIdSource over src/agent/cilium/'s service source
+// once it provides one; until then chained mode stops at startup here.
+function ciliumServiceIds(config: AgentConfig, source: string): ServiceIdSource {
+  throw new ConfigError(source, [`mode: "chained" needs the Cilium service source (cilium.bpfPinDir ${config.cilium.bpfPinDir}, cilium.apiSocket ${config.cilium.apiSocket}), which this build of the agent lacks; use "standalone"`]);
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { config: { type: 'string', default: '/etc/zerohold/agent.yaml' } } });
   const config = await loadConfig(values.config!);
@@ -42,9 +54,8 @@ async function main(): Promise<void> {
     throw new ConfigError(values.config!, ['nodeName: missing, set it or the NODE_NAME environment variable (the DaemonSet sets it from spec.nodeName)']);
   }
 
-  // TODO: chained mode (Cilium's datapath) and signal mode (Hubble drops).
-  if (config.mode !== 'standalone') {
-    throw new ConfigError(values.config!, [`mode: "${config.mode}" is not available in this version of the agent, use "standalone"`]);
+  if (config.mode === 'signal') {
+    throw new ConfigError(values.config!, ['mode: "signal" (wakes from Hubble drop events) is not available in this version of the agent, use "standalone" or "chained"']);
   }
 
   const root = createLogger(parseLogLevel(process.env.ZEROHOLD_LOG_LEVEL), nodeName);
@@ -55,7 +66,7 @@ async function main(): Promise<void> {
 
   ensureBpffs();
   mkdirSync(config.bpf.pinDir, { recursive: true });
-  const datapath = await Datapath.open({
+  const datapathOptions: DatapathOptions = {
     ...(config.netns ? { netns: config.netns } : {}),
     ...(config.bpf.objectPath ? { objectPath: config.bpf.objectPath } : {}),
     pinDir: config.bpf.pinDir,
@@ -65,21 +76,41 @@ async function main(): Promise<void> {
     heldRingBytes: config.bpf.heldRingBytes,
     wakeRingBytes: config.bpf.wakeRingBytes,
     heldLimits: { total: config.limits.heldFlowsTotal, perService: config.limits.heldFlowsPerService, perSource: config.limits.heldFlowsPerClient },
-  });
-  for (const iface of config.interfaces) {
-    await datapath.attach(iface.name, iface.hook === 'xdp' ? { hook: 'xdp', mode: iface.xdpMode } : { hook: 'tc' });
-    log.info({ interface: iface.name, hook: iface.hook }, 'attached');
-  }
-  datapath.start();
+  };
 
-  const node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
+  let node: NodeDatapath | ChainedDatapath;
+  let datapath: Datapath | undefined;
+  if (config.mode === 'chained') {
+    // The host normally creates its pin directory; zh_chain_meta is pinned
+    // there when the agent loads first.
+    mkdirSync(config.chained.hostPinDir, { recursive: true });
+    node = await ChainedDatapath.open(datapathOptions, ciliumServiceIds(config, values.config!), {
+      hostPinDir: config.chained.hostPinDir,
+      reinsertIntervalMs: config.chained.reinsertInterval,
+      wakeIntervalMs: config.limits.wakeInterval,
+      reinject: config.release.heldPackets === 'reinject',
+      log: componentLogger(root, 'datapath'),
+    });
+  } else {
+    datapath = await Datapath.open(datapathOptions);
+    for (const iface of config.interfaces) {
+      await datapath.attach(iface.name, iface.hook === 'xdp' ? { hook: 'xdp', mode: iface.xdpMode } : { hook: 'tc' });
+      log.info({ interface: iface.name, hook: iface.hook }, 'attached');
+    }
+    datapath.start();
+    node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
+  }
   const metrics = new AgentMetrics(() => node.heldCounts());
   const metricsPort = await metrics.listen(config.metrics.host, config.metrics.port);
 
-  let backendCheck: KubeProxyNftables | undefined;
-  if (config.release.kubeProxy === 'nftables') {
-    backendCheck = new KubeProxyNftables({ ...(config.netns ? { netns: config.netns } : {}), log: componentLogger(root, 'readiness') });
-    await backendCheck.start();
+  // TODO: in chained mode, plug in src/agent/cilium/'s CiliumBackendCheck
+  // here, so that a release waits until this node's Cilium datapath has a
+  // backend. Until then the Ready endpoint alone allows the release.
+  let backendCheck: (BackendCheck & { stop(): Promise<void> }) | undefined;
+  if (config.mode === 'standalone' && config.release.kubeProxy === 'nftables') {
+    const nftables = new KubeProxyNftables({ ...(config.netns ? { netns: config.netns } : {}), log: componentLogger(root, 'readiness') });
+    await nftables.start();
+    backendCheck = nftables;
   }
 
   const readiness = new EndpointReadiness(kc, componentLogger(root, 'readiness'));
@@ -116,7 +147,12 @@ async function main(): Promise<void> {
   await reports.start();
   leader.start();
   await controller.start();
-  const api = new LocalApi(new LocalState(nodeName, controller, node), componentLogger(root, 'api'));
+  // The controller installed every workload, so ids that no workload
+  // claims can leave zh_chain_svcs before the programs go in.
+  if (node instanceof ChainedDatapath) node.start();
+  // LocalState reads only heldFlows() and interfaceName(), which both
+  // datapath ports provide.
+  const api = new LocalApi(new LocalState(nodeName, controller, node as NodeDatapath), componentLogger(root, 'api'));
   await api.listen(config.api.socket);
   log.info({ metricsPort, socket: config.api.socket, mode: config.mode }, 'agent ready');
 
@@ -132,8 +168,10 @@ async function main(): Promise<void> {
     await readiness.stop();
     await backendCheck?.stop();
     await metrics.close();
-    // Detaches the programs; the pinned maps stay for the next start.
-    await datapath.close();
+    // Detaches the programs or empties the host's slots; the pinned maps
+    // stay for the next start.
+    if (node instanceof ChainedDatapath) await node.close();
+    else await datapath?.close();
     log.info('stopped');
     process.exit(0);
   };

@@ -93,6 +93,42 @@ test('config needs interfaces standalone', () => {
   assert.match(problem!, /^interfaces: missing, expected at least one interface/);
 });
 
+test('config fills chained defaults', () => {
+  const config = parseConfig('mode: chained\n');
+
+  assert.equal(config.chained.hostPinDir, '/sys/fs/bpf/tc/globals');
+  assert.equal(config.chained.reinsertInterval, 1000);
+  assert.equal(config.cilium.bpfPinDir, '/sys/fs/bpf/tc/globals');
+  assert.equal(config.cilium.apiSocket, '/var/run/cilium/cilium.sock');
+});
+
+test('config reads chained sections', () => {
+  const config = parseConfig(`
+mode: chained
+chained: { hostPinDir: /sys/fs/bpf/host, reinsertInterval: 250ms }
+cilium: { bpfPinDir: /sys/fs/bpf/cilium, apiSocket: /run/cilium.sock }
+`);
+
+  assert.equal(config.chained.hostPinDir, '/sys/fs/bpf/host');
+  assert.equal(config.chained.reinsertInterval, 250);
+  assert.equal(config.cilium.bpfPinDir, '/sys/fs/bpf/cilium');
+  assert.equal(config.cilium.apiSocket, '/run/cilium.sock');
+});
+
+test('config rejects interfaces chained', () => {
+  const [problem] = problemsOf(`mode: chained\n${MINIMAL}`);
+  assert.match(problem!, /^interfaces: not used in chained mode/);
+});
+
+test('config names chained problems', () => {
+  const problems = problemsOf('mode: chained\nchained: { hostPinDir: /tmp/globals, reinsertInterval: 0s }\ncilium: { apiSocket: cilium.sock }\n');
+
+  assert.equal(problems.length, 3, problems.join('\n'));
+  assert.match(problems.find((p) => p.startsWith('chained.hostPinDir'))!, /\/sys\/fs\/bpf\/.*got "\/tmp\/globals"/);
+  assert.match(problems.find((p) => p.startsWith('chained.reinsertInterval'))!, /above 0.*got "0s"/);
+  assert.match(problems.find((p) => p.startsWith('cilium.apiSocket'))!, /got "cilium.sock"/);
+});
+
 test('config rejects broken YAML', () => {
   const [problem] = problemsOf('interfaces: [\n');
   assert.match(problem!, /^not valid YAML/);

@@ -1,0 +1,298 @@
+// DatapathPort in chained mode: a host datapath such as Cilium's finds no
+// backend for a Service and tail-calls zerohold's chained programs, which
+// hold the flow opener. zerohold attaches nothing itself. A workload's
+// service ids are the host's ids of its Services (Cilium: rev-NAT ids),
+// one or more per workload, and each id is listed in the host's
+// zh_chain_svcs so that the host calls zerohold for it.
+//
+// Ordering: an id gets its state in zh_services before it is listed, and
+// leaves the list before it becomes unmanaged, so the host never calls
+// zerohold for an id that zerohold would treat as stale.
+
+import type { Logger } from 'pino';
+
+import { Datapath, type DatapathOptions } from '../../datapath/datapath.js';
+import type { Frontend } from '../../datapath/frontends.js';
+import type { HeldFlow } from '../../datapath/held-frames.js';
+import type { ActivitySource, DatapathPort, ReleaseOutcome, WakeSignal, WorkloadKey } from '../ports.js';
+import { ChainServiceList } from './chain-services.js';
+import { ChainReinserter } from './reinsert.js';
+import type { ServiceIdSource } from './service-ids.js';
+import { ChainSlots } from './slots.js';
+
+export interface ChainedDatapathOptions {
+  // bpffs directory where the host pins zh_chain_xdp, zh_chain_tc,
+  // zh_chain_meta and zh_chain_svcs (Cilium: /sys/fs/bpf/tc/globals).
+  hostPinDir: string;
+  // How often the slots and the list are checked after host reloads.
+  reinsertIntervalMs: number;
+  wakeIntervalMs: number;
+  // False drops held frames at release instead of re-injecting them.
+  reinject?: boolean;
+  log: Logger;
+}
+
+type GateState = 'cold' | 'warm';
+
+interface ChainedWorkload {
+  frontends: Frontend[];
+  // Ids this workload configured and listed.
+  ids: Set<number>;
+  state: GateState;
+}
+
+export class ChainedDatapath implements DatapathPort, ActivitySource {
+  readonly list: ChainServiceList;
+  readonly slots: ChainSlots;
+  private readonly reinserter: ChainReinserter;
+  private readonly workloads = new Map<WorkloadKey, ChainedWorkload>();
+  private readonly owners = new Map<number, WorkloadKey>();
+  // Ids already reported as unusable, so a reconcile loop logs each once.
+  private readonly rejectedIds = new Set<string>();
+  private closed = false;
+
+  // Takes ownership of datapath, which must have been opened with
+  // chainPinDir set to hostPinDir.
+  constructor(
+    readonly datapath: Datapath,
+    private readonly ids: ServiceIdSource,
+    private readonly options: ChainedDatapathOptions,
+  ) {
+    this.list = ChainServiceList.inDirectory(options.hostPinDir);
+    this.slots = new ChainSlots(datapath, options.hostPinDir);
+    this.reinserter = new ChainReinserter(datapath, this.slots, this.list, { intervalMs: options.reinsertIntervalMs, log: options.log });
+    ids.onChange(() => this.resolveAll());
+  }
+
+  // Loads zerohold.o with zh_chain_meta shared with the host. Datapath.open
+  // gives the chained programs expected attach type 0, the type of the
+  // programs that own Cilium's prog arrays.
+  static async open(datapathOptions: DatapathOptions, ids: ServiceIdSource, options: ChainedDatapathOptions): Promise<ChainedDatapath> {
+    const datapath = await Datapath.open({ ...datapathOptions, chainPinDir: options.hostPinDir });
+    return new ChainedDatapath(datapath, ids, options);
+  }
+
+  // Removes the ids that a previous agent listed and no workload claims
+  // now, starts reading the ring buffers, and inserts the chained programs.
+  // Call it after the controller installed every workload.
+  start(): void {
+    const stale = this.pruneUnclaimed();
+    if (stale.length > 0) this.options.log.info({ ids: stale }, 'removed service ids that no workload claims from zh_chain_svcs');
+
+    this.datapath.start();
+    this.reinserter.start();
+  }
+
+  // Runs one re-insertion check now, outside the interval.
+  checkHost(): boolean {
+    return this.reinserter.check();
+  }
+
+  serviceIdsOf(workload: WorkloadKey): number[] {
+    return [...(this.workloads.get(workload)?.ids ?? [])];
+  }
+
+  setFrontends(workload: WorkloadKey, frontends: Frontend[], gateClosed: boolean): void {
+    let entry = this.workloads.get(workload);
+    if (entry === undefined) {
+      entry = { frontends, ids: new Set(), state: gateClosed ? 'cold' : 'warm' };
+      this.workloads.set(workload, entry);
+    }
+    entry.frontends = frontends;
+    this.apply(workload, entry, gateClosed ? 'cold' : 'warm');
+  }
+
+  removeWorkload(workload: WorkloadKey): void {
+    const entry = this.workloads.get(workload);
+    if (entry === undefined) return;
+
+    // NOTE: a connection opened while the workload was cold goes through
+    // the host's per-packet LB only while its id is listed (Cilium with
+    // socket-LB), so such a connection breaks here.
+    for (const id of entry.ids) this.unclaim(id);
+    this.workloads.delete(workload);
+  }
+
+  closeGate(workload: WorkloadKey): void {
+    const entry = this.requireWorkload(workload);
+    entry.state = 'cold';
+    for (const id of entry.ids) this.datapath.setServiceState(id, 'cold');
+  }
+
+  // Opens each id's gate, then re-injects its held frames on the device
+  // each frame arrived on, in the datapath's netns. The host's state word
+  // does not matter to the chained programs, which hold whenever they are
+  // called, but it stays consistent for reports and a later close.
+  async release(workload: WorkloadKey): Promise<ReleaseOutcome> {
+    const entry = this.requireWorkload(workload);
+    entry.state = 'warm';
+
+    const outcome: ReleaseOutcome = { released: [], failed: [] };
+    for (const id of [...entry.ids]) {
+      const result = await this.datapath.release(id, { reinject: this.options.reinject ?? true });
+      outcome.released.push(...result.released);
+      outcome.failed.push(...result.failed);
+    }
+
+    // Ids that the host stopped mapping to the workload while it was cold
+    // can go now.
+    this.apply(workload, entry, 'warm');
+    return outcome;
+  }
+
+  expireHeld(workload: WorkloadKey, cutoffMs: number): HeldFlow[] {
+    const cutoffNs = BigInt(Math.round(cutoffMs * 1e6));
+    return this.serviceIdsOf(workload).flatMap((id) => this.datapath.expire(id, cutoffNs));
+  }
+
+  heldFlows(workload?: WorkloadKey): HeldFlow[] {
+    if (workload === undefined) return this.datapath.held.list();
+    return this.serviceIdsOf(workload).flatMap((id) => this.datapath.held.list(id));
+  }
+
+  // Flows held now per workload, for the metrics gauge.
+  heldCounts(): Map<WorkloadKey, number> {
+    const counts = new Map<WorkloadKey, number>();
+    for (const flow of this.datapath.held.list()) {
+      const workload = this.owners.get(flow.record.serviceId);
+      if (workload !== undefined) counts.set(workload, (counts.get(workload) ?? 0) + 1);
+    }
+    return counts;
+  }
+
+  // The host's devices are not attached by zerohold, so their names are
+  // unknown here; reports show the ifindex.
+  interfaceName(_ifindex: number): string | undefined {
+    return undefined;
+  }
+
+  onWake(listener: (signal: WakeSignal) => void): void {
+    this.datapath.on('wake', (record) => {
+      const workload = this.owners.get(record.serviceId);
+      if (workload === undefined) return;
+      listener({ workload, flow: record.flow, atMs: Number(record.timestampNs / 1_000_000n) });
+    });
+  }
+
+  // Warm traffic goes to the host's backends and never reaches zerohold,
+  // so the datapath's warm counters stay at zero in chained mode.
+  // TODO: take activity from Hubble flows to the workload's Services.
+  lastActivity(_workload: WorkloadKey): number | undefined {
+    return undefined;
+  }
+
+  // Empties the slots, so the host falls back to its own no-backend
+  // handling, and closes the datapath. The listed ids stay, because the
+  // host translates connections opened while cold only while their id is
+  // listed. The next agent prunes the ids that no workload claims.
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+
+    this.reinserter.stop();
+    try {
+      const removed = this.slots.remove();
+      this.options.log.info({ arrays: removed }, 'removed the chained programs from the host prog arrays');
+    } catch (err) {
+      this.options.log.error({ err, hostPinDir: this.options.hostPinDir }, 'removing the chained programs failed, the host keeps calling them until it reloads');
+    }
+    this.list.close();
+    await this.datapath.close();
+  }
+
+  // Brings the workload's ids and their states in line with the host's
+  // current ids and the requested gate state. While the gate is closed, ids
+  // are only added: an id that the source stops reporting, for example
+  // while the host restarts, keeps holding the workload's flow openers.
+  private apply(workload: WorkloadKey, entry: ChainedWorkload, state: GateState): void {
+    const current = this.resolve(workload, entry.frontends);
+    const stateChanged = entry.state !== state;
+    entry.state = state;
+
+    for (const id of current) {
+      if (entry.ids.has(id)) continue;
+      this.datapath.configureService(id, { state, wakeIntervalMs: this.options.wakeIntervalMs });
+      this.owners.set(id, workload);
+      this.list.add(id);
+      entry.ids.add(id);
+    }
+
+    if (stateChanged) {
+      for (const id of entry.ids) this.datapath.setServiceState(id, state);
+    }
+
+    if (state === 'warm') {
+      for (const id of [...entry.ids]) {
+        if (current.has(id)) continue;
+        this.unclaim(id);
+        entry.ids.delete(id);
+      }
+    }
+  }
+
+  private resolveAll(): void {
+    for (const [workload, entry] of this.workloads) {
+      try {
+        this.apply(workload, entry, entry.state);
+      } catch (err) {
+        this.options.log.error({ err, workload }, 'applying changed service ids failed');
+      }
+    }
+  }
+
+  // Returns the ids of the host's services for the frontends that this
+  // workload may use: within the datapath's service tables and not
+  // claimed by another workload.
+  private resolve(workload: WorkloadKey, frontends: Frontend[]): Set<number> {
+    const max = this.datapath.services.maxServiceId;
+    const usable = new Set<number>();
+
+    for (const id of this.ids.revNatIdsOf(frontends)) {
+      const owner = this.owners.get(id);
+      if (owner !== undefined && owner !== workload) {
+        this.rejectOnce(workload, id, `service id ${id} already belongs to workload ${owner}`);
+      } else if (!Number.isInteger(id) || id < 1 || id > max) {
+        // NOTE: a host id above bpf.maxServices cannot be managed. Raising
+        // the limit grows the per-CPU zh_svc_stats along with zh_services.
+        this.rejectOnce(workload, id, `service id ${id} is outside 1-${max}, raise bpf.maxServices`);
+      } else {
+        usable.add(id);
+      }
+    }
+    return usable;
+  }
+
+  private rejectOnce(workload: WorkloadKey, id: number, reason: string): void {
+    const key = `${workload}|${id}`;
+    if (this.rejectedIds.has(key)) return;
+    this.rejectedIds.add(key);
+    this.options.log.error({ workload, serviceId: id }, `service id not managed: ${reason}`);
+  }
+
+  private unclaim(id: number): void {
+    this.list.delete(id);
+    this.datapath.configureService(id, { state: 'unmanaged', wakeIntervalMs: this.options.wakeIntervalMs });
+    this.owners.delete(id);
+
+    // No workload releases these frames any more; the clients retransmit.
+    const dropped = this.datapath.held.take(id);
+    if (dropped.length > 0) this.options.log.warn({ serviceId: id, dropped: dropped.length }, 'dropped held flows of a service id that left its workload');
+  }
+
+  private pruneUnclaimed(): number[] {
+    const stale = this.list.readPinned().filter((id) => !this.owners.has(id));
+    for (const id of stale) {
+      this.list.delete(id);
+      if (id >= 1 && id <= this.datapath.services.maxServiceId) {
+        this.datapath.configureService(id, { state: 'unmanaged', wakeIntervalMs: this.options.wakeIntervalMs });
+      }
+    }
+    return stale;
+  }
+
+  private requireWorkload(workload: WorkloadKey): ChainedWorkload {
+    const entry = this.workloads.get(workload);
+    if (entry === undefined) throw new Error(`workload ${workload} has no frontends on this node`);
+    return entry;
+  }
+}

@@ -1,0 +1,119 @@
+// Keeps zerohold in the host datapath across the host's reloads. A reload
+// that reuses the pinned maps keeps zerohold's entries. One that pins new
+// maps, such as a Cilium agent started on a cleared bpffs, leaves the
+// slots empty and zh_chain_svcs without zerohold's ids. Each check inserts
+// the programs again where a slot contains anything else, and writes the
+// list again when the zh_chain_svcs pin names a new map.
+
+import path from 'node:path';
+
+import type { Logger } from 'pino';
+
+import type { Datapath } from '../../datapath/datapath.js';
+import { loadNative } from '../../datapath/native.js';
+import type { ChainServiceList } from './chain-services.js';
+import type { ChainSlots } from './slots.js';
+
+export interface ChainReinserterOptions {
+  intervalMs: number;
+  log: Logger;
+}
+
+export class ChainReinserter {
+  private timer: NodeJS.Timeout | undefined;
+  // The last error logged per step, so a failure that repeats every
+  // interval is logged once, and again only when it changes or clears.
+  private readonly lastErrors = new Map<string, string>();
+  private waitingForHost = false;
+  private metaReplacedLogged = false;
+
+  constructor(
+    private readonly datapath: Datapath,
+    private readonly slots: ChainSlots,
+    private readonly list: ChainServiceList,
+    private readonly options: ChainReinserterOptions,
+  ) {
+    if (!Number.isFinite(options.intervalMs) || options.intervalMs <= 0) {
+      throw new RangeError(`invalid re-insertion interval ${options.intervalMs} ms: expected a positive number`);
+    }
+  }
+
+  // Checks once now, then every intervalMs until stop().
+  start(): void {
+    this.check();
+    this.timer = setInterval(() => this.check(), this.options.intervalMs);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  // Runs one check and returns true when it inserted a program or wrote
+  // the list again. Errors are logged, not thrown, so the next interval
+  // retries.
+  check(): boolean {
+    const { log } = this.options;
+    let changed = false;
+
+    const slots = this.attempt('slots', () => this.slots.ensureInserted());
+    for (const slot of slots ?? []) {
+      if (!slot.inserted) continue;
+      changed = true;
+      log.info({ array: slot.array, mapId: slot.mapId, replacedProgramId: slot.foundProgramId }, 'inserted the chained program into the host prog array');
+    }
+
+    const missing = (slots ?? []).filter((slot) => slot.mapId === null).map((slot) => slot.array);
+    if (missing.length > 0 && !this.waitingForHost) {
+      log.warn({ hostPinDir: this.slots.hostPinDir, missing }, 'host prog arrays are not pinned yet, waiting for the host datapath to load');
+    }
+    this.waitingForHost = missing.length > 0;
+
+    if (this.attempt('list', () => this.list.sync())) {
+      changed = true;
+      log.info({ mapId: this.list.mapId, ids: this.list.list().length }, 'wrote the managed service ids into zh_chain_svcs');
+    }
+
+    this.attempt('meta', () => this.checkMeta());
+    return changed;
+  }
+
+  // zh_chain_meta belongs to the loaded object: zerohold's programs read
+  // the map they were loaded with. If the host pinned a new one, the host
+  // writes metadata that the callee never reads, and every call drops with
+  // ZH_STAT_CHAIN_BAD_META.
+  private checkMeta(): void {
+    const pinPath = path.join(this.slots.hostPinDir, 'zh_chain_meta');
+    let pinnedId: number;
+    try {
+      const pinned = loadNative().openPinnedMap(pinPath);
+      pinnedId = pinned.id;
+      pinned.close();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+
+    const loadedId = this.datapath.map('zh_chain_meta').id;
+    if (pinnedId === loadedId || this.metaReplacedLogged) return;
+    this.metaReplacedLogged = true;
+    // TODO: load zerohold.o again against the new pin instead of asking
+    // for a restart; the held frames in memory would have to move over.
+    this.options.log.error({ pinPath, pinnedId, loadedId }, 'the host replaced zh_chain_meta, so chained calls are dropped; restart the agent to load against the new map');
+  }
+
+  private attempt<T>(step: string, work: () => T): T | undefined {
+    try {
+      const result = work();
+      if (this.lastErrors.delete(step)) this.options.log.info({ step }, 'chained-mode check recovered');
+      return result;
+    } catch (err) {
+      const message = (err as Error).message;
+      if (this.lastErrors.get(step) !== message) {
+        this.lastErrors.set(step, message);
+        this.options.log.error({ err, step, hostPinDir: this.slots.hostPinDir }, 'chained-mode check failed, retrying at the next interval');
+      }
+      return undefined;
+    }
+  }
+}
