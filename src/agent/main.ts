@@ -12,8 +12,11 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { ensureBpffs } from '../datapath/bpffs.js';
 import { Datapath, type DatapathOptions } from '../datapath/datapath.js';
 import { ChainedDatapath } from './chained/ports.js';
-import type { ServiceIdSource } from './chained/service-ids.js';
-import { ConfigError, loadConfig, type AgentConfig } from './config.js';
+import { CiliumBackendCheck } from './cilium/backend-check.js';
+import type { CiliumServiceSource } from './cilium/frontends.js';
+import { openCiliumServiceSource } from './cilium/open-service-source.js';
+import { CiliumServiceIds } from './cilium/service-ids.js';
+import { ConfigError, loadConfig } from './config.js';
 import { Controller } from './controller.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
 import { EventRecorder } from './events.js';
@@ -36,14 +39,6 @@ async function nodeAddresses(kc: KubeConfig, nodeName: string): Promise<string[]
     // Without a Node object (a test cluster), NodePorts get no frontends.
     return [];
   }
-}
-
-// The Cilium service source in chained mode: rev-NAT ids of frontends, read
-// from config.cilium.bpfPinDir or, without the maps, config.cilium.apiSocket.
-// TODO: return the ServiceIdSource over src/agent/cilium/'s service source
-// once it provides one; until then chained mode stops at startup here.
-function ciliumServiceIds(config: AgentConfig, source: string): ServiceIdSource {
-  throw new ConfigError(source, [`mode: "chained" needs the Cilium service source (cilium.bpfPinDir ${config.cilium.bpfPinDir}, cilium.apiSocket ${config.cilium.apiSocket}), which this build of the agent lacks; use "standalone"`]);
 }
 
 async function main(): Promise<void> {
@@ -80,11 +75,14 @@ async function main(): Promise<void> {
 
   let node: NodeDatapath | ChainedDatapath;
   let datapath: Datapath | undefined;
+  let ciliumServices: CiliumServiceSource | undefined;
   if (config.mode === 'chained') {
+    // Read before the datapath opens: it drops ids that no workload claims.
+    ciliumServices = await openCiliumServiceSource({ pinDir: config.cilium.bpfPinDir, socketPath: config.cilium.apiSocket, log: componentLogger(root, 'datapath') });
     // The host normally creates its pin directory; zh_chain_meta is pinned
     // there when the agent loads first.
     mkdirSync(config.chained.hostPinDir, { recursive: true });
-    node = await ChainedDatapath.open(datapathOptions, ciliumServiceIds(config, values.config!), {
+    node = await ChainedDatapath.open(datapathOptions, new CiliumServiceIds(ciliumServices), {
       hostPinDir: config.chained.hostPinDir,
       reinsertIntervalMs: config.chained.reinsertInterval,
       wakeIntervalMs: config.limits.wakeInterval,
@@ -103,11 +101,13 @@ async function main(): Promise<void> {
   const metrics = new AgentMetrics(() => node.heldCounts());
   const metricsPort = await metrics.listen(config.metrics.host, config.metrics.port);
 
-  // TODO: in chained mode, plug in src/agent/cilium/'s CiliumBackendCheck
-  // here, so that a release waits until this node's Cilium datapath has a
-  // backend. Until then the Ready endpoint alone allows the release.
+  // A release waits until this node's load balancer has a backend: Cilium's
+  // datapath in chained mode, kube-proxy's nftables rules on request.
   let backendCheck: (BackendCheck & { stop(): Promise<void> }) | undefined;
-  if (config.mode === 'standalone' && config.release.kubeProxy === 'nftables') {
+  if (ciliumServices) {
+    const cilium = new CiliumBackendCheck({ source: ciliumServices, log: componentLogger(root, 'readiness') });
+    backendCheck = { waitProgrammed: (frontends, timeoutMs) => cilium.waitProgrammed(frontends, timeoutMs), stop: async () => cilium.close() };
+  } else if (config.mode === 'standalone' && config.release.kubeProxy === 'nftables') {
     const nftables = new KubeProxyNftables({ ...(config.netns ? { netns: config.netns } : {}), log: componentLogger(root, 'readiness') });
     await nftables.start();
     backendCheck = nftables;
@@ -172,6 +172,7 @@ async function main(): Promise<void> {
     // stay for the next start.
     if (node instanceof ChainedDatapath) await node.close();
     else await datapath?.close();
+    ciliumServices?.close();
     log.info('stopped');
     process.exit(0);
   };
