@@ -104,6 +104,35 @@ export const agentConfigSchema = z.strictObject({
       apiSocket: z.string().startsWith('/').default('/var/run/cilium/cilium.sock'),
     })
     .prefault({}),
+  // Hubble, Cilium's flow observer. Its flows are the activity source in
+  // chained and signal modes, and the wake signal in signal mode.
+  hubble: z
+    .strictObject({
+      // The node's Hubble socket, read unless relay is set.
+      socket: z.string().startsWith('/').default('/var/run/cilium/hubble.sock'),
+      // Hubble Relay instead of the node's socket, to see every node's flows.
+      relay: z
+        .strictObject({
+          // host:port
+          address: z.string().regex(/^[^\s:]+:\d+$|^\[[0-9a-fA-F:]+\]:\d+$/, 'expected host:port, such as "hubble-relay.kube-system:4245"'),
+          tls: z
+            .strictObject({
+              ca: z.string().startsWith('/'),
+              cert: z.string().startsWith('/').optional(),
+              key: z.string().startsWith('/').optional(),
+              serverName: z.string().min(1).optional(),
+            })
+            .optional(),
+        })
+        .optional(),
+      // Also count Hubble flows as activity in standalone mode, next to the
+      // datapath counters. Chained and signal modes always do.
+      activity: z.boolean().default(false),
+      // The agent's own observer endpoint, which streams held, released and
+      // expired flows for `hubble observe --server unix://<socket>`.
+      observerSocket: z.string().startsWith('/').default('/run/zerohold/hubble.sock'),
+    })
+    .prefault({}),
   metrics: z
     .strictObject({
       host: z.string().default('0.0.0.0'),
@@ -189,6 +218,13 @@ export function validateConfig(document: unknown, source = 'configuration'): Age
     }
     if (config.mode === 'chained' && config.interfaces.length > 0) {
       throw new ConfigError(source, ['interfaces: not used in chained mode, where the host datapath calls zerohold; remove the list']);
+    }
+    if (config.mode === 'signal' && config.interfaces.length > 0) {
+      throw new ConfigError(source, ['interfaces: not used in signal mode, where Hubble drop events wake workloads; remove the list']);
+    }
+    const tls = config.hubble.relay?.tls;
+    if (tls && (tls.cert === undefined) !== (tls.key === undefined)) {
+      throw new ConfigError(source, ['hubble.relay.tls: cert and key go together, set both for a client certificate or neither']);
     }
     return config;
   }

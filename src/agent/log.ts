@@ -5,7 +5,7 @@
 
 import { pino, type Logger } from 'pino';
 
-export type Component = 'agent' | 'api' | 'controller' | 'datapath' | 'leader' | 'readiness' | 'events' | 'metrics';
+export type Component = 'activity' | 'agent' | 'api' | 'controller' | 'datapath' | 'leader' | 'readiness' | 'events' | 'metrics';
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LEVELS)[number];

@@ -10,13 +10,19 @@ import { parseArgs } from 'node:util';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 
 import { ensureBpffs } from '../datapath/bpffs.js';
+import { HubbleActivity } from '../hubble/activity.js';
+import type { HubbleEndpoint } from '../hubble/endpoint.js';
+import { ObserverServer } from '../hubble/observer-server.js';
+import { SignalDatapath } from '../hubble/signal-wakes.js';
+import { LatestActivity } from './activity-sources.js';
+import { ObservedDatapath } from './observed-datapath.js';
 import { Datapath, type DatapathOptions } from '../datapath/datapath.js';
 import { ChainedDatapath } from './chained/ports.js';
 import { CiliumBackendCheck } from './cilium/backend-check.js';
 import type { CiliumServiceSource } from './cilium/frontends.js';
 import { openCiliumServiceSource } from './cilium/open-service-source.js';
 import { CiliumServiceIds } from './cilium/service-ids.js';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, type AgentConfig } from './config.js';
 import { Controller } from './controller.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
 import { EventRecorder } from './events.js';
@@ -24,7 +30,7 @@ import { KubeProxyNftables } from './kube-proxy-check.js';
 import { LeaderElector } from './leader.js';
 import { LocalApi } from './local-api.js';
 import { LocalState } from './local-state.js';
-import type { BackendCheck } from './ports.js';
+import type { BackendCheck, DatapathPort, WorkloadKey } from './ports.js';
 import { componentLogger, createLogger, parseLogLevel } from './log.js';
 import { AgentMetrics } from './metrics.js';
 import { NodeDatapath } from './node-datapath.js';
@@ -41,6 +47,20 @@ async function nodeAddresses(kc: KubeConfig, nodeName: string): Promise<string[]
   }
 }
 
+function hubbleEndpoint(config: AgentConfig): HubbleEndpoint {
+  const relay = config.hubble.relay;
+  if (!relay) return { kind: 'socket', path: config.hubble.socket };
+  if (!relay.tls) return { kind: 'relay', address: relay.address };
+  const { ca, cert, key, serverName } = relay.tls;
+  return { kind: 'relay', address: relay.address, tls: { caFile: ca, ...(cert ? { certFile: cert } : {}), ...(key ? { keyFile: key } : {}), ...(serverName ? { serverName } : {}) } };
+}
+
+// The "namespace/name" of each Service of a tracked workload.
+function serviceNamesOf(controller: Controller, workload: WorkloadKey): string[] {
+  const entry = controller.snapshot().find((w) => w.key === workload);
+  return entry ? entry.services.map((name) => `${entry.spec.namespace}/${name}`) : [];
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { config: { type: 'string', default: '/etc/zerohold/agent.yaml' } } });
   const config = await loadConfig(values.config!);
@@ -49,18 +69,13 @@ async function main(): Promise<void> {
     throw new ConfigError(values.config!, ['nodeName: missing, set it or the NODE_NAME environment variable (the DaemonSet sets it from spec.nodeName)']);
   }
 
-  if (config.mode === 'signal') {
-    throw new ConfigError(values.config!, ['mode: "signal" (wakes from Hubble drop events) is not available in this version of the agent, use "standalone" or "chained"']);
-  }
-
   const root = createLogger(parseLogLevel(process.env.ZEROHOLD_LOG_LEVEL), nodeName);
   const log = componentLogger(root, 'agent');
   const kc = new KubeConfig();
   if (config.kubernetes.kubeconfig) kc.loadFromFile(config.kubernetes.kubeconfig);
   else kc.loadFromCluster();
 
-  ensureBpffs();
-  mkdirSync(config.bpf.pinDir, { recursive: true });
+  const hubble = hubbleEndpoint(config);
   const datapathOptions: DatapathOptions = {
     ...(config.netns ? { netns: config.netns } : {}),
     ...(config.bpf.objectPath ? { objectPath: config.bpf.objectPath } : {}),
@@ -73,10 +88,16 @@ async function main(): Promise<void> {
     heldLimits: { total: config.limits.heldFlowsTotal, perService: config.limits.heldFlowsPerService, perSource: config.limits.heldFlowsPerClient },
   };
 
-  let node: NodeDatapath | ChainedDatapath;
+  let node: NodeDatapath | ChainedDatapath | SignalDatapath;
   let datapath: Datapath | undefined;
   let ciliumServices: CiliumServiceSource | undefined;
-  if (config.mode === 'chained') {
+  if (config.mode === 'signal') {
+    // Stock Cilium drops the first packet; its Hubble drop event wakes the
+    // workload and the client's retransmission connects.
+    node = new SignalDatapath({ endpoint: hubble, logger: componentLogger(root, 'datapath'), wakeIntervalMs: config.limits.wakeInterval });
+  } else if (config.mode === 'chained') {
+    ensureBpffs();
+    mkdirSync(config.bpf.pinDir, { recursive: true });
     // Read before the datapath opens: it drops ids that no workload claims.
     ciliumServices = await openCiliumServiceSource({ pinDir: config.cilium.bpfPinDir, socketPath: config.cilium.apiSocket, log: componentLogger(root, 'datapath') });
     // The host normally creates its pin directory; zh_chain_meta is pinned
@@ -90,6 +111,8 @@ async function main(): Promise<void> {
       log: componentLogger(root, 'datapath'),
     });
   } else {
+    ensureBpffs();
+    mkdirSync(config.bpf.pinDir, { recursive: true });
     datapath = await Datapath.open(datapathOptions);
     for (const iface of config.interfaces) {
       await datapath.attach(iface.name, iface.hook === 'xdp' ? { hook: 'xdp', mode: iface.xdpMode } : { hook: 'tc' });
@@ -98,7 +121,26 @@ async function main(): Promise<void> {
     datapath.start();
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
-  const metrics = new AgentMetrics(() => node.heldCounts());
+  const metrics = new AgentMetrics(() => (node instanceof SignalDatapath ? new Map() : node.heldCounts()));
+
+  // Hubble flows are the activity source where zerohold's counters see no
+  // warm traffic: in chained mode, where warm traffic never reaches it, and
+  // in signal mode, where nothing is loaded.
+  let hubbleActivity: HubbleActivity | undefined;
+  if (config.mode !== 'standalone' || config.hubble.activity) {
+    hubbleActivity = new HubbleActivity({ endpoint: hubble, logger: componentLogger(root, 'activity') });
+  }
+  const activity = new LatestActivity([...(node instanceof SignalDatapath ? [] : [node]), ...(hubbleActivity ? [hubbleActivity] : [])]);
+
+  // The agent's own observer endpoint, for `hubble observe` on held flows.
+  let observer: ObserverServer | undefined;
+  let port: DatapathPort = node;
+  if (!(node instanceof SignalDatapath)) {
+    observer = new ObserverServer({ nodeName, logger: componentLogger(root, 'api') });
+    await observer.listen(config.hubble.observerSocket);
+    const inner = node;
+    port = new ObservedDatapath({ inner, datapath: inner instanceof ChainedDatapath ? inner.datapath : datapath, observer, serviceOf: (workload) => serviceNamesOf(controller, workload)[0] });
+  }
   const metricsPort = await metrics.listen(config.metrics.host, config.metrics.port);
 
   // A release waits until this node's load balancer has a backend: Cilium's
@@ -130,11 +172,11 @@ async function main(): Promise<void> {
   const controller = new Controller({
     kc,
     nodeAddresses: await nodeAddresses(kc, nodeName),
-    datapath: node,
+    datapath: port,
     readiness,
     scaler: new KubeScaler(kc),
     events: new EventRecorder(kc, nodeName, componentLogger(root, 'events')),
-    activity: node,
+    activity,
     ...(backendCheck ? { backendCheck, backendCheckTimeoutMs: config.release.timeout } : {}),
     isLeader: () => leader.isLeader,
     log: componentLogger(root, 'controller'),
@@ -150,8 +192,21 @@ async function main(): Promise<void> {
   // The controller installed every workload, so ids that no workload
   // claims can leave zh_chain_svcs before the programs go in.
   if (node instanceof ChainedDatapath) node.start();
-  // LocalState reads only heldFlows() and interfaceName(), which both
-  // datapath ports provide.
+
+  // Hubble follows the Services of the tracked workloads, which change as
+  // the controller reconciles.
+  const followServices = () => {
+    const services = new Map(controller.snapshot().map((w) => [w.key, serviceNamesOf(controller, w.key)]));
+    hubbleActivity?.setWorkloads(services);
+    if (node instanceof SignalDatapath) for (const [workload, names] of services) node.setServices(workload, names);
+  };
+  followServices();
+  const followTimer = setInterval(followServices, 1000);
+  hubbleActivity?.start();
+  if (node instanceof SignalDatapath) node.start();
+
+  // LocalState reads only heldFlows() and interfaceName(), which every
+  // datapath port provides.
   const api = new LocalApi(new LocalState(nodeName, controller, node as NodeDatapath), componentLogger(root, 'api'));
   await api.listen(config.api.socket);
   log.info({ metricsPort, socket: config.api.socket, mode: config.mode }, 'agent ready');
@@ -162,6 +217,9 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'stopping');
     await api.close();
+    clearInterval(followTimer);
+    hubbleActivity?.stop();
+    await observer?.close();
     await controller.stop();
     await leader.stop();
     await reports.stop();
@@ -171,6 +229,7 @@ async function main(): Promise<void> {
     // Detaches the programs or empties the host's slots; the pinned maps
     // stay for the next start.
     if (node instanceof ChainedDatapath) await node.close();
+    else if (node instanceof SignalDatapath) node.stop();
     else await datapath?.close();
     ciliumServices?.close();
     log.info('stopped');

@@ -96,6 +96,10 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     return id === undefined ? [] : this.datapath.held.list(id);
   }
 
+  workloadOf(serviceId: number): WorkloadKey | undefined {
+    return this.workloads.get(serviceId);
+  }
+
   interfaceName(ifindex: number): string | undefined {
     return this.datapath.interfaceNames.get(ifindex);
   }

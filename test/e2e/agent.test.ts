@@ -13,6 +13,8 @@ import { after, before, test } from 'node:test';
 
 import { AppsV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 
+import { Verdict, type Flow } from '../../src/hubble/gen/flow/flow_pb.js';
+import { isGarbled, ObserverClient } from '../../src/hubble/observer-client.js';
 import { repoRoot } from '../../src/paths.js';
 import { deploymentFixture, serviceFixture } from '../apiserver/fixtures.js';
 import { kubeConfigFor, writeKubeConfigFile, type KubeConfigFile } from '../apiserver/kubeconfig.js';
@@ -65,6 +67,7 @@ bpf: { pinDir: ${pinDir}, maxServices: 64, indexBuckets: 1024 }
 metrics: { host: 127.0.0.1, port: 0 }
 idle: { reportInterval: 1s }
 api: { socket: ${workDir}/agent.sock }
+hubble: { observerSocket: ${workDir}/hubble.sock }
 `,
   );
 
@@ -114,6 +117,23 @@ test('agent wakes and releases curl', async () => {
   assert.equal(await curl, 'woken by zerohold');
   assert.match(agentOutput, /"released held flows"/);
   assert.match(await zerohold('status'), /^shop\/web\s+web\s+Warm\s+0\s/m);
+
+  // The agent's observer endpoint shows the flow held, then released, as
+  // `hubble observe` would read it.
+  const client = await ObserverClient.connect({ kind: 'socket', path: path.join(workDir, 'hubble.sock') });
+  try {
+    const flows: Flow[] = [];
+    for await (const message of client.getFlows({})) {
+      if (!isGarbled(message) && message.responseTypes.case === 'flow') flows.push(message.responseTypes.value);
+    }
+    const toService = flows.filter((flow) => flow.IP?.destination === serviceIP);
+    assert.deepEqual(toService.map((flow) => flow.verdict), [Verdict.TRACED, Verdict.FORWARDED], 'held, then released');
+    assert.equal(toService[0]!.destinationService?.name, 'web');
+    assert.equal(toService[0]!.destinationService?.namespace, 'shop');
+    assert.equal(toService[0]!.nodeName, 'node-1');
+  } finally {
+    client.close();
+  }
 });
 
 test('SIGTERM detaches the agent', async () => {

@@ -253,6 +253,7 @@ export class AgentProcess extends EventEmitter {
       `bpf: { pinDir: ${options.pinDir}, maxServices: 256, indexBuckets: 4096 }`,
       'metrics: { host: 127.0.0.1, port: 0 }',
       `api: { socket: ${this.socketPath} }`,
+      `hubble: { observerSocket: ${join(this.options.workDir, `hubble-${this.node}.sock`)} }`,
       `release: { kubeProxy: ${options.releaseCheck}, heldPackets: ${options.releaseMode} }`,
       `idle: { reportInterval: ${options.reportInterval} }`,
       `leaderElection: { leaseDuration: ${options.leaseDuration}, renewDeadline: ${options.renewDeadline}, retryPeriod: ${options.retryPeriod} }`,

@@ -151,6 +151,10 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
   }
 
   // Flows held now per workload, for the metrics gauge.
+  workloadOf(serviceId: number): WorkloadKey | undefined {
+    return this.owners.get(serviceId);
+  }
+
   heldCounts(): Map<WorkloadKey, number> {
     const counts = new Map<WorkloadKey, number>();
     for (const flow of this.datapath.held.list()) {

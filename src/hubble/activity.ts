@@ -1,0 +1,145 @@
+// Idle detection from Hubble flows: the activity source of the agent when
+// Cilium's Hubble observes the traffic and zerohold's datapath does not
+// count it. The source is the node-local Hubble socket (flows of this node) or
+// Hubble Relay (flows of every node).
+//
+// A flow counts as activity when its verdict is not DROPPED or ERROR and
+// either its destination_service is a managed Service (a request), or it
+// is a reply (is_reply true) whose source_service is one. Replies count
+// because a workload that still sends data on an open connection is in
+// use, even when the client sends nothing new.
+//
+// Usage:
+//   const activity = new HubbleActivity({ endpoint: { kind: 'socket', path: DEFAULT_HUBBLE_SOCKET }, logger });
+//   activity.start();
+//   activity.setWorkloads(new Map([['shop/web', ['shop/web', 'shop/web-admin']]]));
+//   activity.lastActivity('shop/web'); // CLOCK_MONOTONIC ms, or undefined
+
+import { create } from '@bufbuild/protobuf';
+import { timestampMs } from '@bufbuild/protobuf/wkt';
+import type { Logger } from 'pino';
+
+import type { ActivitySource, WorkloadKey } from '../agent/ports.js';
+import type { Backoff } from './backoff.js';
+import type { HubbleEndpoint } from './endpoint.js';
+import type { FlowStreamStats } from './flow-stream.js';
+import { FlowFilterSchema, Verdict, type Flow, type FlowFilter } from './gen/flow/flow_pb.js';
+import type { GetFlowsResponse } from './gen/observer/observer_pb.js';
+import { ManagedFlowStream } from './managed-flow-stream.js';
+import { monotonicMs, monotonicFromUnixMs } from './monotonic-time.js';
+
+export interface HubbleActivityOptions {
+  endpoint: HubbleEndpoint;
+  logger: Logger;
+  backoff?: () => Backoff;
+  // The earliest flow time of the first call. Defaults to the time of the
+  // first call, so that an agent restart does not count old flows.
+  since?: Date;
+  // CLOCK_MONOTONIC and Unix time in milliseconds, replaced by tests.
+  monotonicNow?: () => number;
+  unixNow?: () => number;
+}
+
+// "namespace/name" of the flow's Service in the direction that counts: the
+// destination for a request, the source for a reply. Undefined when Hubble
+// named no Service.
+function activityServiceOf(flow: Flow): string | undefined {
+  const service = flow.isReply === true ? flow.sourceService : flow.destinationService;
+  if (service === undefined || service.name === '') return undefined;
+  return `${service.namespace}/${service.name}`;
+}
+
+export class HubbleActivity implements ActivitySource {
+  private readonly stream: ManagedFlowStream;
+  // Service "namespace/name" to the workloads that it belongs to.
+  private workloadsByService = new Map<string, WorkloadKey[]>();
+  // Last activity per workload, CLOCK_MONOTONIC ms.
+  private readonly last = new Map<WorkloadKey, number>();
+  private readonly monotonicNow: () => number;
+  private readonly unixNow: () => number;
+
+  constructor(options: HubbleActivityOptions) {
+    this.monotonicNow = options.monotonicNow ?? monotonicMs;
+    this.unixNow = options.unixNow ?? Date.now;
+    this.stream = new ManagedFlowStream({
+      endpoint: options.endpoint,
+      logger: options.logger.child({ use: 'activity' }),
+      backoff: options.backoff,
+      since: options.since,
+      onFlow: (flow, response) => this.receive(flow, response),
+    });
+  }
+
+  get stats(): FlowStreamStats {
+    return this.stream.stats;
+  }
+
+  get state(): ManagedFlowStream['state'] {
+    return this.stream.state;
+  }
+
+  start(): void {
+    this.stream.start();
+  }
+
+  stop(): void {
+    this.stream.stop();
+  }
+
+  // Sets the managed workloads and their Services as "namespace/name".
+  // Replaces the previous map, and drops the activity of workloads that are
+  // not in it.
+  setWorkloads(services: ReadonlyMap<WorkloadKey, readonly string[]>): void {
+    const byService = new Map<string, WorkloadKey[]>();
+    for (const [workload, names] of services) {
+      for (const name of names) {
+        const workloads = byService.get(name);
+        if (workloads) workloads.push(workload);
+        else byService.set(name, [workload]);
+      }
+    }
+    this.workloadsByService = byService;
+    for (const workload of this.last.keys()) {
+      if (!services.has(workload)) this.last.delete(workload);
+    }
+
+    this.stream.setFilters(this.whitelist(), this.blacklist());
+  }
+
+  // The time of the workload's last flow as CLOCK_MONOTONIC milliseconds.
+  lastActivity(workload: WorkloadKey): number | undefined {
+    return this.last.get(workload);
+  }
+
+  // Requests to the managed Services, and replies from them. Hubble matches
+  // Service names by prefix, so receive() checks the names again exactly.
+  private whitelist(): FlowFilter[] {
+    const names = [...this.workloadsByService.keys()];
+    if (names.length === 0) return [];
+    return [
+      // Requests, and flows of unknown direction (is_reply unset).
+      create(FlowFilterSchema, { destinationService: names }),
+      create(FlowFilterSchema, { sourceService: names, reply: [true] }),
+    ];
+  }
+
+  private blacklist(): FlowFilter[] {
+    return [create(FlowFilterSchema, { verdict: [Verdict.DROPPED, Verdict.ERROR] })];
+  }
+
+  private receive(flow: Flow, response: GetFlowsResponse): void {
+    if (flow.verdict === Verdict.DROPPED || flow.verdict === Verdict.ERROR) return;
+
+    const service = activityServiceOf(flow);
+    if (service === undefined) return;
+    const workloads = this.workloadsByService.get(service);
+    if (workloads === undefined) return;
+
+    const time = flow.time ?? response.time;
+    const atMs = time === undefined ? this.monotonicNow() : monotonicFromUnixMs(timestampMs(time), this.monotonicNow(), this.unixNow());
+    for (const workload of workloads) {
+      const previous = this.last.get(workload);
+      if (previous === undefined || atMs > previous) this.last.set(workload, atMs);
+    }
+  }
+}
