@@ -1,5 +1,5 @@
 // Signal mode: wakes for stock Cilium, which zerohold does not patch.
-// With the Helm value loadBalancer.serviceNoBackendResponse=drop, Cilium
+// With the Helm value serviceNoBackendResponse=drop, Cilium
 // drops a packet to a Service without backends, and Hubble reports a
 // DROPPED flow with drop_reason_desc SERVICE_BACKEND_NOT_FOUND (code 158,
 // DROP_NO_SERVICE in Cilium's bpf/lib/common.h). Such a flow to a managed
