@@ -5,7 +5,7 @@
 // that the new call sends again. A message that fails to decode is
 // counted, logged and skipped without ending the call.
 
-import type { ClientReadableStream, StatusObject } from '@grpc/grpc-js';
+import type { StatusObject } from '@grpc/grpc-js';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { timestampDate, timestampFromDate } from '@bufbuild/protobuf/wkt';
 import type { Logger } from 'pino';
@@ -16,7 +16,7 @@ import { FlowCursor, flowKey } from './flow-cursor.js';
 import type { Flow, FlowFilter } from './gen/flow/flow_pb.js';
 import { NodeState } from './gen/relay/relay_pb.js';
 import type { GetFlowsResponse } from './gen/observer/observer_pb.js';
-import { isGarbled, ObserverClient, type FlowsMessage } from './observer-client.js';
+import { isGarbled, ObserverClient, type FlowsCall, type FlowsMessage } from './observer-client.js';
 import { RepeatLimiter } from './repeat-limiter.js';
 
 // At most one log line per interval for repeated garbled messages, lost
@@ -65,7 +65,7 @@ export class FlowStream {
   // abandoned call or a connect() that finished late are ignored.
   private generation = 0;
   private client: ObserverClient | undefined;
-  private call: ClientReadableStream<FlowsMessage> | undefined;
+  private call: FlowsCall | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly garbledLog = new RepeatLimiter(REPEAT_LOG_INTERVAL_MS);
   private readonly lostLog = new RepeatLimiter(REPEAT_LOG_INTERVAL_MS);
@@ -127,23 +127,21 @@ export class FlowStream {
     }
 
     const since = this.cursor!.since();
-    const call = client.getFlows({ follow: true, whitelist: this.whitelist, blacklist: this.blacklist, since });
+    const request = { follow: true, whitelist: this.whitelist, blacklist: this.blacklist, since };
+    const call = client.streamFlows(request, {
+      onMetadata: () => {
+        if (generation === this.generation) this.connected();
+      },
+      onMessage: (message) => {
+        if (generation === this.generation) this.receive(message);
+      },
+      onStatus: (status) => {
+        if (generation === this.generation) this.ended(generation, status);
+      },
+    });
     this.client = client;
     this.call = call;
     this.log.debug({ since: since && timestampDate(since).toISOString(), filters: this.whitelist.length }, 'GetFlows call opened');
-
-    call.on('metadata', () => {
-      if (generation === this.generation) this.connected();
-    });
-    call.on('data', (message: FlowsMessage) => {
-      if (generation === this.generation) this.receive(message);
-    });
-    // grpc-js emits 'error' for every status other than OK, before
-    // 'status'. The handler is required, and 'status' does the work.
-    call.on('error', () => {});
-    call.on('status', (status: StatusObject) => {
-      if (generation === this.generation) this.ended(generation, status);
-    });
   }
 
   private connected(): void {

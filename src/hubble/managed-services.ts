@@ -22,13 +22,27 @@ export type FilterConditions = Pick<
 
 export class ManagedServices {
   private readonly names: Set<string>;
+  // Namespace to Service name to "namespace/name", so that match() finds a
+  // flow's Service without building a string per flow.
+  private readonly byNamespace = new Map<string, Map<string, string>>();
   private readonly addresses: Set<string>;
 
   // frontendAddresses are the Services' ClusterIPs and other frontend IPs,
   // which also match a flow that Hubble could not attribute to a Service,
   // such as a drop before the service lookup.
   constructor(services: Iterable<ServiceName>, frontendAddresses: Iterable<string> = []) {
-    this.names = new Set([...services].map((service) => `${service.namespace}/${service.name}`));
+    this.names = new Set();
+    for (const service of services) {
+      const name = `${service.namespace}/${service.name}`;
+      this.names.add(name);
+
+      let names = this.byNamespace.get(service.namespace);
+      if (names === undefined) {
+        names = new Map();
+        this.byNamespace.set(service.namespace, names);
+      }
+      names.set(service.name, name);
+    }
     this.addresses = new Set(frontendAddresses);
   }
 
@@ -52,8 +66,8 @@ export class ManagedServices {
   match(flow: Flow): string | undefined {
     const service = flow.destinationService;
     if (service !== undefined) {
-      const name = `${service.namespace}/${service.name}`;
-      if (this.names.has(name)) return name;
+      const name = this.byNamespace.get(service.namespace)?.get(service.name);
+      if (name !== undefined) return name;
     }
 
     const destination = flow.IP?.destination;

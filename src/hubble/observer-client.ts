@@ -2,7 +2,7 @@
 // Hubble Relay.
 
 import { create, fromBinary, type MessageInitShape } from '@bufbuild/protobuf';
-import { Client, Metadata, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { Client, Metadata, status as grpcStatus, type ChannelOptions, type ClientReadableStream, type ServiceError, type StatusObject } from '@grpc/grpc-js';
 
 import { channelSettings, type HubbleEndpoint } from './endpoint.js';
 import {
@@ -28,6 +28,34 @@ export interface GarbledMessage {
 export type FlowsMessage = GetFlowsResponse | GarbledMessage;
 
 export const DEFAULT_UNARY_TIMEOUT_MS = 10_000;
+
+// Channel options for a flow stream, which is one long call of many small
+// messages.
+const STREAM_CHANNEL_OPTIONS: Partial<ChannelOptions> = {
+  // The initial HTTP/2 window of the connection and its streams, in bytes
+  // (read by grpc-js 1.14's transport). With the default of 65,535 the
+  // server waits for a WINDOW_UPDATE after every few hundred flows. 1 MiB is
+  // an estimate that covers a few thousand flows of 200 to 1,000 bytes.
+  'grpc-node.flow_control_window': 1 << 20,
+  // FlowStream resumes a broken call itself, with `since`, so grpc-js
+  // retries would only add a layer to every message.
+  'grpc.enable_retries': 0,
+};
+
+// Receives the events of a streamFlows call, in the order that grpc-js's
+// ClientReadableStream emits them: metadata, messages, then one status.
+export interface FlowsListener {
+  onMetadata(): void;
+  onMessage(message: FlowsMessage): void;
+  onStatus(status: StatusObject): void;
+}
+
+export interface FlowsCall {
+  // Ends the call with CANCELLED. The listener then receives that status.
+  cancel(): void;
+}
+
+type ChannelCall = ReturnType<ReturnType<Client['getChannel']>['createCall']>;
 
 const getFlows = methodDefinition(Observer.method.getFlows);
 const getNodes = methodDefinition(Observer.method.getNodes);
@@ -55,7 +83,33 @@ export class ObserverClient {
 
   static async connect(endpoint: HubbleEndpoint): Promise<ObserverClient> {
     const settings = await channelSettings(endpoint);
-    return new ObserverClient(new Client(settings.target, settings.credentials, settings.options));
+    return new ObserverClient(new Client(settings.target, settings.credentials, { ...STREAM_CHANNEL_OPTIONS, ...settings.options }));
+  }
+
+  // Opens a GetFlows call and passes each decoded message to the listener.
+  // It uses grpc-js's channel call API directly, because the object-mode
+  // Readable of getFlows() adds a process.nextTick turn and several
+  // allocations per message. grpc-js delivers the next message in a later
+  // tick, so requesting it before the listener runs keeps at most one
+  // message pending, and a listener that throws does not stall the call.
+  // NOTE: this path skips grpc-js client interceptors and per-call
+  // credentials, which zerohold does not use. Channel credentials (TLS)
+  // still apply.
+  streamFlows(request: MessageInitShape<typeof GetFlowsRequestSchema>, listener: FlowsListener): FlowsCall {
+    const call: ChannelCall = this.client.getChannel().createCall(getFlows.path, Infinity, undefined, null, null);
+    call.start(new Metadata(), {
+      onReceiveMetadata: () => listener.onMetadata(),
+      onReceiveMessage: (bytes: Buffer) => {
+        call.startRead();
+        listener.onMessage(decodeFlowsMessage(bytes));
+      },
+      onReceiveStatus: (status: StatusObject) => listener.onStatus(status),
+    });
+    call.sendMessageWithContext({}, getFlows.requestSerialize(create(GetFlowsRequestSchema, request)));
+    call.halfClose();
+    call.startRead();
+
+    return { cancel: () => call.cancelWithStatus(grpcStatus.CANCELLED, 'Cancelled on client') };
   }
 
   getFlows(request: MessageInitShape<typeof GetFlowsRequestSchema>): ClientReadableStream<FlowsMessage> {
