@@ -192,7 +192,7 @@ export class Controller {
         type: 'flow-opener',
         nowMs: this.now(),
         client: `${host(flow.source)}:${flow.sourcePort}`,
-        frontend: `${flow.protocol}/${host(flow.destination)}:${flow.destinationPort}`,
+        frontend: `${flow.protocol}/${host(flow.destination)}:${flow.destinationPort}${signal.service ? ` (Service ${signal.service})` : ''}`,
       });
     });
     this.options.readiness.onChange((key) => this.observe(key));

@@ -17,6 +17,9 @@ export interface WakeSignal {
   // CLOCK_MONOTONIC in milliseconds, the clock of the datapath's records
   // and of process.hrtime.
   atMs: number;
+  // "namespace/name" of the Service the flow was sent to, when the source
+  // of the signal knows it (Hubble does, the datapath does not).
+  service?: string;
 }
 
 export interface ReleaseOutcome {

@@ -215,7 +215,8 @@ export class SignalDatapath implements DatapathPort {
 
     const time = flow.time ?? response.time;
     const atMs = time === undefined ? now : monotonicFromUnixMs(timestampMs(time), now, this.unixNow());
-    const signal: WakeSignal = { workload, flow: addresses, atMs };
+    const service = serviceNameOf(flow);
+    const signal: WakeSignal = { workload, flow: addresses, atMs, ...(service ? { service } : {}) };
     this.log.debug({ workload, service: serviceNameOf(flow), node: flow.nodeName, client: `${addresses.source}:${addresses.sourcePort}` }, 'wake from a Hubble drop');
     for (const listener of this.listeners) {
       try {

@@ -91,6 +91,13 @@ test('Hubble drop wakes the workload', async () => {
   const apps = kc.makeApiClient(AppsV1Api);
   await waitFor('the scale-up', async () => ((await apps.readNamespacedDeployment({ name: 'web', namespace: 'shop' })).spec?.replicas === 1 ? true : undefined), 10_000);
   assert.match(agentOutput, /"Cold -> Waking"/);
+
+  // The Woken Event names the Service from the Hubble flow.
+  const woken = await waitFor('the Woken event', async () => {
+    const events = await kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'shop' });
+    return events.items.find((e) => e.reason === 'Woken' && e.involvedObject.kind === 'ScaleToZero');
+  }, 5000);
+  assert.match(woken.message ?? '', /to tcp\/198\.19\.\d+\.\d+:80 \(Service shop\/web\)/);
 });
 
 test('SIGTERM stops the signal agent', async () => {
