@@ -29,7 +29,7 @@ export class ObservedDatapath implements DatapathPort {
   constructor(private readonly options: ObservedDatapathOptions) {
     this.inner = options.inner;
     this.now = options.now ?? monotonicMs;
-    // A replaced SYN of a flow already held is the same flow; only the
+    // A replaced SYN of a flow already held is the same flow, so only the
     // first frame of a flow is reported.
     options.datapath?.on('held', (record, outcome) => {
       if (outcome.result !== 'held') return;

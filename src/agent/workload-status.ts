@@ -1,4 +1,4 @@
-// Where a workload's status lives, and its conditions. A ScaleToZero keeps
+// The storage of a workload's status, and its conditions. A ScaleToZero keeps
 // it in its status subresource. A workload declared by the Service
 // annotation keeps it as JSON in the Service annotation zerohold.dev/status,
 // because a Service's own status has no room for it. Either way the agents

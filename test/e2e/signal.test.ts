@@ -1,7 +1,7 @@
-// The agent process in signal mode, for stock Cilium: no datapath of its
-// own, a Hubble drop of a SYN to a Service without backends wakes the
-// workload, and Hubble flows to the Service keep it up. A test Hubble
-// server stands in for the node's Hubble socket.
+// The agent process in signal mode, for stock Cilium: it loads no
+// datapath of its own, and a Hubble drop of a SYN to a Service without
+// backends wakes the workload. A test Hubble server takes the place of the
+// node's Hubble socket.
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
