@@ -83,7 +83,7 @@ struct zh_wake_state {
 	__u64	last_wake_ns;	/* bpf_ktime_get_ns() of the last wake event */
 };
 
-/* zh_config value (single entry). */
+/* zh_config, a global variable in section .data.zh_config (lib/maps.h). */
 struct zh_config {
 	__u32	any_port_frontends; /* number of port-0 keys in zh_frontends */
 	__u32	index_mask;	/* zh_fe_index buckets - 1 */

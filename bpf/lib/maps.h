@@ -61,13 +61,19 @@ struct {
 	__type(value, __u64);
 } zh_stats SEC(".maps");
 
-/* Single entry of datapath settings, written by the agent. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct zh_config);
-} zh_config SEC(".maps");
+/*
+ * Datapath settings, written by the agent. A global variable in its own
+ * data section costs the packet path one load from a constant address,
+ * where an ARRAY map cost an inlined lookup through a key on the stack.
+ * libbpf backs the section with an internal ARRAY map of one entry that
+ * user space opens as ".data.zh_config". The initial value fits the
+ * default zh_fe_index size with no port-0 keys, and the agent writes the
+ * real one before it attaches a program.
+ */
+struct zh_config zh_config SEC(".data.zh_config") = {
+	.any_port_frontends = 0,
+	.index_mask = ZH_FE_INDEX_BUCKETS - 1,
+};
 
 /* Held flow openers: struct zh_held_hdr followed by the frame. */
 struct {

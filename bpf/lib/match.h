@@ -58,21 +58,23 @@ static __always_inline bool zh_lookup_key(const struct zh_fe_probe *probe,
 
 /*
  * Looks probe up, then its port-0 form, but only while
- * zh_config.any_port_frontends counts port-0 keys.
+ * zh_config.any_port_frontends counts port-0 keys. The agent changes
+ * zh_config at any time, so each field is read once.
  */
 static __always_inline bool zh_lookup_probe(struct zh_fe_probe *probe,
-					    const struct zh_config *config,
 					    __u32 *service_id)
 {
-	if (zh_lookup_key(probe, config->index_mask, service_id))
+	__u32 mask = ZH_READ_ONCE(zh_config.index_mask);
+
+	if (zh_lookup_key(probe, mask, service_id))
 		return true;
 
-	if (!ZH_READ_ONCE(config->any_port_frontends))
+	if (!ZH_READ_ONCE(zh_config.any_port_frontends))
 		return false;
 
 	/* The port is the low half of the last word. */
 	probe->tail &= ~(__u32)0xffff;
-	return zh_lookup_key(probe, config->index_mask, service_id);
+	return zh_lookup_key(probe, mask, service_id);
 }
 
 /*
@@ -85,21 +87,15 @@ static __always_inline bool zh_lookup_frontend(const struct zh_flow *flow,
 {
 	const struct ipv6hdr *ip6h = flow->l3;
 	const struct iphdr *iph = flow->l3;
-	const struct zh_config *config;
 	struct zh_fe_probe probe;
-	__u32 zero = 0;
-
-	config = bpf_map_lookup_elem(&zh_config, &zero);
-	if (!config)
-		return false;
 
 	if (flow->family == ZH_AF_INET) {
 		zh_fe_probe_ipv4(&probe, iph->daddr, flow->dst_port,
 				 flow->l4_proto);
-		return zh_lookup_probe(&probe, config, service_id);
+		return zh_lookup_probe(&probe, service_id);
 	}
 	zh_fe_probe_ipv6(&probe, &ip6h->daddr, flow->dst_port, flow->l4_proto);
-	return zh_lookup_probe(&probe, config, service_id);
+	return zh_lookup_probe(&probe, service_id);
 }
 
 /*

@@ -63,6 +63,11 @@ export interface DatapathEvents {
   'record-error': [Error];
 }
 
+// libbpf's internal map for the global zh_config in bpf/lib/maps.h. It is
+// never pinned, because a fresh object starts from the initial value and
+// FrontendTable writes the current settings before anything attaches.
+const CONFIG_MAP = '.data.zh_config';
+
 const MAX_DRAIN_BATCHES = 64;
 const RING_HELD = 0;
 const RING_WAKE = 1;
@@ -96,7 +101,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     this.netns = options.netns;
     this.pinDir = options.pinDir;
     this.services = new ServiceTable(object.map('zh_services'), object.map('zh_svc_stats'), object.map('zh_stats'));
-    this.frontends = new FrontendTable(object.map('zh_frontends'), object.map('zh_fe_index'), object.map('zh_config'), this.services.maxServiceId);
+    this.frontends = new FrontendTable(object.map('zh_frontends'), object.map('zh_fe_index'), object.map(CONFIG_MAP), this.services.maxServiceId);
     this.held = new HeldFrameStore(options.heldLimits ?? DEFAULT_HELD_LIMITS);
 
     const native = loadNative();

@@ -75,7 +75,7 @@ test('unknown map and program names', () => {
 
 test('handles fail after object close', async () => {
   const other = await Datapath.open({ maxServices: 8 });
-  const map = other.map('zh_config');
+  const map = other.map('zh_stats');
   await other.close();
   assert.throws(() => map.lookup(Buffer.alloc(4)), /closed/);
 });
@@ -92,7 +92,7 @@ test('missing pinned link', () => {
 
 test('pinned map opened as a link', () => {
   const pinPath = `/sys/fs/bpf/zh-test-map-as-link-${process.pid}`;
-  dp.map('zh_config').pin(pinPath);
+  dp.map('zh_stats').pin(pinPath);
   try {
     assert.throws(() => native.openPinnedLink(pinPath), (err: NodeJS.ErrnoException) => {
       assert.equal(err.code, 'EINVAL');
