@@ -45,6 +45,9 @@ interface Sample {
   readyMs: number | null;
   programmedMs: number | null;
   releasedMs: number | null;
+  // The agent's own part: from its backend check passing to the held
+  // packets re-injected, from its log.
+  agentReleaseMs: number | null;
   connectedMs: number;
 }
 
@@ -72,14 +75,19 @@ async function coldStart(testbed: Testbed, workload: DeployedWorkload): Promise<
   const ready = events.find((e) => e.source === 'kubelet' && e.type === 'pod-ready');
   const released = events.find((e) => e.source === 'agent' && e.type === 'released held flows' && e.node === 'node-0');
   // The Service's IPv4 and IPv6 ports arrive in separate EndpointSlices and
-  // syncs, and the release waits for both: the last sync before it counts.
-  const syncs = ready ? events.filter((e) => e.source === 'service-proxy' && e.node === 'node-0' && e.unixMs >= ready.unixMs && (e.fields.services as string[] | undefined)?.includes(`${workload.namespace}/${workload.name}`)) : [];
-  const programmed = syncs.filter((e) => released === undefined || e.unixMs <= released.unixMs).pop() ?? syncs[0];
+  // syncs, and the release waits for both: the first sync with every port
+  // of the Service counts.
+  const service = `${workload.namespace}/${workload.name}`;
+  const portsAfter = (e: { fields: Record<string, unknown> }) => (e.fields.servicePorts as Record<string, number> | undefined)?.[service] ?? 0;
+  const syncs = ready ? events.filter((e) => e.source === 'service-proxy' && e.node === 'node-0' && e.unixMs >= ready.unixMs && portsAfter(e) > 0) : [];
+  const allPorts = Math.max(0, ...syncs.map(portsAfter));
+  const programmed = syncs.find((e) => portsAfter(e) === allPorts);
   return {
     listeningMs: Number(listening[1]),
     readyMs: ready?.unixMs ?? null,
     programmedMs: programmed?.unixMs ?? null,
     releasedMs: released?.unixMs ?? null,
+    agentReleaseMs: typeof released?.fields.releaseMs === 'number' ? released.fields.releaseMs : null,
     connectedMs: Number(connected[1]),
   };
 }
@@ -134,6 +142,7 @@ async function main(): Promise<void> {
   step('  listening -> pod Ready (probe)', (s) => (s.readyMs === null ? null : s.readyMs - s.listeningMs));
   step('  pod Ready -> kube-proxy programmed', (s) => (s.readyMs === null || s.programmedMs === null ? null : s.programmedMs - s.readyMs));
   step('  kube-proxy programmed -> released', (s) => (s.programmedMs === null || s.releasedMs === null ? null : s.releasedMs - s.programmedMs));
+  step('    of which the agent: backend seen -> re-injected', (s) => s.agentReleaseMs);
   step('  released -> connected', (s) => (s.releasedMs === null ? null : s.connectedMs - s.releasedMs));
 
   const widths = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c]!.length)));

@@ -78,9 +78,11 @@ export function collectColdStart(testbed: Testbed, workload: DeployedWorkload, c
     const agentNode = released?.node ?? waking?.node;
     const service = `${workload.namespace}/${workload.service.metadata?.name}`;
     // Each IP family's EndpointSlice gets its own sync, and the release
-    // waits for all of them: the last sync before the release counts.
-    const syncs = events.filter((e) => e.source === 'service-proxy' && e.node === agentNode && e.unixMs >= ready.unixMs && (e.fields.services as string[] | undefined)?.includes(service));
-    const sync = syncs.filter((e) => released === undefined || e.unixMs <= released.unixMs).pop() ?? syncs[0];
+    // waits for all of them: the first sync with every port counts.
+    const portsAfter = (e: { fields: Record<string, unknown> }) => (e.fields.servicePorts as Record<string, number> | undefined)?.[service] ?? 0;
+    const syncs = events.filter((e) => e.source === 'service-proxy' && e.node === agentNode && e.unixMs >= ready.unixMs && portsAfter(e) > 0);
+    const allPorts = Math.max(0, ...syncs.map(portsAfter));
+    const sync = syncs.find((e) => portsAfter(e) === allPorts);
     if (sync) {
       programmedUnixMs = sync.unixMs;
       steps.push({ unixMs: sync.unixMs, label: `kube-proxy (nftables) on ${sync.node} programmed the backend` });

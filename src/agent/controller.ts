@@ -524,9 +524,12 @@ export class Controller {
           return;
         case 'release': {
           workload.releasing = true;
+          const waitStartedMs = this.now();
+          let backendReadyMs = waitStartedMs;
           let outcome;
           try {
             await this.waitForBackend(key, workload);
+            backendReadyMs = this.now();
             outcome = await datapath.release(key);
           } finally {
             workload.releasing = false;
@@ -534,7 +537,12 @@ export class Controller {
           const now = this.now();
           const coldStartMs = before.wakeStartedMs === null ? null : now - before.wakeStartedMs;
           metrics?.releaseOverhead.observe({ workload: key }, (now - eventMs) / 1000);
-          log.info({ workload: key, released: outcome.released.length, failed: outcome.failed.length, coldStartMs }, 'released held flows');
+          // backendWaitMs is the node's load balancer catching up, and
+          // releaseMs the gate opening and the re-injection.
+          log.info(
+            { workload: key, released: outcome.released.length, failed: outcome.failed.length, coldStartMs, backendWaitMs: backendReadyMs - waitStartedMs, releaseMs: now - backendReadyMs },
+            'released held flows',
+          );
           if (coldStartMs !== null) {
             metrics?.coldStart.observe({ workload: key }, coldStartMs / 1000);
             await this.patchStatus(workload, { phase: 'Warm', lastColdStartSeconds: Math.round(coldStartMs) / 1000 });

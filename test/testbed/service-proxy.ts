@@ -90,6 +90,9 @@ export interface SyncRecord {
   endpoints: number;
   // "namespace/name" of the Services with a programmed port, sorted.
   services: string[];
+  // Programmed ports per Service, both IP families counted, so a reader
+  // can tell when a dual-stack Service has its rules in both.
+  servicePorts: Record<string, number>;
   // Whether the sync rebuilt the tables rather than sending only changes.
   full: boolean;
   // Commands in the nft transaction.
@@ -254,6 +257,7 @@ export class ServiceProxy extends EventEmitter {
       programmedPorts: programmed.length,
       endpoints: programmed.reduce((sum, port) => sum + port.endpoints.length, 0),
       services: [...new Set(programmed.map((port) => `${port.name.namespace}/${port.name.name}`))].sort(),
+      servicePorts: countBy(programmed.map((port) => `${port.name.namespace}/${port.name.name}`)),
       full,
       commands: commands.length,
     };
@@ -342,4 +346,10 @@ export class ServiceProxy extends EventEmitter {
 
 function tableOf(family: IpFamily): string {
   return `${nftFamily(family)} ${KUBE_PROXY_TABLE}`;
+}
+
+function countBy(keys: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const key of keys) counts[key] = (counts[key] ?? 0) + 1;
+  return counts;
 }
