@@ -53,6 +53,11 @@ const { group: GROUP, version: VERSION, plural: PLURAL } = SCALE_TO_ZERO;
 // holds change, so status.heldFlows follows a wake within seconds.
 const HELD_REPORT_MIN_INTERVAL_MS = 1000;
 
+// The leader's status writes per tick. Many workloads changing at once,
+// such as a burst of wakes, spread their writes over several ticks instead
+// of sending the API server, and the agent's event loop, a burst.
+const STATUS_WRITES_PER_TICK = 10;
+
 export interface ControllerOptions {
   kc: KubeConfig;
   nodeAddresses: string[];
@@ -378,6 +383,7 @@ export class Controller {
     const now = this.now();
     const leader = this.options.isLeader();
     this.publishReport(now);
+    let statusWrites = 0;
 
     for (const [key, workload] of this.workloads) {
       this.feed(key, { type: 'tick', nowMs: now });
@@ -387,18 +393,19 @@ export class Controller {
       this.feed(key, { type: 'idle-check', lastActivityMs: this.lastActivity(key, workload, now), nowMs: now, leader: mayScaleDown });
       if (leader) {
         this.checkScaleDown(key, workload, now);
-        this.syncStatus(key, workload);
+        if (statusWrites < STATUS_WRITES_PER_TICK && this.syncStatus(key, workload)) statusWrites++;
       }
     }
   }
 
   // Leader: writes status.heldFlows, summed over the live nodes, and the
   // Ready condition of the phase, when either changed.
-  private syncStatus(key: WorkloadKey, workload: Workload): void {
+  // Returns whether it wrote.
+  private syncStatus(key: WorkloadKey, workload: Workload): boolean {
     const heldFlows = this.options.datapath.heldFlows(key).length + (this.options.reports?.heldFlowsElsewhere(key) ?? 0);
     const ready = readyCondition(workload.state.phase);
     const written = `${heldFlows}|${ready.status}|${ready.reason}`;
-    if (workload.writtenStatus === written) return;
+    if (workload.writtenStatus === written) return false;
     workload.writtenStatus = written;
 
     const now = new Date();
@@ -412,6 +419,7 @@ export class Controller {
       this.options.metrics?.apiErrors.inc({ operation: 'write-status' });
       this.options.log.warn({ err, workload: key }, 'writing status failed');
     });
+    return true;
   }
 
   // The latest activity anywhere in the cluster, on this process's
