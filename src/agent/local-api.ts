@@ -5,14 +5,14 @@
 // without breaking an older CLI.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect } from 'node:net';
-import { chmod, lstat, mkdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 import type { Logger } from 'pino';
 
 import type { Phase } from './phase.js';
 import type { WorkloadKey } from './ports.js';
+import { removeStaleSocket } from './stale-socket.js';
 
 export interface WorkloadSummary {
   workload: WorkloadKey;
@@ -80,7 +80,7 @@ export class LocalApi {
     if (this.server) throw new Error(`local API is already listening on ${this.socketPath}`);
 
     await mkdir(dirname(socketPath), { recursive: true });
-    await removeStaleSocket(socketPath);
+    await removeStaleSocket(socketPath, 'local API', 'api.socket');
 
     const server = createServer((req, res) => this.handle(req, res));
     await new Promise<void>((resolve, reject) => {
@@ -151,39 +151,4 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = `${JSON.stringify(body)}\n`;
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
-}
-
-async function removeStaleSocket(socketPath: string): Promise<void> {
-  let isSocket: boolean;
-  try {
-    isSocket = (await lstat(socketPath)).isSocket();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-
-  if (!isSocket) {
-    throw new Error(`local API socket path ${socketPath} exists and is not a unix socket: remove it or set api.socket to another path`);
-  }
-  if (await acceptsConnections(socketPath)) {
-    throw new Error(`another process is listening on the local API socket ${socketPath}: stop it (is a second agent running on this node?) or set api.socket to another path`);
-  }
-  await rm(socketPath, { force: true });
-}
-
-// Whether a process accepts connections on the socket. ECONNREFUSED, or
-// ENOENT when the file went away meanwhile, means the socket is stale.
-function acceptsConnections(socketPath: string): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ path: socketPath });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', (err: NodeJS.ErrnoException) => {
-      socket.destroy();
-      if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve(false);
-      else reject(err);
-    });
-  });
 }

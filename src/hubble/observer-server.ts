@@ -31,7 +31,7 @@ import { LostEventSource, type Flow } from './gen/flow/flow_pb.js';
 import { GetFlowsResponseSchema, Observer, ServerStatusResponseSchema, type GetFlowsRequest, type GetFlowsResponse } from './gen/observer/observer_pb.js';
 import { heldFlowMessage, type HeldFlowEvent } from './held-flow-messages.js';
 import { monotonicMs, unixFromMonotonicMs } from './monotonic-time.js';
-import { removeStaleSocket } from './stale-socket.js';
+import { removeStaleSocket } from '../agent/stale-socket.js';
 import { serviceDefinition } from './service-definition.js';
 import { FlowRing } from './flow-ring.js';
 
@@ -91,7 +91,7 @@ export class ObserverServer {
     if (this.server) throw new Error(`Hubble observer endpoint is already listening on ${this.socketPath}`);
 
     await mkdir(dirname(socketPath), { recursive: true });
-    await removeStaleSocket(socketPath, 'Hubble observer');
+    await removeStaleSocket(socketPath, 'Hubble observer', 'hubble.observerSocket');
 
     const server = new Server();
     server.addService(serviceDefinition(Observer), this.implementation());

@@ -6,8 +6,9 @@ import { lstat, rm } from 'node:fs/promises';
 // Removes the socket file at socketPath when no process accepts
 // connections on it. Rejects when the path is not a socket or a process
 // listens on it, because removing either would break something else.
-// endpoint names the server in the error messages.
-export async function removeStaleSocket(socketPath: string, endpoint: string): Promise<void> {
+// endpoint names the server and setting the configuration field of the
+// path in the error messages.
+export async function removeStaleSocket(socketPath: string, endpoint: string, setting: string): Promise<void> {
   let isSocket: boolean;
   try {
     isSocket = (await lstat(socketPath)).isSocket();
@@ -17,10 +18,10 @@ export async function removeStaleSocket(socketPath: string, endpoint: string): P
   }
 
   if (!isSocket) {
-    throw new Error(`${endpoint} socket path ${socketPath} exists and is not a unix socket: remove it or configure another path`);
+    throw new Error(`${endpoint} socket path ${socketPath} exists and is not a unix socket: remove it or set ${setting} to another path`);
   }
   if (await acceptsConnections(socketPath)) {
-    throw new Error(`another process is listening on the ${endpoint} socket ${socketPath}: stop it or configure another path`);
+    throw new Error(`another process is listening on the ${endpoint} socket ${socketPath}: stop it (is a second agent running on this node?) or set ${setting} to another path`);
   }
   await rm(socketPath, { force: true });
 }
