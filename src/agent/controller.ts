@@ -222,6 +222,12 @@ export class Controller {
     return this.workloads.get(key)?.state;
   }
 
+  // "namespace/name" of each Service of a tracked workload.
+  serviceNames(key: WorkloadKey): string[] {
+    const workload = this.workloads.get(key);
+    return workload ? workload.services.map((name) => `${workload.spec.namespace}/${name}`) : [];
+  }
+
   // Every workload this node tracks, for the local API.
   snapshot(): WorkloadSnapshot[] {
     return [...this.workloads].map(([key, workload]) => ({

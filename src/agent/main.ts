@@ -30,7 +30,7 @@ import { KubeProxyNftables } from './kube-proxy-check.js';
 import { LeaderElector } from './leader.js';
 import { LocalApi } from './local-api.js';
 import { LocalState } from './local-state.js';
-import type { BackendCheck, DatapathPort, WorkloadKey } from './ports.js';
+import type { BackendCheck, DatapathPort } from './ports.js';
 import { componentLogger, createLogger, parseLogLevel } from './log.js';
 import { AgentMetrics } from './metrics.js';
 import { NodeDatapath } from './node-datapath.js';
@@ -53,12 +53,6 @@ function hubbleEndpoint(config: AgentConfig): HubbleEndpoint {
   if (!relay.tls) return { kind: 'relay', address: relay.address };
   const { ca, cert, key, serverName } = relay.tls;
   return { kind: 'relay', address: relay.address, tls: { caFile: ca, ...(cert ? { certFile: cert } : {}), ...(key ? { keyFile: key } : {}), ...(serverName ? { serverName } : {}) } };
-}
-
-// The "namespace/name" of each Service of a tracked workload.
-function serviceNamesOf(controller: Controller, workload: WorkloadKey): string[] {
-  const entry = controller.snapshot().find((w) => w.key === workload);
-  return entry ? entry.services.map((name) => `${entry.spec.namespace}/${name}`) : [];
 }
 
 async function main(): Promise<void> {
@@ -139,7 +133,7 @@ async function main(): Promise<void> {
     observer = new ObserverServer({ nodeName, logger: componentLogger(root, 'api') });
     await observer.listen(config.hubble.observerSocket);
     const inner = node;
-    port = new ObservedDatapath({ inner, datapath: inner instanceof ChainedDatapath ? inner.datapath : datapath, observer, serviceOf: (workload) => serviceNamesOf(controller, workload)[0] });
+    port = new ObservedDatapath({ inner, datapath: inner instanceof ChainedDatapath ? inner.datapath : datapath, observer, serviceOf: (workload) => controller.serviceNames(workload)[0] });
   }
   const metricsPort = await metrics.listen(config.metrics.host, config.metrics.port);
 
@@ -196,7 +190,7 @@ async function main(): Promise<void> {
   // Hubble follows the Services of the tracked workloads, which change as
   // the controller reconciles.
   const followServices = () => {
-    const services = new Map(controller.snapshot().map((w) => [w.key, serviceNamesOf(controller, w.key)]));
+    const services = new Map(controller.snapshot().map((w) => [w.key, controller.serviceNames(w.key)]));
     hubbleActivity?.setWorkloads(services);
     if (node instanceof SignalDatapath) for (const [workload, names] of services) node.setServices(workload, names);
   };
