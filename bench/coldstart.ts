@@ -1,9 +1,9 @@
 // npm run bench:coldstart
 //
-// Cold starts of a real server on the testbed, in one run: first with the
-// agents in hold mode (the held SYN is re-injected at release), then in
-// drop mode (the held SYN is discarded, so the client connects at its next
-// retransmission, as in earlier proxyless designs). Each sample measures
+// Cold starts of a real server on the testbed, in one run. First the agents
+// run in hold mode, where the held SYN is re-injected at release. Then
+// they run in drop mode, where the held SYN is discarded and the client
+// connects at its next retransmission, as in earlier proxyless designs. Each sample measures
 // the client's connection established minus the backend's listen(), both
 // as Unix milliseconds on this machine: the server prints the time its
 // socket is bound, and the client prints the time connect() completed.

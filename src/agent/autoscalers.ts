@@ -1,7 +1,7 @@
 // The autoscalers that may share a workload with zerohold: Kubernetes
 // HorizontalPodAutoscalers and KEDA ScaledObjects. The leader asks before
 // every scale-down whether one of them keeps the workload above zero for
-// reasons other than traffic; while one does, the workload stays up.
+// reasons other than traffic. While one does, the workload stays up.
 
 import {
   ADD,
@@ -23,7 +23,7 @@ import type { TargetRef } from './ports.js';
 
 const KEDA = { group: 'keda.sh', version: 'v1alpha1', plural: 'scaledobjects' };
 
-// A cluster without KEDA answers 404 for ScaledObjects. The agent asks
+// A cluster without KEDA returns 404 for ScaledObjects. The agent asks
 // again at this interval, so a KEDA installed later is picked up.
 const KEDA_DISCOVERY_INTERVAL_MS = 60_000;
 

@@ -106,7 +106,7 @@ interface Workload {
   frontends: Frontend[];
   state: PhaseState;
   // True from the release decision until the datapath opened the gate:
-  // the phase already says Warm, but the gate must stay closed while the
+  // the phase is already Warm, but the gate must stay closed while the
   // release waits for the backend check.
   releasing: boolean;
   replicas: number;

@@ -1,6 +1,6 @@
 // How the agents of a cluster share what each node sees. Every agent keeps
 // one Lease per node, zerohold-node-<node>, renewed each report interval:
-// its renewTime says the node is alive, and three annotations carry the
+// its renewTime shows the node is alive, and three annotations carry the
 // node's last activity per workload (Unix milliseconds), the scale-downs
 // for which the node has closed its gate, and the flows it holds now per
 // workload. The leader reads all of them to decide that a workload is idle
@@ -40,7 +40,7 @@ interface NodeReport {
   heldFlows: Record<WorkloadKey, number>;
 }
 
-// What one node publishes about itself.
+// The content of one node's report.
 export interface NodeReportContent {
   activity: Map<WorkloadKey, number>;
   gatesClosed: Map<WorkloadKey, string>;

@@ -18,7 +18,7 @@ export interface WakeSignal {
   // and of process.hrtime.
   atMs: number;
   // "namespace/name" of the Service the flow was sent to, when the source
-  // of the signal knows it (Hubble does, the datapath does not).
+  // of the signal has it (Hubble does, the datapath does not).
   service?: string;
 }
 

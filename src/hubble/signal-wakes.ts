@@ -204,7 +204,8 @@ export class SignalDatapath implements DatapathPort {
     if (workload === undefined) return;
 
     // The rate limit uses the time of arrival, not the flow time, so the
-    // drops that a resumed call sends in a burst wake at most once.
+    // drops that a resumed call sends in a burst wake at most once per
+    // interval.
     const now = this.monotonicNow();
     const last = this.lastWakeMs.get(workload);
     if (last !== undefined && now - last < this.wakeIntervalMs) {

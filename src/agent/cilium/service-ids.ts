@@ -7,7 +7,7 @@ import { canonicalAddress, type CiliumFrontend, type CiliumServiceSource } from 
 
 export class CiliumServiceIds implements ServiceIdSource {
   // Frontends by "address|port", rebuilt when the list changes, because
-  // the agent asks on every reconcile.
+  // the agent calls revNatIdsOf on every reconcile.
   private byAddressPort = new Map<string, CiliumFrontend[]>();
   private indexed: readonly CiliumFrontend[] | null = null;
 
