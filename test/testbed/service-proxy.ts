@@ -43,10 +43,10 @@ import {
 import { type Logger, pino } from 'pino';
 
 import { restartOnError } from '../../src/agent/informers.js';
-import { runNft } from '../lib/topology.js';
 import { renderChainDeletion, renderChanges } from './kube-proxy-changes.js';
 import { type FamilyRules, KUBE_PROXY_TABLE, type NoEndpointVerdict, renderDeletion, renderTable } from './kube-proxy-ruleset.js';
 import { buildServiceRules, nftFamily, type ServiceRules } from './kube-proxy-service-rules.js';
+import { NftBatch } from './nft-batch.js';
 import { type IpFamily, servicePorts } from './service-ports.js';
 
 // kube-proxy waits at least this long before it deletes a chain that a
@@ -114,6 +114,9 @@ export class ServiceProxy extends EventEmitter {
   private readonly families: IpFamily[];
   private readonly services: Informer<V1Service> & ObjectCache<V1Service>;
   private readonly slices: Informer<V1EndpointSlice> & ObjectCache<V1EndpointSlice>;
+  // Runs the transactions. kube-proxy talks netlink from its own process,
+  // and this keeps one nft process per node instead of one per sync.
+  private readonly nft: NftBatch;
 
   private started = false;
   private stopped = false;
@@ -142,6 +145,7 @@ export class ServiceProxy extends EventEmitter {
     this.options = { noEndpointVerdict: 'fall-through', retryDelayMs: 1000, fullSyncIntervalMs: 30_000, ...options };
     this.log = (options.log ?? pino({ level: 'warn' }, pino.destination(2))).child({ component: 'service-proxy', node: options.nodeName });
     this.families = options.nodeAddresses.ipv6 === '' ? ['ipv4'] : ['ipv4', 'ipv6'];
+    this.nft = new NftBatch(options.netns);
 
     const core = options.kubeConfig.makeApiClient(CoreV1Api);
     const discovery = options.kubeConfig.makeApiClient(DiscoveryV1Api);
@@ -172,7 +176,11 @@ export class ServiceProxy extends EventEmitter {
     await this.loop;
     clearTimeout(this.fullSyncTimer);
     clearTimeout(this.staleChainTimer);
-    await runNft(this.options.netns, renderDeletion(['ipv4', 'ipv6']));
+    try {
+      await this.nft.apply(renderDeletion(['ipv4', 'ipv6']));
+    } finally {
+      await this.nft.close();
+    }
     this.releaseWaiters();
     this.log.info('stopped');
   }
@@ -241,7 +249,7 @@ export class ServiceProxy extends EventEmitter {
     const commands = full ? this.fullSyncCommands(rules, models) : this.partialSyncCommands(this.applied!, models);
     if (commands.length === 0) return;
     const script = commands.join('\n') + '\n';
-    await runNft(this.options.netns, script);
+    await this.nft.apply(script);
 
     this.applied = models;
     if (full) {
@@ -324,7 +332,7 @@ export class ServiceProxy extends EventEmitter {
 
     if (commands.length > 0) {
       try {
-        await runNft(this.options.netns, commands.join('\n') + '\n');
+        await this.nft.apply(commands.join('\n') + '\n');
         for (const [family, chains] of due) for (const chain of chains) this.staleChains.get(family)!.delete(chain);
         this.log.debug({ chains: commands.length }, 'deleted stale chains');
       } catch (err) {
