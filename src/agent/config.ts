@@ -74,7 +74,10 @@ export const agentConfigSchema = z.strictObject({
     .prefault({}),
   limits: z
     .strictObject({
+      // Flows held on this node for all workloads together.
       heldFlowsTotal: z.number().int().positive().default(65536),
+      // Defaults for a workload whose heldFlowLimits leave them out: flows
+      // held per service id, and per client address and service id.
       heldFlowsPerService: z.number().int().positive().default(4096),
       heldFlowsPerClient: z.number().int().positive().default(256),
       // At most one wake event per Service in this interval.

@@ -355,6 +355,7 @@ export class Controller {
     Object.assign(workload, { spec, object, services, frontends, replicas });
 
     this.options.datapath.setFrontends(key, frontends, workload.state.gateClosed || workload.releasing);
+    this.options.datapath.setHeldLimits(key, { perService: spec.heldFlowsPerService, perClient: spec.heldFlowsPerClient });
     this.followStatus(key, workload);
     this.observe(key);
     return services;

@@ -22,8 +22,9 @@ export interface WorkloadSummary {
   services: string[];
   phase: Phase;
   gateClosed: boolean;
-  // Flows held on this node now.
+  // Flows held on this node now, and the bytes of their frames.
   heldFlows: number;
+  heldBytes: number;
   // First held packet to the release of the held flows, for the last wake.
   lastColdStartSeconds: number | null;
   // RFC 3339 timestamps.

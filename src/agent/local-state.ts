@@ -15,18 +15,22 @@ export class LocalState implements AgentState {
   ) {}
 
   workloads(): WorkloadSummary[] {
-    return this.controller.snapshot().map(({ key, spec, services, state, status }) => ({
-      workload: key,
-      source: spec.source,
-      target: { kind: spec.target.kind, name: spec.target.name },
-      services,
-      phase: state.phase,
-      gateClosed: state.gateClosed,
-      heldFlows: this.datapath.heldFlows(key).length,
-      lastColdStartSeconds: status.lastColdStartSeconds ?? null,
-      lastWakeTime: status.lastWakeTime ?? null,
-      lastActivityTime: status.lastActivityTime ?? null,
-    }));
+    return this.controller.snapshot().map(({ key, spec, services, state, status }) => {
+      const held = this.datapath.heldFlows(key);
+      return {
+        workload: key,
+        source: spec.source,
+        target: { kind: spec.target.kind, name: spec.target.name },
+        services,
+        phase: state.phase,
+        gateClosed: state.gateClosed,
+        heldFlows: held.length,
+        heldBytes: held.reduce((sum, flow) => sum + flow.record.frame.length, 0),
+        lastColdStartSeconds: status.lastColdStartSeconds ?? null,
+        lastWakeTime: status.lastWakeTime ?? null,
+        lastActivityTime: status.lastActivityTime ?? null,
+      };
+    });
   }
 
   heldFlows(): HeldFlowSummary[] {

@@ -26,6 +26,7 @@ import { ConfigError, loadConfig, type AgentConfig } from './config.js';
 import { Controller } from './controller.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
 import { EventRecorder } from './events.js';
+import { HeldRejections } from './held-rejections.js';
 import { KubeProxyNftables } from './kube-proxy-check.js';
 import { LeaderElector } from './leader.js';
 import { LocalApi } from './local-api.js';
@@ -115,7 +116,14 @@ async function main(): Promise<void> {
     datapath.start();
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
-  const metrics = new AgentMetrics(() => (node instanceof SignalDatapath ? new Map() : node.heldCounts()));
+  const metrics = new AgentMetrics(() => (node instanceof SignalDatapath ? new Map() : node.heldTotals()));
+
+  // Flow openers over a held flow bound are dropped by the datapath and
+  // retransmitted by their clients; they are counted and logged here.
+  const heldRejections = node instanceof SignalDatapath ? undefined : new HeldRejections({ log: componentLogger(root, 'datapath'), metrics, workloadOf: (id) => node.workloadOf(id) });
+  (node instanceof ChainedDatapath ? node.datapath : datapath)?.on('held', (record, outcome) => {
+    if (outcome.result === 'rejected') heldRejections?.record(record, outcome.reason);
+  });
 
   // Hubble flows are the activity source where zerohold's counters see no
   // warm traffic: in chained mode, where warm traffic never reaches it, and
@@ -220,6 +228,7 @@ async function main(): Promise<void> {
     await readiness.stop();
     await backendCheck?.stop();
     await metrics.close();
+    heldRejections?.close();
     // Detaches the programs or empties the host's slots; the pinned maps
     // stay for the next start.
     if (node instanceof ChainedDatapath) await node.close();

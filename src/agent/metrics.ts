@@ -1,12 +1,14 @@
 // Prometheus metrics of the agent, served by prom-client on their own
 // registry and port. Nothing here is updated per packet: the datapath's
-// per-packet counts stay in BPF maps, and the held-flow gauge is read from
+// per-packet counts stay in BPF maps, and the held-flow gauges are read from
 // the store when Prometheus scrapes.
 
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+import type { HeldTotals } from './ports.js';
 
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -57,16 +59,27 @@ export class AgentMetrics {
 
   private server: Server | null = null;
 
-  // heldFlows is read on each scrape: workload to the number held now.
-  constructor(heldFlows: () => Map<string, number>) {
-    const gauge = new Gauge({
+  // held is read on each scrape: workload to the flows held now and the
+  // bytes of their frames.
+  constructor(held: () => Map<string, HeldTotals>) {
+    const flows = new Gauge({
       name: 'zerohold_held_flows',
       help: 'Flows held on this node now, waiting for their workload.',
       labelNames: ['workload'] as const,
       registers: [this.registry],
       collect() {
-        gauge.reset();
-        for (const [workload, count] of heldFlows()) gauge.set({ workload }, count);
+        flows.reset();
+        for (const [workload, totals] of held()) flows.set({ workload }, totals.flows);
+      },
+    });
+    const bytes = new Gauge({
+      name: 'zerohold_held_bytes',
+      help: 'Bytes of the frames held on this node now, the packet data that the held flow limits bound.',
+      labelNames: ['workload'] as const,
+      registers: [this.registry],
+      collect() {
+        bytes.reset();
+        for (const [workload, totals] of held()) bytes.set({ workload }, totals.bytes);
       },
     });
     collectDefaultMetrics({ register: this.registry, prefix: 'zerohold_agent_' });

@@ -7,7 +7,8 @@
 import type { Datapath } from '../datapath/datapath.js';
 import { frontendToString, type Frontend } from '../datapath/frontends.js';
 import type { HeldFlow } from '../datapath/held-frames.js';
-import type { ActivitySource, DatapathPort, ReleaseOutcome, WakeSignal, WorkloadKey } from './ports.js';
+import { heldTotalsByWorkload, serviceLimits } from './held-totals.js';
+import type { ActivitySource, DatapathPort, HeldFlowLimits, HeldTotals, ReleaseOutcome, WakeSignal, WorkloadKey } from './ports.js';
 
 // Id 0 stays unused, so a zeroed entry never names a workload.
 const FIRST_ID = 1;
@@ -61,10 +62,15 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     this.installed.set(workload, [...wanted.values()]);
   }
 
+  setHeldLimits(workload: WorkloadKey, limits: HeldFlowLimits): void {
+    this.datapath.held.setServiceLimits(this.requireId(workload), serviceLimits(this.datapath.held, limits));
+  }
+
   removeWorkload(workload: WorkloadKey): void {
     const id = this.ids.get(workload);
     if (id === undefined) return;
 
+    this.datapath.held.setServiceLimits(id, undefined);
     for (const f of this.installed.get(workload) ?? []) this.datapath.frontends.delete(f);
     this.datapath.configureService(id, { state: 'unmanaged', wakeIntervalMs: this.wakeIntervalMs });
     this.installed.delete(workload);
@@ -104,14 +110,9 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     return this.datapath.interfaceNames.get(ifindex);
   }
 
-  // Flows held now per workload, for the metrics gauge.
-  heldCounts(): Map<WorkloadKey, number> {
-    const counts = new Map<WorkloadKey, number>();
-    for (const flow of this.datapath.held.list()) {
-      const workload = this.workloads.get(flow.record.serviceId);
-      if (workload !== undefined) counts.set(workload, (counts.get(workload) ?? 0) + 1);
-    }
-    return counts;
+  // Flows and bytes held now per workload, for the metrics gauges.
+  heldTotals(): Map<WorkloadKey, HeldTotals> {
+    return heldTotalsByWorkload(this.datapath.held.list(), (id) => this.workloads.get(id));
   }
 
   onWake(listener: (signal: WakeSignal) => void): void {

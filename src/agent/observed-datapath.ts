@@ -7,7 +7,7 @@ import type { Datapath } from '../datapath/datapath.js';
 import type { HeldFlow } from '../datapath/held-frames.js';
 import type { Frontend } from '../datapath/frontends.js';
 import type { ObserverServer } from '../hubble/observer-server.js';
-import type { DatapathPort, ReleaseOutcome, WakeSignal, WorkloadKey } from './ports.js';
+import type { DatapathPort, HeldFlowLimits, ReleaseOutcome, WakeSignal, WorkloadKey } from './ports.js';
 
 export interface ObservedDatapathOptions {
   inner: DatapathPort & { workloadOf(serviceId: number): WorkloadKey | undefined; interfaceName(ifindex: number): string | undefined };
@@ -41,6 +41,10 @@ export class ObservedDatapath implements DatapathPort {
 
   setFrontends(workload: WorkloadKey, frontends: Frontend[], gateClosed: boolean): void {
     this.inner.setFrontends(workload, frontends, gateClosed);
+  }
+
+  setHeldLimits(workload: WorkloadKey, limits: HeldFlowLimits): void {
+    this.inner.setHeldLimits(workload, limits);
   }
 
   removeWorkload(workload: WorkloadKey): void {

@@ -32,6 +32,9 @@ export interface DatapathPort {
   // Installs the frontends of a workload, replacing the previous set, with
   // the gate closed (hold) or open (pass).
   setFrontends(workload: WorkloadKey, frontends: Frontend[], gateClosed: boolean): void;
+  // Sets the bounds on the flows held for the workload, from its
+  // heldFlowLimits. Call it after setFrontends.
+  setHeldLimits(workload: WorkloadKey, limits: HeldFlowLimits): void;
   removeWorkload(workload: WorkloadKey): void;
   closeGate(workload: WorkloadKey): void;
   // Opens the gate, then re-injects the held frames of the workload.
@@ -41,6 +44,20 @@ export interface DatapathPort {
   expireHeld(workload: WorkloadKey, cutoffMs: number): HeldFlow[];
   heldFlows(workload?: WorkloadKey): HeldFlow[];
   onWake(listener: (signal: WakeSignal) => void): void;
+}
+
+// A bound left out is the agent's default from its configuration.
+export interface HeldFlowLimits {
+  // Flows held at once for one service id of the workload.
+  perService?: number;
+  // Flows held at once for one client address, per service id.
+  perClient?: number;
+}
+
+// Flows held now and the bytes of their frames.
+export interface HeldTotals {
+  flows: number;
+  bytes: number;
 }
 
 // The source of activity: datapath counters in standalone mode, Hubble

@@ -28,8 +28,10 @@ export interface WorkloadSpec {
   minWarmMs: number;
   wakeReplicas: number;
   wakeTimeoutMs: number;
-  heldFlowsPerService: number;
-  heldFlowsPerClient: number;
+  // Bounds on held flows from spec.heldFlowLimits. Undefined: the agent's
+  // limits.heldFlowsPerService and limits.heldFlowsPerClient.
+  heldFlowsPerService: number | undefined;
+  heldFlowsPerClient: number | undefined;
 }
 
 export interface ScaleToZero extends KubernetesObject {
@@ -58,8 +60,8 @@ const DEFAULTS = {
   minWarmMs: 0,
   wakeReplicas: 1,
   wakeTimeoutMs: 120_000,
-  heldFlowsPerService: 4096,
-  heldFlowsPerClient: 256,
+  heldFlowsPerService: undefined,
+  heldFlowsPerClient: undefined,
 };
 
 function durationField(problems: string[], field: string, value: string | undefined, fallback?: number): number {
@@ -76,7 +78,7 @@ function durationField(problems: string[], field: string, value: string | undefi
   return ms;
 }
 
-function positiveInteger(problems: string[], field: string, value: number | undefined, fallback: number): number {
+function positiveInteger<T extends number | undefined>(problems: string[], field: string, value: number | undefined, fallback: T): number | T {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < 1) {
     problems.push(`${field} ${JSON.stringify(value)} is invalid, expected an integer of at least 1`);

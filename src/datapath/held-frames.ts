@@ -4,16 +4,23 @@
 // RTT sample from the SYN that the server acknowledges, and the newest SYN
 // gives a sample close to the real RTT instead of the whole wait. Every UDP datagram
 // is its own request and is kept separately. The store is bounded per
-// service, per client address and in total; a frame over a bound is rejected
-// and reported to the caller, never dropped silently.
+// service, per client address of a service and in total; a frame over a
+// bound is rejected and reported to the caller, never dropped silently.
+// perService and perSource are defaults that setServiceLimits() overrides
+// for one service, as a ScaleToZero's heldFlowLimits do.
 
 import type { HeldRecord } from './records.js';
 
 export interface HeldLimits {
+  // Flows held for one service id.
   perService: number;
+  // Flows held for one client address, counted per service id.
   perSource: number;
+  // Flows held for all services together.
   total: number;
 }
+
+export type ServiceHeldLimits = Pick<HeldLimits, 'perService' | 'perSource'>;
 
 export const DEFAULT_HELD_LIMITS: HeldLimits = {
   perService: 4096,
@@ -40,19 +47,29 @@ export class HeldFrameStore {
   // serviceId -> flow key -> flow. Map iteration order is insertion order,
   // so frames are released in the order their flows arrived.
   private readonly services = new Map<number, Map<string, HeldFlow>>();
+  // "serviceId|source address" -> flows held.
   private readonly perSource = new Map<string, number>();
+  private readonly serviceLimits = new Map<number, ServiceHeldLimits>();
   private count = 0;
   private byteCount = 0;
   // Makes every UDP datagram a flow of its own.
   private datagramSequence = 0;
 
   constructor(limits: HeldLimits = DEFAULT_HELD_LIMITS) {
-    for (const [name, value] of Object.entries(limits)) {
-      if (!Number.isInteger(value) || value < 1) {
-        throw new RangeError(`held frame limit ${name} is ${value}, expected a positive integer`);
-      }
-    }
+    checkLimits(limits);
     this.limits = { ...limits };
+  }
+
+  // Sets the perService and perSource bounds of one service, or with
+  // undefined returns it to the defaults. Flows held already stay, even
+  // above a lowered bound; the bound applies to the next frames.
+  setServiceLimits(serviceId: number, limits: ServiceHeldLimits | undefined): void {
+    if (limits === undefined) {
+      this.serviceLimits.delete(serviceId);
+      return;
+    }
+    checkLimits(limits);
+    this.serviceLimits.set(serviceId, { ...limits });
   }
 
   get size(): number {
@@ -79,14 +96,15 @@ export class HeldFrameStore {
       return { result: 'replaced' };
     }
 
-    const source = record.flow.source;
+    const source = sourceKey(record.serviceId, record.flow.source);
+    const limits = this.serviceLimits.get(record.serviceId) ?? this.limits;
     if (this.count >= this.limits.total) {
       return { result: 'rejected', reason: 'total-limit' };
     }
-    if ((flows?.size ?? 0) >= this.limits.perService) {
+    if ((flows?.size ?? 0) >= limits.perService) {
       return { result: 'rejected', reason: 'service-limit' };
     }
-    if ((this.perSource.get(source) ?? 0) >= this.limits.perSource) {
+    if ((this.perSource.get(source) ?? 0) >= limits.perSource) {
       return { result: 'rejected', reason: 'source-limit' };
     }
 
@@ -147,7 +165,7 @@ export class HeldFrameStore {
   }
 
   private forget(flow: HeldFlow): void {
-    const source = flow.record.flow.source;
+    const source = sourceKey(flow.record.serviceId, flow.record.flow.source);
     const remaining = (this.perSource.get(source) ?? 1) - 1;
     if (remaining === 0) {
       this.perSource.delete(source);
@@ -156,5 +174,17 @@ export class HeldFrameStore {
     }
     this.count--;
     this.byteCount -= flow.record.frame.length;
+  }
+}
+
+function sourceKey(serviceId: number, source: string): string {
+  return `${serviceId}|${source}`;
+}
+
+function checkLimits(limits: Partial<HeldLimits>): void {
+  for (const [name, value] of Object.entries(limits)) {
+    if (!Number.isInteger(value) || value < 1) {
+      throw new RangeError(`held frame limit ${name} is ${value}, expected a positive integer`);
+    }
   }
 }

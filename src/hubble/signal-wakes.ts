@@ -20,7 +20,7 @@ import type { Logger } from 'pino';
 import type { Frontend } from '../datapath/frontends.js';
 import type { HeldFlow } from '../datapath/held-frames.js';
 import type { Flow as DatapathFlow } from '../datapath/records.js';
-import type { DatapathPort, ReleaseOutcome, WakeSignal, WorkloadKey } from '../agent/ports.js';
+import type { DatapathPort, HeldFlowLimits, ReleaseOutcome, WakeSignal, WorkloadKey } from '../agent/ports.js';
 import type { Backoff } from './backoff.js';
 import type { HubbleEndpoint } from './endpoint.js';
 import type { FlowStreamStats } from './flow-stream.js';
@@ -134,6 +134,9 @@ export class SignalDatapath implements DatapathPort {
     this.serviceNames.set(workload, services);
     this.update();
   }
+
+  // Stock Cilium drops the packets, so nothing is held here.
+  setHeldLimits(_workload: WorkloadKey, _limits: HeldFlowLimits): void {}
 
   removeWorkload(workload: WorkloadKey): void {
     this.frontends.delete(workload);

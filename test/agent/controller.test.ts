@@ -121,6 +121,18 @@ test('flow released only on Ready', async () => {
   assert.match(text, /^zerohold_release_overhead_seconds_count\{workload="shop\/web"\} 1$/m);
 });
 
+test('held flow limits reach the datapath', async () => {
+  await createApp('limited', 0);
+  await scaleToZero('limited', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'limited' }, idleTimeout: '1h', heldFlowLimits: { perService: 64, perClient: 4 } });
+  await waitFor('the limits', () => datapath.heldLimits.get('shop/limited'));
+  assert.deepEqual(datapath.heldLimits.get('shop/limited'), { perService: 64, perClient: 4 });
+
+  await createApp('defaults', 0);
+  await scaleToZero('defaults', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'defaults' }, idleTimeout: '1h' });
+  await waitFor('the default limits', () => datapath.heldLimits.get('shop/defaults'));
+  assert.deepEqual(datapath.heldLimits.get('shop/defaults'), { perService: undefined, perClient: undefined }, 'the agent defaults');
+});
+
 test('workload without opt-in is untouched', async () => {
   await createApp('other', 0);
   datapath.wake('shop/other');

@@ -3,7 +3,7 @@ import { after, before, test } from 'node:test';
 
 import { AgentMetrics } from '../../src/agent/metrics.js';
 
-const held = new Map<string, number>();
+const held = new Map<string, { flows: number; bytes: number }>();
 let metrics: AgentMetrics;
 let url: string;
 
@@ -38,12 +38,16 @@ test('metrics expose counters and histograms', async () => {
   assert.match(body, /^zerohold_agent_process_resident_memory_bytes \d+/m);
 });
 
-test('held gauge is read at scrape', async () => {
-  held.set('shop/web', 7);
-  assert.match(await scrape(), /^zerohold_held_flows\{workload="shop\/web"\} 7$/m);
+test('held gauges are read at scrape', async () => {
+  held.set('shop/web', { flows: 7, bytes: 518 });
+  const body = await scrape();
+  assert.match(body, /^zerohold_held_flows\{workload="shop\/web"\} 7$/m);
+  assert.match(body, /^zerohold_held_bytes\{workload="shop\/web"\} 518$/m);
 
   held.clear();
-  assert.doesNotMatch(await scrape(), /^zerohold_held_flows\{/m);
+  const empty = await scrape();
+  assert.doesNotMatch(empty, /^zerohold_held_flows\{/m);
+  assert.doesNotMatch(empty, /^zerohold_held_bytes\{/m);
 });
 
 test('other paths are not found', async () => {

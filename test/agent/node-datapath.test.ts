@@ -109,3 +109,34 @@ test('node datapath drop mode discards held', async () => {
     await dp.close();
   }
 });
+
+test('node datapath applies held limits', async () => {
+  const dp = await Datapath.open({ maxServices: 16, heldLimits: { total: 100, perService: 50, perSource: 50 } });
+  try {
+    const node = new NodeDatapath(dp, 0);
+    const runner = new FrameRunner(dp);
+    const rejected: string[] = [];
+    dp.on('held', (_record, outcome) => outcome.result === 'rejected' && rejected.push(outcome.reason));
+    const synFrom = (source: string, port: number) => buildFrame({ src: source, dst: WEB.address, tcp: { srcPort: port, dstPort: 80, flags: TCP_SYN } });
+
+    node.setFrontends('default/web', [WEB], true);
+    node.setHeldLimits('default/web', { perService: 3, perClient: 2 });
+    for (let port = 1; port <= 3; port++) assert.equal(runner.run('xdp', synFrom('198.18.0.1', port)).verdict, 'drop');
+    runner.run('xdp', synFrom('198.18.0.2', 1));
+    runner.run('xdp', synFrom('198.18.0.3', 1));
+
+    assert.equal(node.heldFlows('default/web').length, 3);
+    assert.deepEqual(rejected, ['source-limit', 'service-limit']);
+    const totals = node.heldTotals().get('default/web');
+    assert.equal(totals?.flows, 3);
+    assert.equal(totals?.bytes, node.heldFlows('default/web').reduce((sum, flow) => sum + flow.record.frame.length, 0));
+    assert.ok(totals!.bytes >= 3 * 54, `got ${totals!.bytes} bytes for three SYNs`);
+
+    // A bound left out is the agent's default again.
+    node.setHeldLimits('default/web', {});
+    runner.run('xdp', synFrom('198.18.0.3', 1));
+    assert.equal(node.heldFlows('default/web').length, 4);
+  } finally {
+    await dp.close();
+  }
+});

@@ -36,7 +36,8 @@ test('ScaleToZero with defaults', () => {
   assert.equal(w.idleTimeoutMs, 900_000);
   assert.equal(w.wakeReplicas, 1);
   assert.equal(w.wakeTimeoutMs, 120_000);
-  assert.equal(w.heldFlowsPerClient, 256);
+  assert.equal(w.heldFlowsPerService, undefined, 'the agent default');
+  assert.equal(w.heldFlowsPerClient, undefined, 'the agent default');
 });
 
 test('ScaleToZero with every field', () => {

@@ -22,6 +22,7 @@ const WORKLOAD: WorkloadSummary = {
   phase: 'Cold',
   gateClosed: true,
   heldFlows: 1,
+  heldBytes: 74,
   lastColdStartSeconds: 1.5,
   lastWakeTime: '2025-01-01T10:00:00.000Z',
   lastActivityTime: null,

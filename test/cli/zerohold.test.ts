@@ -27,6 +27,7 @@ const workloads: WorkloadSummary[] = [
     phase: 'Waking',
     gateClosed: true,
     heldFlows: 2,
+    heldBytes: 148,
     lastColdStartSeconds: 4.25,
     // Whole hours, so that the age in the table does not depend on how
     // long the CLI takes to start.
@@ -41,6 +42,7 @@ const workloads: WorkloadSummary[] = [
     phase: 'Warm',
     gateClosed: false,
     heldFlows: 0,
+    heldBytes: 0,
     lastColdStartSeconds: null,
     lastWakeTime: null,
     lastActivityTime: null,

@@ -96,6 +96,40 @@ test('store releases in arrival order', () => {
   assert.deepEqual(store.take(1).map((f) => f.record.flow.source), ['198.18.0.3', '198.18.0.1', '198.18.0.2']);
 });
 
+test('store counts sources per service', () => {
+  const store = new HeldFrameStore(LIMITS);
+  for (let port = 1; port <= 3; port++) store.add(syn('198.18.0.1', port, 1));
+
+  assert.deepEqual(store.add(syn('198.18.0.1', 4, 1)), { result: 'rejected', reason: 'source-limit' });
+  assert.equal(store.add(syn('198.18.0.1', 4, 2)).result, 'held', 'the same client has room at another service');
+});
+
+test('service limits override defaults', () => {
+  const store = new HeldFrameStore(LIMITS);
+  store.setServiceLimits(1, { perService: 2, perSource: 1 });
+
+  assert.equal(store.add(syn('198.18.0.1', 1, 1)).result, 'held');
+  assert.deepEqual(store.add(syn('198.18.0.1', 2, 1)), { result: 'rejected', reason: 'source-limit' });
+  assert.equal(store.add(syn('198.18.0.2', 1, 1)).result, 'held');
+  assert.deepEqual(store.add(syn('198.18.0.3', 1, 1)), { result: 'rejected', reason: 'service-limit' });
+  for (let port = 1; port <= 3; port++) assert.equal(store.add(syn('198.18.0.1', port, 2)).result, 'held', 'service 2 keeps the defaults');
+
+  store.setServiceLimits(1, undefined);
+  assert.equal(store.add(syn('198.18.0.3', 1, 1)).result, 'held', 'back to perService 4');
+});
+
+test('service limits above total still stop at total', () => {
+  const store = new HeldFrameStore(LIMITS);
+  store.setServiceLimits(1, { perService: 100, perSource: 100 });
+  for (let port = 1; port <= 6; port++) assert.equal(store.add(syn('198.18.0.1', port, 1)).result, 'held');
+  assert.deepEqual(store.add(syn('198.18.0.1', 7, 1)), { result: 'rejected', reason: 'total-limit' });
+});
+
+test('store rejects invalid service limits', () => {
+  const store = new HeldFrameStore(LIMITS);
+  assert.throws(() => store.setServiceLimits(1, { perService: 1, perSource: 0.5 }), /held frame limit perSource is 0.5, expected a positive integer/);
+});
+
 test('store rejects invalid limits', () => {
   assert.throws(() => new HeldFrameStore({ perService: 0, perSource: 1, total: 1 }), /held frame limit perService is 0, expected a positive integer/);
 });

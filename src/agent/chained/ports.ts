@@ -14,7 +14,8 @@ import type { Logger } from 'pino';
 import { Datapath, type DatapathOptions } from '../../datapath/datapath.js';
 import type { Frontend } from '../../datapath/frontends.js';
 import type { HeldFlow } from '../../datapath/held-frames.js';
-import type { ActivitySource, DatapathPort, ReleaseOutcome, WakeSignal, WorkloadKey } from '../ports.js';
+import { heldTotalsByWorkload, serviceLimits } from '../held-totals.js';
+import type { ActivitySource, DatapathPort, HeldFlowLimits, HeldTotals, ReleaseOutcome, WakeSignal, WorkloadKey } from '../ports.js';
 import { ChainServiceList } from './chain-services.js';
 import { ChainReinserter } from './reinsert.js';
 import type { ServiceIdSource } from './service-ids.js';
@@ -39,6 +40,8 @@ interface ChainedWorkload {
   // Ids this workload configured and listed.
   ids: Set<number>;
   state: GateState;
+  // Bounds for each id's held flows, once the controller set them.
+  limits?: HeldFlowLimits;
 }
 
 export class ChainedDatapath implements DatapathPort, ActivitySource {
@@ -102,6 +105,14 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     this.apply(workload, entry, gateClosed ? 'cold' : 'warm');
   }
 
+  // Each id of the workload gets the bounds of its own, so a workload with
+  // several Services holds up to perService flows for each.
+  setHeldLimits(workload: WorkloadKey, limits: HeldFlowLimits): void {
+    const entry = this.requireWorkload(workload);
+    entry.limits = limits;
+    for (const id of entry.ids) this.datapath.held.setServiceLimits(id, serviceLimits(this.datapath.held, limits));
+  }
+
   removeWorkload(workload: WorkloadKey): void {
     const entry = this.workloads.get(workload);
     if (entry === undefined) return;
@@ -150,18 +161,13 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     return this.serviceIdsOf(workload).flatMap((id) => this.datapath.held.list(id));
   }
 
-  // Flows held now per workload, for the metrics gauge.
   workloadOf(serviceId: number): WorkloadKey | undefined {
     return this.owners.get(serviceId);
   }
 
-  heldCounts(): Map<WorkloadKey, number> {
-    const counts = new Map<WorkloadKey, number>();
-    for (const flow of this.datapath.held.list()) {
-      const workload = this.owners.get(flow.record.serviceId);
-      if (workload !== undefined) counts.set(workload, (counts.get(workload) ?? 0) + 1);
-    }
-    return counts;
+  // Flows and bytes held now per workload, for the metrics gauges.
+  heldTotals(): Map<WorkloadKey, HeldTotals> {
+    return heldTotalsByWorkload(this.datapath.held.list(), (id) => this.owners.get(id));
   }
 
   // The host's devices are not attached by zerohold, so their names are
@@ -216,6 +222,7 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     for (const id of current) {
       if (entry.ids.has(id)) continue;
       this.datapath.configureService(id, { state, wakeIntervalMs: this.options.wakeIntervalMs });
+      if (entry.limits) this.datapath.held.setServiceLimits(id, serviceLimits(this.datapath.held, entry.limits));
       this.owners.set(id, workload);
       this.list.add(id);
       entry.ids.add(id);
@@ -277,6 +284,7 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     this.list.delete(id);
     this.datapath.configureService(id, { state: 'unmanaged', wakeIntervalMs: this.options.wakeIntervalMs });
     this.owners.delete(id);
+    this.datapath.held.setServiceLimits(id, undefined);
 
     // No workload releases these frames any more; the clients retransmit.
     const dropped = this.datapath.held.take(id);

@@ -3,11 +3,12 @@
 
 import type { Frontend } from '../../../src/datapath/frontends.js';
 import type { HeldFlow } from '../../../src/datapath/held-frames.js';
-import type { DatapathPort, ReleaseOutcome, WakeSignal, WorkloadKey } from '../../../src/agent/ports.js';
+import type { DatapathPort, HeldFlowLimits, ReleaseOutcome, WakeSignal, WorkloadKey } from '../../../src/agent/ports.js';
 
 export class FakeDatapath implements DatapathPort {
   readonly frontends = new Map<WorkloadKey, Frontend[]>();
   readonly gateClosed = new Map<WorkloadKey, boolean>();
+  readonly heldLimits = new Map<WorkloadKey, HeldFlowLimits>();
   readonly releases: WorkloadKey[] = [];
   // Flows a test pretends the node holds, per workload; a release or an
   // expiry clears them, as in the real datapath.
@@ -19,9 +20,14 @@ export class FakeDatapath implements DatapathPort {
     this.gateClosed.set(workload, gateClosed);
   }
 
+  setHeldLimits(workload: WorkloadKey, limits: HeldFlowLimits): void {
+    this.heldLimits.set(workload, limits);
+  }
+
   removeWorkload(workload: WorkloadKey): void {
     this.frontends.delete(workload);
     this.gateClosed.delete(workload);
+    this.heldLimits.delete(workload);
   }
 
   closeGate(workload: WorkloadKey): void {

@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Writable } from 'node:stream';
+
+import { pino } from 'pino';
+
+import { HeldRejections } from '../../src/agent/held-rejections.js';
+import { AgentMetrics } from '../../src/agent/metrics.js';
+import { TCP_SYN } from '../lib/packets.js';
+import { heldRecord } from '../lib/records.js';
+
+function syn(source: string, srcPort: number, serviceId = 1) {
+  return heldRecord({ src: source, dst: '198.19.0.10', tcp: { srcPort, dstPort: 80, flags: TCP_SYN, seq: 1 } }, serviceId, 1000n);
+}
+
+function capture() {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { log: pino({ level: 'warn' }, stream), lines };
+}
+
+test('rejections are counted and summarized', async () => {
+  const metrics = new AgentMetrics(() => new Map());
+  const { log, lines } = capture();
+  const rejections = new HeldRejections({ log, metrics, workloadOf: (id) => (id === 1 ? 'shop/web' : undefined), intervalMs: 100 });
+
+  for (let port = 1; port <= 1000; port++) rejections.record(syn('198.18.0.9', port), 'source-limit');
+  rejections.record(syn('198.18.0.9', 1, 7), 'total-limit');
+  await new Promise((resolve) => setTimeout(resolve, 10));
+
+  const text = await metrics.registry.metrics();
+  assert.match(text, /^zerohold_held_flows_dropped_total\{workload="shop\/web",reason="source-limit"\} 1000$/m);
+  assert.match(text, /^zerohold_held_flows_dropped_total\{workload="\(unknown\)",reason="total-limit"\} 1$/m);
+  assert.equal(lines.length, 2, 'the first rejection of each workload and bound at once');
+  assert.equal(lines[0]!.dropped, 1);
+  assert.equal(lines[0]!.lastClient, '198.18.0.9');
+
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  assert.equal(lines.length, 3, 'one summary at the end of the interval');
+  assert.equal(lines[2]!.workload, 'shop/web');
+  assert.equal(lines[2]!.dropped, 999);
+  assert.match(String(lines[2]!.msg), /heldFlowLimits/);
+
+  rejections.close();
+  assert.equal(lines.length, 3, 'nothing left to log');
+});
+
+test('close logs pending rejections', async () => {
+  const metrics = new AgentMetrics(() => new Map());
+  const { log, lines } = capture();
+  const rejections = new HeldRejections({ log, metrics, workloadOf: () => 'shop/web', intervalMs: 60_000 });
+
+  rejections.record(syn('198.18.0.9', 1), 'service-limit');
+  rejections.record(syn('198.18.0.9', 2), 'service-limit');
+  rejections.close();
+
+  assert.deepEqual(lines.map((line) => line.dropped), [1, 1]);
+});
