@@ -9,7 +9,6 @@
 import type { Logger } from 'pino';
 
 import type { HoldOutcome } from '../datapath/held-frames.js';
-import type { HeldRecord } from '../datapath/records.js';
 import type { AgentMetrics } from './metrics.js';
 import type { WorkloadKey } from './ports.js';
 
@@ -27,9 +26,13 @@ export interface HeldRejectionsOptions {
 interface Pending {
   workload: string;
   reason: RejectReason;
+  // The counter's child for these labels, so that a flood does not hash
+  // the labels once per packet.
+  counter: { inc(): void };
   // Rejections not logged yet.
   count: number;
-  lastSource: string;
+  // The client of the latest rejection, read only when a warning is logged.
+  lastClient: () => string;
   lastLoggedMs: number;
   timer: NodeJS.Timeout | undefined;
 }
@@ -44,18 +47,20 @@ export class HeldRejections {
     this.intervalMs = options.intervalMs ?? 10_000;
   }
 
-  record(record: HeldRecord, reason: RejectReason): void {
-    const workload = this.options.workloadOf(record.serviceId) ?? UNKNOWN_WORKLOAD;
-    this.options.metrics.heldDropped.inc({ workload, reason });
-
+  // Counts one rejected flow opener of serviceId. clientOf returns its
+  // client address; it is called only for the warnings, so it may decode.
+  record(serviceId: number, reason: RejectReason, clientOf: () => string): void {
+    const workload = this.options.workloadOf(serviceId) ?? UNKNOWN_WORKLOAD;
     const key = `${workload}|${reason}`;
     let entry = this.pending.get(key);
     if (entry === undefined) {
-      entry = { workload, reason, count: 0, lastSource: '', lastLoggedMs: -Infinity, timer: undefined };
+      const counter = this.options.metrics.heldDropped.labels({ workload, reason });
+      entry = { workload, reason, counter, count: 0, lastClient: clientOf, lastLoggedMs: -Infinity, timer: undefined };
       this.pending.set(key, entry);
     }
+    entry.counter.inc();
     entry.count += 1;
-    entry.lastSource = record.flow.source;
+    entry.lastClient = clientOf;
 
     // The first rejection after a quiet interval is logged at once, and
     // the ones that follow it in a summary when the interval ends.
@@ -77,10 +82,18 @@ export class HeldRejections {
     if (entry.count === 0) return;
 
     this.options.log.warn(
-      { workload: entry.workload, reason: entry.reason, dropped: entry.count, lastClient: entry.lastSource },
+      { workload: entry.workload, reason: entry.reason, dropped: entry.count, lastClient: clientAddress(entry.lastClient) },
       `dropped flow openers over the held flow bound (${entry.reason}); the clients retransmit, and heldFlowLimits or limits.heldFlowsTotal raise the bound`,
     );
     entry.count = 0;
     entry.lastLoggedMs = performance.now();
+  }
+}
+
+function clientAddress(clientOf: () => string): string {
+  try {
+    return clientOf();
+  } catch (err) {
+    return `unknown (${(err as Error).message})`;
   }
 }

@@ -17,6 +17,7 @@ import { SignalDatapath } from '../hubble/signal-wakes.js';
 import { LatestActivity } from './activity-sources.js';
 import { ObservedDatapath } from './observed-datapath.js';
 import { Datapath, type DatapathOptions } from '../datapath/datapath.js';
+import { decodeHeldRecord } from '../datapath/records.js';
 import { ChainedDatapath } from './chained/ports.js';
 import { CiliumBackendCheck } from './cilium/backend-check.js';
 import type { CiliumServiceSource } from './cilium/frontends.js';
@@ -121,9 +122,11 @@ async function main(): Promise<void> {
   // Flow openers over a held flow bound are dropped by the datapath and
   // retransmitted by their clients; they are counted and logged here.
   const heldRejections = node instanceof SignalDatapath ? undefined : new HeldRejections({ log: componentLogger(root, 'datapath'), metrics, workloadOf: (id) => node.workloadOf(id) });
-  (node instanceof ChainedDatapath ? node.datapath : datapath)?.on('held', (record, outcome) => {
-    if (outcome.result === 'rejected') heldRejections?.record(record, outcome.reason);
+  const holding = node instanceof ChainedDatapath ? node.datapath : datapath;
+  holding?.on('held', (record, outcome) => {
+    if (outcome.result === 'rejected') heldRejections?.record(record.serviceId, outcome.reason, () => record.flow.source);
   });
+  holding?.on('rejected', (serviceId, reason, data) => heldRejections?.record(serviceId, reason, () => decodeHeldRecord(data).flow.source));
 
   // Hubble flows are the activity source where zerohold's counters see no
   // warm traffic: in chained mode, where warm traffic never reaches it, and

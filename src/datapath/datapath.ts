@@ -14,7 +14,7 @@ import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, DEFAU
 import { Hook } from './layout.js';
 import { loadNative, type NativeMap, type NativeObject, type NativeRingBuffer } from './native.js';
 import { attachPinnedTc, attachPinnedXdp, detachAttachment, linkPinPath, removeDefunctLinks, type Attachment } from './pinned-links.js';
-import { decodeHeldRecord, decodeWakeRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
+import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
 import { buildLiveFrame, type LiveFrame } from './reinject.js';
 import { ServiceTable, type ServiceSettings, type ServiceStateName } from './services.js';
 import { repoRoot } from '../paths.js';
@@ -57,6 +57,10 @@ export interface ReleaseResult {
 export interface DatapathEvents {
   wake: [WakeRecord];
   held: [HeldRecord, HoldOutcome];
+  // A record that the held frame store rejected before decoding it, because
+  // the total or the service's bound was reached: service id, the bound,
+  // and the raw record, which decodeHeldRecord reads when needed.
+  rejected: [number, 'service-limit' | 'total-limit', Buffer];
   // A record arrived for a service whose gate is already open and was
   // re-injected at once (it raced the release).
   'late-release': [ReleaseResult];
@@ -288,7 +292,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   }
 
   private onBatch(batch: Buffer): void {
-    const late: HeldFlow[] = [];
+    const lateFlows: HeldFlow[] = [];
 
     for (const record of splitBatch(batch)) {
       try {
@@ -298,12 +302,21 @@ export class Datapath extends EventEmitter<DatapathEvents> {
         }
         if (record.ring !== RING_HELD) continue;
 
-        const held = decodeHeldRecord(record.data);
         // A chained hook holds whenever its host has no backend, whatever
         // the state, so only standalone records can race a release.
-        const standalone = held.hook === Hook.Xdp || held.hook === Hook.Tc;
-        if (standalone && this.states.get(held.serviceId) === 'warm') {
-          late.push({ record: held, firstTimestampNs: held.timestampNs, frames: 1 });
+        const peek = peekHeldRecord(record.data);
+        const late = peek !== undefined && (peek.hook === Hook.Xdp || peek.hook === Hook.Tc) && this.states.get(peek.serviceId) === 'warm';
+        if (peek !== undefined && !late) {
+          const reason = this.held.rejection(peek.serviceId, peek.key, peek.tcp);
+          if (reason !== undefined) {
+            this.emit('rejected', peek.serviceId, reason, record.data);
+            continue;
+          }
+        }
+
+        const held = decodeHeldRecord(record.data);
+        if (late) {
+          lateFlows.push({ record: held, firstTimestampNs: held.timestampNs, frames: 1 });
           continue;
         }
         this.emit('held', held, this.held.add(held));
@@ -312,8 +325,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       }
     }
 
-    if (late.length > 0) {
-      this.reinject(late).then(
+    if (lateFlows.length > 0) {
+      this.reinject(lateFlows).then(
         (result) => this.emit('late-release', result),
         (err: Error) => this.emit('record-error', err),
       );

@@ -9,7 +9,7 @@
 // perService and perSource are defaults that setServiceLimits() overrides
 // for one service, as a ScaleToZero's heldFlowLimits do.
 
-import type { HeldRecord } from './records.js';
+import { flowKeyOf, type HeldRecord } from './records.js';
 
 export interface HeldLimits {
   // Flows held for one service id.
@@ -82,6 +82,18 @@ export class HeldFrameStore {
 
   sizeOf(serviceId: number): number {
     return this.services.get(serviceId)?.size ?? 0;
+  }
+
+  // Returns the bound that rejects a flow before it is decoded: the total or
+  // the service's bound when it is reached and the flow is not held yet. A
+  // held TCP flow is never rejected here, because its newer SYN replaces
+  // the held one. Undefined means add() decides, with the per-source bound.
+  rejection(serviceId: number, key: string, tcp: boolean): 'service-limit' | 'total-limit' | undefined {
+    const flows = this.services.get(serviceId);
+    if (tcp && flows?.has(key)) return undefined;
+    if (this.count >= this.limits.total) return 'total-limit';
+    if ((flows?.size ?? 0) >= (this.serviceLimits.get(serviceId) ?? this.limits).perService) return 'service-limit';
+    return undefined;
   }
 
   add(record: HeldRecord): HoldOutcome {
@@ -159,9 +171,8 @@ export class HeldFrameStore {
   }
 
   private flowKey(record: HeldRecord): string {
-    const f = record.flow;
-    const base = `${f.protocol}|${f.source}|${f.sourcePort}|${f.destination}|${f.destinationPort}`;
-    return f.protocol === 'tcp' ? base : `${base}|${this.datagramSequence++}`;
+    const base = flowKeyOf(record.frame, record.l3Offset, record.l4Offset, record.ipv6, record.l4Proto);
+    return record.l4Proto === 6 ? base : `${base}|${this.datagramSequence++}`;
   }
 
   private forget(flow: HeldFlow): void {

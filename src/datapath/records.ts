@@ -93,6 +93,48 @@ function readFlowFromFrame(frame: Buffer, l3: number, l4: number, ipv6: boolean,
   };
 }
 
+// The fields of a held record that the held frame store needs to accept or
+// reject it, read in place. A SYN flood that fills the store sends tens of
+// thousands of records a second, and a rejected one should allocate no
+// more than its flow key. peekHeldRecord returns undefined for a record
+// that decodeHeldRecord would reject, so the caller decodes it and reports
+// the error.
+export interface HeldRecordPeek {
+  serviceId: number;
+  hook: number;
+  tcp: boolean;
+  key: string;
+}
+
+export function peekHeldRecord(data: Buffer): HeldRecordPeek | undefined {
+  const m = HeldHeader.members;
+  if (data.length < HeldHeader.size) return undefined;
+
+  const frameLen = data.readUInt16LE(m.frame_len!);
+  const l3Offset = data.readUInt16LE(m.l3_offset!);
+  const l4Offset = data.readUInt16LE(m.l4_offset!);
+  const l4Proto = data[m.l4_proto!]!;
+  const ipv6 = (data.readUInt16LE(m.flags!) & HeldFlags.Ipv6) !== 0;
+  const l4HeaderLength = l4Proto === 6 ? 20 : 8;
+  if (HeldHeader.size + frameLen > data.length || l4Offset + l4HeaderLength > frameLen || l3Offset >= l4Offset) return undefined;
+  if (l4Proto !== 6 && l4Proto !== 17) return undefined;
+
+  const frame = data.subarray(HeldHeader.size, HeldHeader.size + frameLen);
+  return {
+    serviceId: data.readUInt32LE(m.service_id!),
+    hook: data[m.hook!]!,
+    tcp: l4Proto === 6,
+    key: flowKeyOf(frame, l3Offset, l4Offset, ipv6, l4Proto),
+  };
+}
+
+// A compact key of a frame's protocol, addresses and ports: one byte per
+// byte of the headers, without formatting the addresses.
+export function flowKeyOf(frame: Buffer, l3Offset: number, l4Offset: number, ipv6: boolean, l4Proto: number): string {
+  const addresses = ipv6 ? frame.toString('latin1', l3Offset + 8, l3Offset + 40) : frame.toString('latin1', l3Offset + 12, l3Offset + 20);
+  return String.fromCharCode(l4Proto) + addresses + frame.toString('latin1', l4Offset, l4Offset + 4);
+}
+
 export function decodeHeldRecord(data: Buffer): HeldRecord {
   const m = HeldHeader.members;
   if (data.length < HeldHeader.size) {

@@ -29,8 +29,8 @@ test('rejections are counted and summarized', async () => {
   const { log, lines } = capture();
   const rejections = new HeldRejections({ log, metrics, workloadOf: (id) => (id === 1 ? 'shop/web' : undefined), intervalMs: 100 });
 
-  for (let port = 1; port <= 1000; port++) rejections.record(syn('198.18.0.9', port), 'source-limit');
-  rejections.record(syn('198.18.0.9', 1, 7), 'total-limit');
+  for (let port = 1; port <= 1000; port++) rejections.record(1, 'source-limit', () => syn('198.18.0.9', port).flow.source);
+  rejections.record(7, 'total-limit', () => '198.18.0.9');
   await new Promise((resolve) => setTimeout(resolve, 10));
 
   const text = await metrics.registry.metrics();
@@ -55,9 +55,10 @@ test('close logs pending rejections', async () => {
   const { log, lines } = capture();
   const rejections = new HeldRejections({ log, metrics, workloadOf: () => 'shop/web', intervalMs: 60_000 });
 
-  rejections.record(syn('198.18.0.9', 1), 'service-limit');
-  rejections.record(syn('198.18.0.9', 2), 'service-limit');
+  rejections.record(1, 'service-limit', () => '198.18.0.9');
+  rejections.record(1, 'service-limit', () => { throw new Error('garbled record'); });
   rejections.close();
 
   assert.deepEqual(lines.map((line) => line.dropped), [1, 1]);
+  assert.equal(lines[1]!.lastClient, 'unknown (garbled record)');
 });

@@ -117,6 +117,7 @@ test('node datapath applies held limits', async () => {
     const runner = new FrameRunner(dp);
     const rejected: string[] = [];
     dp.on('held', (_record, outcome) => outcome.result === 'rejected' && rejected.push(outcome.reason));
+    dp.on('rejected', (_id, reason) => rejected.push(`${reason} before decoding`));
     const synFrom = (source: string, port: number) => buildFrame({ src: source, dst: WEB.address, tcp: { srcPort: port, dstPort: 80, flags: TCP_SYN } });
 
     node.setFrontends('default/web', [WEB], true);
@@ -126,11 +127,17 @@ test('node datapath applies held limits', async () => {
     runner.run('xdp', synFrom('198.18.0.3', 1));
 
     assert.equal(node.heldFlows('default/web').length, 3);
-    assert.deepEqual(rejected, ['source-limit', 'service-limit']);
+    assert.deepEqual(rejected, ['source-limit', 'service-limit before decoding']);
     const totals = node.heldTotals().get('default/web');
     assert.equal(totals?.flows, 3);
     assert.equal(totals?.bytes, node.heldFlows('default/web').reduce((sum, flow) => sum + flow.record.frame.length, 0));
     assert.ok(totals!.bytes >= 3 * 54, `got ${totals!.bytes} bytes for three SYNs`);
+
+    // A full service still takes a newer SYN of a flow it holds.
+    const replaced: string[] = [];
+    dp.on('held', (_record, outcome) => replaced.push(outcome.result));
+    runner.run('xdp', synFrom('198.18.0.1', 1));
+    assert.deepEqual(replaced, ['replaced']);
 
     // A bound left out is the agent's default again.
     node.setHeldLimits('default/web', {});

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { HeldFrameStore } from '../../src/datapath/held-frames.js';
+import { flowKeyOf } from '../../src/datapath/records.js';
 import { TCP_SYN } from '../lib/packets.js';
 import { heldRecord } from '../lib/records.js';
 
@@ -128,6 +129,19 @@ test('service limits above total still stop at total', () => {
 test('store rejects invalid service limits', () => {
   const store = new HeldFrameStore(LIMITS);
   assert.throws(() => store.setServiceLimits(1, { perService: 1, perSource: 0.5 }), /held frame limit perSource is 0.5, expected a positive integer/);
+});
+
+test('store rejects before decoding', () => {
+  const store = new HeldFrameStore(LIMITS);
+  const keyOf = (record: ReturnType<typeof syn>) => flowKeyOf(record.frame, record.l3Offset, record.l4Offset, record.ipv6, record.l4Proto);
+  for (let i = 1; i <= 4; i++) store.add(syn(`198.18.0.${i}`, 1000));
+
+  assert.equal(store.rejection(1, keyOf(syn('198.18.0.9', 1000)), true), 'service-limit');
+  assert.equal(store.rejection(1, keyOf(syn('198.18.0.1', 1000)), true), undefined, 'a held flow may replace its SYN');
+  assert.equal(store.rejection(2, keyOf(syn('198.18.0.9', 1000, 2)), true), undefined, 'another service has room');
+  store.add(syn('198.18.0.9', 1000, 2));
+  store.add(syn('198.18.0.9', 1001, 2));
+  assert.equal(store.rejection(3, keyOf(syn('198.18.0.9', 1000, 3)), true), 'total-limit');
 });
 
 test('store rejects invalid limits', () => {
