@@ -11,6 +11,7 @@ packages=(
 	curl					# a real client in tests
 	nginx-light redis-server redis-tools	# servers and clients of the testbed
 	postgresql postgresql-client dnsmasq-base bind9-dnsutils
+	netsniff-ng				# trafgen, the SYN flood of bench:coldstart
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -90,6 +90,9 @@ export class AgentProcess extends EventEmitter {
   private child: ChildProcess | undefined;
   private exited: Promise<AgentExit> | undefined;
   private readyRun = 0;
+  // Port of the current run's Prometheus endpoint on 127.0.0.1, from its
+  // "agent ready" line.
+  private metricsPort: number | undefined;
 
   constructor(private readonly options: AgentProcessOptions) {
     super();
@@ -211,6 +214,14 @@ export class AgentProcess extends EventEmitter {
     return body.flows;
   }
 
+  // Returns the agent's Prometheus metrics in the text format.
+  async metrics(): Promise<string> {
+    if (this.metricsPort === undefined || this.readyRun !== this.runs) throw new Error(`the agent of node ${this.node} is not ready, so its metrics port is unknown`);
+    const response = await fetch(`http://127.0.0.1:${this.metricsPort}/metrics`);
+    if (!response.ok) throw new Error(`GET /metrics of the agent of node ${this.node} returned ${response.status}`);
+    return response.text();
+  }
+
   private getJson(path: string): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const req = request({ socketPath: this.socketPath, path, method: 'GET', timeout: 5000 }, (res) => {
@@ -235,7 +246,10 @@ export class AgentProcess extends EventEmitter {
     this.output = (this.output + line + '\n').slice(-OUTPUT_LIMIT_CHARS);
 
     const parsed = parseLogLine(this.node, line);
-    if (parsed.msg === READY_MESSAGE) this.readyRun = this.runs;
+    if (parsed.msg === READY_MESSAGE) {
+      this.readyRun = this.runs;
+      this.metricsPort = typeof parsed.fields.metricsPort === 'number' ? parsed.fields.metricsPort : undefined;
+    }
     this.emit('log', parsed);
   }
 

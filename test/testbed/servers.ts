@@ -201,17 +201,21 @@ export function dnsWorkload(options: DnsOptions): SampleWorkload {
 export interface NodeHttpOptions extends SampleOptions {
   // Wait before binding the port, in milliseconds.
   startupDelayMs?: number;
+  // listen() backlog: accepted connections waiting for the server. Node.js
+  // defaults to 511, and the pod's net.core.somaxconn (4096) caps it.
+  backlog?: number;
 }
 
 // The Node.js server: it waits STARTUP_DELAY_MS, binds port 8080 on every
-// IPv4 and IPv6 address and prints "listening <Unix ms>". Each response is
-// "hello from <pod name>".
+// IPv4 and IPv6 address with a backlog of LISTEN_BACKLOG and prints
+// "listening <Unix ms>". Each response is "hello from <pod name>".
 const NODE_HTTP_SERVER = `
 const http = require('node:http');
 const delayMs = Number(process.env.STARTUP_DELAY_MS || 0);
+const backlog = Number(process.env.LISTEN_BACKLOG || 511);
 setTimeout(() => {
   const server = http.createServer((req, res) => res.end('hello from ' + process.env.POD_NAME + '\\n'));
-  server.listen({ port: 8080, host: '::', ipv6Only: false }, () => console.log('listening ' + Date.now()));
+  server.listen({ port: 8080, host: '::', ipv6Only: false, backlog }, () => console.log('listening ' + Date.now()));
 }, delayMs);
 process.on('SIGTERM', () => process.exit(0));
 `;
@@ -222,7 +226,7 @@ export function nodeHttpWorkload(options: NodeHttpOptions): SampleWorkload {
     name: 'server',
     image: 'node:20',
     command: [process.execPath, '-e', NODE_HTTP_SERVER],
-    env: [POD_NAME_ENV, { name: 'STARTUP_DELAY_MS', value: String(options.startupDelayMs ?? 0) }],
+    env: [POD_NAME_ENV, { name: 'STARTUP_DELAY_MS', value: String(options.startupDelayMs ?? 0) }, { name: 'LISTEN_BACKLOG', value: String(options.backlog ?? 511) }],
     ports: [{ name: 'http', containerPort: 8080 }],
     readinessProbe: { tcpSocket: { port: 'http' }, periodSeconds: 1 },
   };

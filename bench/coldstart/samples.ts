@@ -1,0 +1,86 @@
+// Single cold starts of the Node.js server, measured from the server's
+// listen() to the client's connection. The server prints the time its
+// socket is bound, and the client prints the time connect() completed,
+// both as Unix milliseconds on this machine.
+
+import { type DeployedWorkload, Testbed } from '../../test/testbed/testbed.js';
+
+// Connects, sends one HTTP request and prints "connected <Unix ms>" at the
+// moment the TCP handshake completed, then the response's status line.
+const CLIENT = `
+const net = require('node:net');
+const [host, port] = process.argv.slice(1);
+const socket = net.connect({ host, port: Number(port) });
+socket.setTimeout(30000, () => { console.error('timed out'); process.exit(2); });
+socket.on('connect', () => {
+  console.log('connected ' + Date.now());
+  socket.write('GET / HTTP/1.1\\r\\nHost: bench\\r\\nConnection: close\\r\\n\\r\\n');
+});
+let response = '';
+socket.on('data', (chunk) => { response += chunk; });
+socket.on('end', () => { console.log(response.split('\\r\\n')[0]); });
+socket.on('error', (err) => { console.error(err.message); process.exit(1); });
+`;
+
+export interface Sample {
+  listeningMs: number;
+  readyMs: number | null;
+  programmedMs: number | null;
+  releasedMs: number | null;
+  // The agent's own part: from its backend check passing to the held
+  // packets re-injected, from its log.
+  agentReleaseMs: number | null;
+  connectedMs: number;
+}
+
+export function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+export async function coldStart(testbed: Testbed, workload: DeployedWorkload): Promise<Sample> {
+  const startedMs = Date.now();
+  const client = await testbed.run(testbed.externalClient(0), process.execPath, ['-e', CLIENT, workload.clusterIPv4, '80'], { timeoutMs: 40_000 });
+  const connected = /^connected (\d+)$/m.exec(client.stdout);
+  if (!client.ok || !connected || !/^HTTP\/1\.1 200/m.test(client.stdout)) {
+    throw new Error(`the client failed (exit ${client.code}): ${client.stdout} ${client.stderr}`);
+  }
+
+  const [pod] = await testbed.readyPods(workload);
+  const logs = testbed.kubelet('node-0').logs(workload.namespace, pod!);
+  const listening = /listening (\d+)/.exec(logs);
+  if (!listening) throw new Error(`no "listening" line in the logs of pod ${pod}: ${logs}`);
+
+  const events = testbed.events.since(startedMs);
+  const ready = events.find((e) => e.source === 'kubelet' && e.type === 'pod-ready');
+  const released = events.find((e) => e.source === 'agent' && e.type === 'released held flows' && e.node === 'node-0');
+  // The Service's IPv4 and IPv6 ports arrive in separate EndpointSlices and
+  // syncs, and the release waits for both: the first sync with every port
+  // of the Service counts.
+  const service = `${workload.namespace}/${workload.name}`;
+  const portsAfter = (e: { fields: Record<string, unknown> }) => (e.fields.servicePorts as Record<string, number> | undefined)?.[service] ?? 0;
+  const syncs = ready ? events.filter((e) => e.source === 'service-proxy' && e.node === 'node-0' && e.unixMs >= ready.unixMs && portsAfter(e) > 0) : [];
+  const allPorts = Math.max(0, ...syncs.map(portsAfter));
+  const programmed = syncs.find((e) => portsAfter(e) === allPorts);
+  return {
+    listeningMs: Number(listening[1]),
+    readyMs: ready?.unixMs ?? null,
+    programmedMs: programmed?.unixMs ?? null,
+    releasedMs: released?.unixMs ?? null,
+    agentReleaseMs: typeof released?.fields.releaseMs === 'number' ? released.fields.releaseMs : null,
+    connectedMs: Number(connected[1]),
+  };
+}
+
+// Scales the workload to zero and waits until every agent holds again.
+export async function scaleToZero(testbed: Testbed, workload: DeployedWorkload): Promise<void> {
+  await testbed.apps.patchNamespacedDeploymentScale(
+    { name: workload.name, namespace: workload.namespace, body: [{ op: 'replace', path: '/spec/replicas', value: 0 }] },
+  );
+  await testbed.waitForPhase(workload.key!, 'Cold', { gateClosed: true, timeoutMs: 30_000 });
+  const deadline = Date.now() + 30_000;
+  while ((await testbed.readyPods(workload)).length > 0 || (await testbed.core.listNamespacedPod({ namespace: workload.namespace, labelSelector: `app=${workload.name}` })).items.length > 0) {
+    if (Date.now() > deadline) throw new Error(`the pods of ${workload.name} did not go away`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
