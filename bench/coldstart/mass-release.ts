@@ -2,7 +2,8 @@
 // CONNECTIONS TCP connections to a cold Service together, so that the
 // agent holds every SYN, then the workload wakes and the agent re-injects
 // them in one batch. The figure is the time from the pod's Ready to the
-// last connection established. A SYN that was not held, or a re-injected
+// last TCP handshake completed. A request on every connection afterwards
+// checks that each one reached the server. A SYN that was not held, or a re-injected
 // one that the server dropped, would only connect at its retransmission,
 // a second later.
 
@@ -11,27 +12,38 @@ import type { Testbed } from '../../test/testbed/testbed.js';
 
 export const CONNECTIONS = 1000;
 
-// Opens the connections in one event loop turn, sends a request on each
-// as it connects, and prints one JSON line: the connect and response times
-// (Unix ms with fractions) and the failures.
+// Opens the connections in one event loop turn and records when each
+// handshake completes. Only once every connection is established or has
+// failed does it send one request on each, so that the timestamps measure
+// the release and not this process catching up on responses. Prints one
+// JSON line: the connect and response times (Unix ms with fractions) and
+// the failures.
 const CLIENT = `
 const net = require('node:net');
 const [host, port, count] = process.argv.slice(1);
 const now = () => performance.timeOrigin + performance.now();
 const connected = [], responded = [], errors = [];
+const sockets = [];
+let connecting = Number(count);
 let pending = Number(count);
 const finish = () => {
   if (--pending > 0) return;
   console.log(JSON.stringify({ connected, responded, errors }));
   process.exit(0);
 };
+const request = () => {
+  for (const socket of sockets) socket.write('GET / HTTP/1.1\\r\\nHost: bench\\r\\nConnection: close\\r\\n\\r\\n');
+};
 for (let i = 0; i < Number(count); i++) {
   const socket = net.connect({ host, port: Number(port) });
   let response = '';
+  let established = false;
   socket.setTimeout(30000, () => socket.destroy(new Error('timed out')));
-  socket.on('connect', () => {
+  socket.once('connect', () => {
     connected.push(now());
-    socket.write('GET / HTTP/1.1\\r\\nHost: bench\\r\\nConnection: close\\r\\n\\r\\n');
+    established = true;
+    sockets.push(socket);
+    if (--connecting === 0) request();
   });
   socket.on('data', (chunk) => { response += chunk; });
   socket.on('end', () => {
@@ -39,7 +51,11 @@ for (let i = 0; i < Number(count); i++) {
     else errors.push('unexpected response: ' + response.split('\\r\\n')[0]);
     finish();
   });
-  socket.on('error', (err) => { errors.push(err.message); finish(); });
+  socket.on('error', (err) => {
+    errors.push(err.message);
+    if (!established && --connecting === 0) request();
+    finish();
+  });
 }
 `;
 

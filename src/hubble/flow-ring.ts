@@ -3,10 +3,22 @@
 
 import type { GetFlowsResponse } from './gen/observer/observer_pb.js';
 
-export interface RingEntry {
-  response: GetFlowsResponse;
-  // The flow time as Unix milliseconds.
-  unixMs: number;
+// One buffered flow. The message is built on first use, because most
+// flows are never requested and a release of thousands of held flows
+// should not build thousands of messages on the agent's event loop.
+export class RingEntry {
+  private built: GetFlowsResponse | undefined;
+
+  constructor(
+    // The flow time as Unix milliseconds.
+    readonly unixMs: number,
+    private readonly build: () => GetFlowsResponse,
+  ) {}
+
+  get response(): GetFlowsResponse {
+    this.built ??= this.build();
+    return this.built;
+  }
 }
 
 export class FlowRing {
@@ -26,8 +38,8 @@ export class FlowRing {
     return this.count;
   }
 
-  push(response: GetFlowsResponse, unixMs: number): void {
-    this.entries[this.next] = { response, unixMs };
+  push(entry: RingEntry): void {
+    this.entries[this.next] = entry;
     this.next = (this.next + 1) % this.capacity;
     this.count = Math.min(this.capacity, this.count + 1);
     this.seen++;

@@ -33,7 +33,7 @@ import { heldFlowMessage, type HeldFlowEvent } from './held-flow-messages.js';
 import { monotonicMs, unixFromMonotonicMs } from './monotonic-time.js';
 import { removeStaleSocket } from '../agent/stale-socket.js';
 import { serviceDefinition } from './service-definition.js';
-import { FlowRing } from './flow-ring.js';
+import { FlowRing, RingEntry } from './flow-ring.js';
 
 export const DEFAULT_OBSERVER_SOCKET = '/run/zerohold/hubble.sock';
 export const DEFAULT_OBSERVER_CAPACITY = 4096;
@@ -128,17 +128,18 @@ export class ObserverServer {
 
   // Adds a held, released or expired flow to the ring and sends it to the
   // following clients whose filters match.
-  record(event: HeldFlowEvent): Flow {
+  record(event: HeldFlowEvent): void {
     const unixMs = unixFromMonotonicMs(event.atMs, this.monotonicNow(), this.unixNow());
-    const flow = heldFlowMessage(event, unixMs, this.options.nodeName);
-    const response = create(GetFlowsResponseSchema, { responseTypes: { case: 'flow', value: flow }, nodeName: flow.nodeName, time: flow.time });
-    this.ring.push(response, unixMs);
+    const entry = new RingEntry(unixMs, () => {
+      const flow = heldFlowMessage(event, unixMs, this.options.nodeName);
+      return create(GetFlowsResponseSchema, { responseTypes: { case: 'flow', value: flow }, nodeName: flow.nodeName, time: flow.time });
+    });
+    this.ring.push(entry);
 
     for (const follower of this.followers) {
       if (follower.untilMs !== undefined && unixMs > follower.untilMs) continue;
-      if (follower.matches(flow)) this.send(follower, response);
+      if (follower.matches(entry.response.responseTypes.value as Flow)) this.send(follower, entry.response);
     }
-    return flow;
   }
 
   private implementation(): UntypedServiceImplementation {
