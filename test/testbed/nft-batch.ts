@@ -27,6 +27,11 @@ export class NftBatch {
 
   constructor(private readonly ns: string) {}
 
+  // PID of the running helper (nsenter execs it), if one runs.
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   // Runs the script as one transaction. Rejects with nft's error message
   // when the kernel or the parser rejected it, and nothing of it applies.
   // If the helper process has died, the next call starts a new one.
