@@ -85,7 +85,7 @@ export function collectColdStart(testbed: Testbed, workload: DeployedWorkload, c
     const sync = syncs.find((e) => portsAfter(e) === allPorts);
     if (sync) {
       programmedUnixMs = sync.unixMs;
-      steps.push({ unixMs: sync.unixMs, label: `kube-proxy (nftables) on ${sync.node} programmed the backend` });
+      steps.push({ unixMs: sync.unixMs, label: `kube-proxy (nftables) on ${sync.node} reported its sync (the kernel has the rule a moment earlier)` });
     }
   }
   if (released) steps.push({ unixMs: released.unixMs, label: `gate opened, ${released.fields.released} held packet(s) re-injected on ${released.node}` });

@@ -151,7 +151,7 @@ async function main(): Promise<number> {
 }
 
 async function runColdStart(testbed: Testbed, report: Report, scenario: Scenario): Promise<Outcome> {
-  report.line(`${bold(scenario.title)}: ${scenario.command} ${scenario.args.filter((a) => a !== CURL_TIMING_FORMAT).join(' ')}`);
+  report.line(`${bold(scenario.title)}: ${scenario.command} ${scenario.args.map((a) => (a === CURL_TIMING_FORMAT ? "'<timings>'" : a)).join(' ')}`);
   report.line(dim(`from ${scenario.from}`), 2);
 
   const result = await testbed.run(scenario.ns, scenario.command, scenario.args, { timeoutMs: CLIENT_TIMEOUT_MS + 5000 });
@@ -163,12 +163,12 @@ async function runColdStart(testbed: Testbed, report: Report, scenario: Scenario
 
   const problem = result.ok ? scenario.check(result) : `${scenario.command} exited ${result.code ?? result.signal}: ${result.stderr.trim()}`;
   if (problem) report.line(red(`FAILED: ${problem}`), 2);
-  else report.line(`pod Ready to connection: ${bold(formatGap(coldStart.readyUnixMs, coldStart.connectedUnixMs))}, of which zerohold's release after kube-proxy's rule: ${bold(formatGap(coldStart.programmedUnixMs, coldStart.releasedUnixMs))}`, 2);
+  else report.line(`pod Ready to ${scenario.command === 'curl' ? 'connection' : 'answer'}: ${bold(formatGap(coldStart.readyUnixMs, coldStart.connectedUnixMs))}, of which zerohold's release after kube-proxy's report: ${bold(formatGap(coldStart.programmedUnixMs, coldStart.releasedUnixMs))}`, 2);
   return { scenario, result, coldStart, problem };
 }
 
 function printSummary(report: Report, outcomes: Outcome[]): void {
-  const rows = [['workload', 'client', 'result', 'cold start', 'Ready -> kube-proxy', 'kube-proxy -> released', 'released -> connected']];
+  const rows = [['workload', 'client', 'result', 'held -> connected', 'Ready -> kube-proxy', 'kube-proxy -> released', 'released -> connected']];
   for (const { scenario, result, coldStart, problem } of outcomes) {
     const first = coldStart.steps[0]?.unixMs ?? result.startedUnixMs;
     rows.push([
@@ -186,7 +186,7 @@ function printSummary(report: Report, outcomes: Outcome[]): void {
     const text = row.map((cell, column) => (column >= 3 ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!))).join('  ');
     report.line(i === 0 ? bold(text) : text);
   }
-  report.line(dim('cold start: first held packet to the connection (or, for psql, redis-cli and dig, to the answer).'));
+  report.line(dim('held -> connected: first held packet to the connection (or, for psql, redis-cli and dig, to the answer).'));
   report.line(dim('Ready -> kube-proxy: the cluster propagating the new endpoint, which every client waits for.'));
   report.line(dim('kube-proxy -> released: zerohold noticing the rule and re-injecting. The proxy reports its sync'));
   report.line(dim('when nft returns, after the rule is live, so this can be negative. Without zerohold, the client'));
