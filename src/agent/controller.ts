@@ -542,20 +542,45 @@ export class Controller {
           const waitStartedMs = this.now();
           let backendReadyMs = waitStartedMs;
           let outcome;
+          // Flows to frontends that the load balancer programmed first go
+          // out before the rest, with the gate still closed: a dual-stack
+          // Service gets one EndpointSlice and one sync per IP family.
+          const early: Promise<{ released: number; failed: number }>[] = [];
+          const releaseEarly = (frontends: Frontend[]) => {
+            if (!datapath.releaseEarly) return;
+            early.push(
+              datapath.releaseEarly(key, frontends).then(
+                (result) => ({ released: result.released.length, failed: result.failed.length }),
+                (err: Error) => {
+                  log.error({ err, workload: key }, 're-injecting held flows early failed, the clients retransmit');
+                  return { released: 0, failed: 0 };
+                },
+              ),
+            );
+          };
           try {
-            await this.waitForBackend(key, workload);
+            await this.waitForBackend(key, workload, releaseEarly);
             backendReadyMs = this.now();
             outcome = await datapath.release(key);
           } finally {
             workload.releasing = false;
           }
+          const released = (await Promise.all(early)).reduce((sum, part) => ({ released: sum.released + part.released, failed: sum.failed + part.failed }), { released: 0, failed: 0 });
           const now = this.now();
           const coldStartMs = before.wakeStartedMs === null ? null : now - before.wakeStartedMs;
           metrics?.releaseOverhead.observe({ workload: key }, (now - eventMs) / 1000);
           // backendWaitMs is the node's load balancer catching up, and
           // releaseMs the gate opening and the re-injection.
           log.info(
-            { workload: key, released: outcome.released.length, failed: outcome.failed.length, coldStartMs, backendWaitMs: backendReadyMs - waitStartedMs, releaseMs: now - backendReadyMs },
+            {
+              workload: key,
+              released: outcome.released.length + released.released,
+              releasedEarly: released.released,
+              failed: outcome.failed.length + released.failed,
+              coldStartMs,
+              backendWaitMs: backendReadyMs - waitStartedMs,
+              releaseMs: now - backendReadyMs,
+            },
             'released held flows',
           );
           if (coldStartMs !== null) {
@@ -612,11 +637,11 @@ export class Controller {
   }
 
   // Records a Warning Event and a Valid=False condition, once per message.
-  private async waitForBackend(key: WorkloadKey, workload: Workload): Promise<void> {
+  private async waitForBackend(key: WorkloadKey, workload: Workload, onProgrammed: (frontends: Frontend[]) => void): Promise<void> {
     const check = this.options.backendCheck;
     if (!check) return;
     const timeoutMs = this.options.backendCheckTimeoutMs ?? 10_000;
-    if (await check.waitProgrammed(workload.frontends, timeoutMs)) return;
+    if (await check.waitProgrammed(workload.frontends, timeoutMs, onProgrammed)) return;
     this.options.log.warn({ workload: key, timeoutMs }, 'the node load balancer has no backend yet, releasing anyway');
   }
 

@@ -38,6 +38,9 @@ interface Waiter {
   frontends: Frontend[];
   resolve: (programmed: boolean) => void;
   timer: NodeJS.Timeout;
+  onProgrammed: ((frontends: Frontend[]) => void) | undefined;
+  // Frontends already passed to onProgrammed.
+  reported: Set<Frontend>;
 }
 
 export class KubeProxyNftables implements BackendCheck {
@@ -112,7 +115,9 @@ export class KubeProxyNftables implements BackendCheck {
   // NodePort address and service-nodeports has its protocol and port. One
   // with port 'any' counts once its address has any port of its protocol.
   // Rejects with a RangeError for an address that is not an IP address.
-  waitProgrammed(frontends: Frontend[], timeoutMs: number): Promise<boolean> {
+  // While some frontends are still missing, onProgrammed receives the ones
+  // that have become programmed since its last call.
+  waitProgrammed(frontends: Frontend[], timeoutMs: number, onProgrammed?: (frontends: Frontend[]) => void): Promise<boolean> {
     if (frontends.length === 0) return Promise.resolve(true);
     if (this.stopped) return Promise.resolve(false);
     try {
@@ -125,6 +130,8 @@ export class KubeProxyNftables implements BackendCheck {
       const waiter: Waiter = {
         frontends,
         resolve,
+        onProgrammed,
+        reported: new Set(),
         timer: setTimeout(() => {
           this.waiters.delete(waiter);
           const missing = this.synced ? frontends.filter((f) => !this.maps.isProgrammed(f)).map(frontendToString) : frontends.map(frontendToString);
@@ -133,6 +140,7 @@ export class KubeProxyNftables implements BackendCheck {
         }, timeoutMs),
       };
       this.waiters.add(waiter);
+      if (this.synced) this.reportProgress(waiter);
     });
   }
 
@@ -143,10 +151,26 @@ export class KubeProxyNftables implements BackendCheck {
   private resolveWaiters(): void {
     if (!this.synced) return;
     for (const waiter of this.waiters) {
-      if (!this.allProgrammed(waiter.frontends)) continue;
+      if (!this.allProgrammed(waiter.frontends)) {
+        this.reportProgress(waiter);
+        continue;
+      }
       clearTimeout(waiter.timer);
       this.waiters.delete(waiter);
       waiter.resolve(true);
+    }
+  }
+
+  private reportProgress(waiter: Waiter): void {
+    if (waiter.onProgrammed === undefined) return;
+    const programmed = waiter.frontends.filter((frontend) => !waiter.reported.has(frontend) && this.maps.isProgrammed(frontend));
+    if (programmed.length === 0) return;
+
+    for (const frontend of programmed) waiter.reported.add(frontend);
+    try {
+      waiter.onProgrammed(programmed);
+    } catch (err) {
+      this.log.error({ err, frontends: programmed.map(frontendToString) }, 'handling programmed frontends failed');
     }
   }
 

@@ -4,6 +4,7 @@
 // frontends are still in the pinned table gets the id they carry, so
 // records already in the ring buffer keep their meaning.
 
+import { addressToBytes } from '../datapath/address.js';
 import type { Datapath } from '../datapath/datapath.js';
 import { frontendToString, type Frontend } from '../datapath/frontends.js';
 import type { HeldFlow } from '../datapath/held-frames.js';
@@ -90,6 +91,16 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     return this.datapath.release(id, { reinject: this.reinject });
   }
 
+  releaseEarly(workload: WorkloadKey, frontends: Frontend[]): Promise<ReleaseOutcome> {
+    const id = this.requireId(workload);
+    const programmed = new Set(frontends.map((f) => frontendMatchKey(f.address, f.protocol, f.port)));
+    const matches = (flow: HeldFlow) => {
+      const { destination, protocol, destinationPort } = flow.record.flow;
+      return programmed.has(frontendMatchKey(destination, protocol, destinationPort)) || programmed.has(frontendMatchKey(destination, protocol, 'any'));
+    };
+    return this.datapath.releaseEarly(id, matches, { reinject: this.reinject });
+  }
+
   expireHeld(workload: WorkloadKey, cutoffMs: number): HeldFlow[] {
     const id = this.ids.get(workload);
     if (id === undefined) return [];
@@ -152,4 +163,10 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     if (id === undefined) throw new Error(`workload ${workload} has no frontends on this node`);
     return id;
   }
+}
+
+// Compares addresses in their 16-byte form, because a Service spells an
+// IPv6 address as its manifest does and a held flow in canonical form.
+function frontendMatchKey(address: string, protocol: string, port: number | 'any'): string {
+  return `${protocol}|${addressToBytes(address).toString('hex')}|${port}`;
 }

@@ -61,6 +61,13 @@ export class ObservedDatapath implements DatapathPort {
     return outcome;
   }
 
+  async releaseEarly(workload: WorkloadKey, frontends: Frontend[]): Promise<ReleaseOutcome> {
+    if (this.inner.releaseEarly === undefined) return { released: [], failed: [] };
+    const outcome = await this.inner.releaseEarly(workload, frontends);
+    for (const flow of outcome.released) this.report('released', workload, flow);
+    return outcome;
+  }
+
   expireHeld(workload: WorkloadKey, cutoffMs: number): HeldFlow[] {
     const expired = this.inner.expireHeld(workload, cutoffMs);
     for (const flow of expired) this.report('expired', workload, flow);

@@ -39,6 +39,11 @@ export interface DatapathPort {
   closeGate(workload: WorkloadKey): void;
   // Opens the gate, then re-injects the held frames of the workload.
   release(workload: WorkloadKey): Promise<ReleaseOutcome>;
+  // Re-injects, with the gate still closed, the held frames sent to the
+  // given frontends, once the node's load balancer has a backend for them
+  // but not yet for every frontend of the workload. A datapath that cannot
+  // re-inject past its closed gate leaves them for release().
+  releaseEarly?(workload: WorkloadKey, frontends: Frontend[]): Promise<ReleaseOutcome>;
   // Drops held frames whose first packet is older than cutoffMs
   // (CLOCK_MONOTONIC), and returns them for counting.
   expireHeld(workload: WorkloadKey, cutoffMs: number): HeldFlow[];
@@ -79,7 +84,9 @@ export interface ReleaseCheck {
 // reaches one instead of missing the translation.
 export interface BackendCheck {
   // Resolves true once every frontend has a backend, false after timeoutMs.
-  waitProgrammed(frontends: Frontend[], timeoutMs: number): Promise<boolean>;
+  // A check that can tell may pass onProgrammed the frontends that got a
+  // backend while others are still missing.
+  waitProgrammed(frontends: Frontend[], timeoutMs: number, onProgrammed?: (frontends: Frontend[]) => void): Promise<boolean>;
 }
 
 // A workload's replica count and resourceVersion from an informer cache.

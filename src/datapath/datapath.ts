@@ -12,7 +12,7 @@ import path from 'node:path';
 import { FrontendTable } from './frontends.js';
 import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, DEFAULT_HELD_LIMITS } from './held-frames.js';
 import { Hook } from './layout.js';
-import { loadNative, type NativeMap, type NativeObject, type NativeRingBuffer } from './native.js';
+import { loadNative, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer } from './native.js';
 import { attachPinnedTc, attachPinnedXdp, detachAttachment, linkPinPath, removeDefunctLinks, type Attachment } from './pinned-links.js';
 import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
 import { buildLiveFrame, type LiveFrame } from './reinject.js';
@@ -90,6 +90,9 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   readonly interfaceNames = new Map<number, string>();
 
   private readonly attachments: Attachment[] = [];
+  // Interfaces where a re-injected frame does not pass the hold program
+  // again, so releaseEarly() may send their frames with the gate closed.
+  private readonly reinjectionBypasses = new Set<number>();
   private readonly pinDir: string | undefined;
   private readonly ring: NativeRingBuffer;
   // Gate state as last written, so a held record can be routed without a
@@ -169,12 +172,19 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     if (how.hook === 'xdp') {
       const prog = this.object.program('zh_xdp_hold');
       const mode = how.mode ?? 'auto';
-      if (this.pinDir) {
-        this.attachments.push(await attachPinnedXdp(prog, ifindex, mode, this.netns, linkPinPath(this.pinDir, 'xdp', ifname)));
-      } else {
-        this.attachments.push({ handle: await native.attachXdp(prog, ifindex, mode, this.netns) });
-      }
+      const attachment = this.pinDir
+        ? await attachPinnedXdp(prog, ifindex, mode, this.netns, linkPinPath(this.pinDir, 'xdp', ifname))
+        : { handle: await native.attachXdp(prog, ifindex, mode, this.netns) };
+      this.attachments.push(attachment);
+
+      // Only generic XDP runs on the stack's receive path, where a
+      // re-injected frame would meet the hold program again.
+      const query = await native.queryXdp(ifindex, this.netns);
+      if (query.nativeProgId !== 0 && query.nativeProgId === (attachment.handle as NativeLink).info().progId) this.reinjectionBypasses.add(ifindex);
+      else this.reinjectionBypasses.delete(ifindex);
     } else {
+      // The tc program passes frames that carry the re-injection mark.
+      this.reinjectionBypasses.add(ifindex);
       const prog = this.object.program('zh_tc_hold');
       const kind = how.kind ?? 'auto';
       if (this.pinDir) {
@@ -240,6 +250,21 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     this.drain();
 
     const flows = this.held.take(serviceId);
+    if (options.reinject === false) return { released: [], failed: [] };
+    return this.reinject(flows);
+  }
+
+  // Re-injects the held frames of a service that match, with its gate
+  // still closed, and returns them. The caller knows that their frontends
+  // have a backend already. Only frames that arrived on an interface where
+  // a re-injected frame bypasses the hold program qualify: native XDP, and
+  // tc, which passes marked frames. The others stay for release(), because
+  // a closed gate would hold them again. With reinject false the matching
+  // frames are discarded, as release() does.
+  async releaseEarly(serviceId: number, matches: (flow: HeldFlow) => boolean, options: { reinject?: boolean } = {}): Promise<ReleaseResult> {
+    this.drain();
+
+    const flows = this.held.takeMatching(serviceId, (flow) => this.reinjectionBypasses.has(flow.record.ifindex) && matches(flow));
     if (options.reinject === false) return { released: [], failed: [] };
     return this.reinject(flows);
   }

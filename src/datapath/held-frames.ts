@@ -144,6 +144,22 @@ export class HeldFrameStore {
     return taken;
   }
 
+  // Removes and returns the flows of serviceId that match, oldest first.
+  takeMatching(serviceId: number, matches: (flow: HeldFlow) => boolean): HeldFlow[] {
+    const flows = this.services.get(serviceId);
+    if (!flows) return [];
+
+    const taken: HeldFlow[] = [];
+    for (const [key, flow] of flows) {
+      if (!matches(flow)) continue;
+      flows.delete(key);
+      this.forget(flow);
+      taken.push(flow);
+    }
+    if (flows.size === 0) this.services.delete(serviceId);
+    return taken;
+  }
+
   // Removes and returns the flows of serviceId whose first frame is older
   // than cutoffNs (CLOCK_MONOTONIC, like the record timestamps).
   takeOlderThan(serviceId: number, cutoffNs: bigint): HeldFlow[] {

@@ -24,23 +24,36 @@ import { createReadyEndpoint, createScaleToZero, installScaleToZeroCrd } from '.
 const log = pino({ level: 'silent' });
 
 // Resolves each wait when the test calls program(), or false on timeout.
+// programSome() passes frontends to the progress callbacks of the waits.
 class ManualBackendCheck implements BackendCheck {
   readonly requests: Frontend[][] = [];
   private programmed = false;
   private readonly waiters: ((ok: boolean) => void)[] = [];
+  private readonly progress: ((frontends: Frontend[]) => void)[] = [];
 
-  waitProgrammed(frontends: Frontend[], timeoutMs: number): Promise<boolean> {
+  waitProgrammed(frontends: Frontend[], timeoutMs: number, onProgrammed?: (frontends: Frontend[]) => void): Promise<boolean> {
     this.requests.push(frontends);
     if (this.programmed) return Promise.resolve(true);
+    if (onProgrammed) this.progress.push(onProgrammed);
     return new Promise((resolve) => {
       this.waiters.push(resolve);
       setTimeout(() => resolve(false), timeoutMs);
     });
   }
 
+  programSome(frontends: Frontend[]): void {
+    for (const report of this.progress) report(frontends);
+  }
+
   program(): void {
     this.programmed = true;
+    this.progress.length = 0;
     for (const resolve of this.waiters.splice(0)) resolve(true);
+  }
+
+  reset(): void {
+    this.programmed = false;
+    this.requests.length = 0;
   }
 }
 
@@ -101,4 +114,28 @@ test('release waits for backend check', async () => {
   check.program();
   await waitFor('the release', () => (datapath.releases.includes('shop/web') ? true : undefined));
   assert.equal(datapath.gateClosed.get('shop/web'), false);
+});
+
+test('partly programmed frontends release early', async () => {
+  check.reset();
+  const apps = kc.makeApiClient(AppsV1Api);
+  await apps.createNamespacedDeployment({ namespace: 'shop', body: deploymentFixture('dual', 0) });
+  const service = await kc.makeApiClient(CoreV1Api).createNamespacedService({ namespace: 'shop', body: serviceFixture('dual') });
+  await createScaleToZero(kc, 'shop', 'dual', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'dual' }, idleTimeout: '1h' });
+  await waitFor('frontends installed', () => (datapath.gateClosed.get('shop/dual') === true ? true : undefined));
+
+  datapath.wake('shop/dual');
+  await createReadyEndpoint(kc, 'shop', 'dual', '198.18.5.2');
+  await waitFor('the backend check', () => (check.requests.length > 0 ? true : undefined));
+  const frontend: Frontend = { address: service.spec!.clusterIP!, protocol: 'tcp', port: 80 };
+  check.programSome([frontend]);
+
+  await waitFor('the early release', () => (datapath.earlyReleases.length > 0 ? true : undefined));
+  assert.deepEqual(datapath.earlyReleases, [{ workload: 'shop/dual', frontends: [frontend] }]);
+  assert.equal(datapath.gateClosed.get('shop/dual'), true, 'the gate stays closed');
+  assert.equal(datapath.releases.includes('shop/dual'), false);
+
+  check.program();
+  await waitFor('the release', () => (datapath.releases.includes('shop/dual') ? true : undefined));
+  assert.equal(datapath.gateClosed.get('shop/dual'), false);
 });

@@ -199,6 +199,24 @@ test('kube-proxy check follows IPv6', async (t) => {
   assert.equal(await waiting, true);
 });
 
+test('kube-proxy check reports progress', async (t) => {
+  const ns = await network.addNamespace('kp');
+  await programTables(ns, [{ frontend: DNS }]);
+  const check = await startCheck(t, ns);
+  const reports: string[][] = [];
+
+  const waiting = check.waitProgrammed([WEB, DNS, WEB6], 5000, (frontends) => reports.push(frontends.map((f) => f.address)));
+  assert.deepEqual(reports, [[DNS.address]], 'at once for what is programmed already');
+
+  await programTables(ns, [{ frontend: DNS }, { frontend: WEB }]);
+  await waitFor('the IPv4 report', () => (reports.length === 2 ? true : undefined));
+  assert.deepEqual(reports[1], [WEB.address], 'only the newly programmed frontend');
+
+  await programTables(ns, [{ frontend: DNS }, { frontend: WEB }, { frontend: WEB6 }]);
+  assert.equal(await waiting, true);
+  assert.equal(reports.length, 2, 'the last frontend resolves the wait instead');
+});
+
 test('kube-proxy check true when programmed', async (t) => {
   const ns = await network.addNamespace('kp');
   await programTables(ns, [{ frontend: WEB }, { frontend: DNS }, { frontend: WEB6 }]);

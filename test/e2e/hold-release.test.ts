@@ -96,6 +96,29 @@ for (const [label, how] of ATTACH_MODES) {
       });
     }
 
+    test('early release passes closed gate', async () => {
+      const held = collectHeld(dp);
+      // A re-injected frame skips native XDP, and tc passes it by its mark,
+      // but generic XDP would hold it again behind the closed gate.
+      const bypasses = how.hook === 'tc' || how.mode === 'native';
+      try {
+        const curl = startClient(topology.network, topology.client, 'curl', ['-sS', '--max-time', '10', `http://${SERVICE_V4}/`]);
+        await waitFor('the SYN to reach user space', () => (held.length > 0 ? true : undefined));
+        const server = await startHttpServer(topology.network, topology.node, NODE_V4, 8080, 'early');
+
+        const early = await dp.releaseEarly(1, (flow) => flow.record.flow.destination === SERVICE_V4);
+        assert.equal(early.released.length, bypasses ? 1 : 0, 'flows re-injected with the gate closed');
+        assert.equal(dp.held.sizeOf(1), bypasses ? 0 : 1, 'flows still held');
+        if (!bypasses) assert.equal((await dp.release(1)).released.length, 1, 'the flow left for the release');
+
+        assert.equal(await curl, 'early');
+        assert.equal(held.length, 1, 'the re-injected SYN was not held again');
+        server.kill('SIGKILL');
+      } finally {
+        dp.setServiceState(1, 'cold');
+      }
+    });
+
     test('UDP datagram is held and answered', async () => {
       const held = collectHeld(dp);
       try {

@@ -10,6 +10,7 @@ export class FakeDatapath implements DatapathPort {
   readonly gateClosed = new Map<WorkloadKey, boolean>();
   readonly heldLimits = new Map<WorkloadKey, HeldFlowLimits>();
   readonly releases: WorkloadKey[] = [];
+  readonly earlyReleases: { workload: WorkloadKey; frontends: Frontend[] }[] = [];
   // Flows a test pretends the node holds, per workload; a release or an
   // expiry clears them, as in the real datapath.
   readonly held = new Map<WorkloadKey, number>();
@@ -40,6 +41,11 @@ export class FakeDatapath implements DatapathPort {
     const released = this.heldFlows(workload);
     this.held.delete(workload);
     return { released, failed: [] };
+  }
+
+  async releaseEarly(workload: WorkloadKey, frontends: Frontend[]): Promise<ReleaseOutcome> {
+    this.earlyReleases.push({ workload, frontends });
+    return { released: [], failed: [] };
   }
 
   expireHeld(workload: WorkloadKey): HeldFlow[] {
