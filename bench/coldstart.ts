@@ -104,7 +104,7 @@ async function main(): Promise<void> {
   const step = (label: string, pick: (s: Sample) => number | null) => rows.push([label, describe(hold, pick), describe(drop, pick)]);
   step('listening -> connected', gap);
   step('  listening -> pod Ready (probe)', (s) => (s.readyMs === null ? null : s.readyMs - s.listeningMs));
-  step('  pod Ready -> kube-proxy programmed', (s) => (s.readyMs === null || s.programmedMs === null ? null : s.programmedMs - s.readyMs));
+  step('  pod Ready -> kube-proxy programmed (IPv4)', (s) => (s.readyMs === null || s.programmedMs === null ? null : s.programmedMs - s.readyMs));
   step('  kube-proxy programmed -> released', (s) => (s.programmedMs === null || s.releasedMs === null ? null : s.releasedMs - s.programmedMs));
   step('    of which the agent: backend seen -> re-injected', (s) => s.agentReleaseMs);
   step('  released -> connected', (s) => (s.releasedMs === null ? null : s.connectedMs - s.releasedMs));

@@ -74,21 +74,29 @@ export function collectColdStart(testbed: Testbed, workload: DeployedWorkload, c
   const releases = events.filter((e) => e.source === 'agent' && e.type === 'released held flows' && e.fields.workload === workload.key);
   let programmedUnixMs: number | null = null;
   const released = releases.find((e) => Number(e.fields.released) > 0) ?? releases.find((e) => e.node === waking?.node);
+  // The agent re-injects the flows to a frontend as soon as its rule
+  // exists, before the gate opens for the other IP family.
+  const early = events.find((e) => e.source === 'agent' && e.type === 'released held flows early' && e.fields.workload === workload.key);
   if (ready) {
-    const agentNode = released?.node ?? waking?.node;
+    const agentNode = early?.node ?? released?.node ?? waking?.node;
     const service = `${workload.namespace}/${workload.service.metadata?.name}`;
-    // Each IP family's EndpointSlice gets its own sync, and the release
-    // waits for all of them: the first sync with every port counts.
+    // Each IP family's EndpointSlice gets its own sync. The client waits
+    // for the first sync with a port of the Service when the agent released
+    // early, else for the first with every port.
     const portsAfter = (e: { fields: Record<string, unknown> }) => (e.fields.servicePorts as Record<string, number> | undefined)?.[service] ?? 0;
     const syncs = events.filter((e) => e.source === 'service-proxy' && e.node === agentNode && e.unixMs >= ready.unixMs && portsAfter(e) > 0);
     const allPorts = Math.max(0, ...syncs.map(portsAfter));
-    const sync = syncs.find((e) => portsAfter(e) === allPorts);
+    const sync = early ? syncs[0] : syncs.find((e) => portsAfter(e) === allPorts);
     if (sync) {
       programmedUnixMs = sync.unixMs;
       steps.push({ unixMs: sync.unixMs, label: `kube-proxy (nftables) on ${sync.node} reported its sync (the kernel has the rule a moment earlier)` });
     }
   }
-  if (released) steps.push({ unixMs: released.unixMs, label: `gate opened, ${released.fields.released} held packet(s) re-injected on ${released.node}` });
+  if (early) steps.push({ unixMs: early.unixMs, label: `${early.fields.released} held packet(s) re-injected on ${early.node} once their frontend's rule existed, gate still closed` });
+  if (released) {
+    const rest = Number(released.fields.released) - Number(released.fields.releasedEarly ?? 0);
+    steps.push({ unixMs: released.unixMs, label: `gate opened on every frontend, ${rest} more held packet(s) re-injected on ${released.node}` });
+  }
 
   let connectedUnixMs: number | null = null;
   const timing = parseCurlTiming(client.stdout);
@@ -106,5 +114,5 @@ export function collectColdStart(testbed: Testbed, workload: DeployedWorkload, c
   }
 
   steps.sort((a, b) => a.unixMs - b.unixMs);
-  return { steps, readyUnixMs: ready?.unixMs ?? null, programmedUnixMs, connectedUnixMs, releasedUnixMs: released?.unixMs ?? null };
+  return { steps, readyUnixMs: ready?.unixMs ?? null, programmedUnixMs, connectedUnixMs, releasedUnixMs: early?.unixMs ?? released?.unixMs ?? null };
 }

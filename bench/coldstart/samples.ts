@@ -27,8 +27,9 @@ export interface Sample {
   readyMs: number | null;
   programmedMs: number | null;
   releasedMs: number | null;
-  // The agent's own part: from its backend check passing to the held
-  // packets re-injected, from its log.
+  // The agent's own part: from its backend check passing (for the
+  // frontend, when released early) to the held packets re-injected, from
+  // its log.
   agentReleaseMs: number | null;
   connectedMs: number;
 }
@@ -53,15 +54,15 @@ export async function coldStart(testbed: Testbed, workload: DeployedWorkload): P
 
   const events = testbed.events.since(startedMs);
   const ready = events.find((e) => e.source === 'kubelet' && e.type === 'pod-ready');
-  const released = events.find((e) => e.source === 'agent' && e.type === 'released held flows' && e.node === 'node-0');
+  // The client's IPv4 SYN goes out at the first of the agent's two release
+  // lines: early, once the IPv4 rule exists, or with the gate's opening.
+  const released = events.find((e) => e.source === 'agent' && e.node === 'node-0' && (e.type === 'released held flows early' || e.type === 'released held flows'));
   // The Service's IPv4 and IPv6 ports arrive in separate EndpointSlices and
-  // syncs, and the release waits for both: the first sync with every port
-  // of the Service counts.
+  // syncs. The IPv4 client waits for the first sync with a port of the
+  // Service, which the EndpointSlice controller writes first.
   const service = `${workload.namespace}/${workload.name}`;
   const portsAfter = (e: { fields: Record<string, unknown> }) => (e.fields.servicePorts as Record<string, number> | undefined)?.[service] ?? 0;
-  const syncs = ready ? events.filter((e) => e.source === 'service-proxy' && e.node === 'node-0' && e.unixMs >= ready.unixMs && portsAfter(e) > 0) : [];
-  const allPorts = Math.max(0, ...syncs.map(portsAfter));
-  const programmed = syncs.find((e) => portsAfter(e) === allPorts);
+  const programmed = ready ? events.find((e) => e.source === 'service-proxy' && e.node === 'node-0' && e.unixMs >= ready.unixMs && portsAfter(e) > 0) : undefined;
   return {
     listeningMs: Number(listening[1]),
     readyMs: ready?.unixMs ?? null,

@@ -32,7 +32,7 @@ import { restartOnError } from './informers.js';
 import type { AgentMetrics } from './metrics.js';
 import type { NodeReports } from './node-reports.js';
 import { initialPhase, nextPhase, type PhaseAction, type PhaseEvent, type PhaseState } from './phase.js';
-import type { Frontend } from '../datapath/frontends.js';
+import { type Frontend, frontendToString } from '../datapath/frontends.js';
 import type { ActivitySource, BackendCheck, DatapathPort, ScalePort, TargetRef, WorkloadKey } from './ports.js';
 import { resolveFrontends } from './service-frontends.js';
 import { readStatus, readyCondition, SCALE_TO_ZERO, setCondition, StatusWriter, type Condition, type WorkloadStatus } from './workload-status.js';
@@ -548,9 +548,16 @@ export class Controller {
           const early: Promise<{ released: number; failed: number }>[] = [];
           const releaseEarly = (frontends: Frontend[]) => {
             if (!datapath.releaseEarly) return;
+            const startedMs = this.now();
             early.push(
               datapath.releaseEarly(key, frontends).then(
-                (result) => ({ released: result.released.length, failed: result.failed.length }),
+                (result) => {
+                  const counts = { released: result.released.length, failed: result.failed.length };
+                  if (counts.released + counts.failed > 0) {
+                    log.info({ workload: key, ...counts, frontends: frontends.map(frontendToString), releaseMs: this.now() - startedMs }, 'released held flows early');
+                  }
+                  return counts;
+                },
                 (err: Error) => {
                   log.error({ err, workload: key }, 're-injecting held flows early failed, the clients retransmit');
                   return { released: 0, failed: 0 };
