@@ -13,6 +13,9 @@
 //    steps too.
 // 2. On the hold-mode testbed: the release of 1,000 held connections
 //    (mass-release.ts) and a SYN flood (syn-flood.ts).
+// 3. The floor of the testbed's control plane: a Pod's Ready status to a
+//    ready IPv4 EndpointSlice, with nothing else running
+//    (control-plane-floor.ts).
 //
 // It prints a table per part, and as the last line one JSON object.
 
@@ -20,6 +23,7 @@ import { performance } from 'node:perf_hooks';
 
 import { nodeHttpWorkload } from '../test/testbed/servers.js';
 import { Testbed } from '../test/testbed/testbed.js';
+import { controlPlaneFloor } from './coldstart/control-plane-floor.js';
 import { CONNECTIONS, massRelease, type MassReleaseResult } from './coldstart/mass-release.js';
 import { coldStart, percentile, type Sample, scaleToZero } from './coldstart/samples.js';
 import { FLOOD_RATE_PPS, FLOOD_SECONDS, type FloodResult, synFlood } from './coldstart/syn-flood.js';
@@ -98,6 +102,7 @@ async function main(): Promise<void> {
   const started = performance.now();
   const { samples: hold, release, flood } = await runHold();
   const drop = await runDrop();
+  const floor = await controlPlaneFloor();
 
   const gap = (s: Sample) => s.connectedMs - s.listeningMs;
   const rows: string[][] = [['step (ms, p50 / p95 / max)', 'hold', 'drop']];
@@ -113,7 +118,11 @@ async function main(): Promise<void> {
   const holdP95 = percentile(hold.map(gap), 95);
   const dropP95 = percentile(drop.map(gap), 95);
   process.stdout.write(`\nhold p95 ${holdP95.toFixed(1)} ms, target ${HOLD_TARGET_P95_MS} ms: ${verdict(holdP95 <= HOLD_TARGET_P95_MS)}\n`);
-  process.stdout.write(`drop p95 / hold p95: ${(dropP95 / holdP95).toFixed(1)}x (${SAMPLES} cold starts per mode)\n\n`);
+  process.stdout.write(`drop p95 / hold p95: ${(dropP95 / holdP95).toFixed(1)}x (${SAMPLES} cold starts per mode)\n`);
+  process.stdout.write(
+    `control-plane floor, Pod Ready write -> ready IPv4 EndpointSlice seen, API server and EndpointSlice controller alone: ` +
+      `p50 ${percentile(floor, 50).toFixed(1)} / p95 ${percentile(floor, 95).toFixed(1)} ms (${floor.length} rounds)\n\n`,
+  );
 
   const releaseMet = release.served === CONNECTIONS && release.lastConnectedMs <= RELEASE_TARGET_MS;
   printTable([
@@ -160,6 +169,8 @@ async function main(): Promise<void> {
       flood_legit_served: flood.legitServed,
       flood_legit_clients: flood.legitClients,
       release_1000_ms: Number(release.lastConnectedMs.toFixed(1)),
+      control_plane_floor_p50_ms: Number(percentile(floor, 50).toFixed(1)),
+      control_plane_floor_p95_ms: Number(percentile(floor, 95).toFixed(1)),
     })}\n`,
   );
 }
