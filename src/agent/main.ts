@@ -28,6 +28,7 @@ import { Controller } from './controller.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
 import { EventRecorder } from './events.js';
 import { HeldRejections } from './held-rejections.js';
+import { KeepAliveKubeConfig } from './kube-config.js';
 import { KubeProxyNftables } from './kube-proxy-check.js';
 import { LeaderElector } from './leader.js';
 import { LocalApi } from './local-api.js';
@@ -67,7 +68,7 @@ async function main(): Promise<void> {
 
   const root = createLogger(parseLogLevel(process.env.ZEROHOLD_LOG_LEVEL), nodeName);
   const log = componentLogger(root, 'agent');
-  const kc = new KubeConfig();
+  const kc = new KeepAliveKubeConfig();
   if (config.kubernetes.kubeconfig) kc.loadFromFile(config.kubernetes.kubeconfig);
   else kc.loadFromCluster();
 
@@ -238,6 +239,7 @@ async function main(): Promise<void> {
     else if (node instanceof SignalDatapath) node.stop();
     else await datapath?.close();
     ciliumServices?.close();
+    kc.destroyAgents();
     log.info('stopped');
     process.exit(0);
   };

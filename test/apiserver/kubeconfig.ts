@@ -8,7 +8,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+
+import { KeepAliveKubeConfig } from '../../src/agent/kube-config.js';
 
 const NAME = 'zerohold-test';
 
@@ -20,7 +22,7 @@ export interface KubeConfigOptions {
 }
 
 export function kubeConfigFor(serverUrl: string, options: KubeConfigOptions = {}): KubeConfig {
-  const kubeConfig = new KubeConfig();
+  const kubeConfig = new KeepAliveKubeConfig();
   kubeConfig.loadFromOptions({
     clusters: [{ name: NAME, server: serverUrl, skipTLSVerify: true }],
     users: [{ name: NAME, ...(options.token ? { token: options.token } : {}) }],
