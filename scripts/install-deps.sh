@@ -12,6 +12,7 @@ packages=(
 	nginx-light redis-server redis-tools	# servers and clients of the testbed
 	postgresql postgresql-client dnsmasq-base bind9-dnsutils
 	netsniff-ng				# trafgen, the SYN flood of bench:coldstart
+	openssl					# a throwaway certificate for bench:kubeclient
 )
 
 export DEBIAN_FRONTEND=noninteractive
