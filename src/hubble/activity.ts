@@ -16,29 +16,13 @@
 //   activity.lastActivity('shop/web'); // CLOCK_MONOTONIC ms, or undefined
 
 import { create } from '@bufbuild/protobuf';
-import { timestampMs } from '@bufbuild/protobuf/wkt';
-import type { Logger } from 'pino';
 
 import type { ActivitySource, WorkloadKey } from '../agent/ports.js';
-import type { Backoff } from './backoff.js';
-import type { HubbleEndpoint } from './endpoint.js';
-import type { FlowStreamStats } from './flow-stream.js';
+import { HubbleFlowFollower, type HubbleFollowerOptions } from './flow-follower.js';
 import { FlowFilterSchema, Verdict, type Flow, type FlowFilter } from './gen/flow/flow_pb.js';
 import type { GetFlowsResponse } from './gen/observer/observer_pb.js';
-import { ManagedFlowStream } from './managed-flow-stream.js';
-import { monotonicMs, monotonicFromUnixMs } from './monotonic-time.js';
 
-export interface HubbleActivityOptions {
-  endpoint: HubbleEndpoint;
-  logger: Logger;
-  backoff?: () => Backoff;
-  // The earliest flow time of the first call. Defaults to the time of the
-  // first call, so that an agent restart does not count old flows.
-  since?: Date;
-  // CLOCK_MONOTONIC and Unix time in milliseconds, replaced by tests.
-  monotonicNow?: () => number;
-  unixNow?: () => number;
-}
+export type HubbleActivityOptions = HubbleFollowerOptions;
 
 // "namespace/name" of the flow's Service in the direction that counts: the
 // destination for a request, the source for a reply. Undefined when Hubble
@@ -49,41 +33,14 @@ function activityServiceOf(flow: Flow): string | undefined {
   return `${service.namespace}/${service.name}`;
 }
 
-export class HubbleActivity implements ActivitySource {
-  private readonly stream: ManagedFlowStream;
+export class HubbleActivity extends HubbleFlowFollower implements ActivitySource {
   // Service "namespace/name" to the workloads that it belongs to.
   private workloadsByService = new Map<string, WorkloadKey[]>();
   // Last activity per workload, CLOCK_MONOTONIC ms.
   private readonly last = new Map<WorkloadKey, number>();
-  private readonly monotonicNow: () => number;
-  private readonly unixNow: () => number;
 
   constructor(options: HubbleActivityOptions) {
-    this.monotonicNow = options.monotonicNow ?? monotonicMs;
-    this.unixNow = options.unixNow ?? Date.now;
-    this.stream = new ManagedFlowStream({
-      endpoint: options.endpoint,
-      logger: options.logger.child({ use: 'activity' }),
-      backoff: options.backoff,
-      since: options.since,
-      onFlow: (flow, response) => this.receive(flow, response),
-    });
-  }
-
-  get stats(): FlowStreamStats {
-    return this.stream.stats;
-  }
-
-  get state(): ManagedFlowStream['state'] {
-    return this.stream.state;
-  }
-
-  start(): void {
-    this.stream.start();
-  }
-
-  stop(): void {
-    this.stream.stop();
+    super(options, 'activity');
   }
 
   // Sets the managed workloads and their Services as "namespace/name".
@@ -127,7 +84,7 @@ export class HubbleActivity implements ActivitySource {
     return [create(FlowFilterSchema, { verdict: [Verdict.DROPPED, Verdict.ERROR] })];
   }
 
-  private receive(flow: Flow, response: GetFlowsResponse): void {
+  protected receive(flow: Flow, response: GetFlowsResponse): void {
     if (flow.verdict === Verdict.DROPPED || flow.verdict === Verdict.ERROR) return;
 
     const service = activityServiceOf(flow);
@@ -135,8 +92,7 @@ export class HubbleActivity implements ActivitySource {
     const workloads = this.workloadsByService.get(service);
     if (workloads === undefined) return;
 
-    const time = flow.time ?? response.time;
-    const atMs = time === undefined ? this.monotonicNow() : monotonicFromUnixMs(timestampMs(time), this.monotonicNow(), this.unixNow());
+    const atMs = this.monotonicTimeOf(flow, response);
     for (const workload of workloads) {
       const previous = this.last.get(workload);
       if (previous === undefined || atMs > previous) this.last.set(workload, atMs);

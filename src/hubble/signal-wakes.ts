@@ -14,20 +14,15 @@
 //   // The controller calls setFrontends for each workload, as for NodeDatapath.
 
 import { create } from '@bufbuild/protobuf';
-import { timestampMs } from '@bufbuild/protobuf/wkt';
 import type { Logger } from 'pino';
 
 import type { Frontend } from '../datapath/frontends.js';
 import type { HeldFlow } from '../datapath/held-frames.js';
 import type { Flow as DatapathFlow } from '../datapath/records.js';
 import type { DatapathPort, HeldFlowLimits, ReleaseOutcome, WakeSignal, WorkloadKey } from '../agent/ports.js';
-import type { Backoff } from './backoff.js';
-import type { HubbleEndpoint } from './endpoint.js';
-import type { FlowStreamStats } from './flow-stream.js';
+import { HubbleFlowFollower, type HubbleFollowerOptions } from './flow-follower.js';
 import { DropReason, FlowFilterSchema, Verdict, type Flow, type FlowFilter } from './gen/flow/flow_pb.js';
 import type { GetFlowsResponse } from './gen/observer/observer_pb.js';
-import { ManagedFlowStream } from './managed-flow-stream.js';
-import { monotonicFromUnixMs, monotonicMs } from './monotonic-time.js';
 
 export const DEFAULT_WAKE_INTERVAL_MS = 1000;
 
@@ -56,24 +51,14 @@ export function datapathFlowOf(flow: Flow): DatapathFlow | undefined {
 // The wake conditions of signal mode, for every GetFlows filter.
 const SIGNAL_CONDITIONS = { verdict: [Verdict.DROPPED], dropReasonDesc: [DropReason.SERVICE_BACKEND_NOT_FOUND] };
 
-export interface SignalDatapathOptions {
-  endpoint: HubbleEndpoint;
-  logger: Logger;
-  backoff?: () => Backoff;
-  // The earliest flow time of the first call. Defaults to the time of the
-  // first call, so that drops from before an agent restart do not wake.
-  since?: Date;
+export interface SignalDatapathOptions extends HubbleFollowerOptions {
   // At most one wake per workload in this interval. Cilium drops every
   // retransmission and every other client's SYN too, and each drop is a
   // flow.
   wakeIntervalMs?: number;
-  // CLOCK_MONOTONIC and Unix time in milliseconds, replaced by tests.
-  monotonicNow?: () => number;
-  unixNow?: () => number;
 }
 
-export class SignalDatapath implements DatapathPort {
-  private readonly stream: ManagedFlowStream;
+export class SignalDatapath extends HubbleFlowFollower implements DatapathPort {
   private readonly frontends = new Map<WorkloadKey, Frontend[]>();
   // "tcp/198.19.0.10:80" or "tcp/198.19.0.10:any" to the workload.
   private frontendIndex = new Map<string, WorkloadKey>();
@@ -84,39 +69,13 @@ export class SignalDatapath implements DatapathPort {
   private readonly listeners: ((signal: WakeSignal) => void)[] = [];
   private readonly log: Logger;
   private readonly wakeIntervalMs: number;
-  private readonly monotonicNow: () => number;
-  private readonly unixNow: () => number;
   // Drops that matched a workload but fell within its wake interval.
   suppressedWakes = 0;
 
   constructor(options: SignalDatapathOptions) {
+    super(options, 'signal');
     this.log = options.logger.child({ use: 'signal' });
     this.wakeIntervalMs = options.wakeIntervalMs ?? DEFAULT_WAKE_INTERVAL_MS;
-    this.monotonicNow = options.monotonicNow ?? monotonicMs;
-    this.unixNow = options.unixNow ?? Date.now;
-    this.stream = new ManagedFlowStream({
-      endpoint: options.endpoint,
-      logger: options.logger.child({ use: 'signal' }),
-      backoff: options.backoff,
-      since: options.since,
-      onFlow: (flow, response) => this.receive(flow, response),
-    });
-  }
-
-  get stats(): FlowStreamStats {
-    return this.stream.stats;
-  }
-
-  get state(): ManagedFlowStream['state'] {
-    return this.stream.state;
-  }
-
-  start(): void {
-    this.stream.start();
-  }
-
-  stop(): void {
-    this.stream.stop();
   }
 
   // Records the frontends, whose addresses select the drops to follow. The
@@ -199,7 +158,7 @@ export class SignalDatapath implements DatapathPort {
     return service === undefined ? undefined : this.serviceIndex.get(service);
   }
 
-  private receive(flow: Flow, response: GetFlowsResponse): void {
+  protected receive(flow: Flow, response: GetFlowsResponse): void {
     if (flow.verdict !== Verdict.DROPPED || flow.dropReasonDesc !== DropReason.SERVICE_BACKEND_NOT_FOUND) return;
     const addresses = datapathFlowOf(flow);
     if (addresses === undefined) return;
@@ -217,8 +176,7 @@ export class SignalDatapath implements DatapathPort {
     }
     this.lastWakeMs.set(workload, now);
 
-    const time = flow.time ?? response.time;
-    const atMs = time === undefined ? now : monotonicFromUnixMs(timestampMs(time), now, this.unixNow());
+    const atMs = this.monotonicTimeOf(flow, response, now);
     const service = serviceNameOf(flow);
     const signal: WakeSignal = { workload, flow: addresses, atMs, ...(service ? { service } : {}) };
     this.log.debug({ workload, service: serviceNameOf(flow), node: flow.nodeName, client: `${addresses.source}:${addresses.sourcePort}` }, 'wake from a Hubble drop');
