@@ -30,6 +30,7 @@ import { deploymentFixture, serviceFixture } from '../test/apiserver/fixtures.js
 import { kubeConfigFor } from '../test/apiserver/kubeconfig.js';
 import { createObject } from '../test/apiserver/object-writes.js';
 import { startApiServer, type TestApiServer } from '../test/apiserver/server.js';
+import { percentile } from './report.js';
 
 const NAMESPACE = 'bench';
 const WAKES = 200;
@@ -55,11 +56,6 @@ const TARGET_RSS_MB = 150;
 const TARGET_READY_S = 5;
 
 const log = pino({ level: process.env.ZH_BENCH_LOG ?? 'silent' });
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

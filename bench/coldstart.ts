@@ -25,8 +25,9 @@ import { nodeHttpWorkload } from '../test/testbed/servers.js';
 import { Testbed } from '../test/testbed/testbed.js';
 import { controlPlaneFloor } from './coldstart/control-plane-floor.js';
 import { CONNECTIONS, massRelease, type MassReleaseResult } from './coldstart/mass-release.js';
-import { coldStart, percentile, type Sample, scaleToZero } from './coldstart/samples.js';
+import { coldStart, type Sample, scaleToZero } from './coldstart/samples.js';
 import { FLOOD_RATE_PPS, FLOOD_SECONDS, type FloodResult, synFlood } from './coldstart/syn-flood.js';
+import { formatTable, percentile } from './report.js';
 
 const SAMPLES = Number(process.env.ZH_BENCH_SAMPLES ?? 50);
 const PROBE_INTERVAL_MS = 5;
@@ -90,8 +91,7 @@ function describe(samples: Sample[], pick: (s: Sample) => number | null): string
 }
 
 function printTable(rows: string[][]): void {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  for (const row of rows) process.stdout.write(`${row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   ')}\n`);
+  process.stdout.write(formatTable(rows));
 }
 
 function verdict(met: boolean): string {

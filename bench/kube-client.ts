@@ -19,6 +19,7 @@ import path from 'node:path';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 
 import { KeepAliveKubeConfig } from '../src/agent/kube-config.js';
+import { formatTable, percentile } from './report.js';
 
 const WARMUP_CALLS = 50;
 const CALLS = 500;
@@ -27,10 +28,6 @@ interface Result {
   p50Ms: number;
   p99Ms: number;
   connections: number;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 async function measure(kc: KubeConfig, server: https.Server, counter: { connections: number }, ca: Buffer): Promise<Result> {
@@ -50,7 +47,6 @@ async function measure(kc: KubeConfig, server: https.Server, counter: { connecti
     await core.readNamespace({ name: 'bench' });
     times.push(performance.now() - startedAt);
   }
-  times.sort((a, b) => a - b);
   return { p50Ms: percentile(times, 50), p99Ms: percentile(times, 99), connections: counter.connections };
 }
 
@@ -81,8 +77,7 @@ async function main(): Promise<void> {
         ['KubeConfig (an agent per call)', perCall.p50Ms.toFixed(2), perCall.p99Ms.toFixed(2), String(perCall.connections)],
         ['KeepAliveKubeConfig', reused.p50Ms.toFixed(2), reused.p99Ms.toFixed(2), String(reused.connections)],
       ];
-      const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-      for (const row of rows) process.stdout.write(`${row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   ')}\n`);
+      process.stdout.write(formatTable(rows));
       process.stdout.write(`\n${CALLS} sequential calls each; p50 ratio ${(perCall.p50Ms / reused.p50Ms).toFixed(1)}x\n`);
       process.stdout.write(
         `${JSON.stringify({

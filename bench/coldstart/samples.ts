@@ -34,11 +34,6 @@ export interface Sample {
   connectedMs: number;
 }
 
-export function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-
 export async function coldStart(testbed: Testbed, workload: DeployedWorkload): Promise<Sample> {
   const startedMs = Date.now();
   const client = await testbed.run(testbed.externalClient(0), process.execPath, ['-e', CLIENT, workload.clusterIPv4, '80'], { timeoutMs: 40_000 });
