@@ -4,9 +4,8 @@
 // frontends are still in the pinned table gets the id they carry, so
 // records already in the ring buffer keep their meaning.
 
-import { addressToBytes } from '../datapath/address.js';
 import type { Datapath } from '../datapath/datapath.js';
-import { frontendToString, type Frontend } from '../datapath/frontends.js';
+import { encodeFrontendKey, frontendToString, type Frontend } from '../datapath/frontends.js';
 import type { HeldFlow } from '../datapath/held-frames.js';
 import { heldTotalsByWorkload, serviceLimits } from './held-totals.js';
 import type { ActivitySource, DatapathPort, HeldFlowLimits, HeldTotals, ReleaseOutcome, WakeSignal, WorkloadKey } from './ports.js';
@@ -93,10 +92,14 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
 
   releaseEarly(workload: WorkloadKey, frontends: Frontend[]): Promise<ReleaseOutcome> {
     const id = this.requireId(workload);
-    const programmed = new Set(frontends.map((f) => frontendMatchKey(f.address, f.protocol, f.port)));
+    // Compared as datapath keys, because a Service spells an IPv6 address
+    // as its manifest does and a held flow in canonical form.
+    const programmed = new Set(frontends.map((f) => encodeFrontendKey(f).toString('hex')));
     const matches = (flow: HeldFlow) => {
       const { destination, protocol, destinationPort } = flow.record.flow;
-      return programmed.has(frontendMatchKey(destination, protocol, destinationPort)) || programmed.has(frontendMatchKey(destination, protocol, 'any'));
+      if (programmed.has(encodeFrontendKey({ address: destination, protocol, port: 'any' }).toString('hex'))) return true;
+      // Port 0 has no key of its own, and only an any-port frontend holds it.
+      return destinationPort !== 0 && programmed.has(encodeFrontendKey({ address: destination, protocol, port: destinationPort }).toString('hex'));
     };
     return this.datapath.releaseEarly(id, matches, { reinject: this.reinject });
   }
@@ -163,10 +166,4 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     if (id === undefined) throw new Error(`workload ${workload} has no frontends on this node`);
     return id;
   }
-}
-
-// Compares addresses in their 16-byte form, because a Service spells an
-// IPv6 address as its manifest does and a held flow in canonical form.
-function frontendMatchKey(address: string, protocol: string, port: number | 'any'): string {
-  return `${protocol}|${addressToBytes(address).toString('hex')}|${port}`;
 }
