@@ -107,24 +107,19 @@ export interface HeldRecordPeek {
 }
 
 export function peekHeldRecord(data: Buffer): HeldRecordPeek | undefined {
-  const m = HeldHeader.members;
-  if (data.length < HeldHeader.size) return undefined;
+  let layout: HeldLayout;
+  try {
+    layout = readHeldLayout(data);
+  } catch {
+    return undefined;
+  }
 
-  const frameLen = data.readUInt16LE(m.frame_len!);
-  const l3Offset = data.readUInt16LE(m.l3_offset!);
-  const l4Offset = data.readUInt16LE(m.l4_offset!);
-  const l4Proto = data[m.l4_proto!]!;
-  const ipv6 = (data.readUInt16LE(m.flags!) & HeldFlags.Ipv6) !== 0;
-  const l4HeaderLength = l4Proto === 6 ? 20 : 8;
-  if (HeldHeader.size + frameLen > data.length || l4Offset + l4HeaderLength > frameLen || l3Offset >= l4Offset) return undefined;
-  if (l4Proto !== 6 && l4Proto !== 17) return undefined;
-
-  const frame = data.subarray(HeldHeader.size, HeldHeader.size + frameLen);
+  const frame = data.subarray(HeldHeader.size, HeldHeader.size + layout.frameLen);
   return {
-    serviceId: data.readUInt32LE(m.service_id!),
-    hook: data[m.hook!]!,
-    tcp: l4Proto === 6,
-    key: flowKeyOf(frame, l3Offset, l4Offset, ipv6, l4Proto),
+    serviceId: data.readUInt32LE(HeldHeader.members.service_id!),
+    hook: data[HeldHeader.members.hook!]!,
+    tcp: layout.l4Proto === 6,
+    key: flowKeyOf(frame, layout.l3Offset, layout.l4Offset, layout.ipv6, layout.l4Proto),
   };
 }
 
@@ -135,7 +130,17 @@ export function flowKeyOf(frame: Buffer, l3Offset: number, l4Offset: number, ipv
   return String.fromCharCode(l4Proto) + addresses + frame.toString('latin1', l4Offset, l4Offset + 4);
 }
 
-export function decodeHeldRecord(data: Buffer): HeldRecord {
+interface HeldLayout {
+  frameLen: number;
+  l3Offset: number;
+  l4Offset: number;
+  l4Proto: number;
+  ipv6: boolean;
+}
+
+// Reads where the frame and its headers lie in a held record, and checks
+// that they fit. Throws a RangeError that names the problem otherwise.
+function readHeldLayout(data: Buffer): HeldLayout {
   const m = HeldHeader.members;
   if (data.length < HeldHeader.size) {
     throw new RangeError(`held record is ${data.length} bytes, shorter than its ${HeldHeader.size}-byte header`);
@@ -145,17 +150,23 @@ export function decodeHeldRecord(data: Buffer): HeldRecord {
   if (HeldHeader.size + frameLen > data.length) {
     throw new RangeError(`held record declares a ${frameLen}-byte frame but carries ${data.length - HeldHeader.size}`);
   }
-  const frame = Buffer.from(data.subarray(HeldHeader.size, HeldHeader.size + frameLen));
 
-  const flags = data.readUInt16LE(m.flags!);
-  const ipv6 = (flags & HeldFlags.Ipv6) !== 0;
   const l3Offset = data.readUInt16LE(m.l3_offset!);
   const l4Offset = data.readUInt16LE(m.l4_offset!);
   const l4Proto = data[m.l4_proto!]!;
+  if (l4Proto !== 6 && l4Proto !== 17) throw new RangeError(`record has L4 protocol ${l4Proto}, expected TCP (6) or UDP (17)`);
   const l4HeaderLength = l4Proto === 6 ? 20 : 8;
   if (l4Offset + l4HeaderLength > frameLen || l3Offset >= l4Offset) {
     throw new RangeError(`held record has offsets l3=${l3Offset} l4=${l4Offset} that do not fit its ${frameLen}-byte frame`);
   }
+  return { frameLen, l3Offset, l4Offset, l4Proto, ipv6: (data.readUInt16LE(m.flags!) & HeldFlags.Ipv6) !== 0 };
+}
+
+export function decodeHeldRecord(data: Buffer): HeldRecord {
+  const m = HeldHeader.members;
+  const { frameLen, l3Offset, l4Offset, l4Proto, ipv6 } = readHeldLayout(data);
+  const frame = Buffer.from(data.subarray(HeldHeader.size, HeldHeader.size + frameLen));
+  const flags = data.readUInt16LE(m.flags!);
 
   return {
     timestampNs: data.readBigUInt64LE(m.timestamp_ns!),
