@@ -2,7 +2,7 @@
 //
 // The cost of an API call from the agent, with client-node's per-call agent
 // (a plain KubeConfig) and with KeepAliveKubeConfig, against a local HTTPS
-// server on loopback. The server answers every request with a Namespace,
+// server on loopback. The server returns a Namespace for every request,
 // so the figures are the client's work, the TLS and TCP setup, and one
 // loopback round trip. A cluster's network round trips come on top, and a
 // new connection pays at least two more of them. The certificate is a

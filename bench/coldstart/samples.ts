@@ -68,7 +68,8 @@ export async function coldStart(testbed: Testbed, workload: DeployedWorkload): P
   };
 }
 
-// Scales the workload to zero and waits until every agent holds again.
+// Scales the workload to zero and waits until every agent's gate is
+// closed again.
 export async function scaleToZero(testbed: Testbed, workload: DeployedWorkload): Promise<void> {
   await testbed.apps.patchNamespacedDeploymentScale(
     { name: workload.name, namespace: workload.namespace, body: [{ op: 'replace', path: '/spec/replicas', value: 0 }] },

@@ -8,10 +8,10 @@
 //
 // The server starts STARTUP_DELAY_MS after its pod, so the whole flood
 // meets the cold Service, which is the agent's part. Once a backend is
-// ready, flood SYNs go through kube-proxy's DNAT and masquerade instead:
-// from external clients every connection to the backend gets the node's
-// address and one of its 64,512 source ports, and half-open flood
-// connections keep theirs for conntrack's 120 s SYN_SENT timeout. On this
+// ready, flood SYNs go through kube-proxy's DNAT and masquerade instead.
+// From external clients every connection to the backend gets the node's
+// address and one of its 64,512 source ports, and a half-open flood
+// connection keeps its port for conntrack's 120 s SYN_SENT timeout. On this
 // testbed that exhausts the ports in about 1.3 s at 50,000 SYN/s, after
 // which the node drops new external connections to that backend,
 // legitimate or not. That is kube-proxy and conntrack behaviour with or

@@ -98,7 +98,7 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     const matches = (flow: HeldFlow) => {
       const { destination, protocol, destinationPort } = flow.record.flow;
       if (programmed.has(encodeFrontendKey({ address: destination, protocol, port: 'any' }).toString('hex'))) return true;
-      // Port 0 has no key of its own, and only an any-port frontend holds it.
+      // Port 0 has no key of its own, so only an any-port frontend matches it.
       return destinationPort !== 0 && programmed.has(encodeFrontendKey({ address: destination, protocol, port: destinationPort }).toString('hex'));
     };
     return this.datapath.releaseEarly(id, matches, { reinject: this.reinject });

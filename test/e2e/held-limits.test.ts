@@ -34,12 +34,12 @@ describe('held flow limits', () => {
     const agent = testbed.agent('node-0');
 
     const clients = Array.from({ length: CLIENTS }, () => testbed.run(testbed.externalClient(), 'curl', curlArgs(workload.clusterIPv4, 80, { maxTimeSeconds: 20 })));
-    let mostHeld = 0;
+    let maxHeld = 0;
     let done = false;
     const sampling = (async () => {
       while (!done) {
         const summary = (await agent.workloads()).find((w) => w.workload === workload.key);
-        mostHeld = Math.max(mostHeld, summary?.heldFlows ?? 0);
+        maxHeld = Math.max(maxHeld, summary?.heldFlows ?? 0);
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
     })();
@@ -49,7 +49,7 @@ describe('held flow limits', () => {
 
     for (const result of results) assert.ok(result.ok, describeResult(result));
     for (const result of results) assert.match(parseCurl(result.stdout).body, /^hello from limited-/);
-    assert.equal(mostHeld, PER_CLIENT, 'flows held at once for the one client');
+    assert.equal(maxHeld, PER_CLIENT, 'flows held at once for the one client');
 
     const metrics = await agent.metrics();
     const dropped = /^zerohold_held_flows_dropped_total\{workload="demo\/limited",reason="source-limit"\} (\d+)$/m.exec(metrics);
