@@ -19,6 +19,13 @@ import type { StoreEvent } from './store.js';
 
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
 
+// Encoded event lines per object, keyed by event type and served version.
+// Every watch of a resource receives the same line for a store event, so
+// it is encoded once rather than copied and encoded per watcher, as
+// kube-apiserver's watch cache does. Stored objects are frozen, so a line
+// stays valid as long as its object lives.
+const encodedLines = new WeakMap<KubeObject, Map<string, string>>();
+
 export interface WatchRequest {
   type: ResourceType;
   filter: ObjectFilter;
@@ -139,7 +146,19 @@ class WatchStream {
   }
 
   sendObject(type: 'ADDED' | 'MODIFIED' | 'DELETED', object: KubeObject): void {
-    this.#send(type, present(this.#type, object));
+    if (this.#stopped || this.#res.writableEnded) return;
+    let lines = encodedLines.get(object);
+    if (!lines) {
+      lines = new Map();
+      encodedLines.set(object, lines);
+    }
+    const key = `${type} ${apiVersionOf(this.#type)} ${this.#type.kind}`;
+    let line = lines.get(key);
+    if (line === undefined) {
+      line = encodeEvent(type, present(this.#type, object));
+      lines.set(key, line);
+    }
+    this.#res.write(line);
   }
 
   sendBookmark(revision: number, annotations?: Record<string, string>): void {
@@ -154,7 +173,7 @@ class WatchStream {
 
   #send(type: WatchEventType, object: unknown): void {
     if (this.#stopped || this.#res.writableEnded) return;
-    this.#res.write(`${JSON.stringify({ type, object })}\n`);
+    this.#res.write(encodeEvent(type, object));
   }
 
   end(): void {
@@ -185,4 +204,8 @@ function parseTimeout(value: string | null): number | undefined {
   const seconds = Number(value);
   if (!Number.isInteger(seconds) || seconds < 0) throw new ApiError(400, 'BadRequest', `invalid timeoutSeconds "${value}"`);
   return seconds;
+}
+
+function encodeEvent(type: WatchEventType, object: unknown): string {
+  return `${JSON.stringify({ type, object })}\n`;
 }
