@@ -50,10 +50,24 @@ function servicePortText(port: ServicePortName): string {
   return `${port.namespace}/${port.name}/${port.protocol}/${port.portName}`;
 }
 
+// Each sync names every chain of every Service port again, so names are
+// kept, as kube-proxy keeps them in its per-port info. Cleared when full,
+// which only costs hashing again.
+const hashedNames = new Map<string, string>();
+const HASHED_NAMES_MAX = 65_536;
+
 function hashAndTruncate(text: string): string {
+  const cached = hashedNames.get(text);
+  if (cached !== undefined) return cached;
+
+  // 5 bytes are the 40 bits of 8 base32 characters.
   const digest = createHash('sha256').update(text).digest();
-  const name = `${base32(digest).slice(0, 8)}-${text}`;
-  return name.length > NAME_BASE_LENGTH_MAX ? `${name.slice(0, NAME_BASE_LENGTH_MAX - 3)}...` : name;
+  const full = `${base32(digest.subarray(0, 5))}-${text}`;
+  const name = full.length > NAME_BASE_LENGTH_MAX ? `${full.slice(0, NAME_BASE_LENGTH_MAX - 3)}...` : full;
+
+  if (hashedNames.size >= HASHED_NAMES_MAX) hashedNames.clear();
+  hashedNames.set(text, name);
+  return name;
 }
 
 // RFC 4648 base32 without padding, which is all the 8-character prefix needs.
