@@ -38,6 +38,7 @@ import { restartOnError } from '../../src/agent/informers.js';
 import { type ContainerExit, KUBELET_RESTART_BACKOFF, type RestartBackoff } from './container-process.js';
 import type { PodNetwork } from './pod-network.js';
 import { PodRuntime } from './pod-runtime.js';
+import { TcpProber } from './tcp-prober.js';
 
 export const KUBELET_FINALIZER = 'testbed.zerohold.dev/kubelet';
 
@@ -97,6 +98,8 @@ export class Kubelet extends EventEmitter {
   // Pods by uid: a StatefulSet pod recreated under the same name is a
   // separate entry while the old one terminates.
   private readonly pods = new Map<string, PodEntry>();
+  // The tcpSocket probes of every pod on the node.
+  private readonly tcpProber: TcpProber;
   private readonly log: Logger;
   private stopped = false;
 
@@ -111,6 +114,7 @@ export class Kubelet extends EventEmitter {
     }
     this.log = (options.log ?? pino({ level: 'silent' })).child({ component: 'kubelet', node: options.node });
     this.core = kc.makeApiClient(CoreV1Api);
+    this.tcpProber = new TcpProber(options.network.nodeNetns(options.node));
 
     // client-node 1.4's makeInformer takes no field selector, so the
     // kubelet watches every Pod and ignores those bound to other nodes.
@@ -124,6 +128,7 @@ export class Kubelet extends EventEmitter {
   async start(): Promise<void> {
     this.stopped = false;
     liveKubelets.add(this);
+    this.tcpProber.start();
     await this.informer.start();
     this.log.info('kubelet started');
   }
@@ -143,6 +148,7 @@ export class Kubelet extends EventEmitter {
       }),
     );
     this.pods.clear();
+    await this.tcpProber.stop();
     liveKubelets.delete(this);
     this.log.info('kubelet stopped');
   }
@@ -166,6 +172,7 @@ export class Kubelet extends EventEmitter {
 
   killAllSync(): void {
     for (const entry of this.pods.values()) entry.runtime?.killSync();
+    this.tcpProber.killSync();
   }
 
   private runningEntry(namespace: string, pod: string): PodEntry {
@@ -225,6 +232,7 @@ export class Kubelet extends EventEmitter {
     const addresses = await this.options.network.addPod(this.node, networkKey(entry));
     const runtime = new PodRuntime(pod, addresses, {
       probeIntervalMs: this.options.probeIntervalMs,
+      tcpProber: this.tcpProber,
       restartBackoff: this.options.restartBackoff ?? KUBELET_RESTART_BACKOFF,
       logLimitBytes: this.options.logLimitBytes ?? DEFAULT_LOG_LIMIT_BYTES,
     });

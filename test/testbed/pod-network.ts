@@ -16,6 +16,10 @@ export interface PodNetwork {
   // Node names, in the order the testbed created them.
   readonly nodes: readonly string[];
 
+  // Name of the node's network namespace under /run/netns, where the
+  // kubelet's tcpSocket probes run and reach every pod of the node.
+  nodeNetns(node: string): string;
+
   // Creates the pod's namespace behind the node: loopback up, eth0 with one
   // IPv4 and one IPv6 address, and default routes through the node.
   addPod(node: string, pod: string): Promise<PodAddresses>;

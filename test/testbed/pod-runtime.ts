@@ -11,9 +11,12 @@ import { containerArgv, containerEnv } from './container-env.js';
 import { ContainerProcess, type RestartBackoff } from './container-process.js';
 import type { PodAddresses } from './pod-network.js';
 import { ReadinessProbe } from './readiness-probe.js';
+import type { TcpProber } from './tcp-prober.js';
 
 export interface PodRuntimeOptions {
   probeIntervalMs: number | undefined;
+  // The node's prober, which runs the tcpSocket probes.
+  tcpProber: TcpProber;
   restartBackoff: RestartBackoff;
   logLimitBytes: number;
 }
@@ -67,19 +70,19 @@ export class PodRuntime extends EventEmitter {
       let probe: ReadinessProbe | undefined;
       if (container.readinessProbe) {
         const target = { netns: this.addresses.netns, podIP: this.addresses.ipv4, container, env: command.env, runAsUser: command.runAsUser, runAsGroup: command.runAsGroup };
-        probe = new ReadinessProbe(container.readinessProbe, target, this.options.probeIntervalMs, () => this.updateReadiness());
+        probe = new ReadinessProbe(container.readinessProbe, target, this.options.probeIntervalMs, this.options.tcpProber, () => this.updateReadiness());
         this.probes.set(container.name, probe);
       }
 
       // A restarted container is probed from scratch, so it turns Ready
       // only after successThreshold new successes.
       process.on('started', () => {
-        void probe?.stop();
+        probe?.stop();
         probe?.start();
         this.updateReadiness();
       });
       process.on('exited', (exit) => {
-        void probe?.stop();
+        probe?.stop();
         if (probe) probe.ready = false;
         this.updateReadiness();
         this.emit('container-exited', container.name, exit);
@@ -88,15 +91,14 @@ export class PodRuntime extends EventEmitter {
     }
   }
 
-  // Stops the probes and their prober processes, then the containers:
-  // SIGTERM, graceMs, SIGKILL.
+  // Stops the probes, then the containers: SIGTERM, graceMs, SIGKILL.
   async stop(graceMs: number): Promise<void> {
-    await Promise.all([...this.probes.values()].map((probe) => probe.stop()));
+    for (const probe of this.probes.values()) probe.stop();
     await Promise.all(this.containers.map((container) => container.stop(graceMs)));
   }
 
   killSync(): void {
-    for (const probe of this.probes.values()) probe.killSync();
+    for (const probe of this.probes.values()) probe.stop();
     for (const container of this.containers) container.killSync();
   }
 

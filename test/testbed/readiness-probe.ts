@@ -5,28 +5,25 @@
 // - probeIntervalMs, when set, replaces periodSeconds, so a cold start is
 //   not stretched by the 10 s default period (or a 1 s one) between the
 //   process binding its port and the pod turning Ready.
-// - Every probe runs inside the pod's network namespace (nsenter), because
-//   the kubelet runs in the root namespace here, which has no route to the
-//   pods. tcpSocket and httpGet still connect to the pod IP, as the kubelet
-//   does, so the results differ only for a server that filters by source address.
-// - A tcpSocket probe runs in one long-lived process per container run
-//   (TcpProber), which reports every attempt. exec and httpGet probes spawn
-//   a process per attempt.
+// - A tcpSocket probe connects from the node's network namespace to the
+//   pod IP, as the kubelet's probe workers do from the host, through the
+//   node's long-lived TcpProber. httpGet and exec probes spawn a process
+//   per attempt inside the pod's namespace (nsenter), because the kubelet
+//   runs in the root namespace here, which has no route to the pods.
+//   httpGet still connects to the pod IP, so its results differ only for a
+//   server that filters by source address.
 
 import { execFile } from 'node:child_process';
 
 import type { V1Container, V1Probe } from '@kubernetes/client-node';
 
-import { TcpProber } from './tcp-prober.js';
+import type { TcpProber } from './tcp-prober.js';
 
 // Kubernetes Probe defaults.
 const DEFAULT_PERIOD_SECONDS = 10;
 const DEFAULT_TIMEOUT_SECONDS = 1;
 const DEFAULT_FAILURE_THRESHOLD = 3;
 const DEFAULT_SUCCESS_THRESHOLD = 1;
-// Minimum wait before a TcpProber that exited on its own is spawned again,
-// so that a prober that cannot start does not spawn in a tight loop.
-const PROBER_RESTART_DELAY_MS = 1000;
 
 export interface ProbeTarget {
   netns: string;
@@ -45,20 +42,18 @@ export class ReadinessProbe {
   private successes = 0;
   private failures = 0;
   private timer: NodeJS.Timeout | undefined;
-  private prober: TcpProber | undefined;
+  // The id of the running tcpSocket probe in the node's prober.
+  private tcpProbeId: number | undefined;
   private stopped = true;
 
   constructor(
     private readonly probe: V1Probe,
     private readonly target: ProbeTarget,
     private readonly probeIntervalMs: number | undefined,
+    // The node's prober, which runs tcpSocket probes.
+    private readonly prober: TcpProber,
     private readonly onChange: (ready: boolean) => void,
   ) {}
-
-  // PID of the running TcpProber, for tests.
-  get proberPid(): number | undefined {
-    return this.prober?.pid;
-  }
 
   // Starts probing a new container run from scratch: results of earlier
   // runs do not count towards the thresholds.
@@ -68,36 +63,24 @@ export class ReadinessProbe {
     this.failures = 0;
     const initialDelayMs = (this.probe.initialDelaySeconds ?? 0) * 1000;
 
-    if (this.probe.tcpSocket) this.startProber(initialDelayMs);
+    if (this.probe.tcpSocket) this.startTcpProbe(initialDelayMs);
     else this.schedule(initialDelayMs);
   }
 
-  // Stops probing and kills the TcpProber, if any. Resolves once it has
-  // exited.
-  stop(): Promise<void> {
+  // Stops probing. No result counts after this call.
+  stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-
-    const prober = this.prober;
-    this.prober = undefined;
-    return prober?.stop() ?? Promise.resolve();
-  }
-
-  // Stops probing and sends SIGKILL to the TcpProber at once, for exit handlers.
-  killSync(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.prober?.killSync();
-    this.prober = undefined;
+    if (this.tcpProbeId !== undefined) this.prober.remove(this.tcpProbeId);
+    this.tcpProbeId = undefined;
   }
 
   private get periodMs(): number {
     return this.probeIntervalMs ?? (this.probe.periodSeconds ?? DEFAULT_PERIOD_SECONDS) * 1000;
   }
 
-  private startProber(initialDelayMs: number): void {
+  private startTcpProbe(initialDelayMs: number): void {
     const { tcpSocket } = this.probe;
     let port: number;
     try {
@@ -108,30 +91,15 @@ export class ReadinessProbe {
       return;
     }
 
-    const prober = new TcpProber({
-      netns: this.target.netns,
+    const spec = {
       host: tcpSocket!.host || this.target.podIP,
       port,
       periodMs: this.periodMs,
       timeoutMs: (this.probe.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS) * 1000,
       initialDelayMs,
-    });
-    this.prober = prober;
-    prober.on('result', (succeeded: boolean) => {
-      if (prober === this.prober) this.record(succeeded);
-    });
-
-    // The prober ends only through stop() unless it crashed or could not
-    // start. That counts as a failed attempt, and a new prober follows.
-    prober.on('exit', () => {
-      if (prober !== this.prober) return;
-      this.prober = undefined;
-      this.record(false);
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        if (!this.stopped) this.startProber(0);
-      }, Math.max(this.periodMs, PROBER_RESTART_DELAY_MS));
-    });
+      repeatLimit: Math.max(this.probe.successThreshold ?? DEFAULT_SUCCESS_THRESHOLD, this.probe.failureThreshold ?? DEFAULT_FAILURE_THRESHOLD),
+    };
+    this.tcpProbeId = this.prober.add(spec, (succeeded) => this.record(succeeded));
   }
 
   private schedule(delayMs: number): void {
@@ -170,7 +138,7 @@ export async function runProbe(probe: V1Probe, target: ProbeTarget): Promise<boo
   const timeoutMs = (probe.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS) * 1000;
   const nsenter = [`--net=/run/netns/${target.netns}`];
 
-  if (probe.tcpSocket) throw new Error('tcpSocket probes run in a TcpProber, not through runProbe()');
+  if (probe.tcpSocket) throw new Error("tcpSocket probes run in the node's TcpProber, not through runProbe()");
 
   if (probe.httpGet) {
     const { httpGet } = probe;

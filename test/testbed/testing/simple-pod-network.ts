@@ -23,8 +23,13 @@ export class SimplePodNetwork implements PodNetwork {
   private constructor(
     private readonly network: TestNetwork,
     // Name of the node's namespace under /run/netns.
-    readonly nodeNetns: string,
+    private readonly netns: string,
   ) {}
+
+  nodeNetns(node: string): string {
+    if (!this.nodes.includes(node)) throw new Error(`unknown node ${JSON.stringify(node)}: this network has only ${this.nodes.join(', ')}`);
+    return this.netns;
+  }
 
   static async create(): Promise<SimplePodNetwork> {
     const network = new TestNetwork();
@@ -54,8 +59,8 @@ export class SimplePodNetwork implements PodNetwork {
       const addresses = { netns, ipv4, ipv6, hostInterface };
       this.pods.set(pod, addresses);
 
-      await this.network.addVeth(this.nodeNetns, hostInterface, netns, 'eth0');
-      await this.network.exec(this.nodeNetns, 'ip', ['link', 'set', hostInterface, 'master', BRIDGE]);
+      await this.network.addVeth(this.netns, hostInterface, netns, 'eth0');
+      await this.network.exec(this.netns, 'ip', ['link', 'set', hostInterface, 'master', BRIDGE]);
       await this.network.exec(netns, 'ip', ['addr', 'add', `${ipv4}/24`, 'dev', 'eth0']);
       // nodad: duplicate address detection would leave the address
       // unusable for about a second after every pod start.
@@ -85,7 +90,7 @@ export class SimplePodNetwork implements PodNetwork {
 
   // Runs a client in the node namespace and returns its stdout.
   async execInNode(command: string, args: string[]): Promise<string> {
-    return (await this.network.exec(this.nodeNetns, command, args, { timeoutMs: 10_000 })).stdout;
+    return (await this.network.exec(this.netns, command, args, { timeoutMs: 10_000 })).stdout;
   }
 
   curlFromNode(url: string): Promise<string> {
