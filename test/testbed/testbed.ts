@@ -424,6 +424,13 @@ export class Testbed {
   }
 
   private async startControlPlane(log: Logger, probeIntervalMs: number): Promise<void> {
+    // The EndpointSlice controller watches first, so it reads a Pod's Ready
+    // before the workload controller does. A cold start waits for its slice
+    // write, and nothing waits for the Deployment's status write after it.
+    const slices = new EndpointSliceController(this.kc, { log });
+    this.teardown.add('EndpointSlice controller', () => slices.stop());
+    await slices.start();
+
     const workloads = new WorkloadController(this.kc, { nodes: this.nodes, pins: this.pins, log });
     this.teardown.add('workload controller', () => workloads.stop());
     await workloads.start();
@@ -440,10 +447,6 @@ export class Testbed {
       this.teardown.add(`kubelet of ${node}`, () => kubelet.stop());
       await kubelet.start();
     }
-
-    const slices = new EndpointSliceController(this.kc, { log });
-    this.teardown.add('EndpointSlice controller', () => slices.stop());
-    await slices.start();
   }
 
   private async startAgents(options: TestbedOptions): Promise<void> {
