@@ -90,6 +90,10 @@ function describe(samples: Sample[], pick: (s: Sample) => number | null): string
   return `${percentile(values, 50).toFixed(1)} / ${percentile(values, 95).toFixed(1)} / ${Math.max(...values).toFixed(1)}`;
 }
 
+function between(fromMs: number | null, toMs: number | null): number | null {
+  return fromMs === null || toMs === null ? null : toMs - fromMs;
+}
+
 function printTable(rows: string[][]): void {
   process.stdout.write(formatTable(rows));
 }
@@ -110,6 +114,9 @@ async function main(): Promise<void> {
   step('listening -> connected', gap);
   step('  listening -> pod Ready (probe)', (s) => (s.readyMs === null ? null : s.readyMs - s.listeningMs));
   step('  pod Ready -> kube-proxy programmed (IPv4)', (s) => (s.readyMs === null || s.programmedMs === null ? null : s.programmedMs - s.readyMs));
+  step('    pod Ready -> Pod status write at the API server', (s) => between(s.readyMs, s.podWrittenMs));
+  step('    -> IPv4 EndpointSlice write at the API server', (s) => between(s.podWrittenMs, s.sliceWrittenMs));
+  step('    -> kube-proxy programmed', (s) => between(s.sliceWrittenMs, s.programmedMs));
   step('  kube-proxy programmed -> released', (s) => (s.programmedMs === null || s.releasedMs === null ? null : s.releasedMs - s.programmedMs));
   step('    of which the agent: backend seen -> re-injected', (s) => s.agentReleaseMs);
   step('  released -> connected', (s) => (s.releasedMs === null ? null : s.connectedMs - s.releasedMs));

@@ -25,6 +25,11 @@ socket.on('error', (err) => { console.error(err.message); process.exit(1); });
 export interface Sample {
   listeningMs: number;
   readyMs: number | null;
+  // Arrival at the API server of the kubelet's Pod status write after
+  // Ready, and of the EndpointSlice controller's IPv4 slice write after
+  // that.
+  podWrittenMs: number | null;
+  sliceWrittenMs: number | null;
   programmedMs: number | null;
   releasedMs: number | null;
   // The agent's own part: from its backend check passing (for the
@@ -58,9 +63,17 @@ export async function coldStart(testbed: Testbed, workload: DeployedWorkload): P
   const service = `${workload.namespace}/${workload.name}`;
   const portsAfter = (e: { fields: Record<string, unknown> }) => (e.fields.servicePorts as Record<string, number> | undefined)?.[service] ?? 0;
   const programmed = ready ? events.find((e) => e.source === 'service-proxy' && e.node === 'node-0' && e.unixMs >= ready.unixMs && portsAfter(e) > 0) : undefined;
+
+  // Request records carry whole milliseconds, so the Pod write may share
+  // the millisecond of the Ready event.
+  const writes = testbed.server.requests.filter((r) => r.method !== 'GET' && r.status < 300 && ready !== undefined && r.receivedMs >= ready.unixMs);
+  const podWrite = writes.find((r) => r.path.startsWith(`/api/v1/namespaces/${workload.namespace}/pods/${pod}/status`));
+  const sliceWrite = podWrite && writes.find((r) => r.receivedMs >= podWrite.receivedMs && r.path.startsWith(`/apis/discovery.k8s.io/v1/namespaces/${workload.namespace}/endpointslices/${workload.name}-ipv4`));
   return {
     listeningMs: Number(listening[1]),
     readyMs: ready?.unixMs ?? null,
+    podWrittenMs: podWrite?.receivedMs ?? null,
+    sliceWrittenMs: sliceWrite?.receivedMs ?? null,
     programmedMs: programmed?.unixMs ?? null,
     releasedMs: released?.unixMs ?? null,
     agentReleaseMs: typeof released?.fields.releaseMs === 'number' ? released.fields.releaseMs : null,
