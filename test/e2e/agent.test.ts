@@ -5,45 +5,33 @@
 // releases the SYN. SIGTERM then detaches it.
 
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { AppsV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { AppsV1Api } from '@kubernetes/client-node';
 
 import { Verdict, type Flow } from '../../src/hubble/gen/flow/flow_pb.js';
 import { isGarbled, ObserverClient } from '../../src/hubble/observer-client.js';
 import { repoRoot } from '../../src/paths.js';
-import { deploymentFixture, serviceFixture } from '../apiserver/fixtures.js';
-import { kubeConfigFor, writeKubeConfigFile, type KubeConfigFile } from '../apiserver/kubeconfig.js';
-import { startApiServer, type TestApiServer } from '../apiserver/server.js';
+import { createReadyEndpoint } from '../agent/testing/objects.js';
 import { netnsPath, run, waitFor } from '../lib/netns.js';
-import { createReadyEndpoint, createScaleToZero, installScaleToZeroCrd } from '../agent/testing/objects.js';
 import { startHttpServer } from '../lib/servers.js';
 import { buildTopology, NODE_V4, startClient, type Topology } from '../lib/topology.js';
+import { AgentChild } from './agent-child.js';
+import { type ShopCluster, startShopCluster } from './shop-cluster.js';
 
 const pinDir = `/sys/fs/bpf/zh-test-agent-${process.pid}`;
-let server: TestApiServer;
-let kc: KubeConfig;
-let kubeconfigFile: KubeConfigFile;
+let cluster: ShopCluster;
 let topology: Topology;
 let workDir: string;
-let agent: ChildProcess | null = null;
-let agentOutput = '';
+let agent: AgentChild | undefined;
 let serviceIP: string;
 
 before(async () => {
-  server = await startApiServer({ namespaces: ['shop', 'zerohold-system'] });
-  kc = kubeConfigFor(server.url);
-  kubeconfigFile = await writeKubeConfigFile(server.url);
-  await installScaleToZeroCrd(kc);
-
-  await kc.makeApiClient(AppsV1Api).createNamespacedDeployment({ namespace: 'shop', body: deploymentFixture('web', 0) });
-  const service = await kc.makeApiClient(CoreV1Api).createNamespacedService({ namespace: 'shop', body: serviceFixture('web') });
-  serviceIP = service.spec!.clusterIP!;
-  await createScaleToZero(kc, 'shop', 'web', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' }, idleTimeout: '1h' });
+  cluster = await startShopCluster();
+  serviceIP = cluster.serviceIP;
 
   topology = await buildTopology(`
 table ip zh_test {
@@ -62,7 +50,7 @@ table ip zh_test {
 netns: ${netnsPath(topology.node)}
 interfaces:
   - { name: n0, hook: xdp, xdpMode: native }
-kubernetes: { kubeconfig: ${kubeconfigFile.path} }
+kubernetes: { kubeconfig: ${cluster.kubeconfigFile.path} }
 bpf: { pinDir: ${pinDir}, maxServices: 64, indexBuckets: 1024 }
 metrics: { host: 127.0.0.1, port: 0 }
 idle: { reportInterval: 1s }
@@ -70,21 +58,13 @@ api: { socket: ${workDir}/agent.sock }
 hubble: { observerSocket: ${workDir}/hubble.sock }
 `,
   );
-
-  agent = spawn(process.execPath, [path.join(repoRoot, 'dist/src/agent/main.js'), '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-  agent.stdout!.on('data', (chunk: Buffer) => (agentOutput += chunk.toString()));
-  agent.stderr!.on('data', (chunk: Buffer) => (agentOutput += chunk.toString()));
-  await waitFor(`the agent to be ready (output: ${agentOutput})`, () => {
-    if (agent!.exitCode !== null) throw new Error(`agent exited ${agent!.exitCode}: ${agentOutput}`);
-    return agentOutput.includes('"agent ready"') ? true : undefined;
-  }, 15_000);
+  agent = await AgentChild.start(configPath);
 });
 
 after(async () => {
-  if (agent && agent.exitCode === null && agent.pid !== undefined) process.kill(agent.pid, 'SIGKILL');
+  agent?.killSync();
   await topology?.network.cleanup();
-  await kubeconfigFile?.remove();
-  await server?.close();
+  await cluster?.close();
   rmSync(pinDir, { recursive: true, force: true });
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
@@ -98,7 +78,7 @@ test('agent wakes and releases curl', async () => {
   const curl = startClient(topology.network, topology.client, 'curl', ['-sS', '--max-time', '15', `http://${serviceIP}/`]);
 
   // The held SYN makes the agent scale the Deployment up.
-  const apps = kc.makeApiClient(AppsV1Api);
+  const apps = cluster.kc.makeApiClient(AppsV1Api);
   await waitFor('the scale-up', async () => ((await apps.readNamespacedDeployment({ name: 'web', namespace: 'shop' })).spec?.replicas === 1 ? true : undefined), 10_000);
 
   // The CLI lists the held SYN while the workload has no backend.
@@ -112,12 +92,12 @@ test('agent wakes and releases curl', async () => {
 
   // Play kubelet: start the server, then report it Ready.
   await startHttpServer(topology.network, topology.node, NODE_V4, 8080, 'woken by zerohold');
-  await createReadyEndpoint(kc, 'shop', 'web', NODE_V4);
+  await createReadyEndpoint(cluster.kc, 'shop', 'web', NODE_V4);
 
   assert.equal(await curl, 'woken by zerohold');
   // The client can connect before the agent logs the release, because the
   // re-injected SYN reaches the server while the release call still runs.
-  await waitFor('the release log line', () => (/"released held flows"/.test(agentOutput) ? true : undefined), 5000);
+  await waitFor('the release log line', () => (/"released held flows"/.test(agent!.output) ? true : undefined), 5000);
   assert.match(await zerohold('status'), /^shop\/web\s+web\s+Warm\s+0\s/m);
 
   // The agent's observer endpoint shows the flow held, then released, as
@@ -139,9 +119,7 @@ test('agent wakes and releases curl', async () => {
 });
 
 test('SIGTERM detaches the agent', async () => {
-  const exited = new Promise<number | null>((resolve) => agent!.on('exit', (code) => resolve(code)));
-  process.kill(agent!.pid!, 'SIGTERM');
-  assert.equal(await exited, 0, agentOutput);
+  assert.equal(await agent!.terminate(), 0, agent!.output);
 
   const { stdout } = await run('nsenter', [`--net=${netnsPath(topology.node)}`, 'ip', 'link', 'show', 'n0']);
   assert.doesNotMatch(stdout, /xdp/, 'no XDP program left on n0');

@@ -8,26 +8,24 @@
 // SYN. SIGTERM then empties the host's prog array slots.
 
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { AppsV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { AppsV1Api } from '@kubernetes/client-node';
 
 import type { Frontend } from '../../src/datapath/frontends.js';
 import { repoRoot } from '../../src/paths.js';
-import { deploymentFixture, serviceFixture } from '../apiserver/fixtures.js';
-import { kubeConfigFor, writeKubeConfigFile, type KubeConfigFile } from '../apiserver/kubeconfig.js';
-import { startApiServer, type TestApiServer } from '../apiserver/server.js';
 import { CiliumLbMaps } from '../agent/testing/cilium-lb-maps.js';
 import { FakeCiliumApi } from '../agent/testing/fake-cilium-api.js';
-import { createReadyEndpoint, createScaleToZero, installScaleToZeroCrd } from '../agent/testing/objects.js';
+import { createReadyEndpoint } from '../agent/testing/objects.js';
 import { netnsPath, run, waitFor } from '../lib/netns.js';
 import { startHttpServer } from '../lib/servers.js';
 import { HostStat, TestHost } from '../lib/test-host.js';
 import { buildTopology, NODE_V4, startClient, type Topology } from '../lib/topology.js';
+import { AgentChild } from './agent-child.js';
+import { type ShopCluster, startShopCluster } from './shop-cluster.js';
 
 // Cilium's rev-NAT id of the Service, within the agent's bpf.maxServices.
 const REV_NAT_ID = 7;
@@ -122,20 +120,17 @@ for (const kind of ['rest', 'maps'] as const satisfies readonly SourceKind[]) {
   describe(`chained agent with Cilium ${kind} source`, () => {
     const hostPinDir = `/sys/fs/bpf/zh-test-chained-host-${process.pid}-${kind}`;
     const agentPinDir = `/sys/fs/bpf/zh-test-chained-agent-${process.pid}-${kind}`;
-    let server: TestApiServer;
-    let kc: KubeConfig;
-    let kubeconfigFile: KubeConfigFile;
+    let cluster: ShopCluster;
     let topology: Topology;
     let host: TestHost;
     let cilium: CiliumSource;
     let restApi: FakeCiliumApi | undefined;
     let workDir: string;
-    let agent: ChildProcess | null = null;
-    let agentOutput = '';
+    let agent: AgentChild | undefined;
     let serviceIP: string;
     let frontend: Frontend;
 
-    const logRecords = () => parseLog(agentOutput);
+    const logRecords = () => parseLog(agent?.output ?? '');
     const findLog = (msg: string) => logRecords().find((r) => r.msg === msg && (r.workload === undefined || r.workload === WORKLOAD));
 
     async function zerohold(...args: string[]): Promise<string> {
@@ -144,16 +139,9 @@ for (const kind of ['rest', 'maps'] as const satisfies readonly SourceKind[]) {
     }
 
     before(async () => {
-      server = await startApiServer({ namespaces: ['shop', 'zerohold-system'] });
-      kc = kubeConfigFor(server.url);
-      kubeconfigFile = await writeKubeConfigFile(server.url);
-      await installScaleToZeroCrd(kc);
-
-      await kc.makeApiClient(AppsV1Api).createNamespacedDeployment({ namespace: 'shop', body: deploymentFixture('web', 0) });
-      const service = await kc.makeApiClient(CoreV1Api).createNamespacedService({ namespace: 'shop', body: serviceFixture('web') });
-      serviceIP = service.spec!.clusterIP!;
+      cluster = await startShopCluster();
+      serviceIP = cluster.serviceIP;
       frontend = { address: serviceIP, protocol: 'tcp', port: 80 };
-      await createScaleToZero(kc, 'shop', 'web', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' }, idleTimeout: '1h' });
 
       // nftables DNAT plays the part of the host's translation once it
       // passes the SYN to a backend.
@@ -188,7 +176,7 @@ table ip zh_test {
         `nodeName: node-1
 mode: chained
 netns: ${netnsPath(topology.node)}
-kubernetes: { kubeconfig: ${kubeconfigFile.path} }
+kubernetes: { kubeconfig: ${cluster.kubeconfigFile.path} }
 bpf: { pinDir: ${agentPinDir}, maxServices: 64, indexBuckets: 1024 }
 chained: { hostPinDir: ${hostPinDir}, reinsertInterval: 100ms }
 cilium: { bpfPinDir: ${cilium.pinDir}, apiSocket: ${cilium.apiSocket} }
@@ -199,22 +187,15 @@ api: { socket: ${workDir}/agent.sock }
 `,
       );
 
-      agent = spawn(process.execPath, [path.join(repoRoot, 'dist/src/agent/main.js'), '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-      agent.stdout!.on('data', (chunk: Buffer) => (agentOutput += chunk.toString()));
-      agent.stderr!.on('data', (chunk: Buffer) => (agentOutput += chunk.toString()));
-      await waitFor('the agent to be ready', () => {
-        if (agent!.exitCode !== null) throw new Error(`agent exited ${agent!.exitCode}: ${agentOutput}`);
-        return agentOutput.includes('"agent ready"') ? true : undefined;
-      }, 15_000);
+      agent = await AgentChild.start(configPath);
     });
 
     after(async () => {
-      if (agent && agent.exitCode === null && agent.signalCode === null && agent.pid !== undefined) process.kill(agent.pid, 'SIGKILL');
+      agent?.killSync();
       host?.close();
       await cilium?.close();
       await topology?.network.cleanup();
-      await kubeconfigFile?.remove();
-      await server?.close();
+      await cluster?.close();
       rmSync(hostPinDir, { recursive: true, force: true });
       rmSync(agentPinDir, { recursive: true, force: true });
       if (workDir) rmSync(workDir, { recursive: true, force: true });
@@ -223,7 +204,7 @@ api: { socket: ${workDir}/agent.sock }
     test('agent reads the expected source', () => {
       const opened = findLog(kind === 'rest' ? 'reading Cilium services from the Cilium agent API' : 'reading Cilium services from its pinned maps');
 
-      assert.ok(opened, `no source log line in: ${agentOutput}`);
+      assert.ok(opened, `no source log line in: ${agent!.output}`);
       assert.equal(opened.source, kind);
     });
 
@@ -238,7 +219,7 @@ api: { socket: ${workDir}/agent.sock }
       const curl = startClient(topology.network, topology.client, 'curl', ['-sS', '--max-time', '20', '-w', '\n%{time_connect}', `http://${serviceIP}/`]);
 
       // The held SYN makes the agent scale the Deployment up.
-      const apps = kc.makeApiClient(AppsV1Api);
+      const apps = cluster.kc.makeApiClient(AppsV1Api);
       await waitFor('the scale-up', async () => ((await apps.readNamespacedDeployment({ name: 'web', namespace: 'shop' })).spec?.replicas === 1 ? true : undefined), 10_000);
       assert.ok(host.stat(HostStat.ChainCalls) > 0n, 'the host tail-called zerohold');
 
@@ -254,7 +235,7 @@ api: { socket: ${workDir}/agent.sock }
       // Play kubelet: start the server, then report it Ready. Cilium and
       // the host still show no backend.
       await startHttpServer(topology.network, topology.node, NODE_V4, 8080, `woken in chained mode (${kind})`);
-      await createReadyEndpoint(kc, 'shop', 'web', NODE_V4);
+      await createReadyEndpoint(cluster.kc, 'shop', 'web', NODE_V4);
       await waitFor('the agent to see the Ready endpoint', () => findLog('Waking -> Warm'), 5000);
       const requestsAtReady = restApi?.requests ?? 0;
       await new Promise((resolve) => setTimeout(resolve, BACKEND_DELAY_MS));
@@ -291,9 +272,7 @@ api: { socket: ${workDir}/agent.sock }
     });
 
     test('SIGTERM empties the host slots', async () => {
-      const exited = new Promise<number | null>((resolve) => agent!.on('exit', (code) => resolve(code)));
-      process.kill(agent!.pid!, 'SIGTERM');
-      assert.equal(await exited, 0, agentOutput);
+      assert.equal(await agent!.terminate(), 0, agent!.output);
 
       assert.equal(host.slot('zh_chain_xdp'), null, 'zh_chain_xdp slot 0');
       assert.equal(host.slot('zh_chain_tc'), null, 'zh_chain_tc slot 0');
