@@ -25,39 +25,10 @@
 #include <bpf/bpf_helpers.h>
 
 #include "zerohold.h"
+#include "chain_host_maps.h"
 
 #define CALLER_FALLBACK_XDP	XDP_TX
 #define CALLER_FALLBACK_TC	TC_ACT_RECLASSIFY
-
-/* PROG_ARRAY maps take sizes, not BTF types, for key and value. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, sizeof(__u32));
-} zh_chain_xdp SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, sizeof(__u32));
-} zh_chain_tc SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct zh_chain_meta);
-} zh_chain_meta SEC(".maps");
-
-/* Service ids that the zerohold agent manages. Values are reserved, 0. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, ZH_CHAIN_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, __u32);
-} zh_chain_svcs SEC(".maps");
 
 /* caller_config[0]: the service id without backends, 0 for none. */
 struct {

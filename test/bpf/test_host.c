@@ -36,6 +36,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "zerohold.h"
+#include "chain_host_maps.h"
 
 /* A service of the host: its rev-NAT id and how many backends it has. */
 struct test_host_service {
@@ -49,37 +50,6 @@ enum test_host_stat {
 	TEST_HOST_FALLBACK	= 2,	/* no backend and no callee: dropped */
 	TEST_HOST_STAT_MAX	= 3,
 };
-
-/* The four chained-mode maps, with exactly the specs that bpf/README.md
- * requires of every declaration. PROG_ARRAY takes sizes, not BTF types.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, sizeof(__u32));
-} zh_chain_xdp SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, sizeof(__u32));
-} zh_chain_tc SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct zh_chain_meta);
-} zh_chain_meta SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, ZH_CHAIN_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, __u32);
-} zh_chain_svcs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
