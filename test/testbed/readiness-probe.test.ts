@@ -141,3 +141,53 @@ test('tcp prober reports repeatLimit equal results in a row', async (t) => {
   await sleep(100);
   assert.deepEqual(results, [false, false, false, true, true, true]);
 });
+
+test('tcp prober keeps the initial delay across a crash', async (t) => {
+  const { ns, prober } = await startNode(t);
+  await startHttpServer(network, ns, '127.0.0.1', PORT, 'ok');
+  const firstPid = await waitFor('a prober PID', () => prober.pid);
+  const results: { atMs: number; detail: string }[] = [];
+  const addedAt = performance.now();
+  prober.add({ host: '127.0.0.1', port: PORT, periodMs: PERIOD_MS, timeoutMs: 1000, initialDelayMs: 1500, repeatLimit: 1 }, (_succeeded, detail) => results.push({ atMs: performance.now() - addedAt, detail }));
+
+  await sleep(300);
+  process.kill(firstPid, 'SIGKILL');
+  const success = await waitFor('a success after the restart', () => results.find((r) => r.detail === 'success'), 10_000, 5);
+
+  assert.equal(results[0]?.detail, 'failure prober exited');
+  // The new process starts about 1,300 ms after add(), and the 200 ms of
+  // delay left end at 1,500 ms. Starting the delay over would give 2,800.
+  assert.ok(success.atMs >= 1500, `first attempt ${success.atMs.toFixed(0)} ms after add(), want at least the 1,500 ms delay`);
+  assert.ok(success.atMs < 2500, `first attempt ${success.atMs.toFixed(0)} ms after add(), want the delay not started over`);
+});
+
+test('tcp prober takes probes added during a restart', async (t) => {
+  const { ns, prober } = await startNode(t);
+  await startHttpServer(network, ns, '127.0.0.1', PORT, 'ok');
+  const firstPid = await waitFor('a prober PID', () => prober.pid);
+
+  process.kill(firstPid, 'SIGKILL');
+  await waitFor('the prober to exit', () => (prober.pid === undefined ? true : undefined), 5000, 1);
+  const results: boolean[] = [];
+  prober.add({ host: '127.0.0.1', port: PORT, periodMs: PERIOD_MS, timeoutMs: 1000, initialDelayMs: 0, repeatLimit: 1 }, (succeeded) => results.push(succeeded));
+
+  await waitFor('a success from the new prober', () => (results.includes(true) ? true : undefined), 5000, 5);
+  assert.notEqual(prober.pid, firstPid);
+  assert.deepEqual(results, [true], 'no failure for a probe added after the crash');
+});
+
+test('tcp prober restarts after stop and start', async (t) => {
+  const { ns, prober } = await startNode(t);
+  await startHttpServer(network, ns, '127.0.0.1', PORT, 'ok');
+  const firstPid = await waitFor('a prober PID', () => prober.pid);
+
+  // Not awaited, as an exit handler would not.
+  void prober.stop();
+  prober.start();
+  const results: boolean[] = [];
+  prober.add({ host: '127.0.0.1', port: PORT, periodMs: PERIOD_MS, timeoutMs: 1000, initialDelayMs: 0, repeatLimit: 1 }, (succeeded) => results.push(succeeded));
+
+  await waitFor('a success', () => (results.includes(true) ? true : undefined), 5000, 5);
+  assert.notEqual(prober.pid, firstPid, 'a new process');
+  assert.deepEqual(results, [true], 'no failure from the stopped process');
+});

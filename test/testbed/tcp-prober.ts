@@ -1,8 +1,9 @@
 // The tcpSocket readiness probes of one node: one long-lived Node.js process
 // in the node's network namespace that connects to pod IPs, as the
-// kubelet's probe workers do from the host. The process is running before
-// a pod starts. A prober spawned with the container could still be starting
-// when a fast server already listens, which delayed Ready by tens of ms.
+// kubelet's probe workers do from the host. The process starts with the
+// kubelet and comes back after a crash, so it is running before a pod
+// starts. A prober spawned with the container could still be starting when
+// a fast server already listens, which delayed Ready by tens of ms.
 //
 // Commands go to the process's stdin as JSON lines: {"op":"add", id, host,
 // port, periodMs, timeoutMs, initialDelayMs, repeatLimit} and {"op":"remove",
@@ -85,12 +86,15 @@ export interface TcpProbeSpec {
 
 // Called with each reported attempt. A prober process that exits on its own
 // counts as one failed attempt of every probe, and a new process takes the
-// probes over after RESTART_DELAY_MS.
+// probes over after RESTART_DELAY_MS or the shortest probe period, if longer.
+// A probe whose initial delay had not passed waits only for the rest of it.
 export type ProbeResultHandler = (succeeded: boolean, detail: string) => void;
 
 interface RegisteredProbe {
   spec: TcpProbeSpec;
   onResult: ProbeResultHandler;
+  // performance.now() at add(), from which the initial delay runs.
+  addedAt: number;
 }
 
 export class TcpProber {
@@ -120,9 +124,10 @@ export class TcpProber {
   add(spec: TcpProbeSpec, onResult: ProbeResultHandler): number {
     if (this.stopped) throw new Error(`cannot add a probe to the stopped prober of namespace ${this.netns}: call start() first`);
     const id = this.nextId++;
-    this.probes.set(id, { spec, onResult });
+    const probe = { spec, onResult, addedAt: performance.now() };
+    this.probes.set(id, probe);
     if (!this.child && !this.restartTimer) this.spawn();
-    else this.send({ op: 'add', id, ...spec });
+    else this.sendAdd(id, probe);
     return id;
   }
 
@@ -146,10 +151,13 @@ export class TcpProber {
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
 
-    const pid = this.child?.pid;
-    if (pid === undefined || this.child!.exitCode !== null || this.child!.signalCode !== null) return;
+    // A start() right after this spawns a new process rather than sending
+    // probes to the dying one, whose output is ignored from now on.
+    const child = this.child;
+    this.child = undefined;
+    if (child?.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
     try {
-      process.kill(pid, 'SIGKILL');
+      process.kill(child.pid, 'SIGKILL');
     } catch (err) {
       // ESRCH: the process is already gone.
       if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
@@ -185,7 +193,7 @@ export class TcpProber {
       });
     });
 
-    for (const [id, probe] of this.probes) this.send({ op: 'add', id, ...probe.spec });
+    for (const [id, probe] of this.probes) this.sendAdd(id, probe);
   }
 
   private onExit(child: ChildProcess): void {
@@ -193,13 +201,22 @@ export class TcpProber {
     this.child = undefined;
     if (this.stopped) return;
 
-    if (this.probes.size === 0) return;
-    for (const probe of this.probes.values()) probe.onResult(false, 'failure prober exited');
-    const shortestPeriodMs = Math.min(...[...this.probes.values()].map((probe) => probe.spec.periodMs));
+    // The delay is fixed before the handlers run, because a handler may
+    // remove its probe.
+    const probes = [...this.probes.values()];
+    const shortestPeriodMs = probes.length === 0 ? 0 : Math.min(...probes.map((probe) => probe.spec.periodMs));
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
       if (!this.stopped) this.spawn();
-    }, Math.max(shortestPeriodMs, RESTART_DELAY_MS));
+    }, Math.max(RESTART_DELAY_MS, shortestPeriodMs));
+    for (const probe of probes) probe.onResult(false, 'failure prober exited');
+  }
+
+  // Sends a probe with what is left of its initial delay, so that a new
+  // process does not start the delay over.
+  private sendAdd(id: number, probe: RegisteredProbe): void {
+    const initialDelayMs = Math.max(0, probe.spec.initialDelayMs - (performance.now() - probe.addedAt));
+    this.send({ op: 'add', id, ...probe.spec, initialDelayMs });
   }
 
   private send(command: object): void {
