@@ -28,7 +28,7 @@ export class AgentChild {
     const agent = new AgentChild(configPath);
     try {
       await waitFor('the agent to be ready', () => {
-        if (agent.child.exitCode !== null) throw new Error(`the agent exited with code ${agent.child.exitCode} before it was ready`);
+        if (agent.hasExited()) throw new Error(`the agent exited (code ${agent.child.exitCode}, signal ${agent.child.signalCode}) before it was ready`);
         return agent.output.includes('"agent ready"') ? true : undefined;
       }, timeoutMs);
     } catch (err) {
@@ -38,14 +38,19 @@ export class AgentChild {
     return agent;
   }
 
-  // Sends SIGTERM by PID and resolves with the exit code.
+  // Sends SIGTERM by PID unless the agent has exited, and resolves with
+  // the exit code.
   terminate(): Promise<number | null> {
-    process.kill(this.child.pid!, 'SIGTERM');
+    if (!this.hasExited()) process.kill(this.child.pid!, 'SIGTERM');
     return this.exited;
   }
 
   // Sends SIGKILL by PID unless the agent has exited, for after() hooks.
   killSync(): void {
-    if (this.child.exitCode === null && this.child.signalCode === null && this.child.pid !== undefined) process.kill(this.child.pid, 'SIGKILL');
+    if (!this.hasExited() && this.child.pid !== undefined) process.kill(this.child.pid, 'SIGKILL');
+  }
+
+  private hasExited(): boolean {
+    return this.child.exitCode !== null || this.child.signalCode !== null;
   }
 }

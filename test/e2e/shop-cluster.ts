@@ -22,13 +22,17 @@ export interface ShopCluster {
 export async function startShopCluster(): Promise<ShopCluster> {
   const server = await startApiServer({ namespaces: ['shop', 'zerohold-system'] });
   const kc = kubeConfigFor(server.url);
-  const kubeconfigFile = await writeKubeConfigFile(server.url);
+  let kubeconfigFile: KubeConfigFile | undefined;
   const close = async () => {
-    await kubeconfigFile.remove();
-    await server.close();
+    try {
+      await kubeconfigFile?.remove();
+    } finally {
+      await server.close();
+    }
   };
 
   try {
+    kubeconfigFile = await writeKubeConfigFile(server.url);
     await installScaleToZeroCrd(kc);
     await kc.makeApiClient(AppsV1Api).createNamespacedDeployment({ namespace: 'shop', body: deploymentFixture('web', 0) });
     const service = await kc.makeApiClient(CoreV1Api).createNamespacedService({ namespace: 'shop', body: serviceFixture('web') });
