@@ -427,6 +427,9 @@ export class Testbed {
     // The EndpointSlice controller watches first, so it reads a Pod's Ready
     // before the workload controller does. A cold start waits for its slice
     // write, and nothing waits for the Deployment's status write after it.
+    // NOTE: this order is kept while both first watches last. The API server
+    // sends an event to its watches in the order they were opened, and a
+    // watch that reconnects goes to the end.
     const slices = new EndpointSliceController(this.kc, { log });
     this.teardown.add('EndpointSlice controller', () => slices.stop());
     await slices.start();
