@@ -91,9 +91,7 @@ export class HeldFrameStore {
   rejection(serviceId: number, key: string, tcp: boolean): 'service-limit' | 'total-limit' | undefined {
     const flows = this.services.get(serviceId);
     if (tcp && flows?.has(key)) return undefined;
-    if (this.count >= this.limits.total) return 'total-limit';
-    if ((flows?.size ?? 0) >= (this.serviceLimits.get(serviceId) ?? this.limits).perService) return 'service-limit';
-    return undefined;
+    return this.fullBound(serviceId, flows);
   }
 
   add(record: HeldRecord): HoldOutcome {
@@ -108,15 +106,10 @@ export class HeldFrameStore {
       return { result: 'replaced' };
     }
 
+    const full = this.fullBound(record.serviceId, flows);
+    if (full !== undefined) return { result: 'rejected', reason: full };
     const source = sourceKey(record.serviceId, record.flow.source);
-    const limits = this.serviceLimits.get(record.serviceId) ?? this.limits;
-    if (this.count >= this.limits.total) {
-      return { result: 'rejected', reason: 'total-limit' };
-    }
-    if ((flows?.size ?? 0) >= limits.perService) {
-      return { result: 'rejected', reason: 'service-limit' };
-    }
-    if ((this.perSource.get(source) ?? 0) >= limits.perSource) {
+    if ((this.perSource.get(source) ?? 0) >= (this.serviceLimits.get(record.serviceId) ?? this.limits).perSource) {
       return { result: 'rejected', reason: 'source-limit' };
     }
 
@@ -184,6 +177,14 @@ export class HeldFrameStore {
       return [...(this.services.get(serviceId)?.values() ?? [])];
     }
     return [...this.services.values()].flatMap((flows) => [...flows.values()]);
+  }
+
+  // Returns the bound that a new flow of serviceId would exceed, the total
+  // before the service's, or undefined when both have room.
+  private fullBound(serviceId: number, flows: Map<string, HeldFlow> | undefined): 'service-limit' | 'total-limit' | undefined {
+    if (this.count >= this.limits.total) return 'total-limit';
+    if ((flows?.size ?? 0) >= (this.serviceLimits.get(serviceId) ?? this.limits).perService) return 'service-limit';
+    return undefined;
   }
 
   private flowKey(record: HeldRecord): string {
