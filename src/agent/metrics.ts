@@ -62,26 +62,8 @@ export class AgentMetrics {
   // held is read on each scrape: workload to the flows held now and the
   // bytes of their frames.
   constructor(held: () => Map<string, HeldTotals>) {
-    const flows = new Gauge({
-      name: 'zerohold_held_flows',
-      help: 'Flows held on this node now, waiting for their workload.',
-      labelNames: ['workload'] as const,
-      registers: [this.registry],
-      collect() {
-        flows.reset();
-        for (const [workload, totals] of held()) flows.set({ workload }, totals.flows);
-      },
-    });
-    const bytes = new Gauge({
-      name: 'zerohold_held_bytes',
-      help: 'Bytes of the frames held on this node now, the packet data that the held flow limits bound.',
-      labelNames: ['workload'] as const,
-      registers: [this.registry],
-      collect() {
-        bytes.reset();
-        for (const [workload, totals] of held()) bytes.set({ workload }, totals.bytes);
-      },
-    });
+    this.heldGauge('zerohold_held_flows', 'Flows held on this node now, waiting for their workload.', held, (totals) => totals.flows);
+    this.heldGauge('zerohold_held_bytes', 'Bytes of the frames held on this node now, the packet data that the held flow limits bound.', held, (totals) => totals.bytes);
     collectDefaultMetrics({ register: this.registry, prefix: 'zerohold_agent_' });
   }
 
@@ -108,5 +90,20 @@ export class AgentMetrics {
     const server = this.server;
     this.server = null;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  // Registers a per-workload gauge that reads its value from the held
+  // totals on each scrape.
+  private heldGauge(name: string, help: string, held: () => Map<string, HeldTotals>, value: (totals: HeldTotals) => number): void {
+    const gauge = new Gauge({
+      name,
+      help,
+      labelNames: ['workload'] as const,
+      registers: [this.registry],
+      collect() {
+        gauge.reset();
+        for (const [workload, totals] of held()) gauge.set({ workload }, value(totals));
+      },
+    });
   }
 }
