@@ -179,7 +179,7 @@ export class SignalDatapath extends HubbleFlowFollower implements DatapathPort {
     const atMs = this.monotonicTimeOf(flow, response, now);
     const service = serviceNameOf(flow);
     const signal: WakeSignal = { workload, flow: addresses, atMs, ...(service ? { service } : {}) };
-    this.log.debug({ workload, service: serviceNameOf(flow), node: flow.nodeName, client: `${addresses.source}:${addresses.sourcePort}` }, 'wake from a Hubble drop');
+    this.log.debug({ workload, service, node: flow.nodeName, client: `${addresses.source}:${addresses.sourcePort}` }, 'wake from a Hubble drop');
     for (const listener of this.listeners) {
       try {
         listener(signal);
