@@ -8,11 +8,9 @@
 
 import type { Logger } from 'pino';
 
-import type { HoldOutcome } from '../datapath/held-frames.js';
+import type { RejectReason } from '../datapath/held-frames.js';
 import type { AgentMetrics } from './metrics.js';
 import type { WorkloadKey } from './ports.js';
-
-type RejectReason = Extract<HoldOutcome, { result: 'rejected' }>['reason'];
 
 export interface HeldRejectionsOptions {
   log: Logger;

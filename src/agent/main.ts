@@ -17,7 +17,6 @@ import { SignalDatapath } from '../hubble/signal-wakes.js';
 import { LatestActivity } from './activity-sources.js';
 import { ObservedDatapath } from './observed-datapath.js';
 import { Datapath, type DatapathOptions } from '../datapath/datapath.js';
-import { decodeHeldRecord } from '../datapath/records.js';
 import { ChainedDatapath } from './chained/ports.js';
 import { CiliumBackendCheck } from './cilium/backend-check.js';
 import type { CiliumServiceSource } from './cilium/frontends.js';
@@ -124,10 +123,7 @@ async function main(): Promise<void> {
   // retransmitted by their clients; they are counted and logged here.
   const heldRejections = node instanceof SignalDatapath ? undefined : new HeldRejections({ log: componentLogger(root, 'datapath'), metrics, workloadOf: (id) => node.workloadOf(id) });
   const holding = node instanceof ChainedDatapath ? node.datapath : datapath;
-  holding?.on('held', (record, outcome) => {
-    if (outcome.result === 'rejected') heldRejections?.record(record.serviceId, outcome.reason, () => record.flow.source);
-  });
-  holding?.on('rejected', (serviceId, reason, data) => heldRejections?.record(serviceId, reason, () => decodeHeldRecord(data).flow.source));
+  holding?.on('rejected', (serviceId, reason, clientOf) => heldRejections?.record(serviceId, reason, clientOf));
 
   // Hubble flows are the activity source where zerohold's counters see no
   // warm traffic: in chained mode, where warm traffic never reaches it, and

@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import path from 'node:path';
 
 import { FrontendTable } from './frontends.js';
-import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, DEFAULT_HELD_LIMITS } from './held-frames.js';
+import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, type RejectReason, DEFAULT_HELD_LIMITS } from './held-frames.js';
 import { Hook } from './layout.js';
 import { loadNative, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer } from './native.js';
 import { attachPinnedTc, attachPinnedXdp, detachAttachment, linkPinPath, removeDefunctLinks, type Attachment } from './pinned-links.js';
@@ -56,11 +56,14 @@ export interface ReleaseResult {
 
 export interface DatapathEvents {
   wake: [WakeRecord];
-  held: [HeldRecord, HoldOutcome];
-  // A record that the held frame store rejected before decoding it, because
-  // the total or the service's bound was reached: service id, the bound,
-  // and the raw record, which decodeHeldRecord reads when needed.
-  rejected: [number, 'service-limit' | 'total-limit', Buffer];
+  // A frame the held frame store took: the first of a new flow, or a
+  // retransmission replacing the one held.
+  held: [HeldRecord, Exclude<HoldOutcome, { result: 'rejected' }>];
+  // A flow opener the held frame store rejected because a bound was
+  // reached: service id, the bound, and the client's address, which is
+  // decoded only when called, because a flood rejects most records before
+  // decoding them.
+  rejected: [number, RejectReason, () => string];
   // A record arrived for a service whose gate is already open and was
   // re-injected at once (it raced the release).
   'late-release': [ReleaseResult];
@@ -334,7 +337,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
         if (peek !== undefined && !late) {
           const reason = this.held.rejection(peek.serviceId, peek.key, peek.tcp);
           if (reason !== undefined) {
-            this.emit('rejected', peek.serviceId, reason, record.data);
+            const { data } = record;
+            this.emit('rejected', peek.serviceId, reason, () => decodeHeldRecord(data).flow.source);
             continue;
           }
         }
@@ -344,7 +348,9 @@ export class Datapath extends EventEmitter<DatapathEvents> {
           lateFlows.push({ record: held, firstTimestampNs: held.timestampNs, frames: 1 });
           continue;
         }
-        this.emit('held', held, this.held.add(held));
+        const outcome = this.held.add(held);
+        if (outcome.result === 'rejected') this.emit('rejected', held.serviceId, outcome.reason, () => held.flow.source);
+        else this.emit('held', held, outcome);
       } catch (err) {
         this.emit('record-error', err as Error);
       }

@@ -37,10 +37,11 @@ export interface HeldFlow {
   frames: number;
 }
 
-export type HoldOutcome =
-  | { result: 'held' }
-  | { result: 'replaced' }
-  | { result: 'rejected'; reason: 'service-limit' | 'source-limit' | 'total-limit' };
+// The bound that made the store reject a frame: the service's flows, the
+// client's flows within the service, or the flows of all services.
+export type RejectReason = 'service-limit' | 'source-limit' | 'total-limit';
+
+export type HoldOutcome = { result: 'held' } | { result: 'replaced' } | { result: 'rejected'; reason: RejectReason };
 
 export class HeldFrameStore {
   readonly limits: HeldLimits;
@@ -88,7 +89,7 @@ export class HeldFrameStore {
   // the service's bound when it is reached and the flow is not held yet. A
   // held TCP flow is never rejected here, because its newer SYN replaces
   // the held one. Undefined means add() decides, with the per-source bound.
-  rejection(serviceId: number, key: string, tcp: boolean): 'service-limit' | 'total-limit' | undefined {
+  rejection(serviceId: number, key: string, tcp: boolean): Exclude<RejectReason, 'source-limit'> | undefined {
     const flows = this.services.get(serviceId);
     if (tcp && flows?.has(key)) return undefined;
     return this.fullBound(serviceId, flows);
@@ -181,7 +182,7 @@ export class HeldFrameStore {
 
   // Returns the bound that a new flow of serviceId would exceed, the total
   // before the service's, or undefined when both have room.
-  private fullBound(serviceId: number, flows: Map<string, HeldFlow> | undefined): 'service-limit' | 'total-limit' | undefined {
+  private fullBound(serviceId: number, flows: Map<string, HeldFlow> | undefined): Exclude<RejectReason, 'source-limit'> | undefined {
     if (this.count >= this.limits.total) return 'total-limit';
     if ((flows?.size ?? 0) >= (this.serviceLimits.get(serviceId) ?? this.limits).perService) return 'service-limit';
     return undefined;

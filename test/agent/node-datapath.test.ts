@@ -116,8 +116,7 @@ test('node datapath applies held limits', async () => {
     const node = new NodeDatapath(dp, 0);
     const runner = new FrameRunner(dp);
     const rejected: string[] = [];
-    dp.on('held', (_record, outcome) => outcome.result === 'rejected' && rejected.push(outcome.reason));
-    dp.on('rejected', (_id, reason) => rejected.push(`${reason} before decoding`));
+    dp.on('rejected', (_id, reason, clientOf) => rejected.push(`${reason} from ${clientOf()}`));
     const synFrom = (source: string, port: number) => buildFrame({ src: source, dst: WEB.address, tcp: { srcPort: port, dstPort: 80, flags: TCP_SYN } });
 
     node.setFrontends('default/web', [WEB], true);
@@ -127,7 +126,7 @@ test('node datapath applies held limits', async () => {
     runner.run('xdp', synFrom('198.18.0.3', 1));
 
     assert.equal(node.heldFlows('default/web').length, 3);
-    assert.deepEqual(rejected, ['source-limit', 'service-limit before decoding']);
+    assert.deepEqual(rejected, ['source-limit from 198.18.0.1', 'service-limit from 198.18.0.3']);
     const totals = node.heldTotals().get('default/web');
     assert.equal(totals?.flows, 3);
     assert.equal(totals?.bytes, node.heldFlows('default/web').reduce((sum, flow) => sum + flow.record.frame.length, 0));
