@@ -26,6 +26,12 @@ export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ER
 // stays valid as long as its object lives.
 const encodedLines = new WeakMap<KubeObject, Map<string, string>>();
 
+// The object that a DELETED event carries when an update moves an object
+// out of a watch's selector: its previous content at the update's version.
+// Keyed by the updated object, so that every watch the update leaves gets
+// one shared object, and with it one encoded line.
+const leavingObjects = new WeakMap<KubeObject, KubeObject>();
+
 export interface WatchRequest {
   type: ResourceType;
   filter: ObjectFilter;
@@ -140,8 +146,7 @@ class WatchStream {
     } else if (matchesNow) {
       this.sendObject('ADDED', event.object);
     } else if (matchedBefore) {
-      const previous = { ...event.previous!, metadata: { ...event.previous!.metadata, resourceVersion: String(event.resourceVersion) } };
-      this.sendObject('DELETED', previous);
+      this.sendObject('DELETED', leavingObject(event));
     }
   }
 
@@ -204,6 +209,16 @@ function parseTimeout(value: string | null): number | undefined {
   const seconds = Number(value);
   if (!Number.isInteger(seconds) || seconds < 0) throw new ApiError(400, 'BadRequest', `invalid timeoutSeconds "${value}"`);
   return seconds;
+}
+
+function leavingObject(event: StoreEvent): KubeObject {
+  let object = leavingObjects.get(event.object);
+  if (object === undefined) {
+    const previous = event.previous!;
+    object = Object.freeze({ ...previous, metadata: Object.freeze({ ...previous.metadata, resourceVersion: String(event.resourceVersion) }) });
+    leavingObjects.set(event.object, object);
+  }
+  return object;
 }
 
 function encodeEvent(type: WatchEventType, object: unknown): string {

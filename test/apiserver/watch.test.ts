@@ -133,6 +133,8 @@ test('label selector transitions become ADDED and DELETED', async () => {
   await cleanNamespace();
   await core.createNamespacedService({ namespace: NS, body: serviceFixture('moving') });
   const recorder = await watch(PATH, { resourceVersion: String(server.store.revision), labelSelector: 'idle=true' });
+  // A second watch that the update leaves too shares its DELETED event.
+  const other = await watch(PATH, { resourceVersion: String(server.store.revision), labelSelector: 'idle' });
 
   const label = (value: string | null) =>
     core.patchNamespacedService({ name: 'moving', namespace: NS, body: { metadata: { labels: { idle: value } } } }, mergePatch);
@@ -148,7 +150,12 @@ test('label selector transitions become ADDED and DELETED', async () => {
   const deleted = recorder.events[2]!.object;
   assert.equal(deleted.metadata.labels.idle, 'true', 'DELETED carries the last matching content');
   assert.equal(deleted.metadata.resourceVersion, String(lastRevision));
+
+  await other.waitForCount(3);
+  assert.deepEqual(other.types(), ['ADDED', 'MODIFIED', 'DELETED']);
+  assert.deepEqual(other.events[2]!.object, deleted);
   recorder.stop();
+  other.stop();
 });
 
 test('field selector and /watch/ path select one object', async () => {
