@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 
-import { parseDuration } from './duration.js';
+import { formatDuration, parseDuration } from './duration.js';
 
 const duration = (fallback: string) =>
   z
@@ -211,25 +211,44 @@ function fieldPath(path: PropertyKey[]): string {
   return text;
 }
 
+// Problems that no single field shows: the interface list against the
+// mode, and settings that only work together.
+function crossFieldProblems(config: AgentConfig): string[] {
+  const problems: string[] = [];
+  if (config.mode === 'standalone' && config.interfaces.length === 0) {
+    problems.push('interfaces: missing, expected at least one interface to attach to in standalone mode');
+  }
+  if (config.mode === 'chained' && config.interfaces.length > 0) {
+    problems.push('interfaces: not used in chained mode, where the host datapath calls zerohold; remove the list');
+  }
+  if (config.mode === 'signal' && config.interfaces.length > 0) {
+    problems.push('interfaces: not used in signal mode, where Hubble drop events wake workloads; remove the list');
+  }
+
+  const tls = config.hubble.relay?.tls;
+  if (tls && (tls.cert === undefined) !== (tls.key === undefined)) {
+    problems.push('hubble.relay.tls: cert and key go together, set both for a client certificate or neither');
+  }
+
+  // A leader must step down before its Lease can pass to another agent,
+  // and must get more than one attempt to renew before it does.
+  const { leaseDuration, renewDeadline, retryPeriod } = config.leaderElection;
+  if (renewDeadline >= leaseDuration) {
+    problems.push(`leaderElection.renewDeadline: expected less than leaderElection.leaseDuration (got ${formatDuration(renewDeadline)} and ${formatDuration(leaseDuration)})`);
+  }
+  if (retryPeriod <= 0 || retryPeriod >= renewDeadline) {
+    problems.push(`leaderElection.retryPeriod: expected above 0 and less than leaderElection.renewDeadline (got ${formatDuration(retryPeriod)} and ${formatDuration(renewDeadline)})`);
+  }
+  return problems;
+}
+
 // Validates an already parsed document and fills in defaults.
 export function validateConfig(document: unknown, source = 'configuration'): AgentConfig {
   const result = agentConfigSchema.safeParse(document ?? {});
   if (result.success) {
-    const config = result.data;
-    if (config.mode === 'standalone' && config.interfaces.length === 0) {
-      throw new ConfigError(source, ['interfaces: missing, expected at least one interface to attach to in standalone mode']);
-    }
-    if (config.mode === 'chained' && config.interfaces.length > 0) {
-      throw new ConfigError(source, ['interfaces: not used in chained mode, where the host datapath calls zerohold; remove the list']);
-    }
-    if (config.mode === 'signal' && config.interfaces.length > 0) {
-      throw new ConfigError(source, ['interfaces: not used in signal mode, where Hubble drop events wake workloads; remove the list']);
-    }
-    const tls = config.hubble.relay?.tls;
-    if (tls && (tls.cert === undefined) !== (tls.key === undefined)) {
-      throw new ConfigError(source, ['hubble.relay.tls: cert and key go together, set both for a client certificate or neither']);
-    }
-    return config;
+    const problems = crossFieldProblems(result.data);
+    if (problems.length > 0) throw new ConfigError(source, problems);
+    return result.data;
   }
 
   const problems = result.error.issues.flatMap((issue) => {

@@ -129,6 +129,19 @@ test('config names chained problems', () => {
   assert.match(problems.find((p) => p.startsWith('cilium.apiSocket'))!, /got "cilium.sock"/);
 });
 
+test('config orders leader election times', () => {
+  const problems = problemsOf(`${MINIMAL}leaderElection: { leaseDuration: 10s, renewDeadline: 15s, retryPeriod: 20s }\n`);
+
+  assert.equal(problems.length, 2, problems.join('\n'));
+  assert.equal(problems[0], 'leaderElection.renewDeadline: expected less than leaderElection.leaseDuration (got 15s and 10s)');
+  assert.equal(problems[1], 'leaderElection.retryPeriod: expected above 0 and less than leaderElection.renewDeadline (got 20s and 15s)');
+});
+
+test('config rejects zero retry period', () => {
+  const [problem] = problemsOf(`${MINIMAL}leaderElection: { retryPeriod: 0s }\n`);
+  assert.match(problem!, /^leaderElection.retryPeriod: expected above 0 .*got 0ms and 10s/);
+});
+
 test('config rejects broken YAML', () => {
   const [problem] = problemsOf('interfaces: [\n');
   assert.match(problem!, /^not valid YAML/);
