@@ -7,6 +7,7 @@
 import type { Datapath } from '../datapath/datapath.js';
 import { encodeFrontendKey, frontendToString, type Frontend } from '../datapath/frontends.js';
 import type { HeldFlow } from '../datapath/held-frames.js';
+import type { ServiceCounters } from '../datapath/services.js';
 import { heldTotalsByWorkload, serviceLimits } from './held-totals.js';
 import type { ActivitySource, DatapathPort, HeldFlowLimits, HeldTotals, ReleaseOutcome, WakeSignal, WorkloadKey } from './ports.js';
 
@@ -137,6 +138,11 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     });
   }
 
+  // The datapath's counters of each workload, for the metrics.
+  datapathCounters(): Map<WorkloadKey, ServiceCounters> {
+    return new Map([...this.ids].map(([workload, id]) => [workload, this.datapath.services.readCounters(id)]));
+  }
+
   // The standalone activity source: the last warm packet of the workload,
   // from the per-CPU counters, as CLOCK_MONOTONIC milliseconds. The
   // datapath stamps it with the coarse clock, so it lags by up to a tick.
@@ -155,6 +161,9 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
       if (id > this.datapath.services.maxServiceId) {
         throw new RangeError(`no free service id for workload ${workload}: all ${this.datapath.services.maxServiceId} are in use, raise bpf.maxServices`);
       }
+      // The id may have served a workload removed earlier. Its counters,
+      // the time of the last warm packet among them, are not this one's.
+      this.datapath.services.resetCounters(id);
     }
     this.ids.set(workload, id);
     this.workloads.set(id, workload);

@@ -91,6 +91,29 @@ test('node datapath reports warm activity', async () => {
   }
 });
 
+test('node datapath resets a reused id', async () => {
+  const dp = await Datapath.open({ maxServices: 16 });
+  try {
+    const node = new NodeDatapath(dp, 0);
+    const runner = new FrameRunner(dp);
+    node.setFrontends('default/db', [DB], false);
+    runner.run('xdp', syn(DB));
+    const id = node.serviceIdOf('default/db');
+    assert.ok(node.lastActivity('default/db') !== undefined, 'activity recorded');
+    assert.equal(node.datapathCounters().get('default/db')?.warm_packets, 1n);
+
+    node.removeWorkload('default/db');
+    node.setFrontends('default/web', [WEB], false);
+
+    assert.equal(node.serviceIdOf('default/web'), id, 'the free id is reused');
+    assert.equal(node.lastActivity('default/web'), undefined, 'the removed workload left no activity behind');
+    assert.equal(node.datapathCounters().get('default/web')?.warm_packets, 0n);
+    assert.deepEqual([...node.datapathCounters().keys()], ['default/web']);
+  } finally {
+    await dp.close();
+  }
+});
+
 test('node datapath drop mode discards held', async () => {
   const dp = await Datapath.open({ maxServices: 16 });
   try {
