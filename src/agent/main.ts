@@ -24,6 +24,7 @@ import { openCiliumServiceSource } from './cilium/open-service-source.js';
 import { CiliumServiceIds } from './cilium/service-ids.js';
 import { ConfigError, loadConfig, type AgentConfig } from './config.js';
 import { Controller } from './controller.js';
+import { DatapathDrops } from './datapath-drops.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
 import { EventRecorder } from './events.js';
 import { HeldRejections } from './held-rejections.js';
@@ -117,13 +118,18 @@ async function main(): Promise<void> {
     datapath.start();
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
-  const metrics = new AgentMetrics(() => (node instanceof SignalDatapath ? new Map() : node.heldTotals()));
+  const metrics = new AgentMetrics(
+    node instanceof SignalDatapath ? { held: () => new Map() } : { held: () => node.heldTotals(), datapath: () => node.datapathCounters() },
+  );
 
   // Flow openers over a held flow bound are dropped by the datapath and
   // retransmitted by their clients; they are counted and logged here.
   const heldRejections = node instanceof SignalDatapath ? undefined : new HeldRejections({ log: componentLogger(root, 'datapath'), metrics, workloadOf: (id) => node.workloadOf(id) });
   const holding = node instanceof ChainedDatapath ? node.datapath : datapath;
   holding?.on('rejected', (serviceId, reason, clientOf) => heldRejections?.record(serviceId, reason, clientOf));
+  // Flow openers that the datapath dropped before they reached the agent
+  // are in its counters, logged from there.
+  const datapathDrops = node instanceof SignalDatapath ? undefined : new DatapathDrops({ log: componentLogger(root, 'datapath'), counters: () => node.datapathCounters() });
 
   // Hubble flows are the activity source where zerohold's counters see no
   // warm traffic: in chained mode, where warm traffic never reaches it, and
@@ -194,6 +200,7 @@ async function main(): Promise<void> {
   // The controller installed every workload, so ids that no workload
   // claims can leave zh_chain_svcs before the programs go in.
   if (node instanceof ChainedDatapath) node.start();
+  datapathDrops?.start();
 
   // Hubble follows the Services of the tracked workloads, which change as
   // the controller reconciles.
@@ -229,6 +236,7 @@ async function main(): Promise<void> {
     await backendCheck?.stop();
     await metrics.close();
     heldRejections?.close();
+    datapathDrops?.stop();
     // Detaches the programs or empties the host's slots; the pinned maps
     // stay for the next start.
     if (node instanceof ChainedDatapath) await node.close();

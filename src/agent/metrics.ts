@@ -1,14 +1,33 @@
 // Prometheus metrics of the agent, served by prom-client on their own
 // registry and port. Nothing here is updated per packet: the datapath's
-// per-packet counts stay in BPF maps, and the held-flow gauges are read from
-// the store when Prometheus scrapes.
+// per-packet counts stay in BPF maps and are read, like the held-flow
+// gauges, when Prometheus scrapes.
 
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-import type { HeldTotals } from './ports.js';
+import type { ServiceStatField } from '../datapath/layout.js';
+import type { ServiceCounters } from '../datapath/services.js';
+import type { HeldTotals, WorkloadKey } from './ports.js';
+
+export interface MetricSources {
+  // Workload to the flows held now and the bytes of their frames.
+  held: () => Map<WorkloadKey, HeldTotals>;
+  // Workload to its datapath counters; none in signal mode.
+  datapath?: () => Map<WorkloadKey, ServiceCounters>;
+}
+
+// The outcomes of a workload's flow openers that met a closed gate, each
+// with the datapath counter that records it.
+const FLOW_OPENER_OUTCOMES: [string, ServiceStatField][] = [
+  ['held', 'held_frames'],
+  ['ring-full', 'ringbuf_full'],
+  ['too-large', 'too_large'],
+  ['fragment', 'fragments'],
+  ['drop-mode', 'dropped_only'],
+];
 
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -59,11 +78,31 @@ export class AgentMetrics {
 
   private server: Server | null = null;
 
-  // held is read on each scrape: workload to the flows held now and the
-  // bytes of their frames.
-  constructor(held: () => Map<string, HeldTotals>) {
+  // The sources are read on each scrape.
+  constructor(sources: MetricSources) {
+    const { held, datapath } = sources;
     this.heldGauge('zerohold_held_flows', 'Flows held on this node now, waiting for their workload.', held, (totals) => totals.flows);
     this.heldGauge('zerohold_held_bytes', 'Bytes of the frames held on this node now, the packet data that the held flow limits bound.', held, (totals) => totals.bytes);
+    if (datapath) {
+      this.datapathCounter(
+        'zerohold_datapath_flow_openers_total',
+        'Flow openers (TCP SYNs, UDP datagrams) that the datapath met with the gate closed, by outcome: held, or dropped unheld because the held ring was full (ring-full), the frame was over 3,408 bytes (too-large), it was a first fragment (fragment) or release.heldPackets is drop (drop-mode).',
+        ['outcome'],
+        datapath,
+        (counters) => FLOW_OPENER_OUTCOMES.map(([outcome, field]) => [{ outcome }, counters[field]]),
+      );
+      this.datapathCounter(
+        'zerohold_datapath_wake_signals_total',
+        'Wake signals from the datapath to the agent, by result: sent, or lost because the wake ring was full.',
+        ['result'],
+        datapath,
+        (counters) => [
+          [{ result: 'sent' }, counters.wake_events],
+          [{ result: 'lost' }, counters.wake_lost],
+        ],
+      );
+      this.datapathCounter('zerohold_datapath_warm_packets_total', 'Packets that the datapath passed to a workload with its gate open.', [], datapath, (counters) => [[{}, counters.warm_packets]]);
+    }
     collectDefaultMetrics({ register: this.registry, prefix: 'zerohold_agent_' });
   }
 
@@ -90,6 +129,31 @@ export class AgentMetrics {
     const server = this.server;
     this.server = null;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  // Registers a per-workload counter whose values are read from the
+  // datapath's BPF counters on each scrape. They only grow while a
+  // workload keeps its service id, and a new workload starts from zero,
+  // which Prometheus reads as a counter reset.
+  private datapathCounter<L extends string>(
+    name: string,
+    help: string,
+    labelNames: L[],
+    datapath: () => Map<WorkloadKey, ServiceCounters>,
+    values: (counters: ServiceCounters) => [Partial<Record<L, string>>, bigint][],
+  ): void {
+    const counter = new Counter({
+      name,
+      help,
+      labelNames: ['workload', ...labelNames],
+      registers: [this.registry],
+      collect() {
+        counter.reset();
+        for (const [workload, counters] of datapath()) {
+          for (const [labels, value] of values(counters)) counter.inc({ workload, ...labels } as Partial<Record<L | 'workload', string>>, Number(value));
+        }
+      },
+    });
   }
 
   // Registers a per-workload gauge that reads its value from the held

@@ -1,10 +1,13 @@
 // The datapath of one node: the loaded BPF object, its attachments, the
 // ring buffer consumer and the frames held in user space.
 //
-// Release ordering is the invariant that matters here. A service's gate
-// (its state word) opens before any of its held frames is re-injected:
-// generic XDP runs the attached program again on a re-injected frame, and
-// with the gate still closed the frame would be held a second time.
+// Release ordering is the invariant that matters here. A frame that
+// arrived on a generic XDP interface is re-injected only after its
+// service's gate (its state word) has opened: generic XDP runs the
+// attached program again on a re-injected frame, and with the gate still
+// closed the frame would be held a second time. Native XDP and tc do not
+// hold a re-injected frame again, so releaseEarly() may send their frames
+// while the gate stays closed.
 
 import { EventEmitter } from 'node:events';
 import path from 'node:path';

@@ -124,6 +124,17 @@ export class ServiceTable {
   }
 }
 
+// The counters of two services together, as for a workload with several.
+// warm_last_seen_ns takes the later time.
+export function addCounters(a: ServiceCounters, b: ServiceCounters): ServiceCounters {
+  const sum = { ...a };
+  for (const field of SERVICE_STAT_FIELDS) {
+    if (field !== 'warm_last_seen_ns') sum[field] = a[field] + b[field];
+    else if (b[field] > a[field]) sum[field] = b[field];
+  }
+  return sum;
+}
+
 // Per-CPU values come one per possible CPU, each rounded up to 8 bytes.
 export function sumPerCpu(perCpu: Buffer, valueSize: number): ServiceCounters {
   const stride = (valueSize + 7) & ~7;

@@ -26,7 +26,7 @@ let kc: KubeConfig;
 let controller: Controller;
 let readiness: EndpointReadiness;
 const datapath = new FakeDatapath();
-const metrics = new AgentMetrics(() => new Map());
+const metrics = new AgentMetrics({ held: () => new Map() });
 const log = pino({ level: 'silent' });
 
 before(async () => {

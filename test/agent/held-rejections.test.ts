@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Writable } from 'node:stream';
-
-import { pino } from 'pino';
 
 import { HeldRejections } from '../../src/agent/held-rejections.js';
 import { AgentMetrics } from '../../src/agent/metrics.js';
+import { captureLog } from '../hubble/log-capture.js';
 import { TCP_SYN } from '../lib/packets.js';
 import { heldRecord } from '../lib/records.js';
 
@@ -13,20 +11,9 @@ function syn(source: string, srcPort: number, serviceId = 1) {
   return heldRecord({ src: source, dst: '198.19.0.10', tcp: { srcPort, dstPort: 80, flags: TCP_SYN, seq: 1 } }, serviceId, 1000n);
 }
 
-function capture() {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { log: pino({ level: 'warn' }, stream), lines };
-}
-
 test('rejections are counted and summarized', async () => {
-  const metrics = new AgentMetrics(() => new Map());
-  const { log, lines } = capture();
+  const metrics = new AgentMetrics({ held: () => new Map() });
+  const { logger: log, records: lines } = captureLog('warn');
   const rejections = new HeldRejections({ log, metrics, workloadOf: (id) => (id === 1 ? 'shop/web' : undefined), intervalMs: 100 });
 
   for (let port = 1; port <= 1000; port++) rejections.record(1, 'source-limit', () => syn('198.18.0.9', port).flow.source);
@@ -51,8 +38,8 @@ test('rejections are counted and summarized', async () => {
 });
 
 test('close logs pending rejections', async () => {
-  const metrics = new AgentMetrics(() => new Map());
-  const { log, lines } = capture();
+  const metrics = new AgentMetrics({ held: () => new Map() });
+  const { logger: log, records: lines } = captureLog('warn');
   const rejections = new HeldRejections({ log, metrics, workloadOf: () => 'shop/web', intervalMs: 60_000 });
 
   rejections.record(1, 'service-limit', () => '198.18.0.9');

@@ -2,13 +2,16 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import { AgentMetrics } from '../../src/agent/metrics.js';
+import { SERVICE_STAT_FIELDS } from '../../src/datapath/layout.js';
+import type { ServiceCounters } from '../../src/datapath/services.js';
 
 const held = new Map<string, { flows: number; bytes: number }>();
+const datapath = new Map<string, ServiceCounters>();
 let metrics: AgentMetrics;
 let url: string;
 
 before(async () => {
-  metrics = new AgentMetrics(() => held);
+  metrics = new AgentMetrics({ held: () => held, datapath: () => datapath });
   url = `http://127.0.0.1:${await metrics.listen('127.0.0.1', 0)}`;
 });
 
@@ -48,6 +51,38 @@ test('held gauges are read at scrape', async () => {
   const empty = await scrape();
   assert.doesNotMatch(empty, /^zerohold_held_flows\{/m);
   assert.doesNotMatch(empty, /^zerohold_held_bytes\{/m);
+});
+
+test('datapath counters are read at scrape', async () => {
+  const counters = Object.fromEntries(SERVICE_STAT_FIELDS.map((field) => [field, 0n])) as ServiceCounters;
+  datapath.set('shop/web', { ...counters, held_frames: 12n, ringbuf_full: 3n, too_large: 1n, fragments: 2n, wake_events: 4n, wake_lost: 5n, warm_packets: 9_000_000_000n });
+
+  const body = await scrape();
+
+  assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="held"\} 12$/m);
+  assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="ring-full"\} 3$/m);
+  assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="too-large"\} 1$/m);
+  assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="fragment"\} 2$/m);
+  assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="drop-mode"\} 0$/m);
+  assert.match(body, /^zerohold_datapath_wake_signals_total\{workload="shop\/web",result="sent"\} 4$/m);
+  assert.match(body, /^zerohold_datapath_wake_signals_total\{workload="shop\/web",result="lost"\} 5$/m);
+  assert.match(body, /^zerohold_datapath_warm_packets_total\{workload="shop\/web"\} 9000000000$/m);
+
+  // A workload that is gone leaves no series behind.
+  datapath.clear();
+  assert.doesNotMatch(await scrape(), /^zerohold_datapath_\w+\{/m);
+});
+
+test('signal mode has no datapath counters', async () => {
+  const signal = new AgentMetrics({ held: () => new Map() });
+  const port = await signal.listen('127.0.0.1', 0);
+  try {
+    const body = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.doesNotMatch(body, /zerohold_datapath_/);
+    assert.match(body, /^# TYPE zerohold_held_flows gauge$/m);
+  } finally {
+    await signal.close();
+  }
 });
 
 test('other paths are not found', async () => {

@@ -5,6 +5,7 @@ import { after, test } from 'node:test';
 import { NodeDatapath } from '../../src/agent/node-datapath.js';
 import { Datapath } from '../../src/datapath/datapath.js';
 import type { Frontend } from '../../src/datapath/frontends.js';
+import { MAX_FRAME } from '../../src/datapath/layout.js';
 import { FrameRunner } from '../lib/harness.js';
 import { buildFrame, TCP_SYN } from '../lib/packets.js';
 
@@ -109,6 +110,27 @@ test('node datapath resets a reused id', async () => {
     assert.equal(node.lastActivity('default/web'), undefined, 'the removed workload left no activity behind');
     assert.equal(node.datapathCounters().get('default/web')?.warm_packets, 0n);
     assert.deepEqual([...node.datapathCounters().keys()], ['default/web']);
+  } finally {
+    await dp.close();
+  }
+});
+
+test('node datapath counts unheld drops', async () => {
+  const dp = await Datapath.open({ maxServices: 16 });
+  try {
+    const node = new NodeDatapath(dp, 0);
+    const runner = new FrameRunner(dp);
+    const DNS: Frontend = { address: '198.19.0.53', protocol: 'udp', port: 53 };
+    node.setFrontends('default/dns', [DNS], true);
+
+    // One byte over the largest frame that can be re-injected.
+    const large = buildFrame({ src: '198.18.0.1', dst: DNS.address, udp: { srcPort: 40000, dstPort: 53 }, payload: Buffer.alloc(MAX_FRAME - 41) });
+    assert.equal(runner.run('xdp', large).verdict, 'drop');
+    assert.equal(node.heldFlows('default/dns').length, 0, 'not held');
+
+    const counters = node.datapathCounters().get('default/dns');
+    assert.equal(counters?.too_large, 1n);
+    assert.equal(counters?.held_frames, 0n);
   } finally {
     await dp.close();
   }

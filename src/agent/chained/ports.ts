@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import { Datapath, type DatapathOptions } from '../../datapath/datapath.js';
 import type { Frontend } from '../../datapath/frontends.js';
 import type { HeldFlow } from '../../datapath/held-frames.js';
+import { addCounters, type ServiceCounters } from '../../datapath/services.js';
 import { heldTotalsByWorkload, serviceLimits } from '../held-totals.js';
 import type { ActivitySource, DatapathPort, HeldFlowLimits, HeldTotals, ReleaseOutcome, WakeSignal, WorkloadKey } from '../ports.js';
 import { ChainServiceList } from './chain-services.js';
@@ -168,6 +169,19 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
   // Flows and bytes held now per workload, for the metrics gauges.
   heldTotals(): Map<WorkloadKey, HeldTotals> {
     return heldTotalsByWorkload(this.datapath.held.list(), (id) => this.owners.get(id));
+  }
+
+  // The datapath's counters of each workload, summed over the ids of its
+  // Services, for the metrics. An id past zh_svc_stats has none.
+  datapathCounters(): Map<WorkloadKey, ServiceCounters> {
+    const counters = new Map<WorkloadKey, ServiceCounters>();
+    for (const [id, workload] of this.owners) {
+      if (id > this.datapath.services.maxServiceId) continue;
+      const own = this.datapath.services.readCounters(id);
+      const sum = counters.get(workload);
+      counters.set(workload, sum === undefined ? own : addCounters(sum, own));
+    }
+    return counters;
   }
 
   // The host's devices are not attached by zerohold, so their names are
