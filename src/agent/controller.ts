@@ -674,7 +674,11 @@ export class Controller {
 
   private forget(key: WorkloadKey): void {
     if (!this.workloads.delete(key)) return;
-    this.options.datapath.removeWorkload(key);
+    const dropped = this.options.datapath.removeWorkload(key);
     this.options.readiness.untrack(key);
+
+    if (dropped.length === 0) return;
+    this.options.metrics?.heldDropped.inc({ workload: key, reason: 'workload-removed' }, dropped.length);
+    this.options.log.warn({ workload: key, dropped: dropped.length }, 'dropped held flows of a workload that no longer opts in; the clients retransmit and reach the workload as it is');
   }
 }

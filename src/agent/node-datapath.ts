@@ -67,10 +67,13 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     this.datapath.held.setServiceLimits(this.requireId(workload), serviceLimits(this.datapath.held, limits));
   }
 
-  removeWorkload(workload: WorkloadKey): void {
+  removeWorkload(workload: WorkloadKey): HeldFlow[] {
     const id = this.ids.get(workload);
-    if (id === undefined) return;
+    if (id === undefined) return [];
 
+    // Taken before the id is freed, so that the next workload to get the
+    // id does not release them as its own.
+    const dropped = this.datapath.held.take(id);
     this.datapath.held.setServiceLimits(id, undefined);
     for (const f of this.installed.get(workload) ?? []) this.datapath.frontends.delete(f);
     this.datapath.configureService(id, { state: 'unmanaged', wakeIntervalMs: this.wakeIntervalMs });
@@ -78,6 +81,7 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     this.states.delete(workload);
     this.ids.delete(workload);
     this.workloads.delete(id);
+    return dropped;
   }
 
   closeGate(workload: WorkloadKey): void {

@@ -47,8 +47,12 @@ export class ObservedDatapath implements DatapathPort {
     this.inner.setHeldLimits(workload, limits);
   }
 
-  removeWorkload(workload: WorkloadKey): void {
-    this.inner.removeWorkload(workload);
+  removeWorkload(workload: WorkloadKey): HeldFlow[] {
+    // The Service name is looked up before the workload is gone.
+    const service = this.options.serviceOf(workload);
+    const dropped = this.inner.removeWorkload(workload);
+    for (const flow of dropped) this.report('expired', workload, flow, { service, cause: 'no longer opts in' });
+    return dropped;
   }
 
   closeGate(workload: WorkloadKey): void {
@@ -82,15 +86,18 @@ export class ObservedDatapath implements DatapathPort {
     this.inner.onWake(listener);
   }
 
-  private report(kind: 'held' | 'released' | 'expired', workload: WorkloadKey, held: HeldFlow): void {
+  // extra.service replaces the workload's Service name, for a workload
+  // that is gone; extra.cause says why an expired flow was dropped.
+  private report(kind: 'held' | 'released' | 'expired', workload: WorkloadKey, held: HeldFlow, extra: { service?: string | undefined; cause?: string } = {}): void {
     const now = this.now();
     const firstMs = Number(held.firstTimestampNs / 1_000_000n);
     const { record } = held;
-    const service = this.options.serviceOf(workload);
+    const service = 'service' in extra ? extra.service : this.options.serviceOf(workload);
     this.options.observer.record({
       kind,
       workload,
       ...(service === undefined ? {} : { service }),
+      ...(extra.cause === undefined ? {} : { cause: extra.cause }),
       flow: record.flow,
       atMs: kind === 'held' ? firstMs : now,
       interface: { index: record.ifindex, ...(this.inner.interfaceName(record.ifindex) === undefined ? {} : { name: this.inner.interfaceName(record.ifindex)! }) },

@@ -35,7 +35,9 @@ export interface DatapathPort {
   // Sets the bounds on the flows held for the workload, from its
   // heldFlowLimits. Call it after setFrontends.
   setHeldLimits(workload: WorkloadKey, limits: HeldFlowLimits): void;
-  removeWorkload(workload: WorkloadKey): void;
+  // Forgets the workload and returns the flows it still held, which
+  // nothing releases any more, for counting.
+  removeWorkload(workload: WorkloadKey): HeldFlow[];
   closeGate(workload: WorkloadKey): void;
   // Opens the gate, then re-injects the held frames of the workload.
   release(workload: WorkloadKey): Promise<ReleaseOutcome>;

@@ -41,6 +41,9 @@ export interface HeldFlowEvent {
   interface?: { index: number; name?: string };
   // For released and expired flows: how long the flow was held.
   heldForMs?: number;
+  // For an expired flow dropped for another reason than its wake timing
+  // out, such as "no longer opts in".
+  cause?: string;
 }
 
 // Cilium monitor message types (pkg/monitor/api/types.go).
@@ -64,7 +67,7 @@ function summaryOf(event: HeldFlowEvent): string {
     case 'released':
       return `zerohold released${held}: workload ${event.workload} has a ready backend`;
     case 'expired':
-      return `zerohold expired${held}: workload ${event.workload} had no ready backend in time`;
+      return `zerohold expired${held}: workload ${event.workload} ${event.cause ?? 'had no ready backend in time'}`;
   }
 }
 

@@ -97,11 +97,12 @@ export class SignalDatapath extends HubbleFlowFollower implements DatapathPort {
   // Stock Cilium drops the packets, so nothing is held here.
   setHeldLimits(_workload: WorkloadKey, _limits: HeldFlowLimits): void {}
 
-  removeWorkload(workload: WorkloadKey): void {
+  removeWorkload(workload: WorkloadKey): HeldFlow[] {
     this.frontends.delete(workload);
     this.serviceNames.delete(workload);
     this.lastWakeMs.delete(workload);
     this.update();
+    return [];
   }
 
   // Nothing to close: Cilium drops while the Service has no backend.

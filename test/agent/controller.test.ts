@@ -121,6 +121,19 @@ test('flow released only on Ready', async () => {
   assert.match(text, /^zerohold_release_overhead_seconds_count\{workload="shop\/web"\} 1$/m);
 });
 
+test('deleted ScaleToZero counts its held flows', async () => {
+  await createApp('gone', 0);
+  await scaleToZero('gone', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'gone' }, idleTimeout: '1h' });
+  await waitFor('frontends installed', () => (datapath.gateClosed.get('shop/gone') === true ? true : undefined));
+  datapath.held.set('shop/gone', 2);
+
+  await kc.makeApiClient(CustomObjectsApi).deleteNamespacedCustomObject({ group: 'zerohold.dev', version: 'v1alpha1', namespace: 'shop', plural: 'scaletozeros', name: 'gone' });
+  await waitFor('the workload removed', () => (datapath.frontends.has('shop/gone') ? undefined : true));
+
+  assert.equal(datapath.heldFlows('shop/gone').length, 0);
+  assert.match(await metrics.registry.metrics(), /^zerohold_held_flows_dropped_total\{workload="shop\/gone",reason="workload-removed"\} 2$/m);
+});
+
 test('held flow limits reach the datapath', async () => {
   await createApp('limited', 0);
   await scaleToZero('limited', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'limited' }, idleTimeout: '1h', heldFlowLimits: { perService: 64, perClient: 4 } });

@@ -115,6 +115,28 @@ test('node datapath resets a reused id', async () => {
   }
 });
 
+test('node datapath removal returns held flows', async () => {
+  const dp = await Datapath.open({ maxServices: 16 });
+  try {
+    const node = new NodeDatapath(dp, 0);
+    const runner = new FrameRunner(dp);
+    node.setFrontends('default/web', [WEB], true);
+    assert.equal(runner.run('xdp', syn(WEB)).verdict, 'drop');
+    const id = node.serviceIdOf('default/web');
+
+    const dropped = node.removeWorkload('default/web');
+
+    assert.deepEqual(dropped.map((flow) => flow.record.flow.destination), [WEB.address]);
+    assert.equal(dp.held.list().length, 0, 'nothing left in the store');
+    node.setFrontends('default/db', [DB], true);
+    assert.equal(node.serviceIdOf('default/db'), id);
+    assert.deepEqual(node.heldFlows('default/db'), [], 'the next workload on the id holds nothing of the old one');
+    assert.deepEqual(node.removeWorkload('default/unknown'), []);
+  } finally {
+    await dp.close();
+  }
+});
+
 test('node datapath counts unheld drops', async () => {
   const dp = await Datapath.open({ maxServices: 16 });
   try {

@@ -114,15 +114,16 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     for (const id of entry.ids) this.datapath.held.setServiceLimits(id, serviceLimits(this.datapath.held, limits));
   }
 
-  removeWorkload(workload: WorkloadKey): void {
+  removeWorkload(workload: WorkloadKey): HeldFlow[] {
     const entry = this.workloads.get(workload);
-    if (entry === undefined) return;
+    if (entry === undefined) return [];
 
     // NOTE: a connection opened while the workload was cold goes through
     // the host's per-packet LB only while its id is listed (Cilium with
     // socket-LB), so such a connection breaks here.
-    for (const id of entry.ids) this.unclaim(id);
+    const dropped = [...entry.ids].flatMap((id) => this.unclaim(id));
     this.workloads.delete(workload);
+    return dropped;
   }
 
   closeGate(workload: WorkloadKey): void {
@@ -249,8 +250,11 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     if (state === 'warm') {
       for (const id of [...entry.ids]) {
         if (current.has(id)) continue;
-        this.unclaim(id);
+        const dropped = this.unclaim(id);
         entry.ids.delete(id);
+        // The gate is open, so the workload has released its flows, and
+        // these are stragglers; their clients retransmit.
+        if (dropped.length > 0) this.options.log.warn({ workload, serviceId: id, dropped: dropped.length }, 'dropped held flows of a service id that left its workload');
       }
     }
   }
@@ -294,15 +298,13 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     this.options.log.error({ workload, serviceId: id }, `service id not managed: ${reason}`);
   }
 
-  private unclaim(id: number): void {
+  // Returns the flows the id still held: no workload releases them now.
+  private unclaim(id: number): HeldFlow[] {
     this.list.delete(id);
     this.datapath.configureService(id, { state: 'unmanaged', wakeIntervalMs: this.options.wakeIntervalMs });
     this.owners.delete(id);
     this.datapath.held.setServiceLimits(id, undefined);
-
-    // No workload releases these frames any more; the clients retransmit.
-    const dropped = this.datapath.held.take(id);
-    if (dropped.length > 0) this.options.log.warn({ serviceId: id, dropped: dropped.length }, 'dropped held flows of a service id that left its workload');
+    return this.datapath.held.take(id);
   }
 
   private pruneUnclaimed(): number[] {

@@ -11,8 +11,8 @@ export class FakeDatapath implements DatapathPort {
   readonly heldLimits = new Map<WorkloadKey, HeldFlowLimits>();
   readonly releases: WorkloadKey[] = [];
   readonly earlyReleases: { workload: WorkloadKey; frontends: Frontend[] }[] = [];
-  // Flows a test pretends the node holds, per workload; a release or an
-  // expiry clears them, as in the real datapath.
+  // Flows a test pretends the node holds, per workload; a release, an
+  // expiry or the workload's removal clears them, as in the real datapath.
   readonly held = new Map<WorkloadKey, number>();
   private readonly listeners: ((signal: WakeSignal) => void)[] = [];
 
@@ -25,10 +25,13 @@ export class FakeDatapath implements DatapathPort {
     this.heldLimits.set(workload, limits);
   }
 
-  removeWorkload(workload: WorkloadKey): void {
+  removeWorkload(workload: WorkloadKey): HeldFlow[] {
     this.frontends.delete(workload);
     this.gateClosed.delete(workload);
     this.heldLimits.delete(workload);
+    const dropped = this.heldFlows(workload);
+    this.held.delete(workload);
+    return dropped;
   }
 
   closeGate(workload: WorkloadKey): void {
