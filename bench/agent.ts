@@ -164,6 +164,7 @@ async function measureReactions(): Promise<ReactionResult> {
       return real.scaleUp(namespace, target, replicas, known);
     },
     scaleTo: (namespace, target, replicas) => real.scaleTo(namespace, target, replicas),
+    readScale: (namespace, target) => real.readScale(namespace, target),
   };
 
   const datapath = new TimedDatapath();

@@ -34,6 +34,7 @@ import type { NodeReports } from './node-reports.js';
 import { initialPhase, nextPhase, type PhaseAction, type PhaseEvent, type PhaseState } from './phase.js';
 import { type Frontend, frontendToString } from '../datapath/frontends.js';
 import type { ActivitySource, BackendCheck, DatapathPort, ScalePort, TargetRef, WorkloadKey } from './ports.js';
+import { ScaleTargets, scaleTargetKey } from './scale-targets.js';
 import { resolveFrontends } from './service-frontends.js';
 import { readStatus, readyCondition, SCALE_TO_ZERO, setCondition, StatusWriter, type Condition, type WorkloadStatus } from './workload-status.js';
 import {
@@ -85,6 +86,9 @@ export interface ControllerOptions {
   // How long the leader waits for every live node to close its gate
   // before it calls a scale-down off.
   scaleDownTimeoutMs?: number;
+  // How often the scale of a target that is not a Deployment or a
+  // StatefulSet is read. Defaults to 15 s.
+  scaleReadIntervalMs?: number;
   // CLOCK_MONOTONIC milliseconds, the clock of held frame timestamps.
   now?: () => number;
 }
@@ -130,6 +134,33 @@ function targetKey(namespace: string, kind: string, name: string): string {
   return `${kind}|${namespace}/${name}`;
 }
 
+// The controller's view of a workload's target: its replica count and the
+// labels its pods carry, as far as they are known.
+interface TargetView {
+  replicas: number;
+  podLabels: Record<string, string> | undefined;
+}
+
+// Deployments and StatefulSets come from the agent's informers; other
+// kinds from their /scale subresource.
+function informerKind(target: TargetRef): boolean {
+  return target.apiVersion === 'apps/v1' && (target.kind === 'Deployment' || target.kind === 'StatefulSet');
+}
+
+// The labels that an equality-based selector such as "app=web,tier=front"
+// requires, which every pod of the target carries. undefined for a
+// selector with set-based terms, from which no labels follow.
+function labelsOfSelector(selector: string | undefined): Record<string, string> | undefined {
+  if (!selector) return undefined;
+  const labels: Record<string, string> = {};
+  for (const term of selector.split(',')) {
+    const match = /^\s*([^\s=!]+)\s*==?\s*([^\s=!]*)\s*$/.exec(term);
+    if (!match) return undefined;
+    labels[match[1]!] = match[2]!;
+  }
+  return labels;
+}
+
 type AnyInformer = Informer<KubernetesObject>;
 
 function groupByNamespace<T extends KubernetesObject>(objects: Iterable<T>): Map<string, T[]> {
@@ -163,6 +194,7 @@ export class Controller {
   private readonly custom: CustomObjectsApi;
   private readonly status: StatusWriter;
   private readonly autoscalers: Autoscalers;
+  private readonly scaleTargets: ScaleTargets;
   private readonly now: () => number;
   private timer: NodeJS.Timeout | null = null;
   private lastReportMs = -Infinity;
@@ -177,6 +209,7 @@ export class Controller {
     this.custom = options.kc.makeApiClient(CustomObjectsApi);
     this.status = new StatusWriter(options.kc);
     this.autoscalers = new Autoscalers(options.kc, options.log);
+    this.scaleTargets = new ScaleTargets({ scaler: options.scaler, log: options.log, onChange: () => this.scheduleReconcile(), ...(options.scaleReadIntervalMs ? { intervalMs: options.scaleReadIntervalMs } : {}) });
     this.now = options.now ?? monotonicMs;
   }
 
@@ -208,12 +241,14 @@ export class Controller {
     // returns, so the node keeps flow openers from then on.
     this.started = true;
     this.reconcileAll();
+    this.scaleTargets.start();
     this.timer = setInterval(() => this.tick(), this.options.tickMs ?? 1000);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    this.scaleTargets.stop();
     for (const informer of this.informers) await informer.stop();
     await this.autoscalers.stop();
   }
@@ -276,13 +311,24 @@ export class Controller {
 
     const seen = new Set<WorkloadKey>();
     const claimed = new Set<string>();
+    const polled = new Set<string>();
     for (const object of this.objects.values()) {
       const key = `${object.metadata?.namespace}/${object.metadata?.name}`;
       seen.add(key);
       const spec = this.validate(key, object, 'ScaleToZero', () => workloadFromScaleToZero(object));
       if (!spec) continue;
-      for (const name of this.reconcile(key, spec, object, services)) claimed.add(`${spec.namespace}/${name}`);
+      if (!informerKind(spec.target)) polled.add(scaleTargetKey(spec.namespace, spec.target));
+
+      // A target not read yet is neither held nor scaled.
+      const target = this.targetView(spec);
+      if (target === undefined) continue;
+      if ('problem' in target) {
+        this.reportInvalid(key, object, spec.source, [target.problem]);
+        continue;
+      }
+      for (const name of this.reconcile(key, spec, object, services, target)) claimed.add(`${spec.namespace}/${name}`);
     }
+    this.scaleTargets.retain(polled);
 
     for (const service of this.services.values()) {
       if (service.metadata?.annotations?.[IDLE_TIMEOUT_ANNOTATION] === undefined) continue;
@@ -293,7 +339,8 @@ export class Controller {
       seen.add(key);
       const target = this.annotationTarget(service, targets.get(namespace) ?? []);
       const spec = this.validate(key, service, 'annotation', () => workloadFromAnnotation(service, target));
-      if (spec) this.reconcile(key, spec, service, services);
+      const view = spec && this.targetView(spec);
+      if (spec && view && !('problem' in view)) this.reconcile(key, spec, service, services, view);
     }
 
     for (const key of this.workloads.keys()) {
@@ -322,15 +369,43 @@ export class Controller {
     return { apiVersion: 'apps/v1', kind: target!.kind!, name: target!.metadata!.name! };
   }
 
-  // Installs one valid workload and returns the names of its Services.
-  private reconcile(key: WorkloadKey, spec: WorkloadSpec, object: KubernetesObject, byNamespace: Map<string, V1Service[]>): string[] {
-    const target = this.targets.get(targetKey(spec.namespace, spec.target.kind, spec.target.name));
-    const services = this.servicesOf(spec, target, byNamespace);
+  // The target's replica count and pod labels, a problem that makes the
+  // workload invalid, or undefined while its scale has not been read.
+  private targetView(spec: WorkloadSpec): TargetView | { problem: string } | undefined {
+    const { namespace, target } = spec;
+    if (informerKind(target)) {
+      const object = this.targets.get(targetKey(namespace, target.kind, target.name));
+      if (!object) return { problem: `spec.targetRef: ${target.kind} ${namespace}/${target.name} not found` };
+      return { replicas: object.spec?.replicas ?? 0, podLabels: object.spec?.template?.metadata?.labels };
+    }
+
+    const reading = this.scaleTargets.get(namespace, target);
+    if (reading === undefined || 'problem' in reading) return reading;
+    return { replicas: reading.scale.replicas, podLabels: labelsOfSelector(reading.scale.selector) };
+  }
+
+  // Installs one valid workload and returns the names of its Services. A
+  // workload that no Service can reach is reported as invalid instead,
+  // because nothing could wake it once it is at zero.
+  private reconcile(key: WorkloadKey, spec: WorkloadSpec, object: KubernetesObject, byNamespace: Map<string, V1Service[]>, target: TargetView): string[] {
+    const services = this.servicesOf(spec, target.podLabels, byNamespace);
+    const skipped: string[] = [];
     const frontends = services.flatMap((name) => {
       const service = this.services.get(`${spec.namespace}/${name}`);
-      return service ? resolveFrontends(service, this.options.nodeAddresses).frontends : [];
+      if (!service) {
+        skipped.push(`Service ${spec.namespace}/${name} not found`);
+        return [];
+      }
+      const resolved = resolveFrontends(service, this.options.nodeAddresses);
+      skipped.push(...resolved.skipped.map((reason) => `Service ${spec.namespace}/${name}: ${reason}`));
+      return resolved.frontends;
     });
-    const replicas = target?.spec?.replicas ?? 0;
+    if (frontends.length === 0) {
+      const why = services.length === 0 ? [`no Service in ${spec.namespace} selects the pods of ${spec.target.kind} ${spec.target.name}; name the Services in spec.services`] : skipped;
+      this.reportInvalid(key, object, spec.source, [`nothing could wake the workload, because no Service of it has a frontend: ${why.join('; ')}`]);
+      return [];
+    }
+    const { replicas } = target;
     // Before the initial phase, which depends on the Ready count.
     this.options.readiness.track(key, spec.namespace, services);
 
@@ -374,10 +449,9 @@ export class Controller {
     }
   }
 
-  private servicesOf(spec: WorkloadSpec, target: V1Deployment | V1StatefulSet | undefined, byNamespace: Map<string, V1Service[]>): string[] {
+  private servicesOf(spec: WorkloadSpec, podLabels: Record<string, string> | undefined, byNamespace: Map<string, V1Service[]>): string[] {
     if (spec.services) return spec.services;
-    const labels = target?.spec?.template?.metadata?.labels;
-    return (byNamespace.get(spec.namespace) ?? []).filter((s) => selectorMatches(s.spec?.selector, labels)).map((s) => s.metadata!.name!);
+    return (byNamespace.get(spec.namespace) ?? []).filter((s) => selectorMatches(s.spec?.selector, podLabels)).map((s) => s.metadata!.name!);
   }
 
   private observe(key: WorkloadKey): void {
@@ -602,12 +676,17 @@ export class Controller {
             if (statusOf(workload).phase === 'ScalingDown') await this.patchStatus(workload, { phase: 'Waking', scaleDownId: null });
             const target = this.targets.get(`${workload.spec.target.kind}|${workload.spec.namespace}/${workload.spec.target.name}`);
             const known = target?.metadata?.resourceVersion ? { replicas: target.spec?.replicas ?? 0, resourceVersion: target.metadata.resourceVersion } : undefined;
-            if (await scaler.scaleUp(workload.spec.namespace, workload.spec.target, action.replicas, known)) {
+            const changed = await scaler.scaleUp(workload.spec.namespace, workload.spec.target, action.replicas, known);
+            // A polled target reports the new count before its pods are
+            // Ready, so the Warm phase never meets the old count of 0.
+            this.scaleTargets.refresh(workload.spec.namespace, workload.spec.target);
+            if (changed) {
               metrics?.wakes.inc({ workload: key });
               await this.patchStatus(workload, { phase: 'Waking', lastWakeTime: new Date().toISOString() });
             }
           } else if (this.options.isLeader()) {
             await scaler.scaleTo(workload.spec.namespace, workload.spec.target, action.replicas);
+            this.scaleTargets.refresh(workload.spec.namespace, workload.spec.target);
             await this.patchStatus(workload, { phase: 'Cold', scaleDownId: null });
             metrics?.scaleDowns.inc({ workload: key });
           }

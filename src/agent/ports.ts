@@ -113,4 +113,15 @@ export interface ScalePort {
   scaleUp(namespace: string, target: TargetRef, replicas: number, known?: KnownScale): Promise<boolean>;
   // Scales to exactly replicas, failing on a concurrent change.
   scaleTo(namespace: string, target: TargetRef, replicas: number): Promise<void>;
+  // Reads the target's Scale: its replica count and the label selector of
+  // its pods, or null when the target does not exist. Rejects with a
+  // message naming the target when it cannot be scaled at all, such as a
+  // kind the API server does not serve.
+  readScale(namespace: string, target: TargetRef): Promise<TargetScale | null>;
+}
+
+export interface TargetScale {
+  replicas: number;
+  // status.selector of the Scale, in label selector syntax ("app=web").
+  selector: string | undefined;
 }

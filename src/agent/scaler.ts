@@ -7,7 +7,7 @@
 
 import { ApiException, CustomObjectsApi, KubeConfig, KubernetesObjectApi, type V1Scale } from '@kubernetes/client-node';
 
-import type { KnownScale, ScalePort, TargetRef } from './ports.js';
+import type { KnownScale, ScalePort, TargetRef, TargetScale } from './ports.js';
 
 const MAX_CONFLICT_RETRIES = 5;
 
@@ -77,6 +77,17 @@ export class KubeScaler implements ScalePort {
       await this.writeReplicas(path, scale, replicas);
     } catch (err) {
       if (isConflict(err)) throw new ScaleConflictError(describe(namespace, target));
+      throw err;
+    }
+  }
+
+  async readScale(namespace: string, target: TargetRef): Promise<TargetScale | null> {
+    const path = await this.scalePath(namespace, target);
+    try {
+      const scale = (await this.objects.getNamespacedCustomObjectScale(path)) as V1Scale;
+      return { replicas: scale.spec?.replicas ?? 0, selector: scale.status?.selector };
+    } catch (err) {
+      if (err instanceof ApiException && err.code === 404) return null;
       throw err;
     }
   }

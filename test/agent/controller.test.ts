@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import { ApiextensionsV1Api, AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { pino } from 'pino';
 
 import { Controller } from '../../src/agent/controller.js';
@@ -177,6 +177,90 @@ test('invalid ScaleToZero is reported', async () => {
   await new Promise((resolve) => setTimeout(resolve, 200));
   assert.equal(datapath.frontends.has('shop/broken'), false);
   assert.equal(await replicasOf('broken'), 0);
+});
+
+const validOf = async (name: string) => readStatus('ScaleToZero', (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group: 'zerohold.dev', version: 'v1alpha1', namespace: 'shop', plural: 'scaletozeros', name })) as never).conditions?.find((c) => c.type === 'Valid');
+
+test('missing target is reported', async () => {
+  await scaleToZero('typo', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'typo' }, idleTimeout: '1h' });
+
+  await waitFor('the Valid=False condition', async () => ((await validOf('typo'))?.status === 'False' ? true : undefined));
+  assert.equal((await validOf('typo'))?.message, 'spec.targetRef: Deployment shop/typo not found');
+  assert.equal(datapath.frontends.has('shop/typo'), false, 'nothing held for a target that does not exist');
+
+  // Created later, the target makes the workload valid.
+  await createApp('typo', 1);
+  await waitFor('frontends installed', () => datapath.frontends.get('shop/typo'));
+  await waitFor('the Valid=True condition', async () => ((await validOf('typo'))?.status === 'True' ? true : undefined));
+});
+
+test('workload without a Service frontend is reported', async () => {
+  await apps().createNamespacedDeployment({ namespace: 'shop', body: deploymentFixture('headless', 0) });
+  await core().createNamespacedService({ namespace: 'shop', body: { ...serviceFixture('headless'), spec: { ...serviceFixture('headless').spec, clusterIP: 'None' } } });
+  await scaleToZero('headless', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'headless' }, idleTimeout: '1h' });
+
+  await waitFor('the Valid=False condition', async () => ((await validOf('headless'))?.status === 'False' ? true : undefined));
+  assert.match((await validOf('headless'))!.message!, /^nothing could wake the workload, because no Service of it has a frontend: Service shop\/headless: headless/);
+  assert.equal(datapath.frontends.has('shop/headless'), false);
+});
+
+test('scale subresource target is read', async () => {
+  const canaries = { group: 'example.com', version: 'v1', plural: 'canaries' };
+  await kc.makeApiClient(ApiextensionsV1Api).createCustomResourceDefinition({
+    body: {
+      apiVersion: 'apiextensions.k8s.io/v1',
+      kind: 'CustomResourceDefinition',
+      metadata: { name: 'canaries.example.com' },
+      spec: {
+        group: 'example.com',
+        scope: 'Namespaced',
+        names: { plural: 'canaries', singular: 'canary', kind: 'Canary' },
+        versions: [
+          {
+            name: 'v1',
+            served: true,
+            storage: true,
+            subresources: { status: {}, scale: { specReplicasPath: '.spec.replicas', statusReplicasPath: '.status.replicas', labelSelectorPath: '.status.selector' } },
+            schema: { openAPIV3Schema: { type: 'object', x_kubernetes_preserve_unknown_fields: true } },
+          },
+        ],
+      },
+    },
+  });
+  const custom = kc.makeApiClient(CustomObjectsApi);
+  await custom.createNamespacedCustomObject({ ...canaries, namespace: 'shop', body: { apiVersion: 'example.com/v1', kind: 'Canary', metadata: { name: 'canary' }, spec: { replicas: 2 } } });
+  await custom.patchNamespacedCustomObjectStatus(
+    { ...canaries, namespace: 'shop', name: 'canary', body: { status: { replicas: 2, selector: 'app=canary' } } },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+  await core().createNamespacedService({ namespace: 'shop', body: serviceFixture('canary') });
+  await createReadyEndpoint(kc, 'shop', 'canary', '198.18.5.7');
+  await scaleToZero('canary', { targetRef: { apiVersion: 'example.com/v1', kind: 'Canary', name: 'canary' }, idleTimeout: '1h' });
+
+  // Running with two replicas, the workload is warm: the gate stays open.
+  await waitFor('frontends installed', () => datapath.frontends.get('shop/canary'));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(controller.phaseOf('shop/canary')?.phase, 'Warm');
+  assert.equal(datapath.gateClosed.get('shop/canary'), false);
+
+  // One at zero wakes through its /scale subresource and stays warm.
+  await custom.createNamespacedCustomObject({ ...canaries, namespace: 'shop', body: { apiVersion: 'example.com/v1', kind: 'Canary', metadata: { name: 'sleepy' }, spec: { replicas: 0 } } });
+  await core().createNamespacedService({ namespace: 'shop', body: serviceFixture('sleepy') });
+  await scaleToZero('sleepy', { targetRef: { apiVersion: 'example.com/v1', kind: 'Canary', name: 'sleepy' }, idleTimeout: '1h', services: ['sleepy'] });
+  await waitFor('the gate closed', () => (datapath.gateClosed.get('shop/sleepy') === true ? true : undefined));
+  datapath.wake('shop/sleepy');
+  const replicasOfSleepy = async () => ((await custom.getNamespacedCustomObject({ ...canaries, namespace: 'shop', name: 'sleepy' })) as { spec: { replicas: number } }).spec.replicas;
+  await waitFor('the scale-up', async () => ((await replicasOfSleepy()) === 1 ? true : undefined));
+  await createReadyEndpoint(kc, 'shop', 'sleepy', '198.18.5.8');
+  await waitFor('the release', () => (datapath.releases.includes('shop/sleepy') ? true : undefined));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(controller.phaseOf('shop/sleepy')?.phase, 'Warm');
+  assert.equal(datapath.gateClosed.get('shop/sleepy'), false);
+
+  // A Canary that is not there makes the workload invalid.
+  await scaleToZero('no-canary', { targetRef: { apiVersion: 'example.com/v1', kind: 'Canary', name: 'missing' }, idleTimeout: '1h' });
+  await waitFor('the Valid=False condition', async () => ((await validOf('no-canary'))?.status === 'False' ? true : undefined));
+  assert.equal((await validOf('no-canary'))?.message, 'spec.targetRef: Canary shop/missing (example.com/v1) not found');
 });
 
 test('watch drop relists new objects', async () => {

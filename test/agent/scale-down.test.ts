@@ -66,6 +66,7 @@ async function startAgent(node: string, leader: boolean): Promise<Agent> {
       agent.gatesAtScaleDown = agents.filter((a) => !a.stopped).map((a) => a.datapath.gateClosed.get('shop/web') ?? false);
       return real.scaleTo(ns, target, replicas);
     },
+    readScale: (ns: string, target: TargetRef) => real.readScale(ns, target),
   };
   agent.controller = new Controller({
     kc: agentKc,
