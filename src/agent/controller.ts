@@ -33,7 +33,7 @@ import type { AgentMetrics } from './metrics.js';
 import type { NodeReports } from './node-reports.js';
 import { initialPhase, nextPhase, type PhaseAction, type PhaseEvent, type PhaseState } from './phase.js';
 import { type Frontend, frontendToString } from '../datapath/frontends.js';
-import type { ActivitySource, BackendCheck, DatapathPort, ScalePort, TargetRef, WorkloadKey } from './ports.js';
+import type { ActivitySource, BackendCheck, DatapathPort, ReleaseOutcome, ScalePort, TargetRef, WorkloadKey } from './ports.js';
 import { ScaleTargets, scaleTargetKey } from './scale-targets.js';
 import { resolveFrontends } from './service-frontends.js';
 import { readStatus, readyCondition, SCALE_TO_ZERO, setCondition, StatusWriter, type Condition, type WorkloadStatus } from './workload-status.js';
@@ -626,6 +626,7 @@ export class Controller {
             early.push(
               datapath.releaseEarly(key, frontends).then(
                 (result) => {
+                  this.countUnsent(key, result);
                   const counts = { released: result.released.length, failed: result.failed.length };
                   if (counts.released + counts.failed > 0) {
                     log.info({ workload: key, ...counts, frontends: frontends.map(frontendToString), releaseMs: this.now() - startedMs }, 'released held flows early');
@@ -646,6 +647,7 @@ export class Controller {
           } finally {
             workload.releasing = false;
           }
+          this.countUnsent(key, outcome);
           const released = (await Promise.all(early)).reduce((sum, part) => ({ released: sum.released + part.released, failed: sum.failed + part.failed }), { released: 0, failed: 0 });
           const now = this.now();
           const coldStartMs = before.wakeStartedMs === null ? null : now - before.wakeStartedMs;
@@ -720,6 +722,18 @@ export class Controller {
       metrics?.apiErrors.inc({ operation: action.type });
       log.error({ err, workload: key, action: action.type }, 'action failed');
     }
+  }
+
+  // Counts the held flows that a release did not send on, and logs the
+  // failures with the first error, which usually explains them all.
+  private countUnsent(key: WorkloadKey, outcome: ReleaseOutcome): void {
+    const { metrics, log } = this.options;
+    if (outcome.failed.length > 0) {
+      metrics?.heldDropped.inc({ workload: key, reason: 'reinject-failed' }, outcome.failed.length);
+      log.warn({ workload: key, failed: outcome.failed.length, error: outcome.failed[0]!.error }, 're-injecting held flows failed; their clients retransmit');
+    }
+    const discarded = outcome.discarded?.length ?? 0;
+    if (discarded > 0) metrics?.heldDropped.inc({ workload: key, reason: 'drop-mode' }, discarded);
   }
 
   // Records a Warning Event and a Valid=False condition, once per message.

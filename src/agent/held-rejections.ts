@@ -35,7 +35,8 @@ interface Pending {
   timer: NodeJS.Timeout | undefined;
 }
 
-const UNKNOWN_WORKLOAD = '(unknown)';
+// The workload label of a flow whose service id no workload has.
+export const UNKNOWN_WORKLOAD = '(unknown)';
 
 export class HeldRejections {
   private readonly intervalMs: number;

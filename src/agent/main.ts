@@ -13,6 +13,7 @@ import { ensureBpffs } from '../datapath/bpffs.js';
 import { HubbleActivity } from '../hubble/activity.js';
 import type { HubbleEndpoint } from '../hubble/endpoint.js';
 import { ObserverServer } from '../hubble/observer-server.js';
+import { RepeatLimiter } from '../hubble/repeat-limiter.js';
 import { SignalDatapath } from '../hubble/signal-wakes.js';
 import { LatestActivity } from './activity-sources.js';
 import { ObservedDatapath } from './observed-datapath.js';
@@ -27,7 +28,7 @@ import { Controller } from './controller.js';
 import { DatapathDrops } from './datapath-drops.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
 import { EventRecorder } from './events.js';
-import { HeldRejections } from './held-rejections.js';
+import { HeldRejections, UNKNOWN_WORKLOAD } from './held-rejections.js';
 import { KeepAliveKubeConfig } from './kube-config.js';
 import { KubeProxyNftables } from './kube-proxy-check.js';
 import { LeaderElector } from './leader.js';
@@ -127,6 +128,21 @@ async function main(): Promise<void> {
   const heldRejections = node instanceof SignalDatapath ? undefined : new HeldRejections({ log: componentLogger(root, 'datapath'), metrics, workloadOf: (id) => node.workloadOf(id) });
   const holding = node instanceof ChainedDatapath ? node.datapath : datapath;
   holding?.on('rejected', (serviceId, reason, clientOf) => heldRejections?.record(serviceId, reason, clientOf));
+  // A record that cannot be decoded is a flow opener lost; a late record
+  // raced a release and went out at once, or failed to.
+  const recordErrors = new RepeatLimiter(10_000);
+  const owner = node instanceof SignalDatapath ? undefined : node;
+  holding?.on('record-error', (err) => {
+    metrics.heldDropped.inc({ workload: UNKNOWN_WORKLOAD, reason: 'decode-error' });
+    const suppressed = recordErrors.record();
+    if (suppressed !== null) log.warn({ err, suppressed }, 'dropped a held record that could not be decoded; its client retransmits');
+  });
+  holding?.on('late-release', (result) => {
+    for (const { flow, error } of result.failed) {
+      metrics.heldDropped.inc({ workload: owner?.workloadOf(flow.record.serviceId) ?? UNKNOWN_WORKLOAD, reason: 'reinject-failed' });
+      log.warn({ serviceId: flow.record.serviceId, error }, 're-injecting a flow that arrived during its release failed; its client retransmits');
+    }
+  });
   // Flow openers that the datapath dropped before they reached the agent
   // are in its counters, logged from there.
   const datapathDrops = node instanceof SignalDatapath ? undefined : new DatapathDrops({ log: componentLogger(root, 'datapath'), counters: () => node.datapathCounters() });
@@ -237,6 +253,10 @@ async function main(): Promise<void> {
     await metrics.close();
     heldRejections?.close();
     datapathDrops?.stop();
+    // Flows read from the ring live in this process only; the clients of
+    // the ones still held retransmit to the next agent.
+    const held = owner?.heldTotals() ?? new Map();
+    if (held.size > 0) log.warn({ heldFlows: Object.fromEntries([...held].map(([workload, totals]) => [workload, totals.flows])) }, 'stopping with flows held; their clients retransmit');
     // Detaches the programs or empties the host's slots; the pinned maps
     // stay for the next start.
     if (node instanceof ChainedDatapath) await node.close();

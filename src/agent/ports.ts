@@ -25,6 +25,8 @@ export interface WakeSignal {
 export interface ReleaseOutcome {
   released: HeldFlow[];
   failed: { flow: HeldFlow; error: string }[];
+  // Flows discarded instead of re-injected, with release.heldPackets drop.
+  discarded?: HeldFlow[];
 }
 
 // The node's datapath as the controller uses it.

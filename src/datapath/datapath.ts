@@ -55,6 +55,8 @@ export type AttachHook =
 export interface ReleaseResult {
   released: HeldFlow[];
   failed: { flow: HeldFlow; error: string }[];
+  // Flows discarded instead of re-injected, with release.heldPackets drop.
+  discarded?: HeldFlow[];
 }
 
 export interface DatapathEvents {
@@ -256,7 +258,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     this.drain();
 
     const flows = this.held.take(serviceId);
-    if (options.reinject === false) return { released: [], failed: [] };
+    if (options.reinject === false) return { released: [], failed: [], discarded: flows };
     return this.reinject(flows);
   }
 
@@ -271,7 +273,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     this.drain();
 
     const flows = this.held.takeMatching(serviceId, (flow) => this.reinjectionBypasses.has(flow.record.ifindex) && matches(flow));
-    if (options.reinject === false) return { released: [], failed: [] };
+    if (options.reinject === false) return { released: [], failed: [], discarded: flows };
     return this.reinject(flows);
   }
 
@@ -309,7 +311,14 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     }
     if (frames.length === 0) return result;
 
-    const outcome = await this.object.program('zh_xdp_reinject').runLive(frames, this.netns);
+    // The frames are out of the store now, so a call that fails as a whole
+    // fails each of them, and the caller counts them.
+    let outcome: { errors: { index: number; message: string }[] };
+    try {
+      outcome = await this.object.program('zh_xdp_reinject').runLive(frames, this.netns);
+    } catch (err) {
+      outcome = { errors: sent.map((_, index) => ({ index, message: (err as Error).message })) };
+    }
     const failedAt = new Map(outcome.errors.map((e) => [e.index, e.message]));
     sent.forEach((flow, i) => {
       const error = failedAt.get(i);
@@ -360,10 +369,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     }
 
     if (lateFlows.length > 0) {
-      this.reinject(lateFlows).then(
-        (result) => this.emit('late-release', result),
-        (err: Error) => this.emit('record-error', err),
-      );
+      // reinject() reports failures in its result and does not reject.
+      void this.reinject(lateFlows).then((result) => this.emit('late-release', result));
     }
   }
 }

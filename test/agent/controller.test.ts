@@ -134,6 +134,20 @@ test('deleted ScaleToZero counts its held flows', async () => {
   assert.match(await metrics.registry.metrics(), /^zerohold_held_flows_dropped_total\{workload="shop\/gone",reason="workload-removed"\} 2$/m);
 });
 
+test('failed re-injection is counted', async () => {
+  await createApp('flaky', 0);
+  await scaleToZero('flaky', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'flaky' }, idleTimeout: '1h' });
+  await waitFor('frontends installed', () => (datapath.gateClosed.get('shop/flaky') === true ? true : undefined));
+  datapath.held.set('shop/flaky', 3);
+  datapath.failing.add('shop/flaky');
+
+  datapath.wake('shop/flaky');
+  await createReadyEndpoint(kc, 'shop', 'flaky', '198.18.5.9');
+  await waitFor('the release', () => (datapath.releases.includes('shop/flaky') ? true : undefined));
+
+  await waitFor('the count', async () => (/^zerohold_held_flows_dropped_total\{workload="shop\/flaky",reason="reinject-failed"\} 3$/m.test(await metrics.registry.metrics()) ? true : undefined));
+});
+
 test('held flow limits reach the datapath', async () => {
   await createApp('limited', 0);
   await scaleToZero('limited', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'limited' }, idleTimeout: '1h', heldFlowLimits: { perService: 64, perClient: 4 } });

@@ -170,6 +170,7 @@ test('node datapath drop mode discards held', async () => {
     const outcome = await node.release('default/web');
     assert.equal(outcome.released.length, 0, 'nothing re-injected');
     assert.equal(outcome.failed.length, 0);
+    assert.equal(outcome.discarded?.length, 1, 'the discarded SYN is reported for counting');
     assert.equal(node.heldFlows('default/web').length, 0, 'the held SYN is gone');
     assert.equal(runner.run('xdp', syn(WEB)).verdict, 'pass', 'the retransmitted SYN passes');
   } finally {

@@ -145,6 +145,7 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
       const result = await this.datapath.release(id, { reinject: this.options.reinject ?? true });
       outcome.released.push(...result.released);
       outcome.failed.push(...result.failed);
+      if (result.discarded) (outcome.discarded ??= []).push(...result.discarded);
     }
 
     // Ids that the host stopped mapping to the workload while it was cold

@@ -14,6 +14,8 @@ export class FakeDatapath implements DatapathPort {
   // Flows a test pretends the node holds, per workload; a release, an
   // expiry or the workload's removal clears them, as in the real datapath.
   readonly held = new Map<WorkloadKey, number>();
+  // Workloads whose release fails to re-inject every held flow.
+  readonly failing = new Set<WorkloadKey>();
   private readonly listeners: ((signal: WakeSignal) => void)[] = [];
 
   setFrontends(workload: WorkloadKey, frontends: Frontend[], gateClosed: boolean): void {
@@ -41,9 +43,10 @@ export class FakeDatapath implements DatapathPort {
   async release(workload: WorkloadKey): Promise<ReleaseOutcome> {
     this.gateClosed.set(workload, false);
     this.releases.push(workload);
-    const released = this.heldFlows(workload);
+    const flows = this.heldFlows(workload);
     this.held.delete(workload);
-    return { released, failed: [] };
+    if (this.failing.has(workload)) return { released: [], failed: flows.map((flow) => ({ flow, error: 'ENODEV: no such device' })) };
+    return { released: flows, failed: [] };
   }
 
   async releaseEarly(workload: WorkloadKey, frontends: Frontend[]): Promise<ReleaseOutcome> {
