@@ -10,12 +10,30 @@ import { z } from 'zod';
 
 import { formatDuration, parseDuration } from './duration.js';
 
-const duration = (fallback: string) =>
+const DURATION_FORM = 'expected a Go duration with a unit, such as "30s", "5m" or "1h30m"';
+
+// Node.js fires a timer whose delay does not fit in an int32 after 1 ms,
+// with a TimeoutOverflowWarning. The bound applies to every duration, also
+// to those that never become a timer, so that all of them share one range.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+interface LowerBound {
+  accepts: (ms: number) => boolean;
+  message: string;
+}
+
+const ABOVE_ZERO: LowerBound = { accepts: (ms) => ms > 0, message: 'expected a duration above 0' };
+
+// A Go duration in milliseconds, at most MAX_TIMER_MS, and 0 or more
+// unless lowerBound sets another minimum.
+const duration = (fallback: string, lowerBound?: LowerBound) =>
   z
-    .string()
+    .string({ error: DURATION_FORM })
     .default(fallback)
-    .refine((text) => parseDuration(text) !== null, { message: 'expected a Go duration such as "30s", "5m" or "1h30m"' })
-    .transform((text) => parseDuration(text)!);
+    .refine((text) => parseDuration(text) !== null, { message: DURATION_FORM })
+    .transform((text) => parseDuration(text)!)
+    .refine((ms) => lowerBound?.accepts(ms) ?? true, { message: lowerBound?.message })
+    .refine((ms) => ms <= MAX_TIMER_MS, { message: 'expected at most 596h31m23.647s (2^31-1 ms), the longest delay of a Node.js timer' });
 
 const BINARY_SUFFIX: Record<string, number> = { '': 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 };
 
@@ -80,7 +98,8 @@ export const agentConfigSchema = z.strictObject({
       // held per service id, and per client address and service id.
       heldFlowsPerService: z.number().int().positive().default(4096),
       heldFlowsPerClient: z.number().int().positive().default(256),
-      // At most one wake event per Service in this interval.
+      // At most one wake event per Service in this interval. 0 signals
+      // every flow opener.
       wakeInterval: duration('1s'),
     })
     .prefault({}),
@@ -93,7 +112,7 @@ export const agentConfigSchema = z.strictObject({
       hostPinDir: z.string().startsWith('/sys/fs/bpf/').default('/sys/fs/bpf/tc/globals'),
       // How often the agent checks that its programs are still in the
       // host's prog arrays, and inserts them again after a host reload.
-      reinsertInterval: duration('1s').refine((ms) => ms > 0, { message: 'expected a duration above 0' }),
+      reinsertInterval: duration('1s', ABOVE_ZERO),
     })
     .prefault({}),
   // Sources of Cilium's Services in chained mode.
@@ -158,7 +177,7 @@ export const agentConfigSchema = z.strictObject({
       kubeProxy: z.enum(['nftables', 'none']).default('none'),
       // Maximum wait for that programming. After it the packets are
       // re-injected anyway, and the client retransmits if they miss.
-      timeout: duration('10s'),
+      timeout: duration('10s', ABOVE_ZERO),
       // 'reinject' sends the held packets on at release. 'drop' discards
       // them, so clients connect at their next retransmission: the
       // behaviour of earlier proxyless designs, kept for benchmarks.
@@ -167,8 +186,11 @@ export const agentConfigSchema = z.strictObject({
     .prefault({}),
   idle: z
     .strictObject({
-      // How often this node publishes its activity for the leader.
-      reportInterval: duration('10s'),
+      // How often this node publishes its activity for the leader. A node
+      // whose report is three intervals old counts as gone, so at 0 the
+      // leader would scale down without the other nodes' activity. Reports
+      // go out on the controller's 1 s tick, hence the minimum of 1s.
+      reportInterval: duration('10s', { accepts: (ms) => ms >= 1000, message: 'expected at least 1s, because a node whose report is three intervals old counts as gone' }),
     })
     .prefault({}),
   leaderElection: z

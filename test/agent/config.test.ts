@@ -142,6 +142,58 @@ test('config rejects zero retry period', () => {
   assert.match(problem!, /^leaderElection.retryPeriod: expected above 0 .*got 0ms and 10s/);
 });
 
+// The agent's duration fields.
+const DURATION_FIELDS = [
+  'limits.wakeInterval',
+  'chained.reinsertInterval',
+  'release.timeout',
+  'idle.reportInterval',
+  'leaderElection.leaseDuration',
+  'leaderElection.renewDeadline',
+  'leaderElection.retryPeriod',
+];
+
+test('config bounds every duration', () => {
+  for (const field of DURATION_FIELDS) {
+    const [section, key] = field.split('.');
+    const problems = problemsOf(`${MINIMAL}${section}: { ${key}: 596h31m23.648s }\n`);
+    assert.deepEqual(problems, [`${field}: expected at most 596h31m23.647s (2^31-1 ms), the longest delay of a Node.js timer (got "596h31m23.648s")`]);
+  }
+});
+
+test('config accepts longest timer delay', () => {
+  const config = parseConfig(`${MINIMAL}release: { timeout: 596h31m23.647s }\nleaderElection: { leaseDuration: 596h31m23.647s }\n`);
+  assert.equal(config.release.timeout, 2 ** 31 - 1);
+  assert.equal(config.leaderElection.leaseDuration, 2 ** 31 - 1);
+});
+
+test('config rejects 1000h release timeout', () => {
+  const problems = problemsOf(`${MINIMAL}release: { timeout: 1000h }\n`);
+  assert.deepEqual(problems, ['release.timeout: expected at most 596h31m23.647s (2^31-1 ms), the longest delay of a Node.js timer (got "1000h")']);
+});
+
+test('config rejects zero release timeout', () => {
+  const problems = problemsOf(`${MINIMAL}release: { timeout: 0s }\n`);
+  assert.deepEqual(problems, ['release.timeout: expected a duration above 0 (got "0s")']);
+});
+
+test('config needs 1s report interval', () => {
+  for (const value of ['0s', '999ms']) {
+    const problems = problemsOf(`${MINIMAL}idle: { reportInterval: ${value} }\n`);
+    assert.deepEqual(problems, [`idle.reportInterval: expected at least 1s, because a node whose report is three intervals old counts as gone (got "${value}")`]);
+  }
+  assert.equal(parseConfig(`${MINIMAL}idle: { reportInterval: 1s }\n`).idle.reportInterval, 1000);
+});
+
+test('config allows zero wake interval', () => {
+  assert.equal(parseConfig(`${MINIMAL}limits: { wakeInterval: 0s }\n`).limits.wakeInterval, 0);
+});
+
+test('config names number durations', () => {
+  const problems = problemsOf(`${MINIMAL}limits: { wakeInterval: 1 }\n`);
+  assert.deepEqual(problems, ['limits.wakeInterval: expected a Go duration with a unit, such as "30s", "5m" or "1h30m" (got 1)']);
+});
+
 test('config rejects broken YAML', () => {
   const [problem] = problemsOf('interfaces: [\n');
   assert.match(problem!, /^not valid YAML/);
