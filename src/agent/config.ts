@@ -36,11 +36,12 @@ const duration = (fallback: string, lowerBound?: LowerBound) =>
     .refine((ms) => ms <= MAX_TIMER_MS, { message: 'expected at most 596h31m23.647s (2^31-1 ms), the longest delay of a Node.js timer' });
 
 const BINARY_SUFFIX: Record<string, number> = { '': 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 };
+const BYTES_FORM = 'expected bytes as an integer or with Ki, Mi or Gi, such as "8Mi"';
 
 // Byte counts as a number or a Kubernetes binary quantity ("8Mi").
 const bytes = (fallback: number) =>
   z
-    .union([z.number().int().positive(), z.string().regex(/^\d+(Ki|Mi|Gi)?$/, 'expected bytes as an integer or with Ki, Mi or Gi, such as "8Mi"')])
+    .union([z.number({ error: BYTES_FORM }).int({ error: BYTES_FORM }), z.string({ error: BYTES_FORM }).regex(/^\d+(Ki|Mi|Gi)?$/, BYTES_FORM)], { error: BYTES_FORM })
     .default(fallback)
     .transform((value) => {
       if (typeof value === 'number') return value;
@@ -48,13 +49,34 @@ const bytes = (fallback: number) =>
       return Number(amount) * BINARY_SUFFIX[suffix ?? '']!;
     });
 
+// The size of a BPF ring buffer. The kernel needs a power of two of pages,
+// and libbpf rounds any other size up to one. 4096 is the smallest page
+// size, and 0 fails map creation. The largest is 2^31 because max_entries
+// has 32 bits, so a larger size has no power of two to round up to.
+const ringBytes = (fallback: number) =>
+  bytes(fallback)
+    .refine((n) => n >= 4096, { message: 'expected at least 4096 bytes, the smallest page size, such as "256Ki"' })
+    .refine((n) => n <= 2 ** 31, { message: "expected at most 2Gi, the largest power of two that fits a BPF map's 32-bit max_entries" });
+
+const MAP_ENTRIES_RANGE = "expected an integer from 1 to 4294967295, the range of a BPF map's max_entries";
+
+// The max_entries of a BPF map. The kernel rejects a size in this range
+// that it cannot allocate, and libbpf's error then names the map.
+const mapEntries = (fallback: number) =>
+  z
+    .number({ error: MAP_ENTRIES_RANGE })
+    .default(fallback)
+    .refine((n) => Number.isInteger(n) && n >= 1 && n <= 2 ** 32 - 1, { message: MAP_ENTRIES_RANGE });
+
+const POWER_OF_TWO_RANGE = "expected a power of two from 1 to 2147483648 (2^31), the largest that fits a BPF map's 32-bit max_entries";
+
+// Bitwise operators convert n to int32, so the range check comes first.
+// 2^31 becomes -2^31 there, which the test still reads as a power of two.
 const powerOfTwo = (fallback: number) =>
   z
-    .number()
-    .int()
-    .positive()
+    .number({ error: POWER_OF_TWO_RANGE })
     .default(fallback)
-    .refine((n) => (n & (n - 1)) === 0, { message: 'expected a power of two' });
+    .refine((n) => Number.isInteger(n) && n >= 1 && n <= 2 ** 31 && (n & (n - 1)) === 0, { message: POWER_OF_TWO_RANGE });
 
 const interfaceSchema = z.strictObject({
   name: z.string().min(1).max(15, 'expected an interface name of at most 15 characters'),
@@ -83,11 +105,11 @@ export const agentConfigSchema = z.strictObject({
     .strictObject({
       objectPath: z.string().min(1).optional(),
       pinDir: z.string().startsWith('/sys/fs/bpf/').default('/sys/fs/bpf/zerohold'),
-      maxServices: z.number().int().positive().default(8192),
-      maxFrontends: z.number().int().positive().default(65536),
+      maxServices: mapEntries(8192),
+      maxFrontends: mapEntries(65536),
       indexBuckets: powerOfTwo(65536),
-      heldRingBytes: bytes(8 << 20),
-      wakeRingBytes: bytes(256 << 10),
+      heldRingBytes: ringBytes(8 << 20),
+      wakeRingBytes: ringBytes(256 << 10),
     })
     .prefault({}),
   limits: z

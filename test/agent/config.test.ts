@@ -194,6 +194,45 @@ test('config names number durations', () => {
   assert.deepEqual(problems, ['limits.wakeInterval: expected a Go duration with a unit, such as "30s", "5m" or "1h30m" (got 1)']);
 });
 
+test('config bounds ring sizes', () => {
+  for (const field of ['heldRingBytes', 'wakeRingBytes']) {
+    for (const value of ['"0"', '0', '4095']) {
+      const problems = problemsOf(`${MINIMAL}bpf: { ${field}: ${value} }\n`);
+      assert.deepEqual(problems, [`bpf.${field}: expected at least 4096 bytes, the smallest page size, such as "256Ki" (got ${value})`]);
+    }
+    for (const value of ['"3Gi"', '2147483649']) {
+      const problems = problemsOf(`${MINIMAL}bpf: { ${field}: ${value} }\n`);
+      assert.deepEqual(problems, [`bpf.${field}: expected at most 2Gi, the largest power of two that fits a BPF map's 32-bit max_entries (got ${value})`]);
+    }
+  }
+});
+
+test('config accepts ring size limits', () => {
+  const config = parseConfig(`${MINIMAL}bpf: { heldRingBytes: 2Gi, wakeRingBytes: 4096 }\n`);
+  assert.equal(config.bpf.heldRingBytes, 2 ** 31);
+  assert.equal(config.bpf.wakeRingBytes, 4096);
+});
+
+test('config bounds map sizes', () => {
+  for (const field of ['maxServices', 'maxFrontends']) {
+    for (const value of ['0', '4294967296', '1000000000000']) {
+      const problems = problemsOf(`${MINIMAL}bpf: { ${field}: ${value} }\n`);
+      assert.deepEqual(problems, [`bpf.${field}: expected an integer from 1 to 4294967295, the range of a BPF map's max_entries (got ${value})`]);
+    }
+  }
+  for (const value of ['4294967296', '8589934592']) {
+    const problems = problemsOf(`${MINIMAL}bpf: { indexBuckets: ${value} }\n`);
+    assert.deepEqual(problems, [`bpf.indexBuckets: expected a power of two from 1 to 2147483648 (2^31), the largest that fits a BPF map's 32-bit max_entries (got ${value})`]);
+  }
+});
+
+test('config accepts map size limits', () => {
+  const config = parseConfig(`${MINIMAL}bpf: { maxServices: 4294967295, maxFrontends: 1, indexBuckets: 2147483648 }\n`);
+  assert.equal(config.bpf.maxServices, 4294967295);
+  assert.equal(config.bpf.maxFrontends, 1);
+  assert.equal(config.bpf.indexBuckets, 2 ** 31);
+});
+
 test('config rejects broken YAML', () => {
   const [problem] = problemsOf('interfaces: [\n');
   assert.match(problem!, /^not valid YAML/);
