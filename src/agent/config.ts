@@ -269,6 +269,14 @@ function crossFieldProblems(config: AgentConfig): string[] {
     problems.push('interfaces: not used in signal mode, where Hubble drop events wake workloads; remove the list');
   }
 
+  // The agent follows kube-proxy's nftables rules in standalone mode only.
+  if (config.mode === 'chained' && config.release.kubeProxy === 'nftables') {
+    problems.push('release.kubeProxy: "nftables" is not used in chained mode, where the agent checks Cilium\'s datapath for a backend instead; remove it or set it to none');
+  }
+  if (config.mode === 'signal' && config.release.kubeProxy === 'nftables') {
+    problems.push('release.kubeProxy: "nftables" is not used in signal mode, where nothing is held to release; remove it or set it to none');
+  }
+
   const tls = config.hubble.relay?.tls;
   if (tls && (tls.cert === undefined) !== (tls.key === undefined)) {
     problems.push('hubble.relay.tls: cert and key go together, set both for a client certificate or neither');

@@ -120,6 +120,22 @@ test('config rejects interfaces chained', () => {
   assert.match(problem!, /^interfaces: not used in chained mode/);
 });
 
+test('config rejects kube-proxy check chained', () => {
+  const problems = problemsOf('mode: chained\nrelease: { kubeProxy: nftables }\n');
+  assert.deepEqual(problems, [
+    'release.kubeProxy: "nftables" is not used in chained mode, where the agent checks Cilium\'s datapath for a backend instead; remove it or set it to none',
+  ]);
+});
+
+test('config rejects kube-proxy check signal', () => {
+  const problems = problemsOf('mode: signal\nrelease: { kubeProxy: nftables }\n');
+  assert.deepEqual(problems, ['release.kubeProxy: "nftables" is not used in signal mode, where nothing is held to release; remove it or set it to none']);
+});
+
+test('config accepts kube-proxy none chained', () => {
+  assert.equal(parseConfig('mode: chained\nrelease: { kubeProxy: none }\n').release.kubeProxy, 'none');
+});
+
 test('config names chained problems', () => {
   const problems = problemsOf('mode: chained\nchained: { hostPinDir: /tmp/globals, reinsertInterval: 0s }\ncilium: { apiSocket: cilium.sock }\n');
 
