@@ -64,9 +64,21 @@ const DEFAULTS = {
   heldFlowsPerClient: undefined,
 };
 
-function durationField(problems: string[], field: string, value: string | undefined, fallback?: number): number {
+interface DurationRule {
+  // The value in milliseconds when the field is unset. Without it the
+  // field is required.
+  fallback?: number;
+  // The example in the message that rejects 0. Unset: 0 is valid.
+  aboveZeroExample?: string;
+}
+
+// Parses a duration field into milliseconds. It records a problem, and
+// returns 0, when the value is missing without a fallback, is not a Go
+// duration, or is 0 where the rule needs more. These durations are compared
+// with elapsed times and never become timers, so they have no upper bound.
+function durationField(problems: string[], field: string, value: string | undefined, rule: DurationRule = {}): number {
   if (value === undefined) {
-    if (fallback !== undefined) return fallback;
+    if (rule.fallback !== undefined) return rule.fallback;
     problems.push(`${field} is missing, expected a duration such as "15m"`);
     return 0;
   }
@@ -74,6 +86,9 @@ function durationField(problems: string[], field: string, value: string | undefi
   if (ms === null) {
     problems.push(`${field} ${JSON.stringify(value)} is invalid, expected a Go duration such as "90s" or "15m"`);
     return 0;
+  }
+  if (ms === 0 && rule.aboveZeroExample !== undefined) {
+    problems.push(`${field} ${JSON.stringify(value)} is invalid, expected a duration above 0, such as "${rule.aboveZeroExample}"`);
   }
   return ms;
 }
@@ -110,17 +125,14 @@ export function workloadFromScaleToZero(object: ScaleToZero): WorkloadSpec {
     source: 'ScaleToZero',
     target: { apiVersion: ref.apiVersion ?? '', kind: ref.kind ?? '', name: ref.name ?? '' },
     services: spec.services?.length ? [...spec.services] : null,
-    idleTimeoutMs: durationField(problems, 'spec.idleTimeout', spec.idleTimeout),
-    minWarmMs: durationField(problems, 'spec.minWarmTime', spec.minWarmTime, DEFAULTS.minWarmMs),
+    idleTimeoutMs: durationField(problems, 'spec.idleTimeout', spec.idleTimeout, { aboveZeroExample: '15m' }),
+    minWarmMs: durationField(problems, 'spec.minWarmTime', spec.minWarmTime, { fallback: DEFAULTS.minWarmMs }),
     wakeReplicas: positiveInteger(problems, 'spec.wakeReplicas', spec.wakeReplicas, DEFAULTS.wakeReplicas),
-    wakeTimeoutMs: durationField(problems, 'spec.wakeTimeout', spec.wakeTimeout, DEFAULTS.wakeTimeoutMs),
+    // At 0 every wake would drop its held flows at once.
+    wakeTimeoutMs: durationField(problems, 'spec.wakeTimeout', spec.wakeTimeout, { fallback: DEFAULTS.wakeTimeoutMs, aboveZeroExample: '2m' }),
     heldFlowsPerService: positiveInteger(problems, 'spec.heldFlowLimits.perService', spec.heldFlowLimits?.perService, DEFAULTS.heldFlowsPerService),
     heldFlowsPerClient: positiveInteger(problems, 'spec.heldFlowLimits.perClient', spec.heldFlowLimits?.perClient, DEFAULTS.heldFlowsPerClient),
   };
-  if (workload.idleTimeoutMs === 0 && spec.idleTimeout !== undefined && problems.length === 0) {
-    problems.push('spec.idleTimeout must be longer than 0s');
-  }
-
   if (problems.length > 0) throw new InvalidWorkloadError(key, problems);
   return workload;
 }
@@ -135,7 +147,7 @@ export function workloadFromAnnotation(service: V1Service, target: TargetRef | n
   const namespace = service.metadata?.namespace ?? 'default';
   const key = annotationWorkloadKey(namespace, service.metadata?.name ?? '');
   const problems: string[] = [];
-  const idleTimeoutMs = durationField(problems, `annotation ${IDLE_TIMEOUT_ANNOTATION}`, value);
+  const idleTimeoutMs = durationField(problems, `annotation ${IDLE_TIMEOUT_ANNOTATION}`, value, { aboveZeroExample: '15m' });
   if (!target) {
     problems.push('no single Deployment or StatefulSet matches the Service selector, so there is no workload to scale; use a ScaleToZero with targetRef instead');
   }

@@ -66,7 +66,29 @@ test('ScaleToZero problems name fields', () => {
 
 test('ScaleToZero needs idle timeout', () => {
   assert.deepEqual(problemsOf(() => workloadFromScaleToZero(stz({ targetRef: TARGET }))), ['spec.idleTimeout is missing, expected a duration such as "15m"']);
-  assert.deepEqual(problemsOf(() => workloadFromScaleToZero(stz({ targetRef: TARGET, idleTimeout: '0s' }))), ['spec.idleTimeout must be longer than 0s']);
+  assert.deepEqual(problemsOf(() => workloadFromScaleToZero(stz({ targetRef: TARGET, idleTimeout: '0s' }))), [
+    'spec.idleTimeout "0s" is invalid, expected a duration above 0, such as "15m"',
+  ]);
+});
+
+test('ScaleToZero zero idle among problems', () => {
+  const problems = problemsOf(() => workloadFromScaleToZero(stz({ targetRef: { kind: 'Deployment' }, idleTimeout: '0ms' })));
+
+  assert.deepEqual(problems, [
+    'spec.targetRef.apiVersion is missing',
+    'spec.targetRef.name is missing',
+    'spec.idleTimeout "0ms" is invalid, expected a duration above 0, such as "15m"',
+  ]);
+});
+
+test('ScaleToZero rejects zero wake timeout', () => {
+  const problems = problemsOf(() => workloadFromScaleToZero(stz({ targetRef: TARGET, idleTimeout: '15m', wakeTimeout: '0s' })));
+  assert.deepEqual(problems, ['spec.wakeTimeout "0s" is invalid, expected a duration above 0, such as "2m"']);
+});
+
+test('ScaleToZero accepts zero warm time', () => {
+  const w = workloadFromScaleToZero(stz({ targetRef: TARGET, idleTimeout: '15m', minWarmTime: '0s' }));
+  assert.equal(w.minWarmMs, 0);
 });
 
 test('annotation shortcut maps to model', () => {
@@ -77,6 +99,12 @@ test('annotation shortcut maps to model', () => {
   assert.equal(w.source, 'annotation');
   assert.deepEqual(w.services, ['web']);
   assert.equal(w.idleTimeoutMs, 600_000);
+});
+
+test('annotation rejects zero idle timeout', () => {
+  const service = { metadata: { name: 'web', namespace: 'shop', annotations: { [IDLE_TIMEOUT_ANNOTATION]: '0s' } } };
+  const problems = problemsOf(() => workloadFromAnnotation(service, TARGET));
+  assert.deepEqual(problems, ['annotation zerohold.dev/idle-timeout "0s" is invalid, expected a duration above 0, such as "15m"']);
 });
 
 test('annotation absent means not opted in', () => {
