@@ -10,10 +10,12 @@ export type Component = 'activity' | 'agent' | 'api' | 'controller' | 'datapath'
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LEVELS)[number];
 
-export function parseLogLevel(value: string | undefined, fallback: LogLevel = 'info'): LogLevel {
+// Parses the value of the environment variable named by `variable`, and
+// returns fallback when it is unset or empty. The error names the variable.
+export function parseLogLevel(value: string | undefined, fallback: LogLevel = 'info', variable = 'ZEROHOLD_LOG_LEVEL'): LogLevel {
   if (value === undefined || value === '') return fallback;
   if ((LEVELS as readonly string[]).includes(value)) return value as LogLevel;
-  throw new RangeError(`invalid log level ${JSON.stringify(value)}: expected one of ${LEVELS.join(', ')}`);
+  throw new RangeError(`invalid ${variable} ${JSON.stringify(value)}: expected one of ${LEVELS.join(', ')}, or unset for ${fallback}`);
 }
 
 export function createLogger(level: LogLevel, nodeName: string, destination?: NodeJS.WritableStream): Logger {

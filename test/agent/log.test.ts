@@ -26,5 +26,13 @@ test('component logs carry fields', async () => {
 test('log level is validated', () => {
   assert.equal(parseLogLevel(undefined), 'info');
   assert.equal(parseLogLevel('debug'), 'debug');
-  assert.throws(() => parseLogLevel('verbose'), /invalid log level "verbose": expected one of fatal, error/);
+  assert.throws(() => parseLogLevel('verbose'), {
+    message: 'invalid ZEROHOLD_LOG_LEVEL "verbose": expected one of fatal, error, warn, info, debug, trace, silent, or unset for info',
+  });
+});
+
+test('log level names its variable', () => {
+  assert.throws(() => parseLogLevel('loud', 'warn', 'TEST_LOG_LEVEL'), {
+    message: 'invalid TEST_LOG_LEVEL "loud": expected one of fatal, error, warn, info, debug, trace, silent, or unset for warn',
+  });
 });
