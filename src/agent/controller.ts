@@ -33,7 +33,7 @@ import type { AgentMetrics } from './metrics.js';
 import type { NodeReports } from './node-reports.js';
 import { initialPhase, nextPhase, type PhaseAction, type PhaseEvent, type PhaseState } from './phase.js';
 import { type Frontend, frontendToString } from '../datapath/frontends.js';
-import type { ActivitySource, BackendCheck, DatapathPort, ReleaseOutcome, ScalePort, TargetRef, WorkloadKey } from './ports.js';
+import type { ActivitySource, BackendCheck, DatapathPort, ReleaseOutcome, ScalePort, TargetRef, WakeSignal, WorkloadKey } from './ports.js';
 import { ScaleTargets, scaleTargetKey } from './scale-targets.js';
 import { resolveFrontends } from './service-frontends.js';
 import { readStatus, readyCondition, SCALE_TO_ZERO, setCondition, StatusWriter, type Condition, type WorkloadStatus } from './workload-status.js';
@@ -181,6 +181,18 @@ function referenceTo(source: WorkloadSpec['source'], object: KubernetesObject) {
   return { apiVersion: 'v1', kind: 'Service', name: name!, namespace: namespace!, uid };
 }
 
+// The phase event of a flow opener, with the client and the frontend as
+// the Woken Event names them.
+function flowOpener(flow: WakeSignal['flow'], nowMs: number, service?: string): PhaseEvent {
+  const host = (address: string) => (address.includes(':') ? `[${address}]` : address);
+  return {
+    type: 'flow-opener',
+    nowMs,
+    client: `${host(flow.source)}:${flow.sourcePort}`,
+    frontend: `${flow.protocol}/${host(flow.destination)}:${flow.destinationPort}${service ? ` (Service ${service})` : ''}`,
+  };
+}
+
 function monotonicMs(): number {
   return Number(process.hrtime.bigint() / 1_000_000n);
 }
@@ -223,16 +235,7 @@ export class Controller {
     this.watch(makeInformer(kc, '/apis/apps/v1/deployments', () => apps.listDeploymentForAllNamespaces()), this.targets, 'Deployment');
     this.watch(makeInformer(kc, '/apis/apps/v1/statefulsets', () => apps.listStatefulSetForAllNamespaces()), this.targets, 'StatefulSet');
 
-    this.options.datapath.onWake((signal) => {
-      const { flow } = signal;
-      const host = (address: string) => (address.includes(':') ? `[${address}]` : address);
-      this.feed(signal.workload, {
-        type: 'flow-opener',
-        nowMs: this.now(),
-        client: `${host(flow.source)}:${flow.sourcePort}`,
-        frontend: `${flow.protocol}/${host(flow.destination)}:${flow.destinationPort}${signal.service ? ` (Service ${signal.service})` : ''}`,
-      });
-    });
+    this.options.datapath.onWake((signal) => this.feed(signal.workload, flowOpener(signal.flow, this.now(), signal.service)));
     this.options.readiness.onChange((key) => this.observe(key));
 
     for (const informer of this.informers) await informer.start();
@@ -467,6 +470,7 @@ export class Controller {
     let statusWrites = 0;
 
     for (const [key, workload] of this.workloads) {
+      this.wakeForHeld(key, workload, now);
       this.feed(key, { type: 'tick', nowMs: now });
       // Only a leader scales down, and never while an autoscaler keeps
       // the workload above zero for reasons other than traffic.
@@ -477,6 +481,20 @@ export class Controller {
         if (statusWrites < STATUS_WRITES_PER_TICK && this.syncStatus(key, workload)) statusWrites++;
       }
     }
+  }
+
+  // A flow held behind a closed gate while no wake runs lost its wake
+  // signal: the wake ring was full, or the signal was read before the
+  // controller listened. The held flow wakes the workload now, so that it
+  // is released or, after wakeTimeout, dropped and counted.
+  private wakeForHeld(key: WorkloadKey, workload: Workload, now: number): void {
+    const { phase, gateClosed } = workload.state;
+    if (!gateClosed || (phase !== 'Cold' && phase !== 'ScalingDown')) return;
+    const [held] = this.options.datapath.heldFlows(key);
+    if (held === undefined) return;
+
+    this.options.log.info({ workload: key }, 'a flow is held without a wake in progress, waking the workload');
+    this.feed(key, flowOpener(held.record.flow, now));
   }
 
   // Leader: writes status.heldFlows, summed over the live nodes, and the

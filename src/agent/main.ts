@@ -116,7 +116,6 @@ async function main(): Promise<void> {
       await datapath.attach(iface.name, iface.hook === 'xdp' ? { hook: 'xdp', mode: iface.xdpMode } : { hook: 'tc' });
       log.info({ interface: iface.name, hook: iface.hook }, 'attached');
     }
-    datapath.start();
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
   const metrics = new AgentMetrics(
@@ -216,6 +215,10 @@ async function main(): Promise<void> {
   // The controller installed every workload, so ids that no workload
   // claims can leave zh_chain_svcs before the programs go in.
   if (node instanceof ChainedDatapath) node.start();
+  // The ring is read from now on. Records that waited in it during the
+  // start, a restart's among them, find the controller listening and
+  // every workload's service id assigned.
+  datapath?.start();
   datapathDrops?.start();
 
   // Hubble follows the Services of the tracked workloads, which change as

@@ -134,6 +134,18 @@ test('deleted ScaleToZero counts its held flows', async () => {
   assert.match(await metrics.registry.metrics(), /^zerohold_held_flows_dropped_total\{workload="shop\/gone",reason="workload-removed"\} 2$/m);
 });
 
+test('held flow without a wake wakes', async () => {
+  await createApp('lost', 0);
+  await scaleToZero('lost', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'lost' }, idleTimeout: '1h' });
+  await waitFor('frontends installed', () => (datapath.gateClosed.get('shop/lost') === true ? true : undefined));
+
+  // Held, but its wake signal never arrives, as when the wake ring was full.
+  datapath.held.set('shop/lost', 1);
+
+  await waitFor('the scale-up', async () => ((await replicasOf('lost')) === 1 ? true : undefined));
+  assert.equal(controller.phaseOf('shop/lost')?.phase, 'Waking');
+});
+
 test('failed re-injection is counted', async () => {
   await createApp('flaky', 0);
   await scaleToZero('flaky', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'flaky' }, idleTimeout: '1h' });

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, DiscoveryV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 
 import { Controller } from '../../src/agent/controller.js';
@@ -134,13 +134,20 @@ test('scale-down waits for every node', async () => {
 
   assert.equal((await statusOf()).phase, 'Cold');
 
-  // Flows held on both nodes add up in status.heldFlows.
+  // Flows held on both nodes add up in status.heldFlows. Their wake
+  // scales the workload up again, and with the pods gone, as the
+  // EndpointSlice controller reports them, the flows stay held meanwhile.
+  await kc.makeApiClient(DiscoveryV1Api).deleteNamespacedEndpointSlice({ name: 'web-1', namespace: 'shop' });
   a.datapath.held.set('shop/web', 2);
   b.datapath.held.set('shop/web', 3);
+  a.datapath.wake('shop/web');
+  b.datapath.wake('shop/web');
   await waitFor('held flows summed over both nodes', async () => ((await statusOf()).heldFlows === 5 ? true : undefined), 5000);
   a.datapath.held.clear();
   b.datapath.held.clear();
   await waitFor('held flows back to zero', async () => ((await statusOf()).heldFlows === 0 ? true : undefined), 5000);
+  // The pod is Ready again, for the next test.
+  await createReadyEndpoint(kc, 'shop', 'web', '198.18.5.1');
 });
 
 test('follower takes over from lost leader', async () => {

@@ -5,6 +5,8 @@ import type { Frontend } from '../../../src/datapath/frontends.js';
 import type { HeldFlow } from '../../../src/datapath/held-frames.js';
 import type { DatapathPort, HeldFlowLimits, ReleaseOutcome, WakeSignal, WorkloadKey } from '../../../src/agent/ports.js';
 
+const PLACEHOLDER_FLOW = { protocol: 'tcp' as const, source: '198.18.0.1', sourcePort: 40000, destination: '198.19.0.10', destinationPort: 80 };
+
 export class FakeDatapath implements DatapathPort {
   readonly frontends = new Map<WorkloadKey, Frontend[]>();
   readonly gateClosed = new Map<WorkloadKey, boolean>();
@@ -60,10 +62,10 @@ export class FakeDatapath implements DatapathPort {
     return expired;
   }
 
-  // Placeholder flows: the controller only counts them.
+  // Placeholder flows: the controller counts them and reads their flow.
   heldFlows(workload?: WorkloadKey): HeldFlow[] {
     const count = workload === undefined ? [...this.held.values()].reduce((a, b) => a + b, 0) : (this.held.get(workload) ?? 0);
-    return Array.from({ length: count }, () => ({ frames: 1, firstTimestampNs: 0n }) as HeldFlow);
+    return Array.from({ length: count }, () => ({ frames: 1, firstTimestampNs: 0n, record: { flow: PLACEHOLDER_FLOW } }) as HeldFlow);
   }
 
   onWake(listener: (signal: WakeSignal) => void): void {
@@ -71,7 +73,6 @@ export class FakeDatapath implements DatapathPort {
   }
 
   wake(workload: WorkloadKey): void {
-    const flow = { protocol: 'tcp' as const, source: '198.18.0.1', sourcePort: 40000, destination: '198.19.0.10', destinationPort: 80 };
-    for (const listener of this.listeners) listener({ workload, flow, atMs: 0 });
+    for (const listener of this.listeners) listener({ workload, flow: PLACEHOLDER_FLOW, atMs: 0 });
   }
 }
