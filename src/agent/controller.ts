@@ -114,6 +114,8 @@ interface Workload {
   // release waits for the backend check.
   releasing: boolean;
   replicas: number;
+  // The replica count of the last observation fed to the phase.
+  observedReplicas: number;
   // The scale-down this node closed its gate for, from status.scaleDownId.
   appliedScaleDownId: string | null;
   // Leader only: the scale-down it announced and when.
@@ -422,6 +424,7 @@ export class Controller {
         state: initialPhase(replicas, this.options.readiness.readyCount(key), this.now(), readStatus(spec.source, object).phase),
         releasing: false,
         replicas,
+        observedReplicas: replicas,
         appliedScaleDownId: null,
         pendingScaleDown: null,
         lastActivityMs: this.now(),
@@ -460,7 +463,9 @@ export class Controller {
   private observe(key: WorkloadKey): void {
     const workload = this.workloads.get(key);
     if (!workload) return;
-    this.feed(key, { type: 'observed', replicas: workload.replicas, readyEndpoints: this.options.readiness.readyCount(key), nowMs: this.now() });
+    const replicasBefore = workload.observedReplicas;
+    workload.observedReplicas = workload.replicas;
+    this.feed(key, { type: 'observed', replicas: workload.replicas, replicasBefore, readyEndpoints: this.options.readiness.readyCount(key), nowMs: this.now() });
   }
 
   private tick(): void {

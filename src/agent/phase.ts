@@ -32,7 +32,8 @@ export interface PhaseSettings {
 
 export type PhaseEvent =
   // The workload's replica count and Ready endpoints as last observed.
-  | { type: 'observed'; replicas: number; readyEndpoints: number; nowMs: number }
+  // replicasBefore is the count of the previous observation.
+  | { type: 'observed'; replicas: number; readyEndpoints: number; nowMs: number; replicasBefore?: number }
   // The cluster-wide idle time, published by the leader.
   | { type: 'idle-check'; lastActivityMs: number; nowMs: number; leader: boolean }
   // The leader decided to scale down: every node closes its gate.
@@ -98,6 +99,11 @@ export function nextPhase(state: PhaseState, event: PhaseEvent, settings: PhaseS
     case 'observed':
       if (state.phase === 'Waking' && event.readyEndpoints > 0) {
         return to({ phase: 'Warm', gateClosed: false, warmSinceMs: event.nowMs, wakeStartedMs: null }, { type: 'release' });
+      }
+      if (state.phase === 'Waking' && event.replicas === 0 && (event.replicasBefore ?? 0) > 0) {
+        // The leader's scale to zero landed after this wake found the
+        // replicas still up and so wrote nothing: scale up again.
+        return to({}, { type: 'scale', replicas: settings.wakeReplicas, mode: 'at-least' });
       }
       if (state.phase === 'Cold' && event.replicas > 0 && event.readyEndpoints > 0) {
         // Scaled up by someone else (an HPA, a person): open the gate.
