@@ -22,3 +22,4 @@ fi
 npm ci
 npm run build
 npm test
+bash scripts/test-node-versions.sh
