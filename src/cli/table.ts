@@ -3,6 +3,7 @@
 // a missing value.
 
 export const NONE = '<none>';
+const INVALID = '<invalid>';
 
 const COLUMN_GAP = '   ';
 
@@ -27,7 +28,7 @@ export function renderTable(headers: string[], rows: string[][]): string {
 // one second below zero counts as clock skew and prints "0s".
 export function humanDuration(ms: number): string {
   const seconds = Math.trunc(ms / 1000);
-  if (Number.isNaN(seconds) || seconds < -1) return '<invalid>';
+  if (Number.isNaN(seconds) || seconds < -1) return INVALID;
   if (seconds < 0) return '0s';
   if (seconds < 120) return `${seconds}s`;
 
@@ -48,6 +49,13 @@ export function humanDuration(ms: number): string {
   return `${years}y`;
 }
 
+// Formats the time since an event as humanDuration does, followed by
+// "ago": "17s ago", "3h ago".
+export function formatAge(ms: number): string {
+  const duration = humanDuration(ms);
+  return duration === INVALID ? duration : `${duration} ago`;
+}
+
 function withRemainder(value: number, unit: string, remainder: number, remainderUnit: string): string {
   return remainder === 0 ? `${value}${unit}` : `${value}${unit}${remainder}${remainderUnit}`;
 }
@@ -55,7 +63,7 @@ function withRemainder(value: number, unit: string, remainder: number, remainder
 // Formats a short measured duration, such as a cold start, more precisely
 // than humanDuration: "250ms" below one second, "4.2s" below one minute.
 export function formatSeconds(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return '<invalid>';
+  if (!Number.isFinite(seconds) || seconds < 0) return INVALID;
 
   // Rounding first, so that 0.9996 prints as "1.0s" and not "1000ms".
   const ms = Math.round(seconds * 1000);

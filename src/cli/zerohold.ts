@@ -9,7 +9,7 @@ import { request } from 'node:http';
 import { parseArgs } from 'node:util';
 
 import type { HeldFlowSummary, WorkloadSummary } from '../agent/local-api.js';
-import { formatEndpoint, formatSeconds, humanDuration, NONE, renderTable } from './table.js';
+import { formatAge, formatEndpoint, formatSeconds, NONE, renderTable } from './table.js';
 
 const DEFAULT_SOCKET = '/run/zerohold/agent.sock';
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -180,7 +180,7 @@ function renderWorkloads(response: WorkloadsResponse, nowMs: number): string {
       w.phase,
       String(w.heldFlows),
       w.lastColdStartSeconds === null ? NONE : formatSeconds(w.lastColdStartSeconds),
-      w.lastWakeTime === null ? NONE : humanDuration(nowMs - Date.parse(w.lastWakeTime)),
+      w.lastWakeTime === null ? NONE : formatAge(nowMs - Date.parse(w.lastWakeTime)),
     ]);
   return renderTable(['WORKLOAD', 'SERVICES', 'PHASE', 'HELD', 'LAST COLD START', 'LAST WAKE'], rows);
 }

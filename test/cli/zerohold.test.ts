@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 
 import { LocalApi, type AgentState, type HeldFlowSummary, type WorkloadSummary } from '../../src/agent/local-api.js';
-import { formatEndpoint, formatSeconds, humanDuration, renderTable } from '../../src/cli/table.js';
+import { formatAge, formatEndpoint, formatSeconds, humanDuration, renderTable } from '../../src/cli/table.js';
 
 // The compiled CLI, run as a child process like a user runs it.
 const CLI = fileURLToPath(new URL('../../src/cli/zerohold.js', import.meta.url));
@@ -142,7 +142,7 @@ describe('zerohold status', () => {
       [
         'WORKLOAD   SERVICES        PHASE    HELD   LAST COLD START   LAST WAKE',
         'blog/api   <none>          Warm     0      <none>            <none>',
-        'shop/web   web,web-admin   Waking   2      4.3s              3h',
+        'shop/web   web,web-admin   Waking   2      4.3s              3h ago',
         '',
       ].join('\n'),
     );
@@ -315,6 +315,19 @@ describe('table formatting', () => {
     ];
     for (const [ms, expected] of cases) {
       assert.equal(humanDuration(ms), expected, `humanDuration(${ms})`);
+    }
+  });
+
+  test('formatAge appends ago', () => {
+    const cases: [number, string][] = [
+      [17_000, '17s ago'],
+      [3 * HOUR_MS, '3h ago'],
+      [-1500, '0s ago'],
+      [-2500, '<invalid>'],
+      [Number.NaN, '<invalid>'],
+    ];
+    for (const [ms, expected] of cases) {
+      assert.equal(formatAge(ms), expected, `formatAge(${ms})`);
     }
   });
 
