@@ -126,6 +126,7 @@ interface ContainerSpec {
   args?: string[];
   env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
   ports?: { name?: string; containerPort: number }[];
+  startupProbe?: { httpGet?: { path: string; port: string | number } };
   livenessProbe?: { httpGet?: { path: string; port: string | number } };
   securityContext?: {
     privileged?: boolean;
@@ -371,14 +372,26 @@ test('daemonset reads configmap', () => {
   assert.deepEqual(container.args, ['--config', '/etc/zerohold/agent.yaml']);
 });
 
-test('liveness probe uses metrics port', () => {
+test('metrics port matches configmap', () => {
+  // validateConfig fills in the default port when agent.yaml sets none.
+  const config = validateConfig(parseYaml(agentConfigText()));
+  const port = agentContainer().ports?.find((p) => p.name === 'metrics');
+
+  assert.equal(port?.containerPort, config.metrics.port, 'containerPort "metrics" differs from metrics.port in agent.yaml');
+});
+
+test('probes use metrics port', () => {
   const config = validateConfig(parseYaml(agentConfigText()));
   const container = agentContainer();
-  const probe = container.livenessProbe?.httpGet;
-  const port = container.ports?.find((p) => p.name === probe?.port);
+  const probes = { startupProbe: container.startupProbe?.httpGet, livenessProbe: container.livenessProbe?.httpGet };
 
-  assert.equal(probe?.path, '/metrics');
-  assert.equal(port?.containerPort, config.metrics.port);
+  for (const [name, probe] of Object.entries(probes)) {
+    assert.ok(probe, `${name} has no httpGet`);
+    assert.equal(probe.path, '/metrics', `${name} path`);
+    // A probe names a container port or gives its number.
+    const port = typeof probe.port === 'number' ? probe.port : container.ports?.find((p) => p.name === probe.port)?.containerPort;
+    assert.equal(port, config.metrics.port, `${name} port ${probe.port} differs from metrics.port in agent.yaml`);
+  }
 });
 
 test('kustomization lists every manifest', () => {
