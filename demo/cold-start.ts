@@ -44,6 +44,22 @@ export function parseCurlTiming(stdout: string): CurlTiming | null {
   return { status, bytes, connectS, firstByteS, totalS };
 }
 
+// Formats a count of packets: "1 held packet", "3 more held packets".
+function packets(count: number, kind: string): string {
+  return `${count} ${kind} packet${count === 1 ? '' : 's'}`;
+}
+
+// Describes what the release at the gate opening re-injected, from the
+// fields of the agent's "released held flows" line. Its count includes
+// the packets re-injected early.
+function describeRelease(fields: Record<string, unknown>): string {
+  const early = Number(fields.releasedEarly ?? 0);
+  const rest = Number(fields.released) - early;
+  if (early === 0) return `${packets(rest, 'held')} re-injected`;
+  if (rest === 0) return 'no more held packets to re-inject';
+  return `${packets(rest, 'more held')} re-injected`;
+}
+
 // The plural resource name in the scale subresource's path.
 function resourceOf(workload: DeployedWorkload): string {
   return workload.kind === 'StatefulSet' ? 'statefulsets' : 'deployments';
@@ -92,11 +108,8 @@ export function collectColdStart(testbed: Testbed, workload: DeployedWorkload, c
       steps.push({ unixMs: sync.unixMs, label: `kube-proxy (nftables) on ${sync.node} reported its sync (the kernel has the rule a moment earlier)` });
     }
   }
-  if (early) steps.push({ unixMs: early.unixMs, label: `${early.fields.released} held packet(s) re-injected on ${early.node} once their frontend's rule existed, gate still closed` });
-  if (released) {
-    const rest = Number(released.fields.released) - Number(released.fields.releasedEarly ?? 0);
-    steps.push({ unixMs: released.unixMs, label: `gate opened on every frontend, ${rest} more held packet(s) re-injected on ${released.node}` });
-  }
+  if (early) steps.push({ unixMs: early.unixMs, label: `${packets(Number(early.fields.released), 'held')} re-injected on ${early.node} once the frontend's rule existed, gate still closed` });
+  if (released) steps.push({ unixMs: released.unixMs, label: `gate opened on every frontend, ${describeRelease(released.fields)} on ${released.node}` });
 
   let connectedUnixMs: number | null = null;
   const timing = parseCurlTiming(client.stdout);

@@ -1,7 +1,8 @@
 // The zerohold demo: a two-node cluster simulated on this machine, where
 // real clients wake real servers that zerohold scaled to zero, and the
 // workloads go back to zero once idle. Run through scripts/demo.sh, as
-// root. It removes everything it created when it ends, on Ctrl-C too.
+// root. It removes everything it created when it ends, on Ctrl-C and
+// SIGTERM too.
 
 import { execFile } from 'node:child_process';
 import path from 'node:path';
@@ -42,23 +43,48 @@ interface Outcome {
 
 let testbed: Testbed | undefined;
 let interrupted = false;
+// Whether the note on negative release times has been printed, so that
+// it is printed once.
+let explainedEarlyRelease = false;
 
-async function main(): Promise<number> {
-  // Before the testbed exists, Ctrl-C exits at once and the exit handlers
-  // of the testbed's parts remove what exists so far. After, the testbed's
-  // own handler tears it down and exits with 130.
-  process.once('SIGINT', () => {
+// Removes what the demo created when the signal arrives, prints a line
+// once that is done, and exits with status. Before the testbed exists,
+// the exit handlers of its parts remove what exists so far. After, the
+// testbed's close() tears it down.
+function removeOnSignal(signal: 'SIGINT' | 'SIGTERM', status: number): void {
+  const removed = () => process.stdout.write('interrupted: everything the demo created is removed\n');
+
+  process.once(signal, () => {
     interrupted = true;
     process.stdout.write(`\n${dim('interrupted: removing the namespaces, XDP programs, pins and processes ...')}\n`);
-    if (!testbed) process.exit(130);
+    if (!testbed) {
+      // Exit handlers run in the order they were registered, and those of
+      // the testbed's parts were registered at import, so this line comes
+      // after their removals.
+      process.once('exit', removed);
+      process.exit(status);
+    }
+
+    // On SIGINT the testbed's own handler also calls close(), which returns
+    // the same promise, and exits with 130 once it settles. This handler
+    // was registered first, so its callbacks run before that exit.
+    testbed
+      .close()
+      .then(removed, (err: Error) => process.stderr.write(`${red('interrupted: removing what the demo created failed:')} ${err.message}\n`))
+      .finally(() => process.exit(status));
   });
+}
+
+async function main(): Promise<number> {
+  removeOnSignal('SIGINT', 130);
+  removeOnSignal('SIGTERM', 143);
   process.env.PGCONNECT_TIMEOUT = String(CLIENT_TIMEOUT_MS / 1000);
 
   const report = new Report(6);
   process.stdout.write(`${bold('zerohold demo')}: scale to zero, wake on the first packet, no proxy in the path\n`);
 
   report.begin('Starting a simulated cluster in network namespaces');
-  report.line(dim('API server, 2 nodes, kube-proxy in nftables mode, kubelets, a zerohold agent per node (XDP)'));
+  report.line(dim('API server, 2 nodes, a stand-in for kube-proxy in nftables mode, kubelets, a zerohold agent per node (standalone mode, XDP)'));
   testbed = await Testbed.start({ nodes: 2, externalClients: 1, clientPodsPerNode: 1, probeIntervalMs: 50, agentLogLevel: 'info' });
   report.done();
 
@@ -164,6 +190,12 @@ async function runColdStart(testbed: Testbed, report: Report, scenario: Scenario
   const problem = result.ok ? scenario.check(result) : `${scenario.command} exited ${result.code ?? result.signal}: ${result.stderr.trim()}`;
   if (problem) report.line(red(`FAILED: ${problem}`), 2);
   else report.line(`pod Ready to ${scenario.command === 'curl' ? 'connection' : 'answer'}: ${bold(formatGap(coldStart.readyUnixMs, coldStart.connectedUnixMs))}, of which zerohold's release after kube-proxy's report: ${bold(formatGap(coldStart.programmedUnixMs, coldStart.releasedUnixMs))}`, 2);
+
+  const releaseGapMs = coldStart.programmedUnixMs === null || coldStart.releasedUnixMs === null ? null : coldStart.releasedUnixMs - coldStart.programmedUnixMs;
+  if (!problem && releaseGapMs !== null && releaseGapMs < 0 && !explainedEarlyRelease) {
+    explainedEarlyRelease = true;
+    report.line(dim("negative: the agent follows the kernel's nftables commit, which comes before kube-proxy's stand-in reports that its nft transaction returned"), 2);
+  }
   return { scenario, result, coldStart, problem };
 }
 
@@ -188,7 +220,7 @@ function printSummary(report: Report, outcomes: Outcome[]): void {
   }
   report.line(dim('held -> connected: first held packet to the connection (or, for psql, redis-cli and dig, to the answer).'));
   report.line(dim('Ready -> kube-proxy: the cluster propagating the new endpoint, which every client waits for.'));
-  report.line(dim('kube-proxy -> released: zerohold noticing the rule and re-injecting. The proxy reports its sync'));
+  report.line(dim('kube-proxy -> released: zerohold noticing the rule and re-injecting. The stand-in reports its sync'));
   report.line(dim('when nft returns, after the rule is live, so this can be negative. Without zerohold, the client'));
   report.line(dim('would wait for its next SYN retransmission (1 s, 3 s, 7 s ... after the first SYN) instead.'));
 }
