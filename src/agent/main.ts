@@ -59,8 +59,19 @@ function hubbleEndpoint(config: AgentConfig): HubbleEndpoint {
   return { kind: 'relay', address: relay.address, tls: { caFile: ca, ...(cert ? { certFile: cert } : {}), ...(key ? { keyFile: key } : {}), ...(serverName ? { serverName } : {}) } };
 }
 
+const USAGE = `usage: zerohold-agent [--config FILE]
+
+Runs zerohold's node agent. FILE is the agent's YAML configuration,
+/etc/zerohold/agent.yaml by default; docs/configuration.md describes
+every field. ZEROHOLD_LOG_LEVEL sets the log level (default info).
+`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { config: { type: 'string', default: '/etc/zerohold/agent.yaml' } } });
+  const { values } = parseArgs({ options: { config: { type: 'string', default: '/etc/zerohold/agent.yaml' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
   const config = await loadConfig(values.config!);
   const nodeName = config.nodeName ?? process.env.NODE_NAME;
   if (!nodeName) {
@@ -274,7 +285,8 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-main().catch((err: Error) => {
-  process.stderr.write(`zerohold-agent: ${err.message}\n`);
+main().catch((err: Error & { code?: string }) => {
+  const hint = err.code?.startsWith('ERR_PARSE_ARGS_') ? '\nzerohold-agent --help lists the options' : '';
+  process.stderr.write(`zerohold-agent: ${err.message}${hint}\n`);
   process.exit(1);
 });
