@@ -3,8 +3,8 @@
 //
 // Release ordering is the invariant that matters here. A frame that
 // arrived on a generic XDP interface is re-injected only after its
-// service's gate (its state word) has opened: generic XDP runs the
-// attached program again on a re-injected frame, and with the gate still
+// service's gate (its state word) has opened. Generic XDP runs the
+// attached program again on a re-injected frame, so with the gate still
 // closed the frame would be held a second time. Native XDP and tc do not
 // hold a re-injected frame again, so releaseEarly() may send their frames
 // while the gate stays closed.
@@ -81,6 +81,10 @@ export interface DatapathEvents {
 const CONFIG_MAP = '.data.zh_config';
 
 const MAX_DRAIN_BATCHES = 64;
+
+// Releases of up to this many frames re-inject on the JS thread. Each
+// frame blocks it for up to about 100 us, so larger ones use pool threads.
+const REINJECT_NOW_FRAMES = 8;
 const RING_HELD = 0;
 const RING_WAKE = 1;
 
@@ -312,10 +316,13 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     if (frames.length === 0) return result;
 
     // The frames are out of the store now, so a call that fails as a whole
-    // fails each of them, and the caller counts them.
+    // fails each of them, and the caller counts them. A few frames go out
+    // on this thread at once, because a pool thread would first have to be
+    // scheduled, which takes milliseconds on a busy node.
+    const program = this.object.program('zh_xdp_reinject');
     let outcome: { errors: { index: number; message: string }[] };
     try {
-      outcome = await this.object.program('zh_xdp_reinject').runLive(frames, this.netns);
+      outcome = frames.length <= REINJECT_NOW_FRAMES ? program.runLiveNow(frames, this.netns) : await program.runLive(frames, this.netns);
     } catch (err) {
       outcome = { errors: sent.map((_, index) => ({ index, message: (err as Error).message })) };
     }

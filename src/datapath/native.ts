@@ -294,6 +294,13 @@ export interface NativeProgram {
    */
   runLive(frames: LiveFrame[], netns?: string): Promise<{ sent: number; errors: LiveFrameError[] }>;
 
+  /**
+   * runLive for at most 16 frames, on the calling thread, which enters
+   * netns for the call and returns the result. Throws a RangeError for
+   * more frames, and an Error when netns cannot be entered.
+   */
+  runLiveNow(frames: LiveFrame[], netns?: string): { sent: number; errors: LiveFrameError[] };
+
   pin(path: string): void;
 }
 

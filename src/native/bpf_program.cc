@@ -42,6 +42,7 @@ void BpfProgram::Init(Napi::Env env) {
           InstanceMethod<&BpfProgram::TestRun>("testRun"),
           InstanceMethod<&BpfProgram::TestRunSync>("testRunSync"),
           InstanceMethod<&BpfProgram::RunLive>("runLive"),
+          InstanceMethod<&BpfProgram::RunLiveNow>("runLiveNow"),
           InstanceMethod<&BpfProgram::Pin>("pin"),
       });
   GetAddonData(env).bpf_program = Napi::Persistent(constructor);
@@ -162,6 +163,12 @@ Napi::Value BpfProgram::RunLive(const Napi::CallbackInfo& info) {
     std::string netns = OptionalStringArg(info, 1, "netns");
     return StartLiveFrames(env, DupFd(env), name_, info[0], std::move(netns));
   });
+}
+
+Napi::Value BpfProgram::RunLiveNow(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string netns = OptionalStringArg(info, 1, "netns");
+  return RunLiveFramesNow(env, Fd(env), name_, info[0], netns);
 }
 
 void BpfProgram::Pin(const Napi::CallbackInfo& info) {

@@ -51,6 +51,7 @@ class BpfProgram : public Napi::ObjectWrap<BpfProgram> {
   Napi::Value TestRun(const Napi::CallbackInfo& info);
   Napi::Value TestRunSync(const Napi::CallbackInfo& info);
   Napi::Value RunLive(const Napi::CallbackInfo& info);
+  Napi::Value RunLiveNow(const Napi::CallbackInfo& info);
   void Pin(const Napi::CallbackInfo& info);
 
   std::shared_ptr<ObjectHandle> owner_;

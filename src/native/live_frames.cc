@@ -32,6 +32,10 @@ constexpr size_t kMaxMetaSize = 32;
 constexpr uint32_t kMaxThreads = 8;
 constexpr uint32_t kMinFramesPerThread = 32;
 
+// The limit on the frames of one RunLiveFramesNow call: at up to 100 us a
+// frame, it blocks the JS thread for at most about 1.6 ms.
+constexpr size_t kMaxFramesNow = 16;
+
 struct LiveFrame {
   std::vector<uint8_t> data;  // metadata followed by the frame
   uint32_t meta_size = 0;
@@ -88,6 +92,62 @@ LiveFrame ParseFrame(Napi::Env env, Napi::Value value, uint32_t index) {
   Napi::Value rx_queue = object.Get("rxQueue");
   if (!rx_queue.IsUndefined()) {
     parsed.rx_queue = Uint32Value(env, rx_queue, (name + ".rxQueue").c_str());
+  }
+  return parsed;
+}
+
+// Runs the program once on one frame, which it sends into the stack.
+// Returns 0 or a negative errno.
+int RunLiveFrame(int prog_fd, const LiveFrame& frame) {
+  // data_meta must be 0: the metadata starts the buffer, and data is
+  // where the frame begins after it.
+  xdp_md ctx = {};
+  ctx.data = frame.meta_size;
+  ctx.data_end = static_cast<uint32_t>(frame.data.size());
+  ctx.ingress_ifindex = frame.ifindex;
+  ctx.rx_queue_index = frame.rx_queue;
+
+  bpf_test_run_opts opts = {};
+  opts.sz = sizeof(opts);
+  opts.data_in = frame.data.data();
+  opts.data_size_in = static_cast<uint32_t>(frame.data.size());
+  opts.ctx_in = &ctx;
+  opts.ctx_size_in = sizeof(ctx);
+  opts.repeat = 1;
+  opts.flags = BPF_F_TEST_XDP_LIVE_FRAMES;
+  return bpf_prog_test_run_opts(prog_fd, &opts);
+}
+
+// { sent, errors }, errors sorted by frame index.
+Napi::Object LiveResult(Napi::Env env, uint32_t sent,
+                        const std::vector<FrameError>& errors) {
+  Napi::Array list = Napi::Array::New(env, errors.size());
+  for (uint32_t i = 0; i < errors.size(); i++) {
+    const SysError& error = errors[i].error;
+    Napi::Object entry = Napi::Object::New(env);
+    entry.Set("index", Napi::Number::New(env, errors[i].index));
+    entry.Set("code", ErrnoName(error.err));
+    entry.Set("errno", Napi::Number::New(env, error.err));
+    entry.Set("message", error.Message());
+    list.Set(i, entry);
+  }
+
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("sent", Napi::Number::New(env, sent));
+  result.Set("errors", list);
+  return result;
+}
+
+std::vector<LiveFrame> ParseFrames(Napi::Env env, Napi::Value frames) {
+  if (!frames.IsArray()) {
+    ThrowTypeError(env, "frames must be an array", "ERR_INVALID_ARG_TYPE");
+  }
+  Napi::Array array = frames.As<Napi::Array>();
+
+  std::vector<LiveFrame> parsed;
+  parsed.reserve(array.Length());
+  for (uint32_t i = 0; i < array.Length(); i++) {
+    parsed.push_back(ParseFrame(env, array.Get(i), i));
   }
   return parsed;
 }
@@ -154,30 +214,13 @@ class LiveFramesWorker : public PromiseWorker {
               });
   }
 
-  Napi::Value Result() override {
-    Napi::Env env = Env();
-    Napi::Array errors = Napi::Array::New(env, errors_.size());
-    for (uint32_t i = 0; i < errors_.size(); i++) {
-      const SysError& error = errors_[i].error;
-      Napi::Object entry = Napi::Object::New(env);
-      entry.Set("index", Napi::Number::New(env, errors_[i].index));
-      entry.Set("code", ErrnoName(error.err));
-      entry.Set("errno", Napi::Number::New(env, error.err));
-      entry.Set("message", error.Message());
-      errors.Set(i, entry);
-    }
-
-    Napi::Object result = Napi::Object::New(env);
-    result.Set("sent", Napi::Number::New(env, sent_));
-    result.Set("errors", errors);
-    return result;
-  }
+  Napi::Value Result() override { return LiveResult(Env(), sent_, errors_); }
 
  private:
   void RunStride(uint32_t first, uint32_t step,
                  std::vector<FrameError>* errors, uint32_t* sent) {
     for (uint32_t i = first; i < frames_.size(); i += step) {
-      int err = RunFrame(frames_[i]);
+      int err = RunLiveFrame(prog_fd_.Get(), frames_[i]);
       if (err < 0) {
         errors->push_back(
             {i, MakeSysError("bpf_prog_test_run_opts", prog_name_, err)});
@@ -185,26 +228,6 @@ class LiveFramesWorker : public PromiseWorker {
         (*sent)++;
       }
     }
-  }
-
-  int RunFrame(const LiveFrame& frame) {
-    // data_meta must be 0: the metadata starts the buffer, and data is
-    // where the frame begins after it.
-    xdp_md ctx = {};
-    ctx.data = frame.meta_size;
-    ctx.data_end = static_cast<uint32_t>(frame.data.size());
-    ctx.ingress_ifindex = frame.ifindex;
-    ctx.rx_queue_index = frame.rx_queue;
-
-    bpf_test_run_opts opts = {};
-    opts.sz = sizeof(opts);
-    opts.data_in = frame.data.data();
-    opts.data_size_in = static_cast<uint32_t>(frame.data.size());
-    opts.ctx_in = &ctx;
-    opts.ctx_size_in = sizeof(ctx);
-    opts.repeat = 1;
-    opts.flags = BPF_F_TEST_XDP_LIVE_FRAMES;
-    return bpf_prog_test_run_opts(prog_fd_.Get(), &opts);
   }
 
   UniqueFd prog_fd_;
@@ -220,20 +243,42 @@ class LiveFramesWorker : public PromiseWorker {
 Napi::Promise StartLiveFrames(Napi::Env env, UniqueFd prog_fd,
                               std::string prog_name, Napi::Value frames,
                               std::string netns) {
-  if (!frames.IsArray()) {
-    ThrowTypeError(env, "frames must be an array", "ERR_INVALID_ARG_TYPE");
-  }
-  Napi::Array array = frames.As<Napi::Array>();
-
-  std::vector<LiveFrame> parsed;
-  parsed.reserve(array.Length());
-  for (uint32_t i = 0; i < array.Length(); i++) {
-    parsed.push_back(ParseFrame(env, array.Get(i), i));
-  }
-
+  std::vector<LiveFrame> parsed = ParseFrames(env, frames);
   return PromiseWorker::Start(
       new LiveFramesWorker(env, std::move(prog_fd), std::move(prog_name),
                            std::move(parsed), std::move(netns)));
+}
+
+Napi::Object RunLiveFramesNow(Napi::Env env, int prog_fd,
+                              const std::string& prog_name, Napi::Value frames,
+                              const std::string& netns) {
+  std::vector<LiveFrame> parsed = ParseFrames(env, frames);
+  if (parsed.size() > kMaxFramesNow) {
+    Napi::RangeError error = Napi::RangeError::New(
+        env, std::to_string(parsed.size()) +
+                 " frames are too many to send on the JS thread, at most " +
+                 std::to_string(kMaxFramesNow) + "; use runLive");
+    error.Set("code", "ERR_OUT_OF_RANGE");
+    throw error;
+  }
+
+  // The scope moves the JS thread back before this returns, and no other
+  // JS runs meanwhile, so nothing else sees the other namespace.
+  NetnsScope scope;
+  SysError error;
+  if (!scope.Enter(netns, &error)) throw ToJsError(env, error);
+
+  uint32_t sent = 0;
+  std::vector<FrameError> errors;
+  for (uint32_t i = 0; i < parsed.size(); i++) {
+    int err = RunLiveFrame(prog_fd, parsed[i]);
+    if (err < 0) {
+      errors.push_back({i, MakeSysError("bpf_prog_test_run_opts", prog_name, err)});
+    } else {
+      sent++;
+    }
+  }
+  return LiveResult(env, sent, errors);
 }
 
 }  // namespace zerohold

@@ -20,6 +20,16 @@ Napi::Promise StartLiveFrames(Napi::Env env, UniqueFd prog_fd,
                               std::string prog_name, Napi::Value frames,
                               std::string netns);
 
+// The same for a few frames, on the calling JS thread, which returns the
+// result object. A release of one or a few flows then goes out at once,
+// instead of waiting for a pool thread to be scheduled and for the JS
+// thread to take the result back, which on a busy machine takes
+// milliseconds. Throws a RangeError for more than 16 frames and an Error
+// when the namespace cannot be entered.
+Napi::Object RunLiveFramesNow(Napi::Env env, int prog_fd,
+                              const std::string& prog_name, Napi::Value frames,
+                              const std::string& netns);
+
 }  // namespace zerohold
 
 #endif  // ZEROHOLD_NATIVE_LIVE_FRAMES_H

@@ -11,9 +11,10 @@ namespace zerohold {
 
 // Moves the calling thread into another network namespace for the lifetime
 // of the scope. Calls that name a device (if_nametoindex, XDP and tc attach,
-// live-frames test runs) act in the calling thread's namespace. Use it only
-// on worker threads: the libuv pool reuses them, so the destructor always
-// moves the thread back.
+// live-frames test runs) act in the calling thread's namespace. The
+// destructor always moves the thread back, because the libuv pool reuses
+// its threads. On the JS thread, use it only within one synchronous call,
+// so that no other JS runs in the other namespace.
 class NetnsScope {
  public:
   NetnsScope() = default;

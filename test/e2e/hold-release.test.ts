@@ -5,6 +5,7 @@
 // its response without waiting for a retransmission.
 
 import assert from 'node:assert/strict';
+import { readlinkSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
 import { Datapath, type AttachHook } from '../../src/datapath/datapath.js';
@@ -188,5 +189,27 @@ describe('tc re-injection marker', () => {
 
     assert.deepEqual(outcome.errors.map((e) => [e.index, e.code]), [[1, 'EINVAL']]);
     assert.equal(outcome.sent, 1);
+  });
+
+  test('live frames now on the JS thread', async () => {
+    const frame = (length: number) => {
+      const bytes = Buffer.alloc(length);
+      bytes.writeUInt16BE(0x88b5, 12);
+      return bytes;
+    };
+    const ifindex = await loadNative().ifNameToIndex('n0', netnsPath(topology.node));
+    const program = dp.program('zh_xdp_reinject');
+    // The JS thread's own namespace, read on that thread.
+    const ownNamespace = readlinkSync('/proc/thread-self/ns/net');
+
+    const outcome = program.runLiveNow([{ frame: frame(MAX_FRAME), ifindex }, { frame: frame(MAX_FRAME + 1), ifindex }], netnsPath(topology.node));
+    assert.deepEqual(outcome.errors.map((e) => [e.index, e.code]), [[1, 'EINVAL']]);
+    assert.equal(outcome.sent, 1);
+    assert.equal(readlinkSync('/proc/thread-self/ns/net'), ownNamespace, 'the thread is back in its namespace');
+
+    const many = Array.from({ length: 17 }, () => ({ frame: frame(60), ifindex }));
+    assert.throws(() => program.runLiveNow(many, netnsPath(topology.node)), { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
+    assert.throws(() => program.runLiveNow([{ frame: frame(60), ifindex }], '/run/netns/zh-no-such-namespace'), /zh-no-such-namespace/);
+    assert.equal(readlinkSync('/proc/thread-self/ns/net'), ownNamespace);
   });
 });
