@@ -59,6 +59,10 @@ const HELD_REPORT_MIN_INTERVAL_MS = 1000;
 // of sending the API server, and the agent's event loop, a burst.
 const STATUS_WRITES_PER_TICK = 10;
 
+// How long start() waits for the first /scale reads of targets other than
+// Deployments and StatefulSets.
+const SCALE_READ_AT_START_MS = 5000;
+
 export interface ControllerOptions {
   kc: KubeConfig;
   nodeAddresses: string[];
@@ -242,6 +246,10 @@ export class Controller {
 
     for (const informer of this.informers) await informer.start();
     await this.autoscalers.start();
+    // Targets of other kinds are read once first, so that their workloads
+    // are installed too when start() returns, unless the API server is
+    // too slow to answer.
+    await this.scaleTargets.readAll(this.polledTargets(), SCALE_READ_AT_START_MS);
     // The caches are complete now: install every workload before start()
     // returns, so the node keeps flow openers from then on.
     this.started = true;
@@ -324,9 +332,15 @@ export class Controller {
       if (!spec) continue;
       if (!informerKind(spec.target)) polled.add(scaleTargetKey(spec.namespace, spec.target));
 
-      // A target not read yet is neither held nor scaled.
+      // A target not read yet is not scaled. A workload whose target
+      // changed to one not read yet is forgotten meanwhile, so that the
+      // old target, which no longer opts in, is not scaled either.
       const target = this.targetView(spec);
-      if (target === undefined) continue;
+      if (target === undefined) {
+        const tracked = this.workloads.get(key);
+        if (tracked && scaleTargetKey(tracked.spec.namespace, tracked.spec.target) !== scaleTargetKey(spec.namespace, spec.target)) this.forget(key);
+        continue;
+      }
       if ('problem' in target) {
         this.reportInvalid(key, object, spec.source, [target.problem]);
         continue;
@@ -372,6 +386,20 @@ export class Controller {
     if (matches.length !== 1) return null;
     const [target] = matches;
     return { apiVersion: 'apps/v1', kind: target!.kind!, name: target!.metadata!.name! };
+  }
+
+  // The targets of valid ScaleToZeros that only their /scale tells about.
+  private polledTargets(): { namespace: string; target: TargetRef }[] {
+    const polled: { namespace: string; target: TargetRef }[] = [];
+    for (const object of this.objects.values()) {
+      try {
+        const spec = workloadFromScaleToZero(object);
+        if (!informerKind(spec.target)) polled.push({ namespace: spec.namespace, target: spec.target });
+      } catch (err) {
+        if (!(err instanceof InvalidWorkloadError)) throw err;
+      }
+    }
+    return polled;
   }
 
   // The target's replica count and pod labels, a problem that makes the
@@ -759,7 +787,8 @@ export class Controller {
     if (discarded > 0) metrics?.heldDropped.inc({ workload: key, reason: 'drop-mode' }, discarded);
   }
 
-  // Records a Warning Event and a Valid=False condition, once per message.
+  // Waits until this node's load balancer has a backend for every
+  // frontend, or the check's timeout passed.
   private async waitForBackend(key: WorkloadKey, workload: Workload, onProgrammed: (frontends: Frontend[]) => void): Promise<void> {
     const check = this.options.backendCheck;
     if (!check) return;
@@ -768,6 +797,8 @@ export class Controller {
     this.options.log.warn({ workload: key, timeoutMs }, 'the node load balancer has no backend yet, releasing anyway');
   }
 
+  // Forgets the workload, and records a Warning Event and a Valid=False
+  // condition, once per message.
   private reportInvalid(key: WorkloadKey, object: KubernetesObject, source: WorkloadSpec['source'], problems: string[]): void {
     this.forget(key);
     if (!this.options.isLeader()) return;
@@ -789,8 +820,11 @@ export class Controller {
   }
 
   private forget(key: WorkloadKey): void {
-    if (!this.workloads.delete(key)) return;
+    if (!this.workloads.has(key)) return;
+    // Removed from the datapath first, while the workload still names its
+    // Services for the report of the flows it dropped.
     const dropped = this.options.datapath.removeWorkload(key);
+    this.workloads.delete(key);
     this.options.readiness.untrack(key);
 
     if (dropped.length === 0) return;

@@ -76,11 +76,15 @@ export class DatapathDrops {
     }
 
     for (const [workload, counters] of current) {
+      // A workload seen for the first time may have taken a service id
+      // that kept its counters, as chained mode's ids and a restarted
+      // agent's pinned ids do: they are its baseline.
       const before = this.previous.get(workload);
+      if (before === undefined) continue;
       for (const { field, reason, message } of DROPS) {
         // Lower than before means the workload got a fresh service id,
         // whose counters started from zero.
-        const was = before?.[field] ?? 0n;
+        const was = before[field];
         const grew = counters[field] >= was ? counters[field] - was : counters[field];
         if (grew > 0n) this.options.log.warn({ workload, reason, dropped: Number(grew) }, message);
       }

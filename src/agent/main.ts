@@ -138,14 +138,14 @@ async function main(): Promise<void> {
   const heldRejections = node instanceof SignalDatapath ? undefined : new HeldRejections({ log: componentLogger(root, 'datapath'), metrics, workloadOf: (id) => node.workloadOf(id) });
   const holding = node instanceof ChainedDatapath ? node.datapath : datapath;
   holding?.on('rejected', (serviceId, reason, clientOf) => heldRejections?.record(serviceId, reason, clientOf));
-  // A record that cannot be decoded is a flow opener lost; a late record
-  // raced a release and went out at once, or failed to.
+  // A record that could not be decoded or handled may be a flow opener
+  // lost; a late record raced a release and went out at once, or failed to.
   const recordErrors = new RepeatLimiter(10_000);
   const owner = node instanceof SignalDatapath ? undefined : node;
   holding?.on('record-error', (err) => {
-    metrics.heldDropped.inc({ workload: UNKNOWN_WORKLOAD, reason: 'decode-error' });
+    metrics.heldDropped.inc({ workload: UNKNOWN_WORKLOAD, reason: 'record-error' });
     const suppressed = recordErrors.record();
-    if (suppressed !== null) log.warn({ err, suppressed }, 'dropped a held record that could not be decoded; its client retransmits');
+    if (suppressed !== null) log.warn({ err, suppressed }, 'a ring buffer record could not be decoded or handled, and its flow may be lost; its client retransmits');
   });
   holding?.on('late-release', (result) => {
     for (const { flow, error } of result.failed) {

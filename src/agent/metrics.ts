@@ -48,7 +48,7 @@ export class AgentMetrics {
 
   readonly heldDropped = new Counter({
     name: 'zerohold_held_flows_dropped_total',
-    help: 'Held flows dropped without release, by reason (wake-timeout, service-limit, source-limit, total-limit, workload-removed, reinject-failed, drop-mode, decode-error).',
+    help: 'Held flows dropped without release, by reason (wake-timeout, service-limit, source-limit, total-limit, workload-removed, reinject-failed, drop-mode, record-error).',
     labelNames: ['workload', 'reason'] as const,
     registers: [this.registry],
   });

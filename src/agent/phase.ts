@@ -97,13 +97,15 @@ export function nextPhase(state: PhaseState, event: PhaseEvent, settings: PhaseS
       return stay;
 
     case 'observed':
-      if (state.phase === 'Waking' && event.readyEndpoints > 0) {
-        return to({ phase: 'Warm', gateClosed: false, warmSinceMs: event.nowMs, wakeStartedMs: null }, { type: 'release' });
-      }
       if (state.phase === 'Waking' && event.replicas === 0 && (event.replicasBefore ?? 0) > 0) {
         // The leader's scale to zero landed after this wake found the
-        // replicas still up and so wrote nothing: scale up again.
+        // replicas still up and so wrote nothing: scale up again. Checked
+        // before the Ready endpoints, which the terminating pods still
+        // have for a moment.
         return to({}, { type: 'scale', replicas: settings.wakeReplicas, mode: 'at-least' });
+      }
+      if (state.phase === 'Waking' && event.readyEndpoints > 0) {
+        return to({ phase: 'Warm', gateClosed: false, warmSinceMs: event.nowMs, wakeStartedMs: null }, { type: 'release' });
       }
       if (state.phase === 'Cold' && event.replicas > 0 && event.readyEndpoints > 0) {
         // Scaled up by someone else (an HPA, a person): open the gate.

@@ -2,10 +2,10 @@
 // every kind other than Deployment and StatefulSet, such as an Argo
 // Rollout, read through its /scale subresource. The HorizontalPodAutoscaler
 // reads the same subresource on each sync, every 15 s by default, and so
-// does this poller. A target counts as unknown until its first read
-// returns, so the controller neither holds its traffic nor scales it
-// before then.
+// does this poller. A target counts as unknown until a first read
+// succeeds, and the controller does not scale it before then.
 
+import { ApiException } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 
 import type { ScalePort, TargetRef, TargetScale } from './ports.js';
@@ -25,8 +25,19 @@ interface Entry {
   namespace: string;
   target: TargetRef;
   reading: ScaleReading | undefined;
-  reading$: Promise<void> | undefined;
+  // The read in flight, if any.
+  inFlight: Promise<void> | undefined;
+  // Set when a read is asked for while one is in flight, which may have
+  // started before the change the caller knows of: one more read follows.
+  again: boolean;
+  // The retry after a failed first read.
+  retry: NodeJS.Timeout | undefined;
 }
+
+// A first read that fails with an API error is tried again after this
+// long, since the workload stays unknown, neither held nor scaled, until
+// one succeeds.
+const FIRST_READ_RETRY_MS = 1000;
 
 export class ScaleTargets {
   private readonly entries = new Map<string, Entry>();
@@ -47,6 +58,22 @@ export class ScaleTargets {
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+    for (const entry of this.entries.values()) clearTimeout(entry.retry);
+  }
+
+  // Starts reading the targets not read yet, and resolves once each has
+  // a reading or timeoutMs has passed, whichever comes first.
+  async readAll(targets: { namespace: string; target: TargetRef }[], timeoutMs: number): Promise<void> {
+    const reads = targets.map(({ namespace, target }) => {
+      this.get(namespace, target);
+      return this.entries.get(scaleTargetKey(namespace, target))!.inFlight;
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    });
+    await Promise.race([Promise.all(reads), timeout]);
+    clearTimeout(timer);
   }
 
   // The last reading of the target, or undefined before the first. The
@@ -55,7 +82,7 @@ export class ScaleTargets {
     const key = scaleTargetKey(namespace, target);
     let entry = this.entries.get(key);
     if (entry === undefined) {
-      entry = { namespace, target, reading: undefined, reading$: undefined };
+      entry = { namespace, target, reading: undefined, inFlight: undefined, again: false, retry: undefined };
       this.entries.set(key, entry);
       void this.read(entry);
     }
@@ -70,18 +97,28 @@ export class ScaleTargets {
 
   // Stops reading the targets whose scaleTargetKey() is not in keys.
   retain(keys: Set<string>): void {
-    for (const key of this.entries.keys()) {
-      if (!keys.has(key)) this.entries.delete(key);
+    for (const [key, entry] of this.entries) {
+      if (keys.has(key)) continue;
+      clearTimeout(entry.retry);
+      this.entries.delete(key);
     }
   }
 
-  // One read at a time per target; a read asked for during one is served
-  // by it.
+  // One read at a time per target. A read asked for during one runs after
+  // it, because the one in flight may predate the caller's scale write.
   private read(entry: Entry): Promise<void> {
-    entry.reading$ ??= this.readOnce(entry).finally(() => {
-      entry.reading$ = undefined;
-    });
-    return entry.reading$;
+    if (entry.inFlight !== undefined) {
+      entry.again = true;
+      return entry.inFlight;
+    }
+    entry.inFlight = (async () => {
+      do {
+        entry.again = false;
+        await this.readOnce(entry);
+      } while (entry.again && this.entries.get(scaleTargetKey(entry.namespace, entry.target)) === entry);
+      entry.inFlight = undefined;
+    })();
+    return entry.inFlight;
   }
 
   private async readOnce(entry: Entry): Promise<void> {
@@ -91,11 +128,20 @@ export class ScaleTargets {
       const scale = await this.options.scaler.readScale(namespace, target);
       reading = scale === null ? { problem: `spec.targetRef: ${target.kind} ${namespace}/${target.name} (${target.apiVersion}) not found` } : { scale };
     } catch (err) {
-      // A failed read keeps the last reading: a passing API error must
-      // neither close an open gate nor make a valid workload invalid.
-      this.options.log.warn({ err, target: `${target.kind} ${namespace}/${target.name}` }, 'reading the scale of a target failed, trying again later');
-      if (entry.reading !== undefined) return;
-      reading = { problem: `spec.targetRef: cannot read the scale of ${target.kind} ${namespace}/${target.name}: ${(err as Error).message}` };
+      // An API error keeps the last reading, or none: a passing error must
+      // neither close an open gate nor make a valid workload invalid. Any
+      // other error is the agent's verdict on the target, such as a kind
+      // that the API server does not serve.
+      if (err instanceof ApiException) {
+        this.options.log.warn({ err, target: `${target.kind} ${namespace}/${target.name}` }, 'reading the scale of a target failed, trying again');
+        if (entry.reading === undefined) {
+          clearTimeout(entry.retry);
+          entry.retry = setTimeout(() => void this.read(entry), FIRST_READ_RETRY_MS);
+          entry.retry.unref();
+        }
+        return;
+      }
+      reading = { problem: `spec.targetRef: ${(err as Error).message}` };
     }
 
     if (this.entries.get(scaleTargetKey(namespace, target)) !== entry) return;

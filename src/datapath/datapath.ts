@@ -376,8 +376,11 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     }
 
     if (lateFlows.length > 0) {
-      // reinject() reports failures in its result and does not reject.
-      void this.reinject(lateFlows).then((result) => this.emit('late-release', result));
+      // reinject() reports failures in its result and does not reject; a
+      // listener that throws does.
+      this.reinject(lateFlows)
+        .then((result) => this.emit('late-release', result))
+        .catch((err: Error) => this.emit('record-error', err));
     }
   }
 }

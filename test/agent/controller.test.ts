@@ -407,6 +407,8 @@ test('restarted controller keeps frontends', async () => {
     const web = calls.filter((c) => c.workload === 'shop/web');
     assert.ok(web.length > 0, 'shop/web installed during start');
     assert.deepEqual(web.map((c) => c.frontends), web.map(() => 1), 'every install had the frontend');
+    // So are workloads whose target only its /scale subresource describes.
+    assert.ok(calls.some((c) => c.workload === 'shop/sleepy' && c.frontends === 1), 'shop/sleepy installed during start');
   } finally {
     await restarted.stop();
     await restartedReadiness.stop();

@@ -24,6 +24,7 @@ const CASES: Case[] = [
   { name: 'warm ignores flow opener', from: state('Warm'), event: { type: 'flow-opener', nowMs: 5 }, to: 'Warm', actions: [] },
   { name: 'waking waits for Ready', from: state('Waking', { wakeStartedMs: 0 }), event: { type: 'observed', replicas: 2, readyEndpoints: 0, nowMs: 5 }, to: 'Waking', actions: [] },
   { name: 'waking rescales after a late scale-down', from: state('Waking', { wakeStartedMs: 0 }), event: { type: 'observed', replicas: 0, replicasBefore: 1, readyEndpoints: 0, nowMs: 5 }, to: 'Waking', actions: ['scale:2:at-least'] },
+  { name: 'waking rescales with pods still Ready', from: state('Waking', { wakeStartedMs: 0 }), event: { type: 'observed', replicas: 0, replicasBefore: 1, readyEndpoints: 1, nowMs: 5 }, to: 'Waking', actions: ['scale:2:at-least'] },
   { name: 'waking before its scale-up lands', from: state('Waking', { wakeStartedMs: 0 }), event: { type: 'observed', replicas: 0, replicasBefore: 0, readyEndpoints: 0, nowMs: 5 }, to: 'Waking', actions: [] },
   { name: 'waking releases on Ready', from: state('Waking', { wakeStartedMs: 0 }), event: { type: 'observed', replicas: 2, readyEndpoints: 1, nowMs: 5 }, to: 'Warm', gateClosed: false, actions: ['release'] },
   { name: 'external scale-up opens gate', from: state('Cold'), event: { type: 'observed', replicas: 1, readyEndpoints: 1, nowMs: 5 }, to: 'Warm', gateClosed: false, actions: ['release'] },
