@@ -11,7 +11,10 @@ import { Controller } from '../../src/agent/controller.js';
 import { EndpointReadiness } from '../../src/agent/endpoint-readiness.js';
 import { EventRecorder } from '../../src/agent/events.js';
 import { AgentMetrics } from '../../src/agent/metrics.js';
+import { ObservedDatapath } from '../../src/agent/observed-datapath.js';
+import type { DatapathPort } from '../../src/agent/ports.js';
 import { KubeScaler } from '../../src/agent/scaler.js';
+import type { HeldFlowEvent } from '../../src/hubble/held-flow-messages.js';
 import { readStatus, type WorkloadStatus } from '../../src/agent/workload-status.js';
 import { IDLE_TIMEOUT_ANNOTATION } from '../../src/agent/workloads.js';
 import { deploymentFixture, serviceFixture } from '../apiserver/fixtures.js';
@@ -377,6 +380,22 @@ test('ScaleToZero takes precedence over annotation', async () => {
   await waitFor('the annotation workload to go', () => (datapath.frontends.has('shop/service/both') ? undefined : true));
 });
 
+// The controller of another agent in the same cluster, a follower.
+function followerController(datapath: DatapathPort, followerReadiness: EndpointReadiness, node: string): Controller {
+  return new Controller({
+    kc,
+    nodeAddresses: ['198.18.0.1'],
+    datapath,
+    readiness: followerReadiness,
+    scaler: new KubeScaler(kc),
+    events: new EventRecorder(kc, node, log),
+    activity: { lastActivity: () => undefined },
+    isLeader: () => false,
+    log,
+    tickMs: 50,
+  });
+}
+
 test('restarted controller keeps frontends', async () => {
   // A second agent starting against a cluster where shop/web exists must
   // install its frontends at once, never an empty set from a cache that
@@ -390,18 +409,7 @@ test('restarted controller keeps frontends', async () => {
   })();
   const restartedReadiness = new EndpointReadiness(kc, log);
   await restartedReadiness.start();
-  const restarted = new Controller({
-    kc,
-    nodeAddresses: ['198.18.0.1'],
-    datapath: recording,
-    readiness: restartedReadiness,
-    scaler: new KubeScaler(kc),
-    events: new EventRecorder(kc, 'node-2', log),
-    activity: { lastActivity: () => undefined },
-    isLeader: () => false,
-    log,
-    tickMs: 50,
-  });
+  const restarted = followerController(recording, restartedReadiness, 'node-2');
   try {
     await restarted.start();
     const web = calls.filter((c) => c.workload === 'shop/web');
@@ -412,5 +420,34 @@ test('restarted controller keeps frontends', async () => {
   } finally {
     await restarted.stop();
     await restartedReadiness.stop();
+  }
+});
+
+test('removed workload reports its dropped flows with the Service', async () => {
+  // The observer endpoint names the Service of each dropped flow, which
+  // the controller knows only while it still tracks the workload.
+  const events: HeldFlowEvent[] = [];
+  const inner = Object.assign(new FakeDatapath(), { workloadOf: () => undefined, interfaceName: () => undefined });
+  let observed: Controller | undefined;
+  const observedReadiness = new EndpointReadiness(kc, log);
+  await observedReadiness.start();
+  const port = new ObservedDatapath({ inner, observer: { record: (event: HeldFlowEvent) => events.push(event) } as never, serviceOf: (workload) => observed!.serviceNames(workload)[0] });
+  observed = followerController(port, observedReadiness, 'node-3');
+  try {
+    await createApp('observed', 0);
+    await scaleToZero('observed', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'observed' }, idleTimeout: '1h' });
+    await observed.start();
+    await waitFor('frontends installed', () => inner.frontends.get('shop/observed'));
+    inner.held.set('shop/observed', 1);
+
+    await kc.makeApiClient(CustomObjectsApi).deleteNamespacedCustomObject({ group: 'zerohold.dev', version: 'v1alpha1', namespace: 'shop', plural: 'scaletozeros', name: 'observed' });
+    await waitFor('the dropped flow reported', () => (events.some((e) => e.kind === 'expired') ? true : undefined));
+
+    const dropped = events.find((e) => e.kind === 'expired')!;
+    assert.equal(dropped.service, 'shop/observed');
+    assert.equal(dropped.cause, 'no longer opts in');
+  } finally {
+    await observed.stop();
+    await observedReadiness.stop();
   }
 });
