@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { ApiextensionsV1Api, AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { pino } from 'pino';
 
 import { Controller } from '../../src/agent/controller.js';
@@ -22,7 +22,7 @@ import { kubeConfigFor } from '../apiserver/kubeconfig.js';
 import { startApiServer, type TestApiServer } from '../apiserver/server.js';
 import { waitFor } from '../lib/netns.js';
 import { FakeDatapath } from './testing/fake-datapath.js';
-import { createReadyEndpoint, createScaleToZero, installScaleToZeroCrd } from './testing/objects.js';
+import { CANARIES, createReadyEndpoint, createScaleToZero, installCanaryCrd, installScaleToZeroCrd } from './testing/objects.js';
 
 let server: TestApiServer;
 let kc: KubeConfig;
@@ -234,32 +234,11 @@ test('workload without a Service frontend is reported', async () => {
 });
 
 test('scale subresource target is read', async () => {
-  const canaries = { group: 'example.com', version: 'v1', plural: 'canaries' };
-  await kc.makeApiClient(ApiextensionsV1Api).createCustomResourceDefinition({
-    body: {
-      apiVersion: 'apiextensions.k8s.io/v1',
-      kind: 'CustomResourceDefinition',
-      metadata: { name: 'canaries.example.com' },
-      spec: {
-        group: 'example.com',
-        scope: 'Namespaced',
-        names: { plural: 'canaries', singular: 'canary', kind: 'Canary' },
-        versions: [
-          {
-            name: 'v1',
-            served: true,
-            storage: true,
-            subresources: { status: {}, scale: { specReplicasPath: '.spec.replicas', statusReplicasPath: '.status.replicas', labelSelectorPath: '.status.selector' } },
-            schema: { openAPIV3Schema: { type: 'object', x_kubernetes_preserve_unknown_fields: true } },
-          },
-        ],
-      },
-    },
-  });
+  await installCanaryCrd(kc);
   const custom = kc.makeApiClient(CustomObjectsApi);
-  await custom.createNamespacedCustomObject({ ...canaries, namespace: 'shop', body: { apiVersion: 'example.com/v1', kind: 'Canary', metadata: { name: 'canary' }, spec: { replicas: 2 } } });
+  await custom.createNamespacedCustomObject({ ...CANARIES, namespace: 'shop', body: { apiVersion: 'example.com/v1', kind: 'Canary', metadata: { name: 'canary' }, spec: { replicas: 2 } } });
   await custom.patchNamespacedCustomObjectStatus(
-    { ...canaries, namespace: 'shop', name: 'canary', body: { status: { replicas: 2, selector: 'app=canary' } } },
+    { ...CANARIES, namespace: 'shop', name: 'canary', body: { status: { replicas: 2, selector: 'app=canary' } } },
     setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
   );
   await core().createNamespacedService({ namespace: 'shop', body: serviceFixture('canary') });
@@ -273,12 +252,12 @@ test('scale subresource target is read', async () => {
   assert.equal(datapath.gateClosed.get('shop/canary'), false);
 
   // One at zero wakes through its /scale subresource and stays warm.
-  await custom.createNamespacedCustomObject({ ...canaries, namespace: 'shop', body: { apiVersion: 'example.com/v1', kind: 'Canary', metadata: { name: 'sleepy' }, spec: { replicas: 0 } } });
+  await custom.createNamespacedCustomObject({ ...CANARIES, namespace: 'shop', body: { apiVersion: 'example.com/v1', kind: 'Canary', metadata: { name: 'sleepy' }, spec: { replicas: 0 } } });
   await core().createNamespacedService({ namespace: 'shop', body: serviceFixture('sleepy') });
   await scaleToZero('sleepy', { targetRef: { apiVersion: 'example.com/v1', kind: 'Canary', name: 'sleepy' }, idleTimeout: '1h', services: ['sleepy'] });
   await waitFor('the gate closed', () => (datapath.gateClosed.get('shop/sleepy') === true ? true : undefined));
   datapath.wake('shop/sleepy');
-  const replicasOfSleepy = async () => ((await custom.getNamespacedCustomObject({ ...canaries, namespace: 'shop', name: 'sleepy' })) as { spec: { replicas: number } }).spec.replicas;
+  const replicasOfSleepy = async () => ((await custom.getNamespacedCustomObject({ ...CANARIES, namespace: 'shop', name: 'sleepy' })) as { spec: { replicas: number } }).spec.replicas;
   await waitFor('the scale-up', async () => ((await replicasOfSleepy()) === 1 ? true : undefined));
   await createReadyEndpoint(kc, 'shop', 'sleepy', '198.18.5.8');
   await waitFor('the release', () => (datapath.releases.includes('shop/sleepy') ? true : undefined));

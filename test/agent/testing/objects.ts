@@ -4,7 +4,16 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { ApiextensionsV1Api, CustomObjectsApi, DiscoveryV1Api, type KubeConfig, type V1CustomResourceDefinition } from '@kubernetes/client-node';
+import {
+  ApiextensionsV1Api,
+  CustomObjectsApi,
+  DiscoveryV1Api,
+  type KubeConfig,
+  type V1CustomResourceDefinition,
+  type V1CustomResourceDefinitionNames,
+  type V1CustomResourceSubresources,
+  type V1JSONSchemaProps,
+} from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
 
 import { repoRoot } from '../../../src/paths.js';
@@ -56,16 +65,45 @@ export async function installScaledObjectCrd(kc: KubeConfig): Promise<void> {
       status: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true },
     },
   };
+  await installCrd(kc, {
+    group: 'keda.sh',
+    version: 'v1alpha1',
+    names: { plural: 'scaledobjects', singular: 'scaledobject', kind: 'ScaledObject', shortNames: ['so'] },
+    schema: schema as V1JSONSchemaProps,
+    subresources: { status: {} },
+  });
+}
+
+// A CRD with a scale subresource and no informer in the agent, standing in
+// for kinds such as Argo Rollouts: example.com/v1 Canary, whose replicas
+// are at .spec.replicas and pod selector at .status.selector.
+export const CANARIES = { group: 'example.com', version: 'v1', plural: 'canaries' };
+
+export async function installCanaryCrd(kc: KubeConfig): Promise<void> {
+  await installCrd(kc, {
+    group: CANARIES.group,
+    version: CANARIES.version,
+    names: { plural: CANARIES.plural, singular: 'canary', kind: 'Canary' },
+    schema: { type: 'object', x_kubernetes_preserve_unknown_fields: true },
+    subresources: { status: {}, scale: { specReplicasPath: '.spec.replicas', statusReplicasPath: '.status.replicas', labelSelectorPath: '.status.selector' } },
+  });
+}
+
+// Registers a namespaced CRD with one served and stored version.
+async function installCrd(
+  kc: KubeConfig,
+  crd: { group: string; version: string; names: V1CustomResourceDefinitionNames; schema: V1JSONSchemaProps; subresources: V1CustomResourceSubresources },
+): Promise<void> {
   await kc.makeApiClient(ApiextensionsV1Api).createCustomResourceDefinition({
     body: {
       apiVersion: 'apiextensions.k8s.io/v1',
       kind: 'CustomResourceDefinition',
-      metadata: { name: 'scaledobjects.keda.sh' },
+      metadata: { name: `${crd.names.plural}.${crd.group}` },
       spec: {
-        group: 'keda.sh',
+        group: crd.group,
         scope: 'Namespaced',
-        names: { plural: 'scaledobjects', singular: 'scaledobject', kind: 'ScaledObject', shortNames: ['so'] },
-        versions: [{ name: 'v1alpha1', served: true, storage: true, schema: { openAPIV3Schema: schema }, subresources: { status: {} } }],
+        names: crd.names,
+        versions: [{ name: crd.version, served: true, storage: true, schema: { openAPIV3Schema: crd.schema }, subresources: crd.subresources }],
       },
     },
   });
