@@ -3,7 +3,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { after, test } from 'node:test';
 
 import { NodeDatapath } from '../../src/agent/node-datapath.js';
-import { Datapath } from '../../src/datapath/datapath.js';
+import { Datapath, type DatapathOptions } from '../../src/datapath/datapath.js';
 import type { Frontend } from '../../src/datapath/frontends.js';
 import { MAX_FRAME } from '../../src/datapath/layout.js';
 import { FrameRunner } from '../lib/harness.js';
@@ -18,11 +18,22 @@ const DB: Frontend = { address: '198.19.0.20', protocol: 'tcp', port: 5432 };
 
 const syn = (f: Frontend) => buildFrame({ src: '198.18.0.1', dst: f.address, tcp: { srcPort: 40000, dstPort: f.port as number, flags: TCP_SYN } });
 
-test('node datapath gates per workload', async () => {
-  const dp = await Datapath.open({ maxServices: 16 });
+// Opens a datapath, runs the test on a NodeDatapath over it, and closes
+// the datapath also when the test fails.
+async function withNode(
+  run: (parts: { dp: Datapath; node: NodeDatapath; runner: FrameRunner }) => Promise<void> | void,
+  options: { open?: DatapathOptions; reinject?: boolean } = {},
+): Promise<void> {
+  const dp = await Datapath.open(options.open ?? { maxServices: 16 });
   try {
-    const node = new NodeDatapath(dp, 0);
-    const runner = new FrameRunner(dp);
+    await run({ dp, node: new NodeDatapath(dp, 0, options.reinject ?? true), runner: new FrameRunner(dp) });
+  } finally {
+    await dp.close();
+  }
+}
+
+test('node datapath gates per workload', async () => {
+  await withNode(async ({ dp, node, runner }) => {
     node.setFrontends('default/web', [WEB, WEB_TLS], true);
     node.setFrontends('default/db', [DB], false);
 
@@ -42,9 +53,7 @@ test('node datapath gates per workload', async () => {
     node.removeWorkload('default/db');
     assert.equal(runner.run('xdp', syn(DB)).verdict, 'pass');
     assert.deepEqual(dp.frontends.list().map((e) => e.frontend), [WEB]);
-  } finally {
-    await dp.close();
-  }
+  });
 });
 
 test('node datapath keeps ids on restart', async () => {
@@ -70,10 +79,7 @@ test('node datapath keeps ids on restart', async () => {
 });
 
 test('node datapath reports warm activity', async () => {
-  const dp = await Datapath.open({ maxServices: 16 });
-  try {
-    const node = new NodeDatapath(dp, 0);
-    const runner = new FrameRunner(dp);
+  await withNode(async ({ node, runner }) => {
     node.setFrontends('default/db', [DB], false);
     assert.equal(node.lastActivity('default/db'), undefined, 'no traffic yet');
 
@@ -87,16 +93,11 @@ test('node datapath reports warm activity', async () => {
     assert.ok(seen >= before - 20, `last activity ${seen} is before the test started at ${before}`);
     assert.ok(seen <= before + 1000, `last activity ${seen} is long after the test started at ${before}`);
     assert.equal(node.lastActivity('default/unknown'), undefined);
-  } finally {
-    await dp.close();
-  }
+  });
 });
 
 test('node datapath resets a reused id', async () => {
-  const dp = await Datapath.open({ maxServices: 16 });
-  try {
-    const node = new NodeDatapath(dp, 0);
-    const runner = new FrameRunner(dp);
+  await withNode(async ({ node, runner }) => {
     node.setFrontends('default/db', [DB], false);
     runner.run('xdp', syn(DB));
     const id = node.serviceIdOf('default/db');
@@ -110,16 +111,11 @@ test('node datapath resets a reused id', async () => {
     assert.equal(node.lastActivity('default/web'), undefined, 'the removed workload left no activity behind');
     assert.equal(node.datapathCounters().get('default/web')?.warm_packets, 0n);
     assert.deepEqual([...node.datapathCounters().keys()], ['default/web']);
-  } finally {
-    await dp.close();
-  }
+  });
 });
 
 test('node datapath removal returns held flows', async () => {
-  const dp = await Datapath.open({ maxServices: 16 });
-  try {
-    const node = new NodeDatapath(dp, 0);
-    const runner = new FrameRunner(dp);
+  await withNode(async ({ dp, node, runner }) => {
     node.setFrontends('default/web', [WEB], true);
     assert.equal(runner.run('xdp', syn(WEB)).verdict, 'drop');
     const id = node.serviceIdOf('default/web');
@@ -132,16 +128,11 @@ test('node datapath removal returns held flows', async () => {
     assert.equal(node.serviceIdOf('default/db'), id);
     assert.deepEqual(node.heldFlows('default/db'), [], 'the next workload on the id holds nothing of the old one');
     assert.deepEqual(node.removeWorkload('default/unknown'), []);
-  } finally {
-    await dp.close();
-  }
+  });
 });
 
 test('node datapath counts unheld drops', async () => {
-  const dp = await Datapath.open({ maxServices: 16 });
-  try {
-    const node = new NodeDatapath(dp, 0);
-    const runner = new FrameRunner(dp);
+  await withNode(async ({ node, runner }) => {
     const DNS: Frontend = { address: '198.19.0.53', protocol: 'udp', port: 53 };
     node.setFrontends('default/dns', [DNS], true);
 
@@ -153,16 +144,11 @@ test('node datapath counts unheld drops', async () => {
     const counters = node.datapathCounters().get('default/dns');
     assert.equal(counters?.too_large, 1n);
     assert.equal(counters?.held_frames, 0n);
-  } finally {
-    await dp.close();
-  }
+  });
 });
 
 test('node datapath drop mode discards held', async () => {
-  const dp = await Datapath.open({ maxServices: 16 });
-  try {
-    const node = new NodeDatapath(dp, 0, false);
-    const runner = new FrameRunner(dp);
+  await withNode(async ({ node, runner }) => {
     node.setFrontends('default/web', [WEB], true);
     assert.equal(runner.run('xdp', syn(WEB)).verdict, 'drop');
     assert.equal(node.heldFlows('default/web').length, 1);
@@ -173,16 +159,11 @@ test('node datapath drop mode discards held', async () => {
     assert.equal(outcome.discarded?.length, 1, 'the discarded SYN is reported for counting');
     assert.equal(node.heldFlows('default/web').length, 0, 'the held SYN is gone');
     assert.equal(runner.run('xdp', syn(WEB)).verdict, 'pass', 'the retransmitted SYN passes');
-  } finally {
-    await dp.close();
-  }
+  }, { reinject: false });
 });
 
 test('node datapath applies held limits', async () => {
-  const dp = await Datapath.open({ maxServices: 16, heldLimits: { total: 100, perService: 50, perSource: 50 } });
-  try {
-    const node = new NodeDatapath(dp, 0);
-    const runner = new FrameRunner(dp);
+  await withNode(async ({ dp, node, runner }) => {
     const rejected: string[] = [];
     dp.on('rejected', (_id, reason, clientOf) => rejected.push(`${reason} from ${clientOf()}`));
     const synFrom = (source: string, port: number) => buildFrame({ src: source, dst: WEB.address, tcp: { srcPort: port, dstPort: 80, flags: TCP_SYN } });
@@ -210,7 +191,5 @@ test('node datapath applies held limits', async () => {
     node.setHeldLimits('default/web', {});
     runner.run('xdp', synFrom('198.18.0.3', 1));
     assert.equal(node.heldFlows('default/web').length, 4);
-  } finally {
-    await dp.close();
-  }
+  }, { open: { maxServices: 16, heldLimits: { total: 100, perService: 50, perSource: 50 } } });
 });
