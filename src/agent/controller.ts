@@ -247,8 +247,8 @@ export class Controller {
     for (const informer of this.informers) await informer.start();
     await this.autoscalers.start();
     // Targets of other kinds are read once first, so that their workloads
-    // are installed too when start() returns, unless the API server is
-    // too slow to answer.
+    // are installed too when start() returns, unless the API server does
+    // not respond within SCALE_READ_AT_START_MS.
     await this.scaleTargets.readAll(this.polledTargets(), SCALE_READ_AT_START_MS);
     // The caches are complete now: install every workload before start()
     // returns, so the node keeps flow openers from then on.
@@ -388,7 +388,8 @@ export class Controller {
     return { apiVersion: 'apps/v1', kind: target!.kind!, name: target!.metadata!.name! };
   }
 
-  // The targets of valid ScaleToZeros that only their /scale tells about.
+  // Returns the targets of valid ScaleToZeros whose replica count only
+  // their /scale subresource reports.
   private polledTargets(): { namespace: string; target: TargetRef }[] {
     const polled: { namespace: string; target: TargetRef }[] = [];
     for (const object of this.objects.values()) {
@@ -434,8 +435,8 @@ export class Controller {
       return resolved.frontends;
     });
     if (frontends.length === 0) {
-      const why = services.length === 0 ? [`no Service in ${spec.namespace} selects the pods of ${spec.target.kind} ${spec.target.name}; name the Services in spec.services`] : skipped;
-      this.reportInvalid(key, object, spec.source, [`nothing could wake the workload, because no Service of it has a frontend: ${why.join('; ')}`]);
+      const reasons = services.length === 0 ? [`no Service in ${spec.namespace} selects the pods of ${spec.target.kind} ${spec.target.name}; name the Services in spec.services`] : skipped;
+      this.reportInvalid(key, object, spec.source, [`nothing could wake the workload, because no Service of it has a frontend: ${reasons.join('; ')}`]);
       return [];
     }
     const { replicas } = target;

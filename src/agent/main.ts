@@ -138,8 +138,8 @@ async function main(): Promise<void> {
   const heldRejections = node instanceof SignalDatapath ? undefined : new HeldRejections({ log: componentLogger(root, 'datapath'), metrics, workloadOf: (id) => node.workloadOf(id) });
   const holding = node instanceof ChainedDatapath ? node.datapath : datapath;
   holding?.on('rejected', (serviceId, reason, clientOf) => heldRejections?.record(serviceId, reason, clientOf));
-  // A record that could not be decoded or handled may be a flow opener
-  // lost; a late record raced a release and went out at once, or failed to.
+  // A record that could not be decoded or handled may be a lost flow
+  // opener. A late record raced a release, and its re-injection may fail.
   const recordErrors = new RepeatLimiter(10_000);
   const owner = node instanceof SignalDatapath ? undefined : node;
   holding?.on('record-error', (err) => {
@@ -267,10 +267,13 @@ async function main(): Promise<void> {
     await metrics.close();
     heldRejections?.close();
     datapathDrops?.stop();
-    // Flows read from the ring live in this process only; the clients of
-    // the ones still held retransmit to the next agent.
-    const held = owner?.heldTotals() ?? new Map();
-    if (held.size > 0) log.warn({ heldFlows: Object.fromEntries([...held].map(([workload, totals]) => [workload, totals.flows])) }, 'stopping with flows held; their clients retransmit');
+    // Flows read from the ring exist in this process only, so the clients
+    // of the ones still held retransmit to the next agent.
+    const stillHeld = owner?.heldTotals() ?? new Map();
+    if (stillHeld.size > 0) {
+      const heldFlows = Object.fromEntries([...stillHeld].map(([workload, totals]) => [workload, totals.flows]));
+      log.warn({ heldFlows }, 'stopping with flows held; their clients retransmit to the next agent');
+    }
     // Detaches the programs or empties the host's slots; the pinned maps
     // stay for the next start.
     if (node instanceof ChainedDatapath) await node.close();

@@ -133,8 +133,8 @@ export class AgentMetrics {
 
   // Registers a per-workload counter whose values are read from the
   // datapath's BPF counters on each scrape. They only grow while a
-  // workload keeps its service id, and a new workload starts from zero,
-  // which Prometheus reads as a counter reset.
+  // workload keeps its service id. A workload given a fresh id in
+  // standalone mode starts from zero, which Prometheus reads as a reset.
   private datapathCounter<L extends string>(
     name: string,
     help: string,

@@ -86,8 +86,9 @@ export class ObservedDatapath implements DatapathPort {
     this.inner.onWake(listener);
   }
 
-  // extra.service replaces the workload's Service name, for a workload
-  // that is gone; extra.cause says why an expired flow was dropped.
+  // Records one flow event. extra.service replaces the workload's Service
+  // name, for a workload that is gone, and extra.cause gives the reason an
+  // expired flow was dropped.
   private report(kind: 'held' | 'released' | 'expired', workload: WorkloadKey, held: HeldFlow, extra: { service?: string | undefined; cause?: string } = {}): void {
     const now = this.now();
     const firstMs = Number(held.firstTimestampNs / 1_000_000n);

@@ -27,16 +27,16 @@ interface Entry {
   reading: ScaleReading | undefined;
   // The read in flight, if any.
   inFlight: Promise<void> | undefined;
-  // Set when a read is asked for while one is in flight, which may have
-  // started before the change the caller knows of: one more read follows.
+  // Set when a read is requested while one is in flight, which may have
+  // started before the caller's scale write, so one more read follows.
   again: boolean;
   // The retry after a failed first read.
   retry: NodeJS.Timeout | undefined;
 }
 
 // A first read that fails with an API error is tried again after this
-// long, since the workload stays unknown, neither held nor scaled, until
-// one succeeds.
+// long, because the workload stays unknown, and unscaled, until one
+// succeeds.
 const FIRST_READ_RETRY_MS = 1000;
 
 export class ScaleTargets {
@@ -104,8 +104,8 @@ export class ScaleTargets {
     }
   }
 
-  // One read at a time per target. A read asked for during one runs after
-  // it, because the one in flight may predate the caller's scale write.
+  // Reads the target, one read at a time. A read requested during one
+  // runs after it, because the one in flight may predate a scale write.
   private read(entry: Entry): Promise<void> {
     if (entry.inFlight !== undefined) {
       entry.again = true;
@@ -128,10 +128,10 @@ export class ScaleTargets {
       const scale = await this.options.scaler.readScale(namespace, target);
       reading = scale === null ? { problem: `spec.targetRef: ${target.kind} ${namespace}/${target.name} (${target.apiVersion}) not found` } : { scale };
     } catch (err) {
-      // An API error keeps the last reading, or none: a passing error must
-      // neither close an open gate nor make a valid workload invalid. Any
-      // other error is the agent's verdict on the target, such as a kind
-      // that the API server does not serve.
+      // An API error keeps the last reading, or none, because a passing
+      // error must neither close an open gate nor make a valid workload
+      // invalid. Any other error comes from the agent's own checks of the
+      // target, such as a kind that the API server does not serve.
       if (err instanceof ApiException) {
         this.options.log.warn({ err, target: `${target.kind} ${namespace}/${target.name}` }, 'reading the scale of a target failed, trying again');
         if (entry.reading === undefined) {

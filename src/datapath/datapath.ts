@@ -376,8 +376,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     }
 
     if (lateFlows.length > 0) {
-      // reinject() reports failures in its result and does not reject; a
-      // listener that throws does.
+      // reinject() reports failures in its result and does not reject. A
+      // listener that throws makes the chain reject.
       this.reinject(lateFlows)
         .then((result) => this.emit('late-release', result))
         .catch((err: Error) => this.emit('record-error', err));

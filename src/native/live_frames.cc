@@ -263,7 +263,7 @@ Napi::Object RunLiveFramesNow(Napi::Env env, int prog_fd,
   }
 
   // The scope moves the JS thread back before this returns, and no other
-  // JS runs meanwhile, so nothing else sees the other namespace.
+  // JS runs meanwhile, so no other code runs in the other namespace.
   NetnsScope scope;
   SysError error;
   if (!scope.Enter(netns, &error)) throw ToJsError(env, error);

@@ -404,7 +404,7 @@ test('restarted controller keeps frontends', async () => {
 
 test('removed workload reports its dropped flows with the Service', async () => {
   // The observer endpoint names the Service of each dropped flow, which
-  // the controller knows only while it still tracks the workload.
+  // the controller has only while it still tracks the workload.
   const events: HeldFlowEvent[] = [];
   const inner = Object.assign(new FakeDatapath(), { workloadOf: () => undefined, interfaceName: () => undefined });
   let observed: Controller | undefined;

@@ -10,7 +10,7 @@ import { ScaleTargets } from '../../src/agent/scale-targets.js';
 const ROLLOUT: TargetRef = { apiVersion: 'argoproj.io/v1alpha1', kind: 'Rollout', name: 'web' };
 const log = pino({ level: 'silent' });
 
-// A scaler whose reads wait until the test answers them, in order.
+// A scaler whose reads stay pending until the test resolves them, in order.
 function controlledScaler() {
   const pending: { answer: (scale: TargetScale | null | Error) => void }[] = [];
   return {
