@@ -90,9 +90,6 @@ export interface ControllerOptions {
   // How long the leader waits for every live node to close its gate
   // before it calls a scale-down off.
   scaleDownTimeoutMs?: number;
-  // How often the scale of a target that is not a Deployment or a
-  // StatefulSet is read. Defaults to 15 s.
-  scaleReadIntervalMs?: number;
   // CLOCK_MONOTONIC milliseconds, the clock of held frame timestamps.
   now?: () => number;
 }
@@ -227,7 +224,7 @@ export class Controller {
     this.custom = options.kc.makeApiClient(CustomObjectsApi);
     this.status = new StatusWriter(options.kc);
     this.autoscalers = new Autoscalers(options.kc, options.log);
-    this.scaleTargets = new ScaleTargets({ scaler: options.scaler, log: options.log, onChange: () => this.scheduleReconcile(), ...(options.scaleReadIntervalMs ? { intervalMs: options.scaleReadIntervalMs } : {}) });
+    this.scaleTargets = new ScaleTargets({ scaler: options.scaler, log: options.log, onChange: () => this.scheduleReconcile() });
     this.now = options.now ?? monotonicMs;
   }
 

@@ -148,10 +148,14 @@ async function main(): Promise<void> {
     if (suppressed !== null) log.warn({ err, suppressed }, 'a ring buffer record could not be decoded or handled, and its flow may be lost; its client retransmits');
   });
   holding?.on('late-release', (result) => {
-    for (const { flow, error } of result.failed) {
+    if (result.failed.length === 0) return;
+    for (const { flow } of result.failed) {
       metrics.heldDropped.inc({ workload: owner?.workloadOf(flow.record.serviceId) ?? UNKNOWN_WORKLOAD, reason: 'reinject-failed' });
-      log.warn({ serviceId: flow.record.serviceId, error }, 're-injecting a flow that arrived during its release failed; its client retransmits');
     }
+    // One line per batch, as for a release: the first error usually
+    // explains the others.
+    const first = result.failed[0]!;
+    log.warn({ serviceId: first.flow.record.serviceId, failed: result.failed.length, error: first.error }, 're-injecting flows that arrived during their release failed; their clients retransmit');
   });
   // Flow openers that the datapath dropped before they reached the agent
   // are in its counters, logged from there.
