@@ -118,6 +118,23 @@ int RunLiveFrame(int prog_fd, const LiveFrame& frame) {
   return bpf_prog_test_run_opts(prog_fd, &opts);
 }
 
+// Sends frames first, first + step, ... and records each failure with
+// its frame index.
+void SendStride(int prog_fd, const std::string& prog_name,
+                const std::vector<LiveFrame>& frames, uint32_t first,
+                uint32_t step, std::vector<FrameError>* errors,
+                uint32_t* sent) {
+  for (uint32_t i = first; i < frames.size(); i += step) {
+    int err = RunLiveFrame(prog_fd, frames[i]);
+    if (err < 0) {
+      errors->push_back(
+          {i, MakeSysError("bpf_prog_test_run_opts", prog_name, err)});
+    } else {
+      (*sent)++;
+    }
+  }
+}
+
 // { sent, errors }, errors sorted by frame index.
 Napi::Object LiveResult(Napi::Env env, uint32_t sent,
                         const std::vector<FrameError>& errors) {
@@ -219,15 +236,7 @@ class LiveFramesWorker : public PromiseWorker {
  private:
   void RunStride(uint32_t first, uint32_t step,
                  std::vector<FrameError>* errors, uint32_t* sent) {
-    for (uint32_t i = first; i < frames_.size(); i += step) {
-      int err = RunLiveFrame(prog_fd_.Get(), frames_[i]);
-      if (err < 0) {
-        errors->push_back(
-            {i, MakeSysError("bpf_prog_test_run_opts", prog_name_, err)});
-      } else {
-        (*sent)++;
-      }
-    }
+    SendStride(prog_fd_.Get(), prog_name_, frames_, first, step, errors, sent);
   }
 
   UniqueFd prog_fd_;
@@ -270,14 +279,7 @@ Napi::Object RunLiveFramesNow(Napi::Env env, int prog_fd,
 
   uint32_t sent = 0;
   std::vector<FrameError> errors;
-  for (uint32_t i = 0; i < parsed.size(); i++) {
-    int err = RunLiveFrame(prog_fd, parsed[i]);
-    if (err < 0) {
-      errors.push_back({i, MakeSysError("bpf_prog_test_run_opts", prog_name, err)});
-    } else {
-      sent++;
-    }
-  }
+  SendStride(prog_fd, prog_name, parsed, 0, 1, &errors, &sent);
   return LiveResult(env, sent, errors);
 }
 
