@@ -78,6 +78,31 @@ describe('endpointslice controller', () => {
     assert.equal(forB.endpoints![0]!.conditions?.ready, false);
   });
 
+  it('writes each slice once, no conflicts', async () => {
+    const from = server.requests.length;
+    await core.patchNamespacedPodStatus(
+      { name: 'api-b', namespace: NAMESPACE, body: { status: { conditions: [{ type: 'Ready', status: 'True' }] } } },
+      MERGE_PATCH,
+    );
+
+    await waitFor('api-b ready in both families', async () => {
+      const slices = (await discovery.listNamespacedEndpointSlice({ namespace: NAMESPACE, labelSelector: `${SERVICE_NAME_LABEL}=api` })).items;
+      const ready = slices.filter((item) => item.endpoints?.some((endpoint) => endpoint.targetRef?.name === 'api-b' && endpoint.conditions?.ready));
+      return ready.length === 2 ? true : undefined;
+    });
+    await controller.idle();
+
+    // The controller's own writes come back as watch events. A reconcile on
+    // those would read the other family's slice before its event arrived,
+    // and its update would fail with 409 Conflict.
+    const writes = server.requests.slice(from).filter((request) => request.path.includes('/endpointslices/') && request.method !== 'GET');
+    assert.deepEqual(
+      writes.map((request) => `${request.method} ${request.status}`),
+      ['PUT 200', 'PUT 200'],
+      `slice writes: ${writes.map((request) => `${request.method} ${request.path} ${request.status}`).join(', ')}`,
+    );
+  });
+
   it('marks a deleted pod terminating', async () => {
     await core.deleteNamespacedPod({ name: 'api-a', namespace: NAMESPACE });
 

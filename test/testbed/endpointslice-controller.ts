@@ -38,6 +38,7 @@ import {
 import { pino, type Logger } from 'pino';
 
 import { restartOnError } from '../../src/agent/informers.js';
+import { EndpointSliceTracker } from './endpointslice-tracker.js';
 import { WorkQueue } from './work-queue.js';
 import { isPodReady } from './workload-controller.js';
 
@@ -56,6 +57,10 @@ export class EndpointSliceController {
   private readonly pods: Informer<V1Pod> & ObjectCache<V1Pod>;
   private readonly slices: Informer<V1EndpointSlice> & ObjectCache<V1EndpointSlice>;
   private readonly queue: WorkQueue;
+  private readonly tracker = new EndpointSliceTracker();
+  // Services whose reconcile found the slice cache behind this
+  // controller's writes. The next slice event of the Service queues it.
+  private readonly waitingForCache = new Set<string>();
   private readonly log: Logger;
   private stopped = false;
 
@@ -78,10 +83,7 @@ export class EndpointSliceController {
       this.services.on(event, (service) => this.queue.add(keyOf(service.metadata!.namespace!, service.metadata!.name!)));
       // Any Pod change may change the slices of any Service in its namespace.
       this.pods.on(event, (pod) => this.queueNamespace(pod.metadata!.namespace!));
-      this.slices.on(event, (slice) => {
-        const service = slice.metadata?.labels?.[SERVICE_NAME_LABEL];
-        if (service) this.queue.add(keyOf(slice.metadata!.namespace!, service));
-      });
+      this.slices.on(event, (slice) => this.onSliceEvent(event, slice));
     }
     restartOnError(this.services, this.log, 'Service', () => this.stopped);
     restartOnError(this.pods, this.log, 'Pod', () => this.stopped);
@@ -109,10 +111,27 @@ export class EndpointSliceController {
     for (const service of this.services.list(namespace)) this.queue.add(keyOf(namespace, service.metadata!.name!));
   }
 
+  // Own writes come back as events too. Those need no reconcile, which
+  // would only read the Service's other slices before their own events
+  // arrived.
+  private onSliceEvent(event: string, slice: V1EndpointSlice): void {
+    const service = slice.metadata?.labels?.[SERVICE_NAME_LABEL];
+    if (!service) return;
+    const key = keyOf(slice.metadata!.namespace!, service);
+
+    if (event === DELETE) this.tracker.forget(key, slice);
+    const waiting = this.waitingForCache.delete(key);
+    if (waiting || event === DELETE || this.tracker.shouldSync(key, slice)) this.queue.add(key);
+  }
+
   private async reconcile(key: string): Promise<void> {
     const [namespace, name] = key.split('/') as [string, string];
     const service = this.services.get(name, namespace);
     const existing = this.slices.list(namespace).filter((slice) => slice.metadata?.labels?.[SERVICE_NAME_LABEL] === name);
+    if (this.tracker.isStale(key, existing)) {
+      this.waitingForCache.add(key);
+      return;
+    }
 
     // A Service without a selector has manually managed endpoints, and a
     // deleted Service's slices go with it, because this API server has no
@@ -122,11 +141,11 @@ export class EndpointSliceController {
 
     for (const slice of wanted) {
       const current = existing.find((candidate) => candidate.metadata!.name === slice.metadata!.name);
-      if (!current) await this.create(slice);
-      else if (!sameContent(current, slice)) await this.replace({ ...slice, metadata: { ...slice.metadata, resourceVersion: current.metadata!.resourceVersion } });
+      if (!current) await this.create(key, slice);
+      else if (!sameContent(current, slice)) await this.replace(key, { ...slice, metadata: { ...slice.metadata, resourceVersion: current.metadata!.resourceVersion } });
     }
     for (const slice of existing) {
-      if (!wantedNames.has(slice.metadata!.name!)) await this.delete(slice);
+      if (!wantedNames.has(slice.metadata!.name!)) await this.delete(key, slice);
     }
   }
 
@@ -182,9 +201,9 @@ export class EndpointSliceController {
     };
   }
 
-  private async create(slice: V1EndpointSlice): Promise<void> {
+  private async create(service: string, slice: V1EndpointSlice): Promise<void> {
     try {
-      await this.discovery.createNamespacedEndpointSlice({ namespace: slice.metadata!.namespace!, body: slice });
+      this.tracker.recordWrite(service, await this.discovery.createNamespacedEndpointSlice({ namespace: slice.metadata!.namespace!, body: slice }));
     } catch (err) {
       // The informer had not delivered a slice created earlier. The event
       // that follows queues this Service again.
@@ -193,13 +212,14 @@ export class EndpointSliceController {
     }
   }
 
-  private async replace(slice: V1EndpointSlice): Promise<void> {
-    await this.discovery.replaceNamespacedEndpointSlice({ name: slice.metadata!.name!, namespace: slice.metadata!.namespace!, body: slice });
+  private async replace(service: string, slice: V1EndpointSlice): Promise<void> {
+    this.tracker.recordWrite(service, await this.discovery.replaceNamespacedEndpointSlice({ name: slice.metadata!.name!, namespace: slice.metadata!.namespace!, body: slice }));
   }
 
-  private async delete(slice: V1EndpointSlice): Promise<void> {
+  private async delete(service: string, slice: V1EndpointSlice): Promise<void> {
     try {
       await this.discovery.deleteNamespacedEndpointSlice({ name: slice.metadata!.name!, namespace: slice.metadata!.namespace! });
+      this.tracker.recordDeletion(service, slice);
     } catch (err) {
       if (err instanceof ApiException && err.code === 404) return;
       throw err;
