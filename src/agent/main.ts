@@ -8,6 +8,7 @@ import { mkdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
 
 import { ensureBpffs } from '../datapath/bpffs.js';
 import { HubbleActivity } from '../hubble/activity.js';
@@ -119,10 +120,12 @@ async function main(): Promise<void> {
       reinject: config.release.heldPackets === 'reinject',
       log: componentLogger(root, 'datapath'),
     });
+    logReplacedPins(log, node.datapath);
   } else {
     ensureBpffs();
     mkdirSync(config.bpf.pinDir, { recursive: true });
     datapath = await Datapath.open(datapathOptions);
+    logReplacedPins(log, datapath);
     for (const iface of config.interfaces) {
       await datapath.attach(iface.name, iface.hook === 'xdp' ? { hook: 'xdp', mode: iface.xdpMode } : { hook: 'tc' });
       log.info({ interface: iface.name, hook: iface.hook }, 'attached');
@@ -291,6 +294,26 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
 }
+
+// A pinned map stops matching after a size in bpf.* changed or an upgrade
+// changed its layout, and the load replaced it with an empty one.
+function logReplacedPins(log: Logger, datapath: Datapath): void {
+  for (const { map, path, pinned, defined } of datapath.replacedPins) {
+    const effect = REPLACED_PIN_EFFECTS[map] ?? 'it starts empty';
+    log.warn({ map, path, pinned, defined }, `replaced the pinned map ${map} because its definition changed: ${effect}`);
+  }
+}
+
+const REPLACED_PIN_EFFECTS: Record<string, string> = {
+  zh_held_ring: 'its unread held packets are lost, and their clients retransmit',
+  zh_wake_ring: 'its unread wake signals are lost, and held flows wake their workloads within a second',
+  zh_frontends: 'Services pass unheld until the controller writes their frontends again',
+  zh_fe_index: 'Services pass unheld until the controller writes their frontends again',
+  zh_services: 'Services pass unheld until the controller writes their gates again',
+  zh_svc_stats: 'the per-Service datapath counters start from zero',
+  zh_stats: 'the node-wide datapath counters start from zero',
+  zh_wake_state: 'the next flow opener of each Service signals a wake',
+};
 
 main().catch((err: Error & { code?: string }) => {
   const hint = err.code?.startsWith('ERR_PARSE_ARGS_') ? '\nzerohold-agent --help lists the options' : '';

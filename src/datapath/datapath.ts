@@ -20,6 +20,7 @@ import { attachPinnedTc, attachPinnedXdp, detachAttachment, linkPinPath, removeD
 import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
 import { buildLiveFrame, type LiveFrame } from './reinject.js';
 import { ServiceTable, type ServiceSettings, type ServiceStateName } from './services.js';
+import { type ReplacedPin, unlinkStalePins } from './stale-pins.js';
 import { repoRoot } from '../paths.js';
 
 export interface DatapathOptions {
@@ -115,6 +116,9 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   private constructor(
     private readonly object: NativeObject,
     options: DatapathOptions,
+    // Pinned maps that open() replaced because their definition changed,
+    // with the fields that differed.
+    readonly replacedPins: ReplacedPin[] = [],
   ) {
     super();
     this.netns = options.netns;
@@ -147,17 +151,18 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       for (const prog of CHAINED_PROGRAMS) {
         object.setExpectedAttachType(prog, 0);
       }
+      let replacedPins: ReplacedPin[] = [];
       if (options.pinDir) {
-        for (const map of object.mapNames().filter((name) => name.startsWith('zh_'))) {
-          object.setPinPath(map, path.join(options.pinDir, map));
-        }
+        const pinned = object.mapNames().filter((name) => name.startsWith('zh_'));
+        replacedPins = unlinkStalePins(object, pinned, options.pinDir);
+        for (const map of pinned) object.setPinPath(map, path.join(options.pinDir, map));
       }
       if (options.chainPinDir) {
         object.setPinPath('zh_chain_meta', path.join(options.chainPinDir, 'zh_chain_meta'));
       }
       await object.load();
       if (options.pinDir) removeDefunctLinks(options.pinDir);
-      return new Datapath(object, options);
+      return new Datapath(object, options, replacedPins);
     } catch (err) {
       object.close();
       throw err;

@@ -119,6 +119,15 @@ export interface BtfStructLayout {
   members: { name: string; offset: number; size: number }[];
 }
 
+/** The properties that a pinned map must share with a definition to be reused. */
+export interface MapDefinition {
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  mapFlags: number;
+}
+
 /**
  * A BPF ELF object. Configure it with the set* methods, then call load()
  * once. Maps and programs taken from it keep it open until close().
@@ -128,6 +137,8 @@ export interface NativeObject {
   programNames(): string[];
   /** Includes libbpf's internal maps such as .rodata. */
   mapNames(): string[];
+  /** The map's definition as load() would create it. Throws a TypeError for an unknown name. */
+  mapDefinition(map: string): MapDefinition;
 
   // The set* methods throw ERR_ZH_ALREADY_LOADED after load().
   setProgramType(prog: string, type: number): void;

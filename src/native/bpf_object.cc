@@ -21,6 +21,7 @@ void BpfObject::Init(Napi::Env env, Napi::Object exports) {
           InstanceAccessor<&BpfObject::Path>("path"),
           InstanceMethod<&BpfObject::ProgramNames>("programNames"),
           InstanceMethod<&BpfObject::MapNames>("mapNames"),
+          InstanceMethod<&BpfObject::MapDefinition>("mapDefinition"),
           InstanceMethod<&BpfObject::SetProgramType>("setProgramType"),
           InstanceMethod<&BpfObject::SetExpectedAttachType>(
               "setExpectedAttachType"),
@@ -151,6 +152,22 @@ void BpfObject::SetAutoload(const Napi::CallbackInfo& info) {
 
   int err = bpf_program__set_autoload(FindProgram(env, name), autoload);
   if (err < 0) ThrowSysError(env, "bpf_program__set_autoload", name, err);
+}
+
+// Returns the definition that libbpf creates the map from, and that a
+// pinned map must match to be reused. It includes setMaxEntries() changes.
+Napi::Value BpfObject::MapDefinition(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = StringArg(info, 0, "map");
+  const struct bpf_map* map = FindMap(env, name);
+
+  Napi::Object definition = Napi::Object::New(env);
+  definition.Set("type", Napi::Number::New(env, bpf_map__type(map)));
+  definition.Set("keySize", Napi::Number::New(env, bpf_map__key_size(map)));
+  definition.Set("valueSize", Napi::Number::New(env, bpf_map__value_size(map)));
+  definition.Set("maxEntries", Napi::Number::New(env, bpf_map__max_entries(map)));
+  definition.Set("mapFlags", Napi::Number::New(env, bpf_map__map_flags(map)));
+  return definition;
 }
 
 void BpfObject::SetMaxEntries(const Napi::CallbackInfo& info) {

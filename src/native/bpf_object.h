@@ -25,6 +25,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   Napi::Value Path(const Napi::CallbackInfo& info);
   Napi::Value ProgramNames(const Napi::CallbackInfo& info);
   Napi::Value MapNames(const Napi::CallbackInfo& info);
+  Napi::Value MapDefinition(const Napi::CallbackInfo& info);
   void SetProgramType(const Napi::CallbackInfo& info);
   void SetExpectedAttachType(const Napi::CallbackInfo& info);
   void SetAutoload(const Napi::CallbackInfo& info);
