@@ -83,6 +83,16 @@ struct zh_wake_state {
 	__u64	last_wake_ns;	/* bpf_ktime_get_ns() of the last wake event */
 };
 
+/*
+ * zh_liveness, a global variable in section .data.zh_liveness (lib/maps.h).
+ * The agent moves the deadline forward while it runs, and on a hand-over
+ * sets it to the end of the hand-over. Past it, no agent reads the held
+ * ring, so flow openers pass instead of being held for no reader.
+ */
+struct zh_liveness {
+	__u64	deadline_ns;	/* CLOCK_MONOTONIC; ~0 for none */
+};
+
 /* zh_config, a global variable in section .data.zh_config (lib/maps.h). */
 struct zh_config {
 	__u32	any_port_frontends; /* number of port-0 keys in zh_frontends */
@@ -150,6 +160,7 @@ struct zh_service_stats {
 	__u64	dropped_only;	/* flow openers dropped in ZH_SVC_F_DROP_ONLY */
 	__u64	warm_packets;	/* packets to the service while warm */
 	__u64	warm_last_seen_ns; /* bpf_ktime_get_coarse_ns() of the last */
+	__u64	no_agent;	/* flow openers passed: agent deadline past */
 };
 
 /* zh_stats index: per-CPU counters that belong to no service. */

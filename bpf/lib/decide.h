@@ -25,6 +25,17 @@ zh_decide_opener(const struct zh_flow *flow, const struct zh_match *match)
 	zh_signal_wake(flow, match);
 
 	/*
+	 * No agent has renewed the deadline: it crashed, hangs or ended a
+	 * hand-over. A held frame would wait for no one, so the frame
+	 * passes as if zerohold were absent. The wake signal waits in its
+	 * ring for the next agent.
+	 */
+	if (zh_coarse_ns() > ZH_READ_ONCE(zh_liveness.deadline_ns)) {
+		match->stats->no_agent++;
+		return ZH_ACT_PASS;
+	}
+
+	/*
 	 * Only the first fragment carries the ports, so the later ones
 	 * passed unclassified, and a held first fragment would be
 	 * re-injected apart from them. The sender's retry, if any, finds

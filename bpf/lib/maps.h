@@ -75,6 +75,14 @@ struct zh_config zh_config SEC(".data.zh_config") = {
 	.index_mask = ZH_FE_INDEX_BUCKETS - 1,
 };
 
+/*
+ * The agent's deadline, written by the agent like zh_config. A fresh object
+ * has none, so that the agent's first write, not the load, starts it.
+ */
+struct zh_liveness zh_liveness SEC(".data.zh_liveness") = {
+	.deadline_ns = ~0ULL,
+};
+
 /* Held flow openers: struct zh_held_hdr followed by the frame. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -215,6 +215,24 @@ export const agentConfigSchema = z.strictObject({
       reportInterval: duration('10s', { accepts: (ms) => ms >= 1000, message: 'expected at least 1s, because a node whose report is three intervals old counts as gone' }),
     })
     .prefault({}),
+  liveness: z
+    .strictObject({
+      // The agent renews a deadline in the datapath while it runs. Past
+      // it, the programs pass flow openers instead of holding them for
+      // no one: after a crash or a hang, or at the end of a hand-over.
+      // 0 turns the deadline off. Below 1 s, a garbage collection pause
+      // could pass it.
+      failOpenAfter: duration('10s', { accepts: (ms) => ms === 0 || ms >= 1000, message: 'expected 0s (no deadline) or at least 1s, because a shorter deadline passes during a pause of the agent' }),
+    })
+    .prefault({}),
+  shutdown: z
+    .strictObject({
+      // On SIGTERM: 0 detaches the programs. Longer, the programs stay
+      // attached and keep holding for this long, for the next agent of a
+      // rolling update to take over, and then pass.
+      handover: duration('0s'),
+    })
+    .prefault({}),
   leaderElection: z
     .strictObject({
       leaseName: z.string().min(1).default('zerohold-leader'),
@@ -275,6 +293,10 @@ function crossFieldProblems(config: AgentConfig): string[] {
   }
   if (config.mode === 'signal' && config.release.kubeProxy === 'nftables') {
     problems.push('release.kubeProxy: "nftables" is not used in signal mode, where nothing is held to release; remove it or set it to none');
+  }
+
+  if (config.mode === 'signal' && config.shutdown.handover > 0) {
+    problems.push('shutdown.handover: not used in signal mode, where zerohold attaches no programs to hand over; remove it or set it to 0s');
   }
 
   const tls = config.hubble.relay?.tls;

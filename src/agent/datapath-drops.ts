@@ -37,6 +37,11 @@ const DROPS: { field: ServiceStatField; reason: string; message: string }[] = [
     message: 'dropped first fragments of flow openers unheld, because their later fragments passed and cannot be re-injected with them; a client that retries finds the workload waking',
   },
   {
+    field: 'no_agent',
+    reason: 'no-agent',
+    message: 'passed flow openers unheld because the agent had not renewed its datapath deadline within liveness.failOpenAfter; the agent was paused or a hand-over had ended',
+  },
+  {
     field: 'wake_lost',
     reason: 'wake-lost',
     message: 'lost wake signals because the wake ring was full; the next flow opener signals again, and a larger bpf.wakeRingBytes makes room',

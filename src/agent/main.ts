@@ -25,6 +25,7 @@ import type { CiliumServiceSource } from './cilium/frontends.js';
 import { openCiliumServiceSource } from './cilium/open-service-source.js';
 import { CiliumServiceIds } from './cilium/service-ids.js';
 import { ConfigError, loadConfig, type AgentConfig } from './config.js';
+import { formatDuration } from './duration.js';
 import { Controller } from './controller.js';
 import { DatapathDrops } from './datapath-drops.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
@@ -33,6 +34,7 @@ import { HeldRejections, UNKNOWN_WORKLOAD } from './held-rejections.js';
 import { KeepAliveKubeConfig } from './kube-config.js';
 import { KubeProxyNftables } from './kube-proxy-check.js';
 import { LeaderElector } from './leader.js';
+import { Liveness } from './liveness.js';
 import { LocalApi } from './local-api.js';
 import { LocalState } from './local-state.js';
 import type { BackendCheck, DatapathPort } from './ports.js';
@@ -101,6 +103,7 @@ async function main(): Promise<void> {
   let node: NodeDatapath | ChainedDatapath | SignalDatapath;
   let datapath: Datapath | undefined;
   let ciliumServices: CiliumServiceSource | undefined;
+  let liveness: Liveness | undefined;
   if (config.mode === 'signal') {
     // Stock Cilium drops the first packet; its Hubble drop event wakes the
     // workload and the client's retransmission connects.
@@ -121,11 +124,17 @@ async function main(): Promise<void> {
       log: componentLogger(root, 'datapath'),
     });
     logReplacedPins(log, node.datapath);
+    liveness = new Liveness(node.datapath, config.liveness.failOpenAfter, componentLogger(root, 'datapath'));
+    liveness.start();
   } else {
     ensureBpffs();
     mkdirSync(config.bpf.pinDir, { recursive: true });
     datapath = await Datapath.open(datapathOptions);
     logReplacedPins(log, datapath);
+    // Before attaching, so that the programs swapped into pinned links
+    // never see a deadline that has passed.
+    liveness = new Liveness(datapath, config.liveness.failOpenAfter, componentLogger(root, 'datapath'));
+    liveness.start();
     for (const iface of config.interfaces) {
       await datapath.attach(iface.name, iface.hook === 'xdp' ? { hook: 'xdp', mode: iface.xdpMode } : { hook: 'tc' });
       log.info({ interface: iface.name, hook: iface.hook }, 'attached');
@@ -282,10 +291,18 @@ async function main(): Promise<void> {
       log.warn({ heldFlows }, 'stopping with flows held; their clients retransmit to the next agent');
     }
     // Detaches the programs or empties the host's slots; the pinned maps
-    // stay for the next start.
-    if (node instanceof ChainedDatapath) await node.close();
+    // stay for the next start. A hand-over leaves the programs holding
+    // until the next agent takes over or the hand-over ends.
+    const handover = signal === 'SIGTERM' && config.shutdown.handover > 0;
+    if (handover) {
+      liveness?.handOver(config.shutdown.handover);
+      log.info({ handover: formatDuration(config.shutdown.handover) }, 'leaving the programs attached for the next agent');
+    } else {
+      liveness?.stop();
+    }
+    if (node instanceof ChainedDatapath) await node.close({ keepAttached: handover });
     else if (node instanceof SignalDatapath) node.stop();
-    else await datapath?.close();
+    else await datapath?.close({ keepAttached: handover });
     ciliumServices?.close();
     kc.destroyAgents();
     log.info('stopped');

@@ -27,6 +27,7 @@ const FLOW_OPENER_OUTCOMES: [string, ServiceStatField][] = [
   ['too-large', 'too_large'],
   ['fragment', 'fragments'],
   ['drop-mode', 'dropped_only'],
+  ['no-agent', 'no_agent'],
 ];
 
 export class AgentMetrics {
@@ -86,7 +87,7 @@ export class AgentMetrics {
     if (datapath) {
       this.datapathCounter(
         'zerohold_datapath_flow_openers_total',
-        'Flow openers (TCP SYNs, UDP datagrams) that the datapath met with the gate closed, by outcome: held, or dropped unheld because the held ring was full (ring-full), the frame was over 3,408 bytes (too-large), it was a first fragment (fragment) or release.heldPackets is drop (drop-mode).',
+        'Flow openers (TCP SYNs, UDP datagrams) that the datapath met with the gate closed, by outcome: held, or dropped unheld because the held ring was full (ring-full), the frame was over 3,408 bytes (too-large), it was a first fragment (fragment) or release.heldPackets is drop (drop-mode), or passed unheld because no agent had renewed the datapath deadline (no-agent).',
         ['outcome'],
         datapath,
         (counters) => FLOW_OPENER_OUTCOMES.map(([outcome, field]) => [{ outcome }, counters[field]]),

@@ -14,7 +14,7 @@ import path from 'node:path';
 
 import { FrontendTable } from './frontends.js';
 import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, type RejectReason, DEFAULT_HELD_LIMITS } from './held-frames.js';
-import { Hook } from './layout.js';
+import { Hook, Liveness } from './layout.js';
 import { loadNative, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer } from './native.js';
 import { attachPinnedTc, attachPinnedXdp, detachAttachment, linkPinPath, removeDefunctLinks, type Attachment } from './pinned-links.js';
 import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
@@ -80,6 +80,10 @@ export interface DatapathEvents {
 // never pinned, because a fresh object starts from the initial value and
 // FrontendTable writes the current settings before anything attaches.
 const CONFIG_MAP = '.data.zh_config';
+// The global zh_liveness. Like zh_config it starts from its initial value,
+// no deadline, in each new object.
+const LIVENESS_MAP = '.data.zh_liveness';
+export const NO_DEADLINE = (1n << 64n) - 1n;
 
 const MAX_DRAIN_BATCHES = 64;
 
@@ -292,14 +296,27 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     return this.held.takeOlderThan(serviceId, cutoffNs);
   }
 
+  // Sets the time after which the programs pass flow openers instead of
+  // holding them, in CLOCK_MONOTONIC nanoseconds like
+  // process.hrtime.bigint(). NO_DEADLINE removes it.
+  setLivenessDeadline(deadlineNs: bigint): void {
+    const value = Buffer.alloc(Liveness.size);
+    value.writeBigUInt64LE(deadlineNs < 0n ? 0n : deadlineNs, Liveness.members.deadline_ns);
+    this.object.map(LIVENESS_MAP).update(Buffer.alloc(4), value);
+  }
+
   // Detaches the programs and removes their link pins. The pinned maps
-  // stay for the next process.
-  async close(): Promise<void> {
+  // stay for the next process. With keepAttached, the programs stay
+  // attached through their pinned links and clsact filters, for the next
+  // agent to take over. An XDP or tcx link without a pin ends with this
+  // process either way.
+  async close(options: { keepAttached?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
 
     this.ring.close();
-    for (const attachment of this.attachments.splice(0)) {
+    const attachments = this.attachments.splice(0);
+    for (const attachment of options.keepAttached ? [] : attachments) {
       await detachAttachment(attachment);
     }
     this.object.close();

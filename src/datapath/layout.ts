@@ -97,6 +97,7 @@ export const SERVICE_STAT_FIELDS = [
   'dropped_only',
   'warm_packets',
   'warm_last_seen_ns',
+  'no_agent',
 ] as const;
 export type ServiceStatField = (typeof SERVICE_STAT_FIELDS)[number];
 
@@ -140,6 +141,11 @@ export const WakeEvent: StructLayout = {
   },
 };
 
+export const Liveness: StructLayout = {
+  size: 8,
+  members: { deadline_ns: 0 },
+};
+
 export const ReinjectMeta: StructLayout = {
   size: 8,
   members: { magic: 0, service_id: 4 },
@@ -157,6 +163,7 @@ export const STRUCTS: Record<string, StructLayout> = {
   zh_service: Service,
   zh_wake_state: WakeState,
   zh_config: Config,
+  zh_liveness: Liveness,
   zh_fe_slot: FrontendSlot,
   zh_fe_bucket: FrontendBucket,
   zh_service_stats: ServiceStats,

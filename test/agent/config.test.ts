@@ -132,6 +132,19 @@ test('config rejects kube-proxy check signal', () => {
   assert.deepEqual(problems, ['release.kubeProxy: "nftables" is not used in signal mode, where nothing is held to release; remove it or set it to none']);
 });
 
+test('config rejects hand-over signal', () => {
+  const problems = problemsOf('mode: signal\nshutdown: { handover: 30s }\n');
+  assert.deepEqual(problems, ['shutdown.handover: not used in signal mode, where zerohold attaches no programs to hand over; remove it or set it to 0s']);
+});
+
+test('config bounds failOpenAfter', () => {
+  const [problem] = problemsOf(`${MINIMAL}liveness: { failOpenAfter: 500ms }\n`);
+  assert.match(problem!, /^liveness\.failOpenAfter: expected 0s \(no deadline\) or at least 1s/);
+  assert.equal(parseConfig(`${MINIMAL}liveness: { failOpenAfter: 0s }\n`).liveness.failOpenAfter, 0);
+  assert.equal(parseConfig(MINIMAL).liveness.failOpenAfter, 10_000);
+  assert.equal(parseConfig(MINIMAL).shutdown.handover, 0);
+});
+
 test('config accepts kube-proxy none chained', () => {
   assert.equal(parseConfig('mode: chained\nrelease: { kubeProxy: none }\n').release.kubeProxy, 'none');
 });

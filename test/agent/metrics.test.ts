@@ -64,6 +64,7 @@ test('datapath counters are read at scrape', async () => {
   assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="too-large"\} 1$/m);
   assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="fragment"\} 2$/m);
   assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="drop-mode"\} 0$/m);
+  assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="no-agent"\} 0$/m);
   assert.match(body, /^zerohold_datapath_wake_signals_total\{workload="shop\/web",result="sent"\} 4$/m);
   assert.match(body, /^zerohold_datapath_wake_signals_total\{workload="shop\/web",result="lost"\} 5$/m);
   assert.match(body, /^zerohold_datapath_warm_packets_total\{workload="shop\/web"\} 9000000000$/m);

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { Datapath } from '../../src/datapath/datapath.js';
+import { Datapath, NO_DEADLINE } from '../../src/datapath/datapath.js';
 import { encodeFrontendKey } from '../../src/datapath/frontends.js';
 import { GlobalStat, Hook, MAX_FRAME } from '../../src/datapath/layout.js';
 import { counterDelta, FrameRunner, type HookName, type Verdict } from '../lib/harness.js';
@@ -210,6 +210,34 @@ for (const hook of ['xdp', 'tc'] as HookName[]) {
       assert.equal(wakes.length, hook === 'xdp' ? 1 : 0);
       assert.equal(delta.wake_events ?? 0n, hook === 'xdp' ? 1n : 0n);
       assert.equal(delta.held_frames, 20n);
+    });
+
+    test('past deadline passes flow openers', () => {
+      const syn = buildFrame({ ...v4('198.19.0.10'), tcp: tcp(TCP_SYN) });
+      const before = dp.services.readCounters(COLD);
+
+      // The coarse clock lags the precise one by up to a tick, so the past
+      // deadline lies a second back and the future one a minute ahead.
+      dp.setLivenessDeadline(process.hrtime.bigint() - 1_000_000_000n);
+      let passed: ReturnType<FrameRunner['run']>;
+      try {
+        passed = runner.run(hook, syn);
+      } finally {
+        dp.setLivenessDeadline(NO_DEADLINE);
+      }
+      assert.equal(passed.verdict, 'pass');
+      assert.equal(passed.held.length, 0);
+      assert.equal(passed.wakes.length, 1, 'the wake signal still goes out');
+      assert.deepEqual(counterDelta(before, dp.services.readCounters(COLD)), { no_agent: 1n, wake_events: 1n });
+
+      dp.setLivenessDeadline(process.hrtime.bigint() + 60_000_000_000n);
+      try {
+        const kept = runner.run(hook, syn);
+        assert.equal(kept.verdict, 'drop');
+        assert.equal(kept.held.length, 1);
+      } finally {
+        dp.setLivenessDeadline(NO_DEADLINE);
+      }
     });
 
     for (const [src, dst] of [['fd5a::7', 'fd5a::10'], ['198.18.0.7', '198.19.0.10']] as const) {

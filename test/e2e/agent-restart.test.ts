@@ -106,3 +106,64 @@ describe('agent restart', () => {
     assert.deepEqual(left, [], 'namespaces left by the testbed');
   });
 });
+
+// A rolling update with shutdown.handover: the old agent leaves its
+// programs attached and holding, and the next agent takes over the held
+// ring. With no agent after the deadline, the programs stop holding.
+describe('agent hand-over', () => {
+  let testbed: Testbed;
+
+  before(async () => {
+    testbed = await Testbed.start({ nodes: 1, externalClients: 1, clientPodsPerNode: 0, handover: '30s', failOpenAfter: '1s' });
+  });
+
+  after(async () => {
+    await testbed?.close();
+  });
+
+  it('SIGTERM hands over held flows', async () => {
+    const workload = await testbed.deploy(nodeHttpWorkload({ workDir: testbed.workloadDir, name: 'handed' }), { scaleToZero: { idleTimeout: '1h' } });
+    await testbed.waitForPhase(workload.key!, 'Cold', { gateClosed: true });
+    const agent = testbed.agent('node-0');
+    const origin = Date.now();
+
+    const exit = await testbed.killAgent('node-0', 'SIGTERM');
+    assert.equal(exit.code, 0, agent.output.slice(-4000));
+    assert.match(agent.output, /leaving the programs attached for the next agent/);
+    const { stdout } = await testbed.network.exec(testbed.network.nodeNetns('node-0'), 'ip', ['-j', '-d', 'link', 'show', 'eth0']);
+    assert.ok((JSON.parse(stdout) as { xdp?: unknown }[])[0]?.xdp, 'eth0 keeps its XDP program');
+
+    // The client's SYN arrives while no agent runs, and waits in the ring.
+    const client = testbed.run(testbed.externalClient(), 'curl', curlArgs(workload.clusterIPv4, 80, { maxTimeSeconds: 30 }));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await testbed.restartAgent('node-0');
+    const result = await client;
+
+    const timeline = formatTimeline(testbed.events.since(origin), origin);
+    // Detached, the programs would let the SYN and its retransmissions
+    // meet no DNAT rule, and the client would get ICMP unreachable.
+    assert.ok(result.ok, `${describeResult(result)}\ntimeline:\n${timeline}`);
+  });
+
+  it('past the deadline, openers pass', async () => {
+    const workload = await testbed.deploy(nodeHttpWorkload({ workDir: testbed.workloadDir, name: 'unheld' }), { scaleToZero: { idleTimeout: '1h' } });
+    await testbed.waitForPhase(workload.key!, 'Cold', { gateClosed: true });
+
+    // SIGKILL ends the renewals, and the 1 s deadline passes.
+    await testbed.killAgent('node-0', 'SIGKILL');
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+
+    // The programs pass the SYN, and with no DNAT rule the client gets an
+    // error at once instead of waiting for an agent.
+    const result = await testbed.run(testbed.externalClient(), 'curl', curlArgs(workload.clusterIPv4, 80, { maxTimeSeconds: 5 }));
+    assert.equal(result.ok, false);
+    assert.ok(result.durationMs < 3000, `the client took ${result.durationMs} ms: ${describeResult(result)}`);
+
+    // The next agent reads the wake signal that waited in the ring, and
+    // the metric counts the opener that passed.
+    await testbed.restartAgent('node-0');
+    await testbed.waitForPhase(workload.key!, 'Warm', { timeoutMs: 20_000 });
+    const metrics = await testbed.agent('node-0').metrics();
+    assert.match(metrics, /^zerohold_datapath_flow_openers_total\{workload="[^"]*unheld",outcome="no-agent"\} [1-9]/m);
+  });
+});

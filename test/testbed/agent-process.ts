@@ -47,6 +47,9 @@ export interface AgentProcessOptions {
   // The agent's release.heldPackets: 'reinject' sends held packets on at
   // release, 'drop' discards them so that clients retransmit.
   releaseMode: 'reinject' | 'drop';
+  // liveness.failOpenAfter and shutdown.handover, when set.
+  failOpenAfter?: string;
+  handover?: string;
 }
 
 // One line of the agent's output: a pino JSON object, or for a line that
@@ -271,6 +274,8 @@ export class AgentProcess extends EventEmitter {
       `release: { kubeProxy: ${options.releaseCheck}, heldPackets: ${options.releaseMode} }`,
       `idle: { reportInterval: ${options.reportInterval} }`,
       `leaderElection: { leaseDuration: ${options.leaseDuration}, renewDeadline: ${options.renewDeadline}, retryPeriod: ${options.retryPeriod} }`,
+      ...(options.failOpenAfter === undefined ? [] : [`liveness: { failOpenAfter: ${options.failOpenAfter} }`]),
+      ...(options.handover === undefined ? [] : [`shutdown: { handover: ${options.handover} }`]),
       '',
     ].join('\n');
   }

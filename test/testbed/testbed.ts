@@ -71,6 +71,10 @@ export interface TestbedOptions {
   // The agents' release.heldPackets. Defaults to 'reinject'. 'drop' makes
   // clients connect at their next SYN retransmission, for comparisons.
   releaseMode?: 'reinject' | 'drop';
+  // The agents' liveness.failOpenAfter and shutdown.handover, as Go
+  // durations. Unset, the agents' defaults apply.
+  failOpenAfter?: string;
+  handover?: string;
   // Logger of the in-process components. Defaults to errors on stderr,
   // because the controllers log every retried 409 Conflict as a warning.
   log?: Logger;
@@ -470,6 +474,8 @@ export class Testbed {
         logLevel: options.agentLogLevel ?? 'info',
         releaseCheck: options.releaseCheck ?? 'nftables',
         releaseMode: options.releaseMode ?? 'reinject',
+        failOpenAfter: options.failOpenAfter,
+        handover: options.handover,
       });
       agent.on('log', (line: AgentLogLine) => {
         const { time: _time, pid: _pid, hostname: _hostname, node: _node, msg: _msg, ...fields } = line.fields;

@@ -211,11 +211,18 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
   // handling, and closes the datapath. The listed ids stay, because the
   // host translates connections opened while cold only while their id is
   // listed. The next agent prunes the ids that no workload claims.
-  async close(): Promise<void> {
+  // Removes the chained programs from the host's prog arrays, unless
+  // keepAttached leaves them there for the next agent to replace.
+  async close(options: { keepAttached?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
 
     this.reinserter.stop();
+    if (options.keepAttached) {
+      this.list.close();
+      await this.datapath.close(options);
+      return;
+    }
     try {
       const removed = this.slots.remove();
       this.options.log.info({ arrays: removed }, 'removed the chained programs from the host prog arrays');

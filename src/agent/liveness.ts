@@ -1,0 +1,68 @@
+// The agent's deadline in the datapath (zh_liveness in bpf/lib/maps.h).
+// Past it, the programs pass flow openers instead of holding them, because
+// no agent would read them from the ring. While the agent runs it moves
+// the deadline failOpenAfter ahead four times per period, or every second
+// for longer periods, so only a pause of most of the period lets it pass.
+// A hand-over sets it once more, to the end of the hand-over, and the
+// next agent's first renewal takes over from there.
+
+import type { Logger } from 'pino';
+
+import { NO_DEADLINE } from '../datapath/datapath.js';
+
+export interface LivenessTarget {
+  setLivenessDeadline(deadlineNs: bigint): void;
+}
+
+const MAX_RENEW_INTERVAL_MS = 1000;
+
+export class Liveness {
+  private timer: NodeJS.Timeout | undefined;
+
+  // failOpenAfterMs 0 sets no deadline.
+  constructor(
+    private readonly target: LivenessTarget,
+    private readonly failOpenAfterMs: number,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    if (this.failOpenAfterMs === 0) {
+      this.target.setLivenessDeadline(NO_DEADLINE);
+      return;
+    }
+
+    this.renew();
+    const intervalMs = Math.min(MAX_RENEW_INTERVAL_MS, this.failOpenAfterMs / 4);
+    this.timer = setInterval(() => this.renew(), intervalMs);
+    this.timer.unref();
+  }
+
+  // Stops renewing and lets the programs hold for handoverMs more, for
+  // the next agent to take over.
+  handOver(handoverMs: number): void {
+    this.stop();
+    this.target.setLivenessDeadline(monotonicNs() + BigInt(handoverMs) * 1_000_000n);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private renew(): void {
+    try {
+      this.target.setLivenessDeadline(monotonicNs() + BigInt(this.failOpenAfterMs) * 1_000_000n);
+    } catch (err) {
+      // The next renewal tries again. If none succeeds, the deadline
+      // passes and the datapath stops holding.
+      this.log.error({ err }, 'renewing the datapath deadline failed');
+    }
+  }
+}
+
+// process.hrtime.bigint() reads CLOCK_MONOTONIC, the clock of
+// bpf_ktime_get_coarse_ns().
+function monotonicNs(): bigint {
+  return process.hrtime.bigint();
+}
