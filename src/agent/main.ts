@@ -131,13 +131,16 @@ async function main(): Promise<void> {
     mkdirSync(config.bpf.pinDir, { recursive: true });
     datapath = await Datapath.open(datapathOptions);
     logReplacedPins(log, datapath);
-    // Before attaching, so that the programs swapped into pinned links
-    // never see a deadline that has passed.
+    // Before attaching, so that the new programs never run without a
+    // deadline, which would let them hold for an agent that died.
     liveness = new Liveness(datapath, config.liveness.failOpenAfter, componentLogger(root, 'datapath'));
     liveness.start();
     for (const iface of config.interfaces) {
       await datapath.attach(iface.name, iface.hook === 'xdp' ? { hook: 'xdp', mode: iface.xdpMode } : { hook: 'tc' });
       log.info({ interface: iface.name, hook: iface.hook }, 'attached');
+    }
+    for (const pin of datapath.removeUnlistedLinks()) {
+      log.info({ pin }, 'detached a program that an earlier configuration attached, because its interface and hook are no longer in interfaces');
     }
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }

@@ -16,7 +16,7 @@ import { FrontendTable } from './frontends.js';
 import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, type RejectReason, DEFAULT_HELD_LIMITS } from './held-frames.js';
 import { Hook, Liveness } from './layout.js';
 import { loadNative, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer } from './native.js';
-import { attachPinnedTc, attachPinnedXdp, detachAttachment, linkPinPath, removeDefunctLinks, type Attachment } from './pinned-links.js';
+import { attachPinnedTc, attachPinnedXdp, detachAttachment, linkPinPath, removeDefunctLinks, removeUnlistedLinks, type Attachment } from './pinned-links.js';
 import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
 import { buildLiveFrame, type LiveFrame } from './reinject.js';
 import { ServiceTable, type ServiceSettings, type ServiceStateName } from './services.js';
@@ -294,6 +294,18 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // cutoffNs, and returns them so the caller can count and report them.
   expire(serviceId: number, cutoffNs: bigint): HeldFlow[] {
     return this.held.takeOlderThan(serviceId, cutoffNs);
+  }
+
+  // Detaches the programs that a previous agent pinned in pinDir for
+  // interfaces or hooks that this one has not attached, and returns the
+  // removed pin paths. Call it once every interface is attached. Without a
+  // pinDir there is nothing to find.
+  // NOTE: a clsact filter, which tc uses on kernels before 6.6, has no pin,
+  // so one left on an interface that is no longer listed stays.
+  removeUnlistedLinks(): string[] {
+    if (this.pinDir === undefined) return [];
+    const kept = new Set(this.attachments.flatMap((attachment) => (attachment.pinPath === undefined ? [] : [attachment.pinPath])));
+    return removeUnlistedLinks(this.pinDir, kept);
   }
 
   // Sets the time after which the programs pass flow openers instead of

@@ -97,6 +97,25 @@ export function removeDefunctLinks(pinDir: string): string[] {
   return removed;
 }
 
+// Detaches and unpins the links in pinDir other than those at keep, such
+// as the link of an interface that a previous agent's configuration listed
+// and this one's does not, or of a hook that changed from XDP to tc.
+// Returns the paths removed.
+export function removeUnlistedLinks(pinDir: string, keep: ReadonlySet<string>): string[] {
+  const removed: string[] = [];
+  for (const name of readdirSync(pinDir)) {
+    const pinPath = path.join(pinDir, name);
+    if (!name.startsWith(LINK_PREFIX) || keep.has(pinPath)) continue;
+
+    const link = openPinnedLinkIfExists(pinPath);
+    if (link === null) continue;
+    retireLink(link);
+    rmSync(pinPath, { force: true });
+    removed.push(pinPath);
+  }
+  return removed;
+}
+
 // Attaches prog to ifindex in XDP mode `mode` and pins the link at
 // pinPath. A link pinned there before on the same device and in a fitting
 // mode keeps its place, and only its program is swapped. A link of another

@@ -187,6 +187,50 @@ describe('pinned XDP link', () => {
   });
 });
 
+describe('links no longer configured', () => {
+  test('unlisted interface is detached', async () => {
+    await topology.network.exec(topology.node, 'ip', ['link', 'add', 'zu0', 'type', 'veth', 'peer', 'name', 'zu1']);
+    await topology.network.exec(topology.node, 'ip', ['link', 'set', 'zu0', 'up']);
+    try {
+      const pinDir = newPinDir('xdp-unlisted');
+      const { child, progId } = await startChild(pinDir, 'zu0', { hook: 'xdp', mode: 'generic' });
+      await killChild(child);
+      assert.deepEqual(await xdpProgramIds('zu0'), [progId], 'the killed agent left its program');
+
+      const dp = await Datapath.open({ netns: netnsPath(topology.node), pinDir, maxServices: 8 });
+      try {
+        await dp.attach('n0', { hook: 'xdp', mode: 'native' });
+        const removed = dp.removeUnlistedLinks();
+
+        assert.deepEqual(removed, [linkPinPath(pinDir, 'xdp', 'zu0')]);
+        assert.deepEqual(await xdpProgramIds('zu0'), [], 'XDP programs on zu0');
+        assert.deepEqual(await xdpProgramIds('n0'), [dp.program('zh_xdp_hold').id], 'XDP programs on n0');
+      } finally {
+        await dp.close();
+      }
+      assert.deepEqual(removeMapPins(pinDir), []);
+    } finally {
+      await topology.network.exec(topology.node, 'ip', ['link', 'del', 'zu0']);
+    }
+  });
+
+  test('hook change detaches the old one', async () => {
+    const pinDir = newPinDir('hook-change');
+    const { child } = await startChild(pinDir, 'n0', { hook: 'tc', kind: 'tcx' });
+    await killChild(child);
+
+    const dp = await Datapath.open({ netns: netnsPath(topology.node), pinDir, maxServices: 8 });
+    try {
+      await dp.attach('n0', { hook: 'xdp', mode: 'native' });
+      assert.deepEqual(dp.removeUnlistedLinks(), [linkPinPath(pinDir, 'tcx', 'n0')]);
+      assert.deepEqual(readdirSync(pinDir).filter((name) => name.startsWith('link_')), ['link_xdp_n0']);
+    } finally {
+      await dp.close();
+    }
+    assert.deepEqual(removeMapPins(pinDir), []);
+  });
+});
+
 describe('pinned tc attachment', () => {
   test('tcx link is taken over', async () => {
     const pinDir = newPinDir('tcx');
