@@ -18,3 +18,16 @@ packages=(
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+
+# Prometheus and promtool for the monitoring tests, unpacked from Debian's
+# package into .cache/prometheus. Installed, the package would also start a
+# Prometheus service that listens on port 9090 of every interface.
+prometheus_dir="$(cd "$(dirname "$0")/.." && pwd)/.cache/prometheus"
+if [ ! -x "$prometheus_dir/usr/bin/promtool" ]; then
+	download=$(mktemp -d)
+	# apt warns that it downloads as root, because _apt cannot write there.
+	(cd "$download" && apt-get download -qq prometheus)
+	mkdir -p "$prometheus_dir"
+	dpkg-deb -x "$download"/prometheus_*.deb "$prometheus_dir"
+	rm -rf "$download"
+fi

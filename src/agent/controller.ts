@@ -457,6 +457,7 @@ export class Controller {
         writtenStatus: null,
       };
       this.workloads.set(key, workload);
+      this.options.metrics?.trackWorkload(key);
       this.options.log.info({ workload: key, source: spec.source, services, frontends: frontends.length, phase: workload.state.phase }, 'tracking workload');
     }
     Object.assign(workload, { spec, object, services, frontends, replicas });

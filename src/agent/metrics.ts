@@ -30,6 +30,10 @@ const FLOW_OPENER_OUTCOMES: [string, ServiceStatField][] = [
   ['no-agent', 'no_agent'],
 ];
 
+// The reasons of zerohold_held_flows_dropped_total that belong to a
+// workload. record-error is counted for no workload.
+const WORKLOAD_DROP_REASONS = ['wake-timeout', 'service-limit', 'source-limit', 'total-limit', 'workload-removed', 'reinject-failed', 'drop-mode'];
+
 export class AgentMetrics {
   readonly registry = new Registry();
 
@@ -49,7 +53,7 @@ export class AgentMetrics {
 
   readonly heldDropped = new Counter({
     name: 'zerohold_held_flows_dropped_total',
-    help: 'Held flows dropped without release, by reason (wake-timeout, service-limit, source-limit, total-limit, workload-removed, reinject-failed, drop-mode, record-error).',
+    help: `Held flows dropped without release, by reason (${[...WORKLOAD_DROP_REASONS, 'record-error'].join(', ')}).`,
     labelNames: ['workload', 'reason'] as const,
     registers: [this.registry],
   });
@@ -73,7 +77,9 @@ export class AgentMetrics {
     name: 'zerohold_release_overhead_seconds',
     help: 'A Ready endpoint observed to the held flows re-injected.',
     labelNames: ['workload'] as const,
-    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    // Up to release.timeout's default of 10 s, the longest wait for the
+    // node's load balancer.
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
 
@@ -105,6 +111,18 @@ export class AgentMetrics {
       this.datapathCounter('zerohold_datapath_warm_packets_total', 'Packets that the datapath passed to a workload with its gate open.', [], datapath, (counters) => [[{}, counters.warm_packets]]);
     }
     collectDefaultMetrics({ register: this.registry, prefix: 'zerohold_agent_' });
+  }
+
+  // Creates a workload's counters and histograms at 0. Prometheus takes a
+  // series' first sample as its start, so a counter that appeared only
+  // with its first drop would show no increase, and an alert on
+  // increase() would miss that drop.
+  trackWorkload(workload: string): void {
+    this.wakes.inc({ workload }, 0);
+    this.scaleDowns.inc({ workload }, 0);
+    for (const reason of WORKLOAD_DROP_REASONS) this.heldDropped.inc({ workload, reason }, 0);
+    this.coldStart.zero({ workload });
+    this.releaseOverhead.zero({ workload });
   }
 
   // Serves /metrics; port 0 picks a free port. Returns the bound port.

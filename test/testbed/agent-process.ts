@@ -217,10 +217,15 @@ export class AgentProcess extends EventEmitter {
     return body.flows;
   }
 
+  // Returns host:port of the agent's metrics endpoint, on loopback.
+  metricsAddress(): string {
+    if (this.metricsPort === undefined || this.readyRun !== this.runs) throw new Error(`the agent of node ${this.node} is not ready, so its metrics port is unknown`);
+    return `127.0.0.1:${this.metricsPort}`;
+  }
+
   // Returns the agent's Prometheus metrics in the text format.
   async metrics(): Promise<string> {
-    if (this.metricsPort === undefined || this.readyRun !== this.runs) throw new Error(`the agent of node ${this.node} is not ready, so its metrics port is unknown`);
-    const response = await fetch(`http://127.0.0.1:${this.metricsPort}/metrics`);
+    const response = await fetch(`http://${this.metricsAddress()}/metrics`);
     if (!response.ok) throw new Error(`GET /metrics of the agent of node ${this.node} returned ${response.status}`);
     return response.text();
   }
