@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { waitFor } from '../lib/netns.js';
-import { ruleGroups, writeRuleFile } from '../monitoring/rules.js';
+import { dashboard, expandVariables, metricNames, ruleGroups, writeRuleFile } from '../monitoring/rules.js';
 import { PrometheusServer } from '../monitoring/prometheus-server.js';
 import { describeResult } from '../testbed/client-run.js';
 import { curlArgs } from '../testbed/client-commands.js';
@@ -87,9 +87,27 @@ describe('alerts on Prometheus', () => {
     }
 
     for (const rule of ruleGroups().flatMap((group) => group.rules)) {
-      const names = [...rule.expr.matchAll(/\b(zerohold_[a-z0-9_]+|up)\b(?=\s*[{[)])/g)].map((match) => match[1]!);
+      const names = metricNames(rule.expr);
       assert.ok(names.length > 0, `${rule.alert}: no metric found in ${rule.expr}`);
       for (const name of names) assert.ok(exported.has(name), `${rule.alert} names ${name}, which the agent does not export`);
     }
+
+    const queries = dashboard().panels.flatMap((panel) => (panel.targets ?? []).map((target) => ({ panel: panel.title, expr: target.expr })));
+    const variables = dashboard().templating.list.flatMap((variable) => (variable.definition === undefined ? [] : [{ panel: `variable ${variable.name}`, expr: variable.definition }]));
+    for (const { panel, expr } of [...queries, ...variables]) {
+      for (const name of metricNames(expr)) assert.ok(exported.has(name), `dashboard panel "${panel}" names ${name}, which the agent does not export`);
+    }
+  });
+
+  it('dashboard queries evaluate', async () => {
+    const server = prometheus!;
+    const queries = dashboard().panels.flatMap((panel) => (panel.targets ?? []).map((target) => ({ panel: panel.title, expr: expandVariables(target.expr) })));
+    assert.ok(queries.length > 0);
+
+    // Each query must parse and run. The wake counter of the stuck workload
+    // has a sample, so the first panel's query also returns a series.
+    for (const { panel, expr } of queries) await server.query(expr).catch((err: Error) => assert.fail(`panel "${panel}": ${err.message}\n${expr}`));
+    const wakes = await server.query(queries[0]!.expr);
+    assert.ok(wakes.length > 0, `no series for ${queries[0]!.expr}`);
   });
 });

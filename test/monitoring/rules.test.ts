@@ -15,7 +15,7 @@ import { AgentMetrics } from '../../src/agent/metrics.js';
 import { SERVICE_STAT_FIELDS } from '../../src/datapath/layout.js';
 import type { ServiceCounters } from '../../src/datapath/services.js';
 import { repoRoot } from '../../src/paths.js';
-import { promtool, ruleGroups, writeRuleFile } from './rules.js';
+import { DASHBOARD, dashboard, metricNames, promtool, ruleGroups, writeRuleFile } from './rules.js';
 
 const CASES = path.join(repoRoot, 'test/monitoring/alerts.cases.yaml');
 const DAEMONSET = path.join(repoRoot, 'deploy/kubernetes/daemonset.yaml');
@@ -110,4 +110,33 @@ test('PodMonitor matches the DaemonSet', () => {
     .flatMap((group) => group.rules)
     .find((rule) => rule.alert === 'ZeroholdAgentDown')!;
   assert.ok(down.expr.includes(`job="${monitor.metadata.namespace}/${monitor.metadata.name}"`), down.expr);
+});
+
+test('dashboard panels are well formed', () => {
+  const { uid, panels } = dashboard();
+  assert.equal(uid, 'zerohold');
+
+  const ids = panels.map((panel) => panel.id);
+  assert.equal(new Set(ids).size, ids.length, `panel ids repeat: ${ids.join(', ')}`);
+  for (const panel of panels) {
+    const { x, w, h } = panel.gridPos;
+    assert.ok(x >= 0 && w > 0 && h > 0 && x + w <= 24, `panel "${panel.title}" lies outside Grafana's 24 columns: ${JSON.stringify(panel.gridPos)}`);
+    if (panel.type === 'row') continue;
+
+    assert.equal(panel.datasource?.uid, '${datasource}', `panel "${panel.title}" data source`);
+    assert.ok((panel.targets ?? []).length > 0, `panel "${panel.title}" has no query`);
+    for (const target of panel.targets!) assert.ok(metricNames(target.expr).length > 0, `panel "${panel.title}" query names no metric: ${target.expr}`);
+  }
+});
+
+test('kustomization ships the dashboard', () => {
+  const kustomization = parse(readFileSync(path.join(repoRoot, 'deploy/monitoring/kustomization.yaml'), 'utf8')) as {
+    resources: string[];
+    configMapGenerator: { files: string[]; options: { labels: Record<string, string> } }[];
+  };
+
+  assert.deepEqual(kustomization.resources.sort(), ['podmonitor.yaml', 'prometheusrule.yaml']);
+  const [generator] = kustomization.configMapGenerator;
+  assert.deepEqual(generator!.files, [`zerohold.json=${path.basename(DASHBOARD)}`]);
+  assert.equal(generator!.options.labels.grafana_dashboard, '1');
 });

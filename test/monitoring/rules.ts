@@ -70,3 +70,31 @@ export function promtool(args: string[], stdin = ''): Promise<ToolResult> {
     child.stdin?.end(stdin);
   });
 }
+
+// Returns the metric names in a PromQL expression: the identifiers
+// followed by a selector, a range or a closing parenthesis. Functions,
+// aggregations and label names are followed by something else.
+export function metricNames(expr: string): string[] {
+  return [...expr.matchAll(/\b(zerohold_[a-z0-9_]+|up)\b(?=\s*[{[)])/g)].map((match) => match[1]!);
+}
+
+export const DASHBOARD = path.join(repoRoot, 'deploy/monitoring/grafana-dashboard.json');
+
+export interface DashboardPanel {
+  id: number;
+  type: string;
+  title: string;
+  gridPos: { x: number; y: number; w: number; h: number };
+  datasource?: { type: string; uid: string };
+  targets?: { refId: string; expr: string; datasource?: { uid: string } }[];
+}
+
+export function dashboard(): { uid: string; panels: DashboardPanel[]; templating: { list: { name: string; definition?: string }[] } } {
+  return JSON.parse(readFileSync(DASHBOARD, 'utf8'));
+}
+
+// Replaces the dashboard's variables in expr as Grafana would with every
+// workload selected and a 1m rate interval.
+export function expandVariables(expr: string): string {
+  return expr.replaceAll('$__rate_interval', '1m').replaceAll('$workload', '.*');
+}
