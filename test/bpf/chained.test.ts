@@ -8,7 +8,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { Datapath } from '../../src/datapath/datapath.js';
+import { Datapath, NO_DEADLINE } from '../../src/datapath/datapath.js';
 import { ChainMeta, GlobalStat, Hook } from '../../src/datapath/layout.js';
 import { loadNative, type NativeObject } from '../../src/datapath/native.js';
 import { repoRoot } from '../../src/paths.js';
@@ -132,6 +132,24 @@ describe('chained mode', () => {
       const out = runHost(hook, ack);
       assert.equal(verdictOf(hook, out.retval), 'drop');
       assert.equal(out.held.length, 0);
+    });
+
+    test(`${hook} callee drops unheld past deadline`, () => {
+      // The host has no backend, so the frame is dropped either way. Past
+      // the agent's deadline it is not held for an agent that is gone.
+      const before = dp.services.readCounters(SERVICE);
+      dp.setLivenessDeadline(process.hrtime.bigint() - 1_000_000_000n);
+      let out: ReturnType<typeof runHost>;
+      try {
+        out = runHost(hook, syn);
+      } finally {
+        dp.setLivenessDeadline(NO_DEADLINE);
+      }
+
+      assert.equal(verdictOf(hook, out.retval), 'drop');
+      assert.equal(out.held.length, 0);
+      assert.equal(out.wakes.length, 1, 'the wake signal still goes out');
+      assert.equal(dp.services.readCounters(SERVICE).no_agent - before.no_agent, 1n);
     });
 
     test(`${hook} callee holds even when warm`, () => {
