@@ -754,7 +754,9 @@ export class Controller {
           return;
         }
         case 'expire-held': {
+          // A wake that a restarted agent resumed may have nothing held.
           const dropped = datapath.expireHeld(key, this.now());
+          if (dropped.length === 0) return;
           metrics?.heldDropped.inc({ workload: key, reason: 'wake-timeout' }, dropped.length);
           log.warn({ workload: key, dropped: dropped.length, reason: action.reason }, 'dropped held flows');
           return;

@@ -58,9 +58,20 @@ export class DatapathDrops {
   }
 
   // Takes the counters as they are now as the baseline, so drops from
-  // before this agent started are not reported as new.
+  // before this agent started are not reported as new. Flow openers that
+  // passed while no agent ran are the exception: only the datapath counted
+  // them, so this agent is the first that can report them.
   start(): void {
     this.previous = this.options.counters();
+    for (const [workload, counters] of this.previous) {
+      if (counters.no_agent === 0n) continue;
+      // The pinned counters run from the workload's service id on, so a
+      // count from an earlier gap is reported again at each start.
+      this.options.log.info(
+        { workload, reason: 'no-agent', passed: Number(counters.no_agent) },
+        'flow openers passed unheld while no agent renewed the datapath deadline, counted since the workload got its service id',
+      );
+    }
     this.timer = setInterval(() => this.check(), this.intervalMs).unref();
   }
 

@@ -11,6 +11,7 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 
 import { ensureBpffs } from '../datapath/bpffs.js';
+import { parseLinkPinPath } from '../datapath/pinned-links.js';
 import { HubbleActivity } from '../hubble/activity.js';
 import type { HubbleEndpoint } from '../hubble/endpoint.js';
 import { ObserverServer } from '../hubble/observer-server.js';
@@ -140,7 +141,8 @@ async function main(): Promise<void> {
       log.info({ interface: iface.name, hook: iface.hook }, 'attached');
     }
     for (const pin of datapath.removeUnlistedLinks()) {
-      log.info({ pin }, 'detached a program that an earlier configuration attached, because its interface and hook are no longer in interfaces');
+      const link = parseLinkPinPath(pin);
+      log.info({ interface: link?.ifname, hook: link?.hook, pin }, 'detached a program that an earlier configuration attached, because interfaces no longer lists this interface with this hook');
     }
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
@@ -189,7 +191,7 @@ async function main(): Promise<void> {
   let observer: ObserverServer | undefined;
   let port: DatapathPort = node;
   if (!(node instanceof SignalDatapath)) {
-    observer = new ObserverServer({ nodeName, logger: componentLogger(root, 'api') });
+    observer = new ObserverServer({ nodeName, logger: root });
     await observer.listen(config.hubble.observerSocket);
     const inner = node;
     port = new ObservedDatapath({ inner, datapath: inner instanceof ChainedDatapath ? inner.datapath : datapath, observer, serviceOf: (workload) => controller.serviceNames(workload)[0] });
@@ -299,9 +301,11 @@ async function main(): Promise<void> {
     const handover = signal === 'SIGTERM' && config.shutdown.handover > 0;
     if (handover) {
       liveness?.handOver(config.shutdown.handover);
-      log.info({ handover: formatDuration(config.shutdown.handover) }, 'leaving the programs attached for the next agent');
+      const until = new Date(Date.now() + config.shutdown.handover).toISOString();
+      log.info({ handover: formatDuration(config.shutdown.handover), until }, `leaving the programs attached and holding for the next agent until ${until}; after that they let flow openers pass`);
     } else {
       liveness?.stop();
+      if (!(node instanceof SignalDatapath)) log.info({ interfaces: config.interfaces.map((iface) => iface.name) }, 'detaching the programs');
     }
     if (node instanceof ChainedDatapath) await node.close({ keepAttached: handover });
     else if (node instanceof SignalDatapath) node.stop();
@@ -319,14 +323,27 @@ async function main(): Promise<void> {
 // changed its layout, and the load replaced it with an empty one.
 function logReplacedPins(log: Logger, datapath: Datapath): void {
   for (const { map, path, pinned, defined } of datapath.replacedPins) {
+    const setting = Object.keys(pinned).length === 1 && 'maxEntries' in pinned ? SIZE_SETTINGS[map] : undefined;
+    const cause = setting === undefined ? 'its definition changed, as after an upgrade' : `${setting} changed`;
     const effect = REPLACED_PIN_EFFECTS[map] ?? 'it starts empty';
-    log.warn({ map, path, pinned, defined }, `replaced the pinned map ${map} because its definition changed: ${effect}`);
+    log.warn({ map, path, setting, pinned, defined }, `replaced the pinned map ${map} because ${cause}: ${effect}`);
   }
 }
 
+// The setting that sizes each map's entries.
+const SIZE_SETTINGS: Record<string, string> = {
+  zh_held_ring: 'bpf.heldRingBytes',
+  zh_wake_ring: 'bpf.wakeRingBytes',
+  zh_frontends: 'bpf.maxFrontends',
+  zh_fe_index: 'bpf.indexBuckets',
+  zh_services: 'bpf.maxServices',
+  zh_svc_stats: 'bpf.maxServices',
+  zh_wake_state: 'bpf.maxServices',
+};
+
 const REPLACED_PIN_EFFECTS: Record<string, string> = {
-  zh_held_ring: 'its unread held packets are lost, and their clients retransmit',
-  zh_wake_ring: 'its unread wake signals are lost, and held flows wake their workloads within a second',
+  zh_held_ring: 'held packets that no agent had read yet, if any, were discarded, and their clients retransmit',
+  zh_wake_ring: 'wake signals that no agent had read yet, if any, were discarded, and held flows wake their workloads within a second',
   zh_frontends: 'Services pass unheld until the controller writes their frontends again',
   zh_fe_index: 'Services pass unheld until the controller writes their frontends again',
   zh_services: 'Services pass unheld until the controller writes their gates again',

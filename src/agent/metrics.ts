@@ -10,6 +10,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 import type { ServiceStatField } from '../datapath/layout.js';
 import type { ServiceCounters } from '../datapath/services.js';
+import { UNKNOWN_WORKLOAD } from './held-rejections.js';
 import type { HeldTotals, WorkloadKey } from './ports.js';
 
 export interface MetricSources {
@@ -31,7 +32,7 @@ const FLOW_OPENER_OUTCOMES: [string, ServiceStatField][] = [
 ];
 
 // The reasons of zerohold_held_flows_dropped_total that belong to a
-// workload. record-error is counted for no workload.
+// workload. record-error is counted for UNKNOWN_WORKLOAD.
 const WORKLOAD_DROP_REASONS = ['wake-timeout', 'service-limit', 'source-limit', 'total-limit', 'workload-removed', 'reinject-failed', 'drop-mode'];
 
 export class AgentMetrics {
@@ -111,6 +112,8 @@ export class AgentMetrics {
       this.datapathCounter('zerohold_datapath_warm_packets_total', 'Packets that the datapath passed to a workload with its gate open.', [], datapath, (counters) => [[{}, counters.warm_packets]]);
     }
     collectDefaultMetrics({ register: this.registry, prefix: 'zerohold_agent_' });
+    // Like trackWorkload(), for the drops that belong to no workload.
+    this.heldDropped.inc({ workload: UNKNOWN_WORKLOAD, reason: 'record-error' }, 0);
   }
 
   // Creates a workload's counters and histograms at 0. Prometheus takes a

@@ -156,7 +156,7 @@ export function nextPhase(state: PhaseState, event: PhaseEvent, settings: PhaseS
         // opens the gate through the Cold observation.
         return to(
           { phase: 'Cold', wakeStartedMs: null },
-          { type: 'expire-held', reason: 'wake timeout' },
+          { type: 'expire-held', reason: 'wake-timeout' },
           {
             type: 'event',
             reason: 'WakeTimedOut',

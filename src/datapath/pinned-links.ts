@@ -46,6 +46,15 @@ export function linkPinPath(pinDir: string, hook: 'xdp' | 'tcx', ifname: string)
   return path.join(pinDir, LINK_PREFIX + name);
 }
 
+// Returns the hook and interface that linkPinPath() encoded in a pin's
+// name, or null for another name.
+export function parseLinkPinPath(pinPath: string): { hook: 'xdp' | 'tcx'; ifname: string } | null {
+  const name = path.basename(pinPath);
+  if (name.startsWith(`${LINK_PREFIX}xdp_`)) return { hook: 'xdp', ifname: name.slice(`${LINK_PREFIX}xdp_`.length) };
+  if (name.startsWith(`${LINK_PREFIX}tcx_ingress_`)) return { hook: 'tcx', ifname: name.slice(`${LINK_PREFIX}tcx_ingress_`.length) };
+  return null;
+}
+
 // Opens the link pinned at pinPath, or returns null when nothing is pinned
 // there.
 export function openPinnedLinkIfExists(pinPath: string): NativeLink | null {

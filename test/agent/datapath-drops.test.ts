@@ -77,3 +77,20 @@ test('drops survive a failed read', () => {
   assert.match(String(lines[0]!.msg), /reading the datapath counters failed/);
   drops.stop();
 });
+
+test('start reports openers passed without agent', () => {
+  const { logger: log, records: lines } = captureLog('info');
+  const now = new Map([
+    ['shop/web', counters({ no_agent: 3n, ringbuf_full: 5n })],
+    ['shop/db', counters({})],
+  ]);
+  const drops = new DatapathDrops({ log, counters: () => now, intervalMs: 60_000 });
+
+  drops.start();
+  drops.stop();
+
+  assert.deepEqual(
+    lines.map((line) => `${line.workload} ${line.reason} ${line.passed}`),
+    ['shop/web no-agent 3'],
+  );
+});

@@ -103,4 +103,5 @@ test('tracked workloads start at zero', async () => {
   }
   assert.match(body, /^zerohold_cold_start_seconds_count\{workload="shop\/new"\} 0$/m);
   assert.match(body, /^zerohold_release_overhead_seconds_count\{workload="shop\/new"\} 0$/m);
+  assert.match(body, /^zerohold_held_flows_dropped_total\{workload="\(unknown\)",reason="record-error"\} 0$/m);
 });

@@ -129,7 +129,7 @@ describe('agent hand-over', () => {
 
     const exit = await testbed.killAgent('node-0', 'SIGTERM');
     assert.equal(exit.code, 0, agent.output.slice(-4000));
-    assert.match(agent.output, /leaving the programs attached for the next agent/);
+    assert.match(agent.output, /leaving the programs attached and holding for the next agent until /);
     const { stdout } = await testbed.network.exec(testbed.network.nodeNetns('node-0'), 'ip', ['-j', '-d', 'link', 'show', 'eth0']);
     assert.ok((JSON.parse(stdout) as { xdp?: unknown }[])[0]?.xdp, 'eth0 keeps its XDP program');
 

@@ -43,7 +43,7 @@ describe('alerts on Prometheus', () => {
     });
     await testbed.waitForPhase(workload.key!, 'Cold', { gateClosed: true });
 
-    prometheus = await PrometheusServer.start({ dir, ruleFile: writeRuleFile(dir), job: JOB, targets: [testbed.agent('node-0').metricsAddress()] });
+    prometheus = await PrometheusServer.start({ dir, ruleFile: writeRuleFile(dir), job: JOB, targets: [testbed.agent('node-0').metricsAddress()], labels: { node: 'node-0' } });
     const server = prometheus;
     // increase() needs a sample from before the drop, which the agent's
     // zero-initialized counter provides.

@@ -18,9 +18,11 @@ export interface PrometheusOptions {
   // Directory for the configuration and the TSDB. The caller removes it.
   dir: string;
   ruleFile: string;
-  // The job label, and host:port targets on loopback.
+  // The job label, and host:port targets on loopback with the labels
+  // that the PodMonitor's relabeling gives them, such as node.
   job: string;
   targets: string[];
+  labels?: Record<string, string>;
 }
 
 export interface PrometheusAlert {
@@ -51,7 +53,7 @@ export class PrometheusServer {
       stringify({
         global: { scrape_interval: '1s', evaluation_interval: '1s' },
         rule_files: [options.ruleFile],
-        scrape_configs: [{ job_name: options.job, static_configs: [{ targets: options.targets }] }],
+        scrape_configs: [{ job_name: options.job, static_configs: [{ targets: options.targets, labels: options.labels ?? {} }] }],
       }),
     );
 
