@@ -3,7 +3,9 @@
  * Layouts shared by the BPF programs and user space: map keys and values,
  * ring buffer records and the chained-mode contract. Every struct here is
  * mirrored in src/datapath/layout.ts, and a test compares both against the
- * BTF of the compiled object, so change them together.
+ * BTF of the compiled object, so change them together. A restarted agent
+ * reuses a pinned map whose sizes match, so a change to the layout of a
+ * pinned map's key or value must also change its size or the map's name.
  */
 #ifndef ZEROHOLD_H
 #define ZEROHOLD_H

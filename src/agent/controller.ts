@@ -827,6 +827,7 @@ export class Controller {
     const dropped = this.options.datapath.removeWorkload(key);
     this.workloads.delete(key);
     this.options.readiness.untrack(key);
+    this.options.metrics?.untrackWorkload(key);
 
     if (dropped.length === 0) return;
     this.options.metrics?.heldDropped.inc({ workload: key, reason: 'workload-removed' }, dropped.length);

@@ -15,9 +15,13 @@ export interface LivenessTarget {
 }
 
 const MAX_RENEW_INTERVAL_MS = 1000;
+// Consecutive failed renewals between two log lines after the first.
+const FAILURES_PER_LOG = 60;
 
 export class Liveness {
   private timer: NodeJS.Timeout | undefined;
+  // Consecutive failed renewals.
+  private failures = 0;
 
   // failOpenAfterMs 0 sets no deadline.
   constructor(
@@ -53,10 +57,15 @@ export class Liveness {
   private renew(): void {
     try {
       this.target.setLivenessDeadline(monotonicNs() + BigInt(this.failOpenAfterMs) * 1_000_000n);
+      this.failures = 0;
     } catch (err) {
       // The next renewal tries again. If none succeeds, the deadline
-      // passes and the datapath stops holding.
-      this.log.error({ err }, 'renewing the datapath deadline failed');
+      // passes and the datapath stops holding. One line per failure would
+      // be up to four a second.
+      this.failures += 1;
+      if (this.failures === 1 || this.failures % FAILURES_PER_LOG === 0) {
+        this.log.error({ err, failures: this.failures }, 'renewing the datapath deadline failed; past liveness.failOpenAfter the datapath stops holding');
+      }
     }
   }
 }

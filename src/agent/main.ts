@@ -4,14 +4,14 @@
 // mode inserts it into the host datapath's prog arrays. It runs the
 // controller until SIGTERM or SIGINT, when it detaches and exits.
 
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 
 import { ensureBpffs } from '../datapath/bpffs.js';
-import { parseLinkPinPath } from '../datapath/pinned-links.js';
+import { parseLinkPinPath, removeUnlistedLinks } from '../datapath/pinned-links.js';
 import { HubbleActivity } from '../hubble/activity.js';
 import type { HubbleEndpoint } from '../hubble/endpoint.js';
 import { ObserverServer } from '../hubble/observer-server.js';
@@ -109,6 +109,9 @@ async function main(): Promise<void> {
     // Stock Cilium drops the first packet; its Hubble drop event wakes the
     // workload and the client's retransmission connects.
     node = new SignalDatapath({ endpoint: hubble, logger: componentLogger(root, 'datapath'), wakeIntervalMs: config.limits.wakeInterval });
+    // A standalone agent that used this pinDir before left its links, whose
+    // programs would hold flows that no signal-mode agent reads.
+    if (existsSync(config.bpf.pinDir)) logDetachedLinks(log, removeUnlistedLinks(config.bpf.pinDir, new Set()));
   } else if (config.mode === 'chained') {
     ensureBpffs();
     mkdirSync(config.bpf.pinDir, { recursive: true });
@@ -125,6 +128,8 @@ async function main(): Promise<void> {
       log: componentLogger(root, 'datapath'),
     });
     logReplacedPins(log, node.datapath);
+    // A standalone agent that used this pinDir before left its links.
+    logDetachedLinks(log, node.datapath.removeUnlistedLinks());
     liveness = new Liveness(node.datapath, config.liveness.failOpenAfter, componentLogger(root, 'datapath'));
     liveness.start();
   } else {
@@ -140,10 +145,7 @@ async function main(): Promise<void> {
       await datapath.attach(iface.name, iface.hook === 'xdp' ? { hook: 'xdp', mode: iface.xdpMode } : { hook: 'tc' });
       log.info({ interface: iface.name, hook: iface.hook }, 'attached');
     }
-    for (const pin of datapath.removeUnlistedLinks()) {
-      const link = parseLinkPinPath(pin);
-      log.info({ interface: link?.ifname, hook: link?.hook, pin }, 'detached a program that an earlier configuration attached, because interfaces no longer lists this interface with this hook');
-    }
+    logDetachedLinks(log, datapath.removeUnlistedLinks());
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
   const metrics = new AgentMetrics(
@@ -252,6 +254,11 @@ async function main(): Promise<void> {
   // every workload's service id assigned.
   datapath?.start();
   datapathDrops?.start();
+  // The new programs are in place, so nothing writes to the rings that a
+  // size change replaced any more. What the previous agent's programs left
+  // there is read now, like the records of a restart.
+  const drained = node instanceof ChainedDatapath ? node.datapath.drainReplacedRings() : (datapath?.drainReplacedRings() ?? 0);
+  if (drained > 0) log.info({ records: drained }, 'read the records left in the replaced rings');
 
   // Hubble follows the Services of the tracked workloads, which change as
   // the controller reconciles.
@@ -276,6 +283,10 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
+    // On a hand-over, records from now on wait in the pinned ring for the
+    // next agent instead of reaching this one, which is about to exit.
+    const handover = signal === 'SIGTERM' && config.shutdown.handover > 0;
+    if (handover) (node instanceof ChainedDatapath ? node.datapath : datapath)?.stopReading();
     await api.close();
     clearInterval(followTimer);
     hubbleActivity?.stop();
@@ -298,7 +309,6 @@ async function main(): Promise<void> {
     // Detaches the programs or empties the host's slots; the pinned maps
     // stay for the next start. A hand-over leaves the programs holding
     // until the next agent takes over or the hand-over ends.
-    const handover = signal === 'SIGTERM' && config.shutdown.handover > 0;
     if (handover) {
       liveness?.handOver(config.shutdown.handover);
       const until = new Date(Date.now() + config.shutdown.handover).toISOString();
@@ -317,6 +327,15 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+// Logs the links that an earlier configuration attached and this one
+// detached.
+function logDetachedLinks(log: Logger, pins: string[]): void {
+  for (const pin of pins) {
+    const link = parseLinkPinPath(pin);
+    log.info({ interface: link?.ifname, hook: link?.hook, pin }, 'detached a program that an earlier configuration attached to an interface and hook that this configuration does not list');
+  }
 }
 
 // A pinned map stops matching after a size in bpf.* changed or an upgrade
@@ -342,14 +361,15 @@ const SIZE_SETTINGS: Record<string, string> = {
 };
 
 const REPLACED_PIN_EFFECTS: Record<string, string> = {
-  zh_held_ring: 'held packets that no agent had read yet, if any, were discarded, and their clients retransmit',
-  zh_wake_ring: 'wake signals that no agent had read yet, if any, were discarded, and held flows wake their workloads within a second',
+  zh_held_ring: 'the agent reads the packets that the old ring still holds once its programs are attached',
+  zh_wake_ring: 'the agent reads the wake signals that the old ring still holds once its programs are attached',
   zh_frontends: 'Services pass unheld until the controller writes their frontends again',
-  zh_fe_index: 'Services pass unheld until the controller writes their frontends again',
+  zh_fe_index: 'the agent rebuilt it from zh_frontends',
   zh_services: 'Services pass unheld until the controller writes their gates again',
   zh_svc_stats: 'the per-Service datapath counters start from zero',
   zh_stats: 'the node-wide datapath counters start from zero',
   zh_wake_state: 'the next flow opener of each Service signals a wake',
+  zh_chain_meta: 'it is used in chained mode only and holds nothing between packets',
 };
 
 main().catch((err: Error & { code?: string }) => {

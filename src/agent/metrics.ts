@@ -35,6 +35,10 @@ const FLOW_OPENER_OUTCOMES: [string, ServiceStatField][] = [
 // workload. record-error is counted for UNKNOWN_WORKLOAD.
 const WORKLOAD_DROP_REASONS = ['wake-timeout', 'service-limit', 'source-limit', 'total-limit', 'workload-removed', 'reinject-failed', 'drop-mode'];
 
+// The alerts look back 10 minutes, and a scrape interval may pass before
+// the last value is scraped.
+const UNTRACK_DELAY_MS = 15 * 60_000;
+
 export class AgentMetrics {
   readonly registry = new Registry();
 
@@ -61,7 +65,7 @@ export class AgentMetrics {
 
   readonly apiErrors = new Counter({
     name: 'zerohold_api_errors_total',
-    help: 'Failed Kubernetes API calls, by operation.',
+    help: 'Failed lifecycle actions, by operation, most of them Kubernetes API calls.',
     labelNames: ['operation'] as const,
     registers: [this.registry],
   });
@@ -85,9 +89,13 @@ export class AgentMetrics {
   });
 
   private server: Server | null = null;
+  private readonly untrackTimers = new Map<string, NodeJS.Timeout>();
 
-  // The sources are read on each scrape.
-  constructor(sources: MetricSources) {
+  // The sources are read on each scrape. untrackDelayMs is for tests.
+  constructor(
+    sources: MetricSources,
+    private readonly untrackDelayMs = UNTRACK_DELAY_MS,
+  ) {
     const { held, datapath } = sources;
     this.heldGauge('zerohold_held_flows', 'Flows held on this node now, waiting for their workload.', held, (totals) => totals.flows);
     this.heldGauge('zerohold_held_bytes', 'Bytes of the frames held on this node now, the packet data that the held flow limits bound.', held, (totals) => totals.bytes);
@@ -116,16 +124,32 @@ export class AgentMetrics {
     this.heldDropped.inc({ workload: UNKNOWN_WORKLOAD, reason: 'record-error' }, 0);
   }
 
-  // Creates a workload's counters and histograms at 0. Prometheus takes a
-  // series' first sample as its start, so a counter that appeared only
-  // with its first drop would show no increase, and an alert on
-  // increase() would miss that drop.
+  // Creates a workload's drop counters at 0. Prometheus takes a series'
+  // first sample as its start, so a counter that appeared only with its
+  // first drop would show no increase, and the alert on increase() would
+  // miss that drop. The other series of a workload appear with their first
+  // value, because each node exports them for every workload.
   trackWorkload(workload: string): void {
-    this.wakes.inc({ workload }, 0);
-    this.scaleDowns.inc({ workload }, 0);
+    clearTimeout(this.untrackTimers.get(workload));
+    this.untrackTimers.delete(workload);
     for (const reason of WORKLOAD_DROP_REASONS) this.heldDropped.inc({ workload, reason }, 0);
-    this.coldStart.zero({ workload });
-    this.releaseOverhead.zero({ workload });
+  }
+
+  // Removes the series of a workload that no longer opts in, once the
+  // alerts' 10-minute windows have seen their last values, so that series
+  // do not pile up as workloads come and go.
+  untrackWorkload(workload: string): void {
+    clearTimeout(this.untrackTimers.get(workload));
+    const timer = setTimeout(() => {
+      this.untrackTimers.delete(workload);
+      this.wakes.remove({ workload });
+      this.scaleDowns.remove({ workload });
+      for (const reason of WORKLOAD_DROP_REASONS) this.heldDropped.remove({ workload, reason });
+      this.coldStart.remove({ workload });
+      this.releaseOverhead.remove({ workload });
+    }, this.untrackDelayMs);
+    timer.unref();
+    this.untrackTimers.set(workload, timer);
   }
 
   // Serves /metrics; port 0 picks a free port. Returns the bound port.
@@ -148,6 +172,8 @@ export class AgentMetrics {
   }
 
   async close(): Promise<void> {
+    for (const timer of this.untrackTimers.values()) clearTimeout(timer);
+    this.untrackTimers.clear();
     const server = this.server;
     this.server = null;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -17,10 +17,10 @@ import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, type 
 import { Hook, Liveness } from './layout.js';
 import { loadNative, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer } from './native.js';
 import { attachPinnedTc, attachPinnedXdp, detachAttachment, linkPinPath, removeDefunctLinks, removeUnlistedLinks, type Attachment } from './pinned-links.js';
-import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
+import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, remapBatchRings, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
 import { buildLiveFrame, type LiveFrame } from './reinject.js';
 import { ServiceTable, type ServiceSettings, type ServiceStateName } from './services.js';
-import { type ReplacedPin, unlinkStalePins } from './stale-pins.js';
+import { comparePin, type ReplacedPin, StalePins } from './stale-pins.js';
 import { repoRoot } from '../paths.js';
 
 export interface DatapathOptions {
@@ -92,6 +92,8 @@ const MAX_DRAIN_BATCHES = 64;
 const REINJECT_NOW_FRAMES = 8;
 const RING_HELD = 0;
 const RING_WAKE = 1;
+// The ring maps, in the order of their indexes in a batch.
+const RING_MAPS = ['zh_held_ring', 'zh_wake_ring'];
 
 // The chained entries join prog arrays owned by programs that Cilium's
 // loader created with expected_attach_type 0; the kernel rejects a member
@@ -116,6 +118,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // map lookup.
   private readonly states = new Map<number, ServiceStateName>();
   private closed = false;
+  private readingStopped = false;
 
   private constructor(
     private readonly object: NativeObject,
@@ -123,6 +126,9 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     // Pinned maps that open() replaced because their definition changed,
     // with the fields that differed.
     readonly replacedPins: ReplacedPin[] = [],
+    // The replaced rings, by map name, which the previous agent's programs
+    // may still write to. drainReplacedRings() reads and closes them.
+    private readonly replacedRings = new Map<string, NativeMap>(),
   ) {
     super();
     this.netns = options.netns;
@@ -155,18 +161,33 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       for (const prog of CHAINED_PROGRAMS) {
         object.setExpectedAttachType(prog, 0);
       }
-      let replacedPins: ReplacedPin[] = [];
+      let stale: StalePins | undefined;
       if (options.pinDir) {
         const pinned = object.mapNames().filter((name) => name.startsWith('zh_'));
-        replacedPins = unlinkStalePins(object, pinned, options.pinDir);
+        stale = StalePins.setAside(object, pinned, options.pinDir);
         for (const map of pinned) object.setPinPath(map, path.join(options.pinDir, map));
       }
       if (options.chainPinDir) {
-        object.setPinPath('zh_chain_meta', path.join(options.chainPinDir, 'zh_chain_meta'));
+        // The host datapath shares this map, so it is never replaced.
+        const pinPath = path.join(options.chainPinDir, 'zh_chain_meta');
+        const comparison = comparePin(object, 'zh_chain_meta', pinPath);
+        if (comparison !== null && Object.keys(comparison.pinned).length > 0) {
+          throw new Error(
+            `the pinned map ${pinPath} differs from zerohold's zh_chain_meta (pinned ${JSON.stringify(comparison.pinned)}, expected ${JSON.stringify(comparison.defined)}): ` +
+              'the host datapath and this agent implement different versions of the chained-mode contract; run the cilium-patches of this zerohold release',
+          );
+        }
+        object.setPinPath('zh_chain_meta', pinPath);
       }
-      await object.load();
+      try {
+        await object.load();
+      } catch (err) {
+        stale?.restore();
+        throw err;
+      }
+      const replacedRings = stale?.release(RING_MAPS) ?? new Map<string, NativeMap>();
       if (options.pinDir) removeDefunctLinks(options.pinDir);
-      return new Datapath(object, options, replacedPins);
+      return new Datapath(object, options, stale?.replaced ?? [], replacedRings);
     } catch (err) {
       object.close();
       throw err;
@@ -249,6 +270,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // returns how many. consume() delivers one capped batch per call; the
   // bound keeps a flood that refills the rings from holding the caller.
   drain(): number {
+    if (this.readingStopped) return 0;
     let total = 0;
     for (let batches = 0; batches < MAX_DRAIN_BATCHES; batches++) {
       const count = this.ring.consume();
@@ -294,6 +316,41 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // cutoffNs, and returns them so the caller can count and report them.
   expire(serviceId: number, cutoffNs: bigint): HeldFlow[] {
     return this.held.takeOlderThan(serviceId, cutoffNs);
+  }
+
+  // Stops reading the rings for good. Records wait there for the next
+  // process that opens the pinned maps.
+  stopReading(): void {
+    this.readingStopped = true;
+    this.ring.close();
+  }
+
+  // Reads the records left in the rings that open() replaced and closes
+  // them. Call it once this datapath's programs are attached, so that no
+  // program of the previous agent writes there any more, and after
+  // start(), so that the records meet a listening agent. Returns the
+  // records read.
+  drainReplacedRings(): number {
+    if (this.replacedRings.size === 0) return 0;
+    const rings = [...this.replacedRings];
+    this.replacedRings.clear();
+
+    // The reader numbers its rings from 0. The batch gets the numbers of
+    // the rings that they replaced.
+    const indexes = rings.map(([map]) => RING_MAPS.indexOf(map));
+    const native = loadNative();
+    const reader = new native.RingBuffer(
+      rings.map(([, map]) => map),
+      (batch) => this.onBatch(remapBatchRings(batch, indexes)),
+    );
+    let records = 0;
+    try {
+      for (let count = reader.consume(); count > 0; count = reader.consume()) records += count;
+    } finally {
+      reader.close();
+      for (const [, map] of rings) map.close();
+    }
+    return records;
   }
 
   // Detaches the programs that a previous agent pinned in pinDir for

@@ -96,12 +96,29 @@ test('tracked workloads start at zero', async () => {
   metrics.trackWorkload('shop/new');
 
   const body = await scrape();
-  assert.match(body, /^zerohold_wakes_total\{workload="shop\/new"\} 0$/m);
-  assert.match(body, /^zerohold_scale_downs_total\{workload="shop\/new"\} 0$/m);
   for (const reason of ['wake-timeout', 'service-limit', 'source-limit', 'total-limit', 'workload-removed', 'reinject-failed', 'drop-mode']) {
     assert.match(body, new RegExp(`^zerohold_held_flows_dropped_total\\{workload="shop/new",reason="${reason}"\\} 0$`, 'm'));
   }
-  assert.match(body, /^zerohold_cold_start_seconds_count\{workload="shop\/new"\} 0$/m);
-  assert.match(body, /^zerohold_release_overhead_seconds_count\{workload="shop\/new"\} 0$/m);
   assert.match(body, /^zerohold_held_flows_dropped_total\{workload="\(unknown\)",reason="record-error"\} 0$/m);
+  assert.doesNotMatch(body, /^zerohold_cold_start_seconds_count\{workload="shop\/new"\}/m, 'histograms appear with their first value');
+});
+
+test('untracked workloads leave later', async () => {
+  const local = new AgentMetrics({ held: () => new Map() }, 20);
+  local.trackWorkload('shop/gone');
+  local.wakes.inc({ workload: 'shop/gone' });
+  local.heldDropped.inc({ workload: 'shop/gone', reason: 'workload-removed' }, 2);
+  local.untrackWorkload('shop/gone');
+
+  assert.match(await local.registry.metrics(), /workload="shop\/gone",reason="workload-removed"\} 2$/m, 'the last values stay for a while');
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.doesNotMatch(await local.registry.metrics(), /shop\/gone/);
+
+  // Tracked again before the delay, a workload keeps its series.
+  local.trackWorkload('shop/back');
+  local.untrackWorkload('shop/back');
+  local.trackWorkload('shop/back');
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.match(await local.registry.metrics(), /workload="shop\/back"/);
+  await local.close();
 });

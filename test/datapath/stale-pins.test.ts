@@ -4,13 +4,17 @@
 // EINVAL, and the agent cannot start until someone removes the pins.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { Datapath, type DatapathOptions } from '../../src/datapath/datapath.js';
 import type { Frontend } from '../../src/datapath/frontends.js';
 import { loadNative } from '../../src/datapath/native.js';
+import type { HeldRecord, WakeRecord } from '../../src/datapath/records.js';
+import { buildFrame, TCP_SYN } from '../lib/packets.js';
+
+const XDP_DROP = 1;
 
 const FRONTEND: Frontend = { address: '198.19.0.30', protocol: 'tcp', port: 80 };
 const pinDir = `/sys/fs/bpf/zh-test-stale-pins-${process.pid}`;
@@ -73,5 +77,63 @@ describe('stale pinned maps', () => {
     await withDatapath({ heldRingBytes: 1 << 17, maxServices: 128 }, (datapath) => {
       assert.deepEqual(datapath.replacedPins, []);
     });
+  });
+
+  test('replaced ring records are read', async () => {
+    // The previous agent's program keeps a SYN in its ring, and the agent
+    // is gone before it read it.
+    const syn = buildFrame({ src: '198.18.0.1', dst: FRONTEND.address, tcp: { srcPort: 40000, dstPort: 80, flags: TCP_SYN } });
+    await withDatapath({ heldRingBytes: 1 << 17, maxServices: 128 }, (previous) => {
+      previous.configureService(7, { state: 'cold', wakeIntervalMs: 0 });
+      assert.equal(previous.program('zh_xdp_hold').testRunSync({ data: syn }).retval, XDP_DROP);
+    });
+
+    const datapath = await Datapath.open({ pinDir, heldRingBytes: 1 << 18, maxServices: 128 });
+    try {
+      const held: HeldRecord[] = [];
+      datapath.on('held', (record) => held.push(record));
+      const wakes: WakeRecord[] = [];
+      datapath.on('wake', (record) => wakes.push(record));
+
+      assert.deepEqual(datapath.replacedPins.map((pin) => pin.map), ['zh_held_ring']);
+      assert.equal(datapath.drainReplacedRings(), 1);
+      assert.equal(held.length, 1);
+      assert.deepEqual(held[0]!.frame, syn);
+      assert.equal(held[0]!.serviceId, 7);
+      assert.equal(wakes.length, 0, 'the wake ring was kept, so its record is read by the datapath itself');
+      assert.equal(datapath.drainReplacedRings(), 0, 'a second call finds nothing');
+    } finally {
+      await datapath.close();
+    }
+  });
+
+  test('host map mismatch is an error', async () => {
+    // Another map pinned where the host's zh_chain_meta goes.
+    const scratch = `${pinDir}-scratch`;
+    const chainDir = `${pinDir}-chain`;
+    mkdirSync(scratch);
+    mkdirSync(chainDir);
+    try {
+      await (await Datapath.open({ pinDir: scratch, maxServices: 8 })).close();
+      renameSync(path.join(scratch, 'zh_stats'), path.join(chainDir, 'zh_chain_meta'));
+
+      await assert.rejects(Datapath.open({ chainPinDir: chainDir, maxServices: 8 }), /zh_chain_meta .*chained-mode contract/);
+      assert.equal(existsSync(path.join(chainDir, 'zh_chain_meta')), true, 'the host map stays');
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+      rmSync(chainDir, { recursive: true, force: true });
+    }
+  });
+
+  test('failed load keeps the old pins', async () => {
+    const before = readdirSync(pinDir).sort();
+
+    // The kernel rejects an array map of 0 entries, so the load fails
+    // after both changed pins were set aside.
+    await assert.rejects(Datapath.open({ pinDir, heldRingBytes: 1 << 19, maxServices: 0 }), /EINVAL|Invalid argument/);
+
+    assert.deepEqual(readdirSync(pinDir).sort(), before);
+    assert.equal(pinnedMaxEntries('zh_held_ring'), 1 << 18);
+    assert.equal(pinnedMaxEntries('zh_services'), 128);
   });
 });
