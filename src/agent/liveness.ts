@@ -57,6 +57,7 @@ export class Liveness {
   private renew(): void {
     try {
       this.target.setLivenessDeadline(monotonicNs() + BigInt(this.failOpenAfterMs) * 1_000_000n);
+      if (this.failures > 0) this.log.info({ failures: this.failures }, 'renewing the datapath deadline works again');
       this.failures = 0;
     } catch (err) {
       // The next renewal tries again. If none succeeds, the deadline

@@ -257,7 +257,13 @@ async function main(): Promise<void> {
   // The new programs are in place, so nothing writes to the rings that a
   // size change replaced any more. What the previous agent's programs left
   // there is read now, like the records of a restart.
-  const drained = node instanceof ChainedDatapath ? node.datapath.drainReplacedRings() : (datapath?.drainReplacedRings() ?? 0);
+  let drained = 0;
+  if (node instanceof ChainedDatapath) {
+    if (node.programsInPlace()) drained = node.datapath.drainReplacedRings();
+    else if (node.datapath.replacedPins.length > 0) log.warn('left any replaced rings pinned for the next start, because the chained programs are not in the host prog arrays');
+  } else {
+    drained = datapath?.drainReplacedRings() ?? 0;
+  }
   if (drained > 0) log.info({ records: drained }, 'read the records left in the replaced rings');
 
   // Hubble follows the Services of the tracked workloads, which change as

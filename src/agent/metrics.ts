@@ -124,15 +124,18 @@ export class AgentMetrics {
     this.heldDropped.inc({ workload: UNKNOWN_WORKLOAD, reason: 'record-error' }, 0);
   }
 
-  // Creates a workload's drop counters at 0. Prometheus takes a series'
-  // first sample as its start, so a counter that appeared only with its
-  // first drop would show no increase, and the alert on increase() would
-  // miss that drop. The other series of a workload appear with their first
-  // value, because each node exports them for every workload.
+  // Creates a workload's counters and histograms at 0. Prometheus takes a
+  // series' first sample as its start, so a series that appeared only with
+  // its first event would not count that event in rate() or increase(),
+  // and the alerts and the dashboard would miss it.
   trackWorkload(workload: string): void {
     clearTimeout(this.untrackTimers.get(workload));
     this.untrackTimers.delete(workload);
+    this.wakes.inc({ workload }, 0);
+    this.scaleDowns.inc({ workload }, 0);
     for (const reason of WORKLOAD_DROP_REASONS) this.heldDropped.inc({ workload, reason }, 0);
+    this.coldStart.zero({ workload });
+    this.releaseOverhead.zero({ workload });
   }
 
   // Removes the series of a workload that no longer opts in, once the

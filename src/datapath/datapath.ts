@@ -10,6 +10,7 @@
 // while the gate stays closed.
 
 import { EventEmitter } from 'node:events';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 
 import { FrontendTable } from './frontends.js';
@@ -20,7 +21,7 @@ import { attachPinnedTc, attachPinnedXdp, detachAttachment, linkPinPath, removeD
 import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, remapBatchRings, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
 import { buildLiveFrame, type LiveFrame } from './reinject.js';
 import { ServiceTable, type ServiceSettings, type ServiceStateName } from './services.js';
-import { comparePin, type ReplacedPin, StalePins } from './stale-pins.js';
+import { comparePin, type ReplacedPin, type SetAsideRing, StalePins } from './stale-pins.js';
 import { repoRoot } from '../paths.js';
 
 export interface DatapathOptions {
@@ -126,9 +127,9 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     // Pinned maps that open() replaced because their definition changed,
     // with the fields that differed.
     readonly replacedPins: ReplacedPin[] = [],
-    // The replaced rings, by map name, which the previous agent's programs
-    // may still write to. drainReplacedRings() reads and closes them.
-    private readonly replacedRings = new Map<string, NativeMap>(),
+    // Set-aside rings, which the previous agent's programs may still
+    // write to. drainReplacedRings() reads them and unlinks their pins.
+    private setAsideRings: SetAsideRing[] = [],
   ) {
     super();
     this.netns = options.netns;
@@ -161,14 +162,9 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       for (const prog of CHAINED_PROGRAMS) {
         object.setExpectedAttachType(prog, 0);
       }
-      let stale: StalePins | undefined;
-      if (options.pinDir) {
-        const pinned = object.mapNames().filter((name) => name.startsWith('zh_'));
-        stale = StalePins.setAside(object, pinned, options.pinDir);
-        for (const map of pinned) object.setPinPath(map, path.join(options.pinDir, map));
-      }
+      // Checked before any pin is set aside, because the host datapath
+      // shares this map, so it is never replaced.
       if (options.chainPinDir) {
-        // The host datapath shares this map, so it is never replaced.
         const pinPath = path.join(options.chainPinDir, 'zh_chain_meta');
         const comparison = comparePin(object, 'zh_chain_meta', pinPath);
         if (comparison !== null && Object.keys(comparison.pinned).length > 0) {
@@ -177,17 +173,26 @@ export class Datapath extends EventEmitter<DatapathEvents> {
               'the host datapath and this agent implement different versions of the chained-mode contract; run the cilium-patches of this zerohold release',
           );
         }
-        object.setPinPath('zh_chain_meta', pinPath);
       }
+
+      let stale: StalePins | undefined;
+      if (options.pinDir) {
+        const pinned = object.mapNames().filter((name) => name.startsWith('zh_'));
+        stale = StalePins.setAside(object, pinned, options.pinDir, RING_MAPS);
+        for (const map of pinned) object.setPinPath(map, path.join(options.pinDir, map));
+      }
+      if (options.chainPinDir) object.setPinPath('zh_chain_meta', path.join(options.chainPinDir, 'zh_chain_meta'));
+
       try {
         await object.load();
       } catch (err) {
-        stale?.restore();
+        const restoreErrors = stale?.restore() ?? [];
+        if (restoreErrors.length > 0) (err as Error).message += `\n${restoreErrors.join('\n')}`;
         throw err;
       }
-      const replacedRings = stale?.release(RING_MAPS) ?? new Map<string, NativeMap>();
+      const setAsideRings = stale?.release() ?? [];
       if (options.pinDir) removeDefunctLinks(options.pinDir);
-      return new Datapath(object, options, stale?.replaced ?? [], replacedRings);
+      return new Datapath(object, options, stale?.replaced ?? [], setAsideRings);
     } catch (err) {
       object.close();
       throw err;
@@ -331,24 +336,29 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // start(), so that the records meet a listening agent. Returns the
   // records read.
   drainReplacedRings(): number {
-    if (this.replacedRings.size === 0) return 0;
-    const rings = [...this.replacedRings];
-    this.replacedRings.clear();
+    const rings = this.setAsideRings;
+    this.setAsideRings = [];
 
-    // The reader numbers its rings from 0. The batch gets the numbers of
-    // the rings that they replaced.
-    const indexes = rings.map(([map]) => RING_MAPS.indexOf(map));
     const native = loadNative();
-    const reader = new native.RingBuffer(
-      rings.map(([, map]) => map),
-      (batch) => this.onBatch(remapBatchRings(batch, indexes)),
-    );
     let records = 0;
-    try {
-      for (let count = reader.consume(); count > 0; count = reader.consume()) records += count;
-    } finally {
-      reader.close();
-      for (const [, map] of rings) map.close();
+    for (const { map, pinPath, ring } of rings) {
+      // The reader numbers its one ring 0. The batch gets the number of
+      // the ring that this one was.
+      const indexes = [RING_MAPS.indexOf(map)];
+      const reader = new native.RingBuffer([ring], (batch) => this.onBatch(remapBatchRings(batch, indexes)));
+      try {
+        // Each record takes at least 8 bytes of the ring, so more records
+        // than that mean that a program still writes to it. Then what is
+        // left stays pinned for the next start.
+        const bound = ring.maxEntries / 8;
+        let read = 0;
+        for (let count = reader.consume(); count > 0 && read <= bound; count = reader.consume()) read += count;
+        records += read;
+        if (read <= bound) rmSync(pinPath, { force: true });
+      } finally {
+        reader.close();
+        ring.close();
+      }
     }
     return records;
   }
@@ -383,6 +393,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     if (this.closed) return;
     this.closed = true;
 
+    // Set-aside rings that were not read stay pinned for the next start.
+    for (const { ring } of this.setAsideRings.splice(0)) ring.close();
     this.ring.close();
     const attachments = this.attachments.splice(0);
     for (const attachment of options.keepAttached ? [] : attachments) {

@@ -5,23 +5,26 @@
 // agent's configuration (bpf.heldRingBytes, bpf.maxServices) or when an
 // upgrade changes one of those properties of a map.
 //
-// Such a pin is set aside before the load, renamed in its directory, so
-// that the load creates the map anew and pins it, as on a first start. A
-// failed load puts the set-aside pins back, so nothing is lost to it. A
-// successful one unlinks them, except that set-aside rings stay open: the
-// programs of the previous agent keep writing to them until the new ones
-// are attached, and the caller reads them once that is done.
+// Such a pin is set aside before the load, renamed in its directory to
+// replaced_<n>_<map>, so that the load creates the map anew and pins it,
+// as on a first start. A failed load puts the set-aside pins back, so
+// nothing is lost to it. A successful one unlinks them, except rings: the
+// programs of the previous agent write to them until the new programs are
+// attached, so they stay pinned until the caller has read them. A ring
+// that a process left set aside when it stopped before reading it is
+// read by the next one. A set-aside pin whose map has no pin any more, as
+// after a crash between the rename and the load, is put back.
 
-import { readdirSync, renameSync, unlinkSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 
 import { loadNative, type MapDefinition, type NativeMap, type NativeObject } from './native.js';
 
 const FIELDS: (keyof MapDefinition)[] = ['type', 'keySize', 'valueSize', 'maxEntries', 'mapFlags'];
 
-// Set-aside pins are named with this prefix. The names of the object's
-// pinned maps start with zh_, so no map is ever pinned under it.
-const SET_ASIDE_PREFIX = 'replaced_';
+// bpffs rejects names with a dot, so the number is set off by underscores.
+// The object's pinned maps are named zh_*, so no map is pinned under it.
+const SET_ASIDE_NAME = /^replaced_(\d+)_(zh_\w+)$/;
 
 export interface ReplacedPin {
   map: string;
@@ -29,6 +32,13 @@ export interface ReplacedPin {
   // The differing fields only, as pinned and as the object defines them.
   pinned: Partial<MapDefinition>;
   defined: Partial<MapDefinition>;
+}
+
+// A set-aside ring, open, with the pin to unlink once it has been read.
+export interface SetAsideRing {
+  map: string;
+  pinPath: string;
+  ring: NativeMap;
 }
 
 // Compares the map pinned at pinPath with the object's definition of map,
@@ -54,48 +64,85 @@ export function comparePin(object: NativeObject, map: string, pinPath: string): 
 
 export class StalePins {
   private constructor(
-    private readonly pinDir: string,
-    readonly replaced: ReplacedPin[],
+    readonly replaced: (ReplacedPin & { setAsidePath: string })[],
+    // The maps whose set-aside pins are kept for reading.
+    private readonly rings: readonly string[],
+    // Set-aside rings that an earlier process did not read.
+    private readonly leftoverRings: { map: string; pinPath: string }[],
   ) {}
 
   // Renames the pins in pinDir of those maps whose definition in the
-  // object differs from the pinned map's. The object must not be loaded
+  // object differs from the pinned map's. rings names the maps whose
+  // set-aside pins are kept for reading. The object must not be loaded
   // yet. Maps without a pin are skipped, and a pin that is not a map is
-  // left for the load to report. A set-aside pin that a crash left behind
-  // is unlinked first.
-  static setAside(object: NativeObject, maps: readonly string[], pinDir: string): StalePins {
-    for (const name of readdirSync(pinDir)) {
-      if (name.startsWith(SET_ASIDE_PREFIX)) unlinkSync(path.join(pinDir, name));
+  // left for the load to report.
+  static setAside(object: NativeObject, maps: readonly string[], pinDir: string, rings: readonly string[]): StalePins {
+    let names: string[];
+    try {
+      names = readdirSync(pinDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new StalePins([], rings, []);
+      throw err;
     }
 
-    const replaced: ReplacedPin[] = [];
+    const leftoverRings: { map: string; pinPath: string }[] = [];
+    for (const name of names) {
+      const match = SET_ASIDE_NAME.exec(name);
+      if (match === null) continue;
+      const map = match[2]!;
+      const setAsidePath = path.join(pinDir, name);
+      const original = path.join(pinDir, map);
+
+      if (!existsSync(original)) renameSync(setAsidePath, original);
+      else if (rings.includes(map)) leftoverRings.push({ map, pinPath: setAsidePath });
+      else unlinkSync(setAsidePath);
+    }
+
+    const replaced: (ReplacedPin & { setAsidePath: string })[] = [];
     for (const map of maps) {
       const pinPath = path.join(pinDir, map);
       const comparison = comparePin(object, map, pinPath);
       if (comparison === null || Object.keys(comparison.pinned).length === 0) continue;
 
-      renameSync(pinPath, path.join(pinDir, SET_ASIDE_PREFIX + map));
-      replaced.push(comparison);
+      const setAsidePath = freeSetAsidePath(pinDir, map);
+      renameSync(pinPath, setAsidePath);
+      replaced.push({ ...comparison, setAsidePath });
     }
-    return new StalePins(pinDir, replaced);
+    return new StalePins(replaced, rings, leftoverRings);
   }
 
-  // Puts the set-aside pins back, after a failed load.
-  restore(): void {
-    for (const { map, path: pinPath } of this.replaced) renameSync(path.join(this.pinDir, SET_ASIDE_PREFIX + map), pinPath);
+  // Puts the set-aside pins back, after a failed load. Returns the errors
+  // of the renames that failed, so the caller can report them with the
+  // load's.
+  restore(): string[] {
+    const errors: string[] = [];
+    for (const { path: pinPath, setAsidePath } of this.replaced) {
+      try {
+        renameSync(setAsidePath, pinPath);
+      } catch (err) {
+        errors.push(`could not put ${setAsidePath} back at ${pinPath}: ${(err as Error).message}`);
+      }
+    }
+    return errors;
   }
 
-  // Unlinks the set-aside pins after a successful load, and returns the
-  // maps among keep that were set aside, opened, for the caller to read
-  // and close.
-  release(keep: readonly string[]): Map<string, NativeMap> {
+  // Unlinks the set-aside pins of every map but the rings after a
+  // successful load, and returns the set-aside rings, this load's and
+  // those an earlier process left, opened.
+  release(): SetAsideRing[] {
     const native = loadNative();
-    const opened = new Map<string, NativeMap>();
-    for (const { map } of this.replaced) {
-      const setAside = path.join(this.pinDir, SET_ASIDE_PREFIX + map);
-      if (keep.includes(map)) opened.set(map, native.openPinnedMap(setAside));
-      unlinkSync(setAside);
+    const rings: SetAsideRing[] = this.leftoverRings.map(({ map, pinPath }) => ({ map, pinPath, ring: native.openPinnedMap(pinPath) }));
+    for (const { map, setAsidePath } of this.replaced) {
+      if (this.rings.includes(map)) rings.push({ map, pinPath: setAsidePath, ring: native.openPinnedMap(setAsidePath) });
+      else unlinkSync(setAsidePath);
     }
-    return opened;
+    return rings;
+  }
+}
+
+function freeSetAsidePath(pinDir: string, map: string): string {
+  for (let n = 1; ; n++) {
+    const candidate = path.join(pinDir, `replaced_${n}_${map}`);
+    if (!existsSync(candidate)) return candidate;
   }
 }

@@ -96,11 +96,14 @@ test('tracked workloads start at zero', async () => {
   metrics.trackWorkload('shop/new');
 
   const body = await scrape();
+  assert.match(body, /^zerohold_wakes_total\{workload="shop\/new"\} 0$/m);
+  assert.match(body, /^zerohold_scale_downs_total\{workload="shop\/new"\} 0$/m);
   for (const reason of ['wake-timeout', 'service-limit', 'source-limit', 'total-limit', 'workload-removed', 'reinject-failed', 'drop-mode']) {
     assert.match(body, new RegExp(`^zerohold_held_flows_dropped_total\\{workload="shop/new",reason="${reason}"\\} 0$`, 'm'));
   }
   assert.match(body, /^zerohold_held_flows_dropped_total\{workload="\(unknown\)",reason="record-error"\} 0$/m);
-  assert.doesNotMatch(body, /^zerohold_cold_start_seconds_count\{workload="shop\/new"\}/m, 'histograms appear with their first value');
+  assert.match(body, /^zerohold_cold_start_seconds_count\{workload="shop\/new"\} 0$/m);
+  assert.match(body, /^zerohold_release_overhead_seconds_count\{workload="shop\/new"\} 0$/m);
 });
 
 test('untracked workloads leave later', async () => {

@@ -87,6 +87,18 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     this.reinserter.start();
   }
 
+  // Whether zerohold's programs are in every host prog array that is
+  // pinned, inserting them where they are not. Until they are, a program
+  // of an earlier agent may still write to the rings that it loaded with.
+  programsInPlace(): boolean {
+    try {
+      this.slots.ensureInserted();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   // Runs one re-insertion check now, outside the interval.
   checkHost(): boolean {
     return this.reinserter.check();
