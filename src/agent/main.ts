@@ -2,7 +2,8 @@
 // --config /etc/zerohold/agent.yaml. It loads the datapath and, in
 // standalone mode, attaches it to the configured interfaces, or in chained
 // mode inserts it into the host datapath's prog arrays. It runs the
-// controller until SIGTERM or SIGINT, when it detaches and exits.
+// controller until SIGTERM or SIGINT, when it detaches and exits, or on a
+// SIGTERM with shutdown.handover leaves its programs to the next agent.
 
 import { existsSync, mkdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -110,8 +111,15 @@ async function main(): Promise<void> {
     // workload and the client's retransmission connects.
     node = new SignalDatapath({ endpoint: hubble, logger: componentLogger(root, 'datapath'), wakeIntervalMs: config.limits.wakeInterval });
     // A standalone agent that used this pinDir before left its links, whose
-    // programs would hold flows that no signal-mode agent reads.
-    if (existsSync(config.bpf.pinDir)) logDetachedLinks(log, removeUnlistedLinks(config.bpf.pinDir, new Set()));
+    // programs would hold flows that no signal-mode agent reads. Signal
+    // mode needs no BPF otherwise, so a failure here does not stop it.
+    if (existsSync(config.bpf.pinDir)) {
+      try {
+        logDetachedLinks(log, removeUnlistedLinks(config.bpf.pinDir, new Set()));
+      } catch (err) {
+        log.warn({ err, pinDir: config.bpf.pinDir }, 'could not detach the links that an earlier standalone agent pinned; remove the pins as docs/deploy.md describes');
+      }
+    }
   } else if (config.mode === 'chained') {
     ensureBpffs();
     mkdirSync(config.bpf.pinDir, { recursive: true });
@@ -345,7 +353,8 @@ function logDetachedLinks(log: Logger, pins: string[]): void {
 }
 
 // A pinned map stops matching after a size in bpf.* changed or an upgrade
-// changed its layout, and the load replaced it with an empty one.
+// changed its type, sizes or flags, and the load replaced it with an
+// empty one.
 function logReplacedPins(log: Logger, datapath: Datapath): void {
   for (const { map, path, pinned, defined } of datapath.replacedPins) {
     const setting = Object.keys(pinned).length === 1 && 'maxEntries' in pinned ? SIZE_SETTINGS[map] : undefined;
