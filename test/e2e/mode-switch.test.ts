@@ -1,0 +1,75 @@
+// An agent started in signal mode on a node where a standalone agent
+// left its programs attached through pinned links, as after a switch of
+// mode in the ConfigMap: the signal agent detaches them at start, since
+// no signal-mode agent reads what they hold.
+
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+
+import { Datapath } from '../../src/datapath/datapath.js';
+import { TestHubbleServer } from '../hubble/test-server.js';
+import { netnsPath, TestNetwork } from '../lib/netns.js';
+import { AgentChild } from './agent-child.js';
+import { type ShopCluster, startShopCluster } from './shop-cluster.js';
+
+const network = new TestNetwork();
+const pinDir = `/sys/fs/bpf/zh-test-mode-switch-${process.pid}`;
+let cluster: ShopCluster;
+let hubble: TestHubbleServer;
+let workDir: string;
+let node: string;
+let agent: AgentChild | undefined;
+
+async function xdpAttached(ifname: string): Promise<boolean> {
+  const { stdout } = await network.exec(node, 'ip', ['-j', '-d', 'link', 'show', 'dev', ifname]);
+  return (JSON.parse(stdout) as { xdp?: unknown }[])[0]?.xdp !== undefined;
+}
+
+before(async () => {
+  node = await network.addNamespace('node');
+  await network.addVeth(node, 'zs0', node, 'zs1');
+  mkdirSync(pinDir);
+  cluster = await startShopCluster();
+  workDir = mkdtempSync(path.join(tmpdir(), 'zh-mode-switch-'));
+  hubble = new TestHubbleServer({ address: { kind: 'socket', path: path.join(workDir, 'cilium-hubble.sock') } });
+  await hubble.start();
+});
+
+after(async () => {
+  agent?.killSync();
+  await hubble?.stop();
+  await cluster?.close();
+  rmSync(pinDir, { recursive: true, force: true });
+  await network.cleanup();
+  if (workDir) rmSync(workDir, { recursive: true, force: true });
+});
+
+test('signal agent detaches standalone links', async () => {
+  // What a standalone agent leaves: a program attached through a pinned
+  // link, as on a hand-over or after a SIGKILL.
+  const standalone = await Datapath.open({ netns: netnsPath(node), pinDir, maxServices: 8 });
+  await standalone.attach('zs0', { hook: 'xdp', mode: 'native' });
+  await standalone.close({ keepAttached: true });
+  assert.equal(await xdpAttached('zs0'), true, 'the standalone program stays attached');
+
+  const configPath = path.join(workDir, 'agent.yaml');
+  writeFileSync(
+    configPath,
+    `nodeName: node-1
+mode: signal
+kubernetes: { kubeconfig: ${cluster.kubeconfigFile.path} }
+bpf: { pinDir: ${pinDir} }
+metrics: { host: 127.0.0.1, port: 0 }
+api: { socket: ${workDir}/agent.sock }
+hubble: { socket: ${workDir}/cilium-hubble.sock, observerSocket: ${workDir}/hubble.sock }
+`,
+  );
+  agent = await AgentChild.start(configPath);
+
+  assert.equal(await xdpAttached('zs0'), false, 'the signal agent detached it');
+  assert.deepEqual(readdirSync(pinDir).filter((name) => name.startsWith('link_')), []);
+  assert.match(agent.output, /"interface":"zs0","hook":"xdp".*"detached a program that an earlier configuration attached/);
+});
