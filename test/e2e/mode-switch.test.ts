@@ -1,10 +1,10 @@
 // An agent started in signal mode on a node where a standalone agent
 // left its programs attached through pinned links, as after a switch of
-// mode in the ConfigMap: the signal agent detaches them at start, since
+// mode in the ConfigMap. The signal agent detaches them at start, because
 // no signal-mode agent reads what they hold.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -13,6 +13,7 @@ import { Datapath } from '../../src/datapath/datapath.js';
 import { TestHubbleServer } from '../hubble/test-server.js';
 import { netnsPath, TestNetwork } from '../lib/netns.js';
 import { AgentChild } from './agent-child.js';
+import { writeSignalConfig } from './signal-config.js';
 import { type ShopCluster, startShopCluster } from './shop-cluster.js';
 
 const network = new TestNetwork();
@@ -55,19 +56,7 @@ test('signal agent detaches standalone links', async () => {
   await standalone.close({ keepAttached: true });
   assert.equal(await xdpAttached('zs0'), true, 'the standalone program stays attached');
 
-  const configPath = path.join(workDir, 'agent.yaml');
-  writeFileSync(
-    configPath,
-    `nodeName: node-1
-mode: signal
-kubernetes: { kubeconfig: ${cluster.kubeconfigFile.path} }
-bpf: { pinDir: ${pinDir} }
-metrics: { host: 127.0.0.1, port: 0 }
-api: { socket: ${workDir}/agent.sock }
-hubble: { socket: ${workDir}/cilium-hubble.sock, observerSocket: ${workDir}/hubble.sock }
-`,
-  );
-  agent = await AgentChild.start(configPath);
+  agent = await AgentChild.start(writeSignalConfig(workDir, cluster.kubeconfigFile.path, [`bpf: { pinDir: ${pinDir} }`]));
 
   assert.equal(await xdpAttached('zs0'), false, 'the signal agent detached it');
   assert.deepEqual(readdirSync(pinDir).filter((name) => name.startsWith('link_')), []);

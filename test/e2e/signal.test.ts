@@ -4,7 +4,7 @@
 // node's Hubble socket.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -18,6 +18,7 @@ import { serviceFlow } from '../hubble/flows.js';
 import { TestHubbleServer } from '../hubble/test-server.js';
 import { waitFor } from '../lib/netns.js';
 import { AgentChild } from './agent-child.js';
+import { writeSignalConfig } from './signal-config.js';
 import { type ShopCluster, startShopCluster } from './shop-cluster.js';
 
 let cluster: ShopCluster;
@@ -32,19 +33,7 @@ before(async () => {
   hubble = new TestHubbleServer({ address: { kind: 'socket', path: path.join(workDir, 'cilium-hubble.sock') } });
   await hubble.start();
 
-  const configPath = path.join(workDir, 'agent.yaml');
-  writeFileSync(
-    configPath,
-    `nodeName: node-1
-mode: signal
-kubernetes: { kubeconfig: ${cluster.kubeconfigFile.path} }
-metrics: { host: 127.0.0.1, port: 0 }
-api: { socket: ${workDir}/agent.sock }
-hubble: { socket: ${workDir}/cilium-hubble.sock, observerSocket: ${workDir}/hubble.sock }
-idle: { reportInterval: 1s }
-`,
-  );
-  agent = await AgentChild.start(configPath);
+  agent = await AgentChild.start(writeSignalConfig(workDir, cluster.kubeconfigFile.path, ['idle: { reportInterval: 1s }']));
 });
 
 after(async () => {
