@@ -5,7 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-// Writes workDir/agent.yaml and returns its path. extra holds more
+// Writes workDir/agent.yaml and returns its path. extra lists more
 // top-level YAML lines.
 export function writeSignalConfig(workDir: string, kubeconfigPath: string, extra: string[] = []): string {
   const configPath = path.join(workDir, 'agent.yaml');

@@ -120,7 +120,11 @@ test('dashboard panels are well formed', () => {
   assert.equal(new Set(ids).size, ids.length, `panel ids repeat: ${ids.join(', ')}`);
   for (const panel of panels) {
     const { x, w, h } = panel.gridPos;
-    assert.ok(x >= 0 && w > 0 && h > 0 && x + w <= 24, `panel "${panel.title}" lies outside Grafana's 24 columns: ${JSON.stringify(panel.gridPos)}`);
+    const where = `panel "${panel.title}" at ${JSON.stringify(panel.gridPos)}`;
+    assert.ok(x >= 0, where);
+    assert.ok(w > 0, where);
+    assert.ok(h > 0, where);
+    assert.ok(x + w <= 24, `${where} lies outside Grafana's 24 columns`);
     if (panel.type === 'row') continue;
 
     assert.equal(panel.datasource?.uid, '${datasource}', `panel "${panel.title}" data source`);

@@ -1,6 +1,6 @@
 // What the EndpointSlice controller last wrote, per Service, modelled on
-// the EndpointSliceTracker of Kubernetes' controller. The controller
-// asks it two things:
+// the EndpointSliceTracker of Kubernetes' controller. It tells the
+// controller two things:
 //
 // - Is a slice event the echo of the controller's own write? Then it needs
 //   no reconcile, because the controller built that slice from the same
