@@ -18,7 +18,7 @@ import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, type 
 import { Hook, Liveness } from './layout.js';
 import { loadNative, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer } from './native.js';
 import { attachPinnedTc, attachPinnedXdp, detachAttachment, linkPinPath, removeDefunctLinks, removeUnlistedLinks, type Attachment } from './pinned-links.js';
-import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, remapBatchRings, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
+import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
 import { buildLiveFrame, type LiveFrame } from './reinject.js';
 import { ServiceTable, type ServiceSettings, type ServiceStateName } from './services.js';
 import { comparePin, type ReplacedPin, type SetAsideRing, StalePins } from './stale-pins.js';
@@ -93,8 +93,9 @@ const MAX_DRAIN_BATCHES = 64;
 const REINJECT_NOW_FRAMES = 8;
 const RING_HELD = 0;
 const RING_WAKE = 1;
-// The ring maps, in the order of their indexes in a batch.
+// The ring maps, in the order of their numbers in a batch.
 const RING_MAPS = ['zh_held_ring', 'zh_wake_ring'];
+const RING_NUMBERS = [RING_HELD, RING_WAKE];
 
 // The chained entries join prog arrays owned by programs that Cilium's
 // loader created with expected_attach_type 0; the kernel rejects a member
@@ -139,7 +140,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     this.held = new HeldFrameStore(options.heldLimits ?? DEFAULT_HELD_LIMITS);
 
     const native = loadNative();
-    this.ring = new native.RingBuffer([object.map('zh_held_ring'), object.map('zh_wake_ring')], (batch) => this.onBatch(batch));
+    this.ring = new native.RingBuffer(RING_MAPS.map((name) => object.map(name)), (batch) => this.onBatch(batch));
   }
 
   static async open(options: DatapathOptions = {}): Promise<Datapath> {
@@ -342,10 +343,10 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     const native = loadNative();
     let records = 0;
     for (const { map, pinPath, ring } of rings) {
-      // The reader numbers its one ring 0. The batch gets the number of
-      // the ring that this one was.
-      const indexes = [RING_MAPS.indexOf(map)];
-      const reader = new native.RingBuffer([ring], (batch) => this.onBatch(remapBatchRings(batch, indexes)));
+      // The reader numbers its one ring 0, which stands for the ring that
+      // this one was.
+      const ringNumbers = [RING_MAPS.indexOf(map)];
+      const reader = new native.RingBuffer([ring], (batch) => this.onBatch(batch, ringNumbers));
       try {
         // Each record takes at least 8 bytes of the ring, so more records
         // than that mean that a program still writes to it. Then what is
@@ -441,16 +442,19 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     return result;
   }
 
-  private onBatch(batch: Buffer): void {
+  // Handles the records of a batch. ringNumbers maps the reader's ring
+  // numbers to RING_HELD and RING_WAKE, for a reader of other rings.
+  private onBatch(batch: Buffer, ringNumbers: readonly number[] = RING_NUMBERS): void {
     const lateFlows: HeldFlow[] = [];
 
     for (const record of splitBatch(batch)) {
       try {
-        if (record.ring === RING_WAKE) {
+        const ring = ringNumbers[record.ring];
+        if (ring === RING_WAKE) {
           this.emit('wake', decodeWakeRecord(record.data));
           continue;
         }
-        if (record.ring !== RING_HELD) continue;
+        if (ring !== RING_HELD) continue;
 
         // A chained hook holds whenever its host has no backend, whatever
         // the state, so only standalone records can race a release.

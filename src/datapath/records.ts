@@ -67,21 +67,6 @@ export function splitBatch(batch: Buffer): RawRecord[] {
   return records;
 }
 
-// Rewrites in place the ring number of each record in a batch from a
-// reader's numbering to another: ring i becomes indexes[i]. Returns the
-// batch.
-export function remapBatchRings(batch: Buffer, indexes: readonly number[]): Buffer {
-  for (let offset = 0; offset + ENTRY_HEADER <= batch.length; ) {
-    const ring = batch.readUInt32LE(offset);
-    const length = batch.readUInt32LE(offset + 4);
-    const mapped = indexes[ring];
-    if (mapped === undefined) throw new RangeError(`ring buffer batch names ring ${ring}, but the reader has ${indexes.length}`);
-    batch.writeUInt32LE(mapped, offset);
-    offset += ENTRY_HEADER + ((length + 7) & ~7);
-  }
-  return batch;
-}
-
 function protocolName(l4Proto: number): 'tcp' | 'udp' {
   if (l4Proto === 6) return 'tcp';
   if (l4Proto === 17) return 'udp';
