@@ -5,7 +5,7 @@
 // controller until SIGTERM or SIGINT, when it detaches and exits, or on a
 // SIGTERM with shutdown.handover leaves its programs to the next agent.
 
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
@@ -113,12 +113,10 @@ async function main(): Promise<void> {
     // A standalone agent that used this pinDir before left its links, whose
     // programs would hold flows that no signal-mode agent reads. Signal
     // mode needs no BPF otherwise, so a failure here does not stop it.
-    if (existsSync(config.bpf.pinDir)) {
-      try {
-        logDetachedLinks(log, removeUnlistedLinks(config.bpf.pinDir, new Set()));
-      } catch (err) {
-        log.warn({ err, pinDir: config.bpf.pinDir }, 'could not detach the links that an earlier standalone agent pinned; remove the pins as docs/deploy.md describes');
-      }
+    try {
+      logDetachedLinks(log, removeUnlistedLinks(config.bpf.pinDir, new Set()));
+    } catch (err) {
+      log.warn({ err, pinDir: config.bpf.pinDir }, 'could not detach the links that an earlier standalone agent pinned; remove the pins as docs/deploy.md describes');
     }
   } else if (config.mode === 'chained') {
     ensureBpffs();

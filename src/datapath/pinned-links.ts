@@ -77,6 +77,22 @@ export async function detachAttachment(attachment: Attachment): Promise<void> {
 // temporary pins of a replacement that a crash interrupted. Returns the
 // paths removed. Pins that are no links are left alone.
 export function removeDefunctLinks(pinDir: string): string[] {
+  // The kernel reports ifindex 0 for a link whose device was removed.
+  return removeLinks(pinDir, (name, link) => name.startsWith(TEMPORARY_PREFIX) || link.info().ifindex === 0);
+}
+
+// Detaches and unpins the links in pinDir other than those at keep, such
+// as the link of an interface that a previous agent's configuration listed
+// and this one's does not, or of a hook that changed from XDP to tc.
+// Returns the paths removed.
+export function removeUnlistedLinks(pinDir: string, keep: ReadonlySet<string>): string[] {
+  return removeLinks(pinDir, (name) => name.startsWith(LINK_PREFIX) && !keep.has(path.join(pinDir, name)));
+}
+
+// Detaches and unpins the links and temporary links in pinDir that select
+// returns true for, and returns their paths. A missing pinDir has none,
+// and pins that are no links are left alone.
+function removeLinks(pinDir: string, select: (name: string, link: NativeLink) => boolean): string[] {
   let names: string[];
   try {
     names = readdirSync(pinDir);
@@ -87,40 +103,19 @@ export function removeDefunctLinks(pinDir: string): string[] {
 
   const removed: string[] = [];
   for (const name of names) {
-    const temporary = name.startsWith(TEMPORARY_PREFIX);
-    if (!temporary && !name.startsWith(LINK_PREFIX)) continue;
+    if (!name.startsWith(TEMPORARY_PREFIX) && !name.startsWith(LINK_PREFIX)) continue;
 
     const pinPath = path.join(pinDir, name);
     const link = openPinnedLinkIfExists(pinPath);
     if (link === null) continue;
 
-    // The kernel reports ifindex 0 for a link whose device was removed.
-    if (temporary || link.info().ifindex === 0) {
+    if (select(name, link)) {
       retireLink(link);
       rmSync(pinPath, { force: true });
       removed.push(pinPath);
     } else {
       link.close();
     }
-  }
-  return removed;
-}
-
-// Detaches and unpins the links in pinDir other than those at keep, such
-// as the link of an interface that a previous agent's configuration listed
-// and this one's does not, or of a hook that changed from XDP to tc.
-// Returns the paths removed.
-export function removeUnlistedLinks(pinDir: string, keep: ReadonlySet<string>): string[] {
-  const removed: string[] = [];
-  for (const name of readdirSync(pinDir)) {
-    const pinPath = path.join(pinDir, name);
-    if (!name.startsWith(LINK_PREFIX) || keep.has(pinPath)) continue;
-
-    const link = openPinnedLinkIfExists(pinPath);
-    if (link === null) continue;
-    retireLink(link);
-    rmSync(pinPath, { force: true });
-    removed.push(pinPath);
   }
   return removed;
 }
