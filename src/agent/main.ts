@@ -106,6 +106,14 @@ async function main(): Promise<void> {
   let datapath: Datapath | undefined;
   let ciliumServices: CiliumServiceSource | undefined;
   let liveness: Liveness | undefined;
+  // Reports the pins that the load replaced and starts renewing the
+  // deadline, before the new programs run: without a deadline, they would
+  // hold for an agent that died.
+  const startLiveness = (opened: Datapath) => {
+    logReplacedPins(log, opened);
+    liveness = new Liveness(opened, config.liveness.failOpenAfter, componentLogger(root, 'datapath'));
+    liveness.start();
+  };
   if (config.mode === 'signal') {
     // Stock Cilium drops the first packet; its Hubble drop event wakes the
     // workload and the client's retransmission connects.
@@ -133,20 +141,14 @@ async function main(): Promise<void> {
       reinject: config.release.heldPackets === 'reinject',
       log: componentLogger(root, 'datapath'),
     });
-    logReplacedPins(log, node.datapath);
+    startLiveness(node.datapath);
     // A standalone agent that used this pinDir before left its links.
     logDetachedLinks(log, node.datapath.removeUnlistedLinks());
-    liveness = new Liveness(node.datapath, config.liveness.failOpenAfter, componentLogger(root, 'datapath'));
-    liveness.start();
   } else {
     ensureBpffs();
     mkdirSync(config.bpf.pinDir, { recursive: true });
     datapath = await Datapath.open(datapathOptions);
-    logReplacedPins(log, datapath);
-    // Before attaching, so that the new programs never run without a
-    // deadline, which would let them hold for an agent that died.
-    liveness = new Liveness(datapath, config.liveness.failOpenAfter, componentLogger(root, 'datapath'));
-    liveness.start();
+    startLiveness(datapath);
     for (const iface of config.interfaces) {
       await datapath.attach(iface.name, iface.hook === 'xdp' ? { hook: 'xdp', mode: iface.xdpMode } : { hook: 'tc' });
       log.info({ interface: iface.name, hook: iface.hook }, 'attached');
@@ -202,7 +204,7 @@ async function main(): Promise<void> {
     observer = new ObserverServer({ nodeName, logger: root });
     await observer.listen(config.hubble.observerSocket);
     const inner = node;
-    port = new ObservedDatapath({ inner, datapath: inner instanceof ChainedDatapath ? inner.datapath : datapath, observer, serviceOf: (workload) => controller.serviceNames(workload)[0] });
+    port = new ObservedDatapath({ inner, datapath: holding, observer, serviceOf: (workload) => controller.serviceNames(workload)[0] });
   }
   const metricsPort = await metrics.listen(config.metrics.host, config.metrics.port);
 
@@ -298,7 +300,7 @@ async function main(): Promise<void> {
     // On a hand-over, records from now on wait in the pinned ring for the
     // next agent instead of reaching this one, which is about to exit.
     const handover = signal === 'SIGTERM' && config.shutdown.handover > 0;
-    if (handover) (node instanceof ChainedDatapath ? node.datapath : datapath)?.stopReading();
+    if (handover) holding?.stopReading();
     await api.close();
     clearInterval(followTimer);
     hubbleActivity?.stop();
