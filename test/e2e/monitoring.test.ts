@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { waitFor } from '../lib/netns.js';
-import { dashboard, expandVariables, metricNames, ruleGroups, writeRuleFile } from '../monitoring/rules.js';
+import { alertRules, dashboard, expandVariables, metricNames, writeRuleFile } from '../monitoring/rules.js';
 import { PrometheusServer } from '../monitoring/prometheus-server.js';
 import { describeResult } from '../testbed/client-run.js';
 import { curlArgs } from '../testbed/client-commands.js';
@@ -72,7 +72,7 @@ describe('alerts on Prometheus', () => {
     const server = prometheus!;
     const rules = await server.rules();
 
-    assert.deepEqual(rules.map((rule) => rule.name).sort(), ruleGroups().flatMap((group) => group.rules.map((rule) => rule.alert)).sort());
+    assert.deepEqual(rules.map((rule) => rule.name).sort(), alertRules().map((rule) => rule.alert).sort());
     for (const rule of rules) assert.equal(rule.health, 'ok', `${rule.name}: ${rule.lastError ?? 'no error given'}`);
   });
 
@@ -86,7 +86,7 @@ describe('alerts on Prometheus', () => {
       if (type === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) exported.add(name! + suffix);
     }
 
-    for (const rule of ruleGroups().flatMap((group) => group.rules)) {
+    for (const rule of alertRules()) {
       const names = metricNames(rule.expr);
       assert.ok(names.length > 0, `${rule.alert}: no metric found in ${rule.expr}`);
       for (const name of names) assert.ok(exported.has(name), `${rule.alert} names ${name}, which the agent does not export`);

@@ -39,6 +39,11 @@ export function ruleGroups(): RuleGroup[] {
   return resource.spec.groups;
 }
 
+// Returns the rules of every group.
+export function alertRules(): AlertRule[] {
+  return ruleGroups().flatMap((group) => group.rules);
+}
+
 // Writes the groups as a rule file, the form that Prometheus reads without
 // the Operator, and returns its path.
 export function writeRuleFile(dir: string, groups: RuleGroup[] = ruleGroups()): string {
