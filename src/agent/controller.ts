@@ -33,6 +33,7 @@ import type { AgentMetrics } from './metrics.js';
 import type { NodeReports } from './node-reports.js';
 import { initialPhase, nextPhase, type PhaseAction, type PhaseEvent, type PhaseState } from './phase.js';
 import { type Frontend, frontendToString } from '../datapath/frontends.js';
+import { monotonicMs } from '../hubble/monotonic-time.js';
 import type { ActivitySource, BackendCheck, DatapathPort, ReleaseOutcome, ScalePort, TargetRef, WakeSignal, WorkloadKey } from './ports.js';
 import { ScaleTargets, scaleTargetKey } from './scale-targets.js';
 import { resolveFrontends } from './service-frontends.js';
@@ -194,10 +195,6 @@ function flowOpener(flow: WakeSignal['flow'], nowMs: number, service?: string): 
     client: `${host(flow.source)}:${flow.sourcePort}`,
     frontend: `${flow.protocol}/${host(flow.destination)}:${flow.destinationPort}${service ? ` (Service ${service})` : ''}`,
   };
-}
-
-function monotonicMs(): number {
-  return Number(process.hrtime.bigint() / 1_000_000n);
 }
 
 export class Controller {

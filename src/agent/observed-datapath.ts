@@ -6,6 +6,7 @@
 import type { Datapath } from '../datapath/datapath.js';
 import type { HeldFlow } from '../datapath/held-frames.js';
 import type { Frontend } from '../datapath/frontends.js';
+import { monotonicMs } from '../hubble/monotonic-time.js';
 import type { ObserverServer } from '../hubble/observer-server.js';
 import type { DatapathPort, HeldFlowLimits, ReleaseOutcome, WakeSignal, WorkloadKey } from './ports.js';
 
@@ -19,8 +20,6 @@ export interface ObservedDatapathOptions {
   // CLOCK_MONOTONIC milliseconds.
   now?: () => number;
 }
-
-const monotonicMs = () => Number(process.hrtime.bigint() / 1_000_000n);
 
 export class ObservedDatapath implements DatapathPort {
   private readonly inner: ObservedDatapathOptions['inner'];
