@@ -23,7 +23,7 @@ export class Liveness {
   // Consecutive failed renewals.
   private failures = 0;
 
-  // failOpenAfterMs 0 sets no deadline.
+  // A failOpenAfterMs of 0 sets no deadline.
   constructor(
     private readonly target: LivenessTarget,
     private readonly failOpenAfterMs: number,

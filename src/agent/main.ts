@@ -2,8 +2,9 @@
 // --config /etc/zerohold/agent.yaml. It loads the datapath and, in
 // standalone mode, attaches it to the configured interfaces, or in chained
 // mode inserts it into the host datapath's prog arrays. It runs the
-// controller until SIGTERM or SIGINT, when it detaches and exits, or on a
-// SIGTERM with shutdown.handover leaves its programs to the next agent.
+// controller until SIGTERM or SIGINT. Then it detaches its programs and
+// exits, unless a SIGTERM with shutdown.handover leaves them to the next
+// agent.
 
 import { mkdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -268,7 +269,7 @@ async function main(): Promise<void> {
   let drained = 0;
   if (node instanceof ChainedDatapath) {
     if (node.programsInPlace()) drained = node.datapath.drainReplacedRings();
-    else if (node.datapath.replacedPins.length > 0) log.warn('left any replaced rings pinned for the next start, because the chained programs are not in the host prog arrays');
+    else if (node.datapath.unreadReplacedRings > 0) log.warn({ rings: node.datapath.unreadReplacedRings }, 'left the replaced rings pinned, because the chained programs are not in the host prog arrays; the next start reads them');
   } else {
     drained = datapath?.drainReplacedRings() ?? 0;
   }

@@ -324,6 +324,11 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     return this.held.takeOlderThan(serviceId, cutoffNs);
   }
 
+  // The number of set-aside rings that drainReplacedRings() has not read.
+  get unreadReplacedRings(): number {
+    return this.setAsideRings.length;
+  }
+
   // Stops reading the rings for good. Records wait there for the next
   // process that opens the pinned maps.
   stopReading(): void {
@@ -331,8 +336,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     this.ring.close();
   }
 
-  // Reads the records left in the rings that open() replaced and closes
-  // them. Call it once this datapath's programs are attached, so that no
+  // Reads the records left in the rings that open() set aside, closes
+  // them and unlinks their pins. Call it once this datapath's programs are attached, so that no
   // program of the previous agent writes there any more, and after
   // start(), so that the records meet a listening agent. Returns the
   // records read.
@@ -372,8 +377,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // so one left on an interface that is no longer listed stays.
   removeUnlistedLinks(): string[] {
     if (this.pinDir === undefined) return [];
-    const kept = new Set(this.attachments.flatMap((attachment) => (attachment.pinPath === undefined ? [] : [attachment.pinPath])));
-    return removeUnlistedLinks(this.pinDir, kept);
+    const attachedPins = new Set(this.attachments.flatMap((attachment) => (attachment.pinPath === undefined ? [] : [attachment.pinPath])));
+    return removeUnlistedLinks(this.pinDir, attachedPins);
   }
 
   // Sets the time after which the programs pass flow openers instead of

@@ -7,8 +7,8 @@
 //
 // Such a pin is set aside before the load, renamed in its directory to
 // replaced_<n>_<map>, so that the load creates the map anew and pins it,
-// as on a first start. A failed load puts the set-aside pins back, so
-// nothing is lost to it. A successful one unlinks them, except rings: the
+// as on a first start. A failed load puts the set-aside pins back, so it
+// loses none of them. A successful one unlinks them, except rings: the
 // programs of the previous agent write to them until the new programs are
 // attached, so they stay pinned until the caller has read them. A ring
 // that a process left set aside when it stopped before reading it is

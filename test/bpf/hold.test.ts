@@ -232,9 +232,9 @@ for (const hook of ['xdp', 'tc'] as HookName[]) {
 
       dp.setLivenessDeadline(process.hrtime.bigint() + 60_000_000_000n);
       try {
-        const kept = runner.run(hook, syn);
-        assert.equal(kept.verdict, 'drop');
-        assert.equal(kept.held.length, 1);
+        const inTime = runner.run(hook, syn);
+        assert.equal(inTime.verdict, 'drop');
+        assert.equal(inTime.held.length, 1);
       } finally {
         dp.setLivenessDeadline(NO_DEADLINE);
       }

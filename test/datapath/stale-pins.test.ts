@@ -96,16 +96,16 @@ describe('stale pinned maps', () => {
 
     const datapath = await Datapath.open({ pinDir, heldRingBytes: 1 << 18, maxServices: 128 });
     try {
-      const held: HeldRecord[] = [];
-      datapath.on('held', (record) => held.push(record));
+      const heldRecords: HeldRecord[] = [];
+      datapath.on('held', (record) => heldRecords.push(record));
       const wakes: WakeRecord[] = [];
       datapath.on('wake', (record) => wakes.push(record));
 
       assert.deepEqual(datapath.replacedPins.map((pin) => pin.map), ['zh_held_ring']);
       assert.equal(datapath.drainReplacedRings(), 1);
-      assert.equal(held.length, 1);
-      assert.deepEqual(held[0]!.frame, syn);
-      assert.equal(held[0]!.serviceId, 7);
+      assert.equal(heldRecords.length, 1);
+      assert.deepEqual(heldRecords[0]!.frame, syn);
+      assert.equal(heldRecords[0]!.serviceId, 7);
       assert.equal(wakes.length, 0, 'the wake ring was kept, so its record is read by the datapath itself');
       assert.equal(datapath.drainReplacedRings(), 0, 'a second call finds nothing');
       assert.deepEqual(setAsidePins(), [], 'the read ring is unlinked');
@@ -153,12 +153,12 @@ describe('stale pinned maps', () => {
 
     const datapath = await Datapath.open({ pinDir, heldRingBytes: 1 << 17, wakeRingBytes: 1 << 17, maxServices: 128 });
     try {
-      const held: HeldRecord[] = [];
-      datapath.on('held', (record) => held.push(record));
+      const heldRecords: HeldRecord[] = [];
+      datapath.on('held', (record) => heldRecords.push(record));
 
       assert.deepEqual(datapath.replacedPins, []);
       assert.equal(datapath.drainReplacedRings(), 1);
-      assert.deepEqual(held[0]?.frame, SYN);
+      assert.deepEqual(heldRecords[0]?.frame, SYN);
       assert.deepEqual(setAsidePins(), []);
     } finally {
       await datapath.close();

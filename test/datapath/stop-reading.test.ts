@@ -34,12 +34,12 @@ test('stopped reading leaves records pinned', async () => {
 
     const next = await Datapath.open({ pinDir, maxServices: 16 });
     try {
-      const held: HeldRecord[] = [];
-      next.on('held', (record) => held.push(record));
+      const heldRecords: HeldRecord[] = [];
+      next.on('held', (record) => heldRecords.push(record));
 
       assert.equal(next.drain(), 2, 'the held record and its wake record');
-      assert.equal(held.length, 1);
-      assert.deepEqual(held[0]!.frame, SYN);
+      assert.equal(heldRecords.length, 1);
+      assert.deepEqual(heldRecords[0]!.frame, SYN);
     } finally {
       await next.close();
     }

@@ -1,6 +1,6 @@
 // What the EndpointSlice controller last wrote, per Service, modelled on
-// the EndpointSliceTracker of Kubernetes' controller. It tells the
-// controller two things:
+// the EndpointSliceTracker of Kubernetes' controller. The controller uses
+// it to decide two things:
 //
 // - Is a slice event the echo of the controller's own write? Then it needs
 //   no reconcile, because the controller built that slice from the same
@@ -10,7 +10,7 @@
 //   a stale resourceVersion, which the API server refuses with 409. The
 //   controller waits for the cache instead.
 //
-// Slices are told apart by UID, so a slice that was deleted and created
+// Slices are identified by UID, so a slice that was deleted and created
 // again under its name is a different slice.
 
 import type { V1EndpointSlice } from '@kubernetes/client-node';
