@@ -10,6 +10,7 @@
         "src/native/bpf_map_mapped.cc",
         "src/native/bpf_object.cc",
         "src/native/bpf_program.cc",
+        "src/native/btf_layout.cc",
         "src/native/if_index.cc",
         "src/native/libbpf_log.cc",
         "src/native/live_frames.cc",

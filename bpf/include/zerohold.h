@@ -4,8 +4,10 @@
  * ring buffer records and the chained-mode contract. Every struct here is
  * mirrored in src/datapath/layout.ts, and a test compares both against the
  * BTF of the compiled object, so change them together. A restarted agent
- * reuses a pinned map whose sizes match, so a change to the layout of a
- * pinned map's key or value must also change its size or the map's name.
+ * replaces a pinned map whose key or value layout in BTF differs from the
+ * object's, member names included, and reuses it otherwise. So a field
+ * whose meaning changes needs a new name, and zh_chain_meta, whose layout
+ * is not compared, needs a new size or map name.
  */
 #ifndef ZEROHOLD_H
 #define ZEROHOLD_H

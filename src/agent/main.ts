@@ -354,12 +354,15 @@ function logDetachedLinks(log: Logger, pins: string[]): void {
 }
 
 // A pinned map stops matching after a size in bpf.* changed or an upgrade
-// changed its type, sizes or flags, and the load replaced it with an
-// empty one.
+// changed its type, sizes, flags or entry layout, and the load replaced it
+// with an empty one.
 function logReplacedPins(log: Logger, datapath: Datapath): void {
   for (const { map, path, pinned, defined } of datapath.replacedPins) {
     const setting = Object.keys(pinned).length === 1 && 'maxEntries' in pinned ? SIZE_SETTINGS[map] : undefined;
-    const cause = setting === undefined ? 'its definition changed, as after an upgrade' : `${setting} changed`;
+    const layoutOnly = Object.keys(pinned).every((field) => field === 'keyLayout' || field === 'valueLayout');
+    let cause = 'its definition changed, as after an upgrade';
+    if (setting !== undefined) cause = `${setting} changed`;
+    else if (layoutOnly) cause = 'the layout of its entries changed, as after an upgrade';
     const effect = REPLACED_PIN_EFFECTS[map] ?? 'it starts empty';
     log.warn({ map, path, setting, pinned, defined }, `replaced the pinned map ${map} because ${cause}: ${effect}`);
   }

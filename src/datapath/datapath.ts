@@ -165,9 +165,11 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       }
       // Checked before any pin is set aside, because the host datapath
       // shares this map, so it is never replaced.
+      // NOTE: its layout is not compared, because the host's loader decides
+      // whether the map carries BTF and under which member names.
       if (options.chainPinDir) {
         const pinPath = path.join(options.chainPinDir, 'zh_chain_meta');
-        const comparison = comparePin(object, 'zh_chain_meta', pinPath);
+        const comparison = comparePin(object, 'zh_chain_meta', pinPath, false);
         if (comparison !== null && Object.keys(comparison.pinned).length > 0) {
           throw new Error(
             `the pinned map ${pinPath} differs from zerohold's zh_chain_meta (pinned ${JSON.stringify(comparison.pinned)}, expected ${JSON.stringify(comparison.defined)}): ` +

@@ -126,6 +126,20 @@ export interface MapDefinition {
   valueSize: number;
   maxEntries: number;
   mapFlags: number;
+  /** The key's and value's memory layouts from BTF, "" without BTF (see MapLayout). */
+  keyLayout: string;
+  valueLayout: string;
+}
+
+/**
+ * The memory layouts of a map's key and value from BTF: member names, bit
+ * offsets and member layouts, with type names left out, such as
+ * "struct(16){state:u32@0,flags:u32@32,wake_interval_ns:u64@64}". Equal
+ * strings mean the bytes mean the same. "" means the map has no BTF for it.
+ */
+export interface MapLayout {
+  key: string;
+  value: string;
 }
 
 /**
@@ -181,6 +195,8 @@ export interface NativeMap {
   /** The map_flags the kernel reports, such as BPF_F_MMAPABLE (0x400). */
   readonly mapFlags: number;
 
+  /** Reads the key and value layouts from the BTF the kernel keeps with the map. */
+  layout(): MapLayout;
   /** Returns null if the key is missing. */
   lookup(key: Buffer): Buffer | null;
   /** flags: BPF_ANY (default), BPF_NOEXIST or BPF_EXIST. */

@@ -3,7 +3,11 @@
 // entries and flags all match, and otherwise fails the whole load with
 // EINVAL. A pin stops matching when an operator changes a size in the
 // agent's configuration (bpf.heldRingBytes, bpf.maxServices) or when an
-// upgrade changes one of those properties of a map.
+// upgrade changes one of those properties of a map. An upgrade that
+// changes the layout of a key or value but keeps its size, such as two
+// swapped fields, passes libbpf's check, and the new programs would read
+// the old values wrongly. So the key and value layouts that the BTF of
+// both maps describes are compared too.
 //
 // Such a pin is set aside before the load, renamed in its directory to
 // replaced_<n>_<map>, so that the load creates the map anew and pins it,
@@ -20,7 +24,8 @@ import path from 'node:path';
 
 import { loadNative, type MapDefinition, type NativeMap, type NativeObject } from './native.js';
 
-const FIELDS: (keyof MapDefinition)[] = ['type', 'keySize', 'valueSize', 'maxEntries', 'mapFlags'];
+const FIELDS = ['type', 'keySize', 'valueSize', 'maxEntries', 'mapFlags'] as const;
+const LAYOUT_FIELDS = ['keyLayout', 'valueLayout'] as const;
 
 // bpffs rejects names with a dot, so the number is set off by underscores.
 // The object's pinned maps are named zh_*, so no map is pinned under it.
@@ -43,23 +48,37 @@ export interface SetAsideRing {
 
 // Compares the map pinned at pinPath with the object's definition of map,
 // and returns the differing fields, or null when nothing is pinned there.
-export function comparePin(object: NativeObject, map: string, pinPath: string): ReplacedPin | null {
-  let pinned: NativeMap;
+// With compareLayouts, a key or value layout differs only when both maps
+// have BTF for it, because a map created without BTF has nothing to
+// compare.
+export function comparePin(object: NativeObject, map: string, pinPath: string, compareLayouts: boolean): ReplacedPin | null {
+  let pinnedMap: NativeMap;
   try {
-    pinned = loadNative().openPinnedMap(pinPath);
+    pinnedMap = loadNative().openPinnedMap(pinPath);
   } catch {
     return null;
   }
 
+  let pinned: MapDefinition;
+  try {
+    const layout = compareLayouts ? pinnedMap.layout() : { key: '', value: '' };
+    pinned = { ...pick(pinnedMap, FIELDS), keyLayout: layout.key, valueLayout: layout.value };
+  } finally {
+    pinnedMap.close();
+  }
+
   const defined = object.mapDefinition(map);
-  const differing = FIELDS.filter((field) => pinned[field] !== defined[field]);
-  pinned.close();
-  return {
-    map,
-    path: pinPath,
-    pinned: Object.fromEntries(differing.map((field) => [field, pinned[field]])),
-    defined: Object.fromEntries(differing.map((field) => [field, defined[field]])),
-  };
+  const differing: (keyof MapDefinition)[] = FIELDS.filter((field) => pinned[field] !== defined[field]);
+  if (compareLayouts) {
+    for (const field of LAYOUT_FIELDS) {
+      if (pinned[field] !== '' && defined[field] !== '' && pinned[field] !== defined[field]) differing.push(field);
+    }
+  }
+  return { map, path: pinPath, pinned: pick(pinned, differing), defined: pick(defined, differing) };
+}
+
+function pick<T extends object, K extends keyof T>(source: T, keys: readonly K[]): Pick<T, K> {
+  return Object.fromEntries(keys.map((key) => [key, source[key]])) as Pick<T, K>;
 }
 
 export class StalePins {
@@ -101,7 +120,7 @@ export class StalePins {
     const replaced: (ReplacedPin & { setAsidePath: string })[] = [];
     for (const map of maps) {
       const pinPath = path.join(pinDir, map);
-      const comparison = comparePin(object, map, pinPath);
+      const comparison = comparePin(object, map, pinPath, true);
       if (comparison === null || Object.keys(comparison.pinned).length === 0) continue;
 
       const setAsidePath = freeSetAsidePath(pinDir, map);

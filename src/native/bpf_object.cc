@@ -7,6 +7,7 @@
 #include "args.h"
 #include "bpf_map.h"
 #include "bpf_program.h"
+#include "btf_layout.h"
 #include "libbpf_log.h"
 #include "object_load.h"
 #include "promise_worker.h"
@@ -167,6 +168,10 @@ Napi::Value BpfObject::MapDefinition(const Napi::CallbackInfo& info) {
   definition.Set("valueSize", Napi::Number::New(env, bpf_map__value_size(map)));
   definition.Set("maxEntries", Napi::Number::New(env, bpf_map__max_entries(map)));
   definition.Set("mapFlags", Napi::Number::New(env, bpf_map__map_flags(map)));
+
+  const struct btf* btf = bpf_object__btf(handle_->Use(env));
+  definition.Set("keyLayout", Napi::String::New(env, BtfLayout(btf, bpf_map__btf_key_type_id(map))));
+  definition.Set("valueLayout", Napi::String::New(env, BtfLayout(btf, bpf_map__btf_value_type_id(map))));
   return definition;
 }
 

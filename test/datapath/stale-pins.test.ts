@@ -12,6 +12,7 @@ import { Datapath, type DatapathOptions } from '../../src/datapath/datapath.js';
 import type { Frontend } from '../../src/datapath/frontends.js';
 import { loadNative } from '../../src/datapath/native.js';
 import type { HeldRecord, WakeRecord } from '../../src/datapath/records.js';
+import { repoRoot } from '../../src/paths.js';
 import { buildFrame, TCP_SYN } from '../lib/packets.js';
 
 const XDP_DROP = 1;
@@ -27,6 +28,9 @@ async function withDatapath<T>(options: DatapathOptions, body: (datapath: Datapa
     await datapath.close();
   }
 }
+
+// zh_services's value, struct zh_service in bpf/include/zerohold.h.
+const SERVICE_LAYOUT = 'struct(16){state:u32@0,flags:u32@32,wake_interval_ns:u64@64}';
 
 const SYN = buildFrame({ src: '198.18.0.1', dst: FRONTEND.address, tcp: { srcPort: 40000, dstPort: 80, flags: TCP_SYN } });
 
@@ -209,5 +213,48 @@ describe('stale pinned maps', () => {
     assert.deepEqual(readdirSync(pinDir).sort(), before);
     assert.equal(pinnedMaxEntries('zh_held_ring'), ring);
     assert.equal(pinnedMaxEntries('zh_services'), 128);
+  });
+
+  test('swapped value fields replace the map', async () => {
+    // An older release's zh_services: same type, sizes and flags, so libbpf
+    // would reuse it, but with state and flags swapped.
+    const layoutDir = `${pinDir}-layout`;
+    mkdirSync(layoutDir);
+    try {
+      const older = new (loadNative().BpfObject)(path.join(repoRoot, 'build/bpf/test/swapped_layout.o'));
+      try {
+        older.setMaxEntries('zh_services', 64);
+        older.setPinPath('zh_services', path.join(layoutDir, 'zh_services'));
+        await older.load();
+      } finally {
+        older.close();
+      }
+
+      const replaced = await withDatapath({ pinDir: layoutDir, maxServices: 64 }, (datapath) => datapath.replacedPins);
+      assert.deepEqual(replaced.map((pin) => pin.map), ['zh_services']);
+      assert.deepEqual(replaced[0]!.pinned, { valueLayout: 'struct(16){flags:u32@0,state:u32@32,wake_interval_ns:u64@64}' });
+      assert.deepEqual(replaced[0]!.defined, { valueLayout: SERVICE_LAYOUT });
+
+      const pinned = loadNative().openPinnedMap(path.join(layoutDir, 'zh_services'));
+      try {
+        assert.deepEqual(pinned.layout(), { key: 'u32', value: SERVICE_LAYOUT });
+      } finally {
+        pinned.close();
+      }
+
+      const reused = await withDatapath({ pinDir: layoutDir, maxServices: 64 }, (datapath) => datapath.replacedPins);
+      assert.deepEqual(reused, [], 'the kernel BTF of the new pin matches the object');
+    } finally {
+      rmSync(layoutDir, { recursive: true, force: true });
+    }
+  });
+
+  test('ring buffers have no layout', () => {
+    const ring = loadNative().openPinnedMap(path.join(pinDir, 'zh_held_ring'));
+    try {
+      assert.deepEqual(ring.layout(), { key: '', value: '' });
+    } finally {
+      ring.close();
+    }
   });
 });
