@@ -23,6 +23,7 @@
         "src/native/ring_buffer.cc",
         "src/native/sys_error.cc",
         "src/native/tc_attachment.cc",
+        "src/native/tc_filter_sweep.cc",
         "src/native/test_run.cc",
         "src/native/xdp.cc"
       ],

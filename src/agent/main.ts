@@ -13,7 +13,8 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 
 import { ensureBpffs } from '../datapath/bpffs.js';
-import { parseLinkPinPath, removeUnlistedLinks } from '../datapath/pinned-links.js';
+import type { DetachedClsactFilter } from '../datapath/native.js';
+import { parseLinkPinPath, removeUnlistedClsactFilters, removeUnlistedLinks } from '../datapath/pinned-links.js';
 import { HubbleActivity } from '../hubble/activity.js';
 import type { HubbleEndpoint } from '../hubble/endpoint.js';
 import { ObserverServer } from '../hubble/observer-server.js';
@@ -124,8 +125,9 @@ async function main(): Promise<void> {
     // mode needs no BPF otherwise, so a failure here does not stop it.
     try {
       logDetachedLinks(log, removeUnlistedLinks(config.bpf.pinDir, new Set()));
+      logDetachedFilters(log, await removeUnlistedClsactFilters([], undefined));
     } catch (err) {
-      log.warn({ err, pinDir: config.bpf.pinDir }, 'could not detach the links that an earlier standalone agent pinned; remove the pins as docs/deploy.md describes');
+      log.warn({ err, pinDir: config.bpf.pinDir }, 'could not detach the programs that an earlier standalone agent attached; remove them as docs/deploy.md describes');
     }
   } else if (config.mode === 'chained') {
     ensureBpffs();
@@ -145,6 +147,7 @@ async function main(): Promise<void> {
     startLiveness(node.datapath);
     // A standalone agent that used this pinDir before left its links.
     logDetachedLinks(log, node.datapath.removeUnlistedLinks());
+    logDetachedFilters(log, await node.datapath.removeUnlistedClsactFilters());
   } else {
     ensureBpffs();
     mkdirSync(config.bpf.pinDir, { recursive: true });
@@ -155,6 +158,7 @@ async function main(): Promise<void> {
       log.info({ interface: iface.name, hook: iface.hook }, 'attached');
     }
     logDetachedLinks(log, datapath.removeUnlistedLinks());
+    logDetachedFilters(log, await datapath.removeUnlistedClsactFilters());
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
   const metrics = new AgentMetrics(
@@ -350,6 +354,14 @@ function logDetachedLinks(log: Logger, pins: string[]): void {
   for (const pin of pins) {
     const link = parseLinkPinPath(pin);
     log.info({ interface: link?.ifname, hook: link?.hook, pin }, 'detached a program that an earlier configuration attached to an interface and hook that this configuration does not list');
+  }
+}
+
+// Logs the clsact filters that an earlier configuration attached and this
+// one detached.
+function logDetachedFilters(log: Logger, filters: DetachedClsactFilter[]): void {
+  for (const { ifname, ifindex, progId } of filters) {
+    log.info({ interface: ifname, ifindex, progId }, 'detached a clsact filter that an earlier configuration attached to an interface that this configuration does not attach it to');
   }
 }
 

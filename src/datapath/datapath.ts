@@ -16,8 +16,17 @@ import path from 'node:path';
 import { FrontendTable } from './frontends.js';
 import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, type RejectReason, DEFAULT_HELD_LIMITS } from './held-frames.js';
 import { Hook, Liveness } from './layout.js';
-import { loadNative, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer } from './native.js';
-import { attachPinnedTc, attachPinnedXdp, detachAttachment, linkPinPath, removeDefunctLinks, removeUnlistedLinks, type Attachment } from './pinned-links.js';
+import { type DetachedClsactFilter, loadNative, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer, type NativeTcAttachment } from './native.js';
+import {
+  type Attachment,
+  attachPinnedTc,
+  attachPinnedXdp,
+  detachAttachment,
+  linkPinPath,
+  removeDefunctLinks,
+  removeUnlistedClsactFilters,
+  removeUnlistedLinks,
+} from './pinned-links.js';
 import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
 import { buildLiveFrame, type LiveFrame } from './reinject.js';
 import { ServiceTable, type ServiceSettings, type ServiceStateName } from './services.js';
@@ -114,6 +123,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // Interfaces where a re-injected frame does not pass the hold program
   // again, so releaseEarly() may send their frames with the gate closed.
   private readonly reinjectionBypasses = new Set<number>();
+  // Devices where this datapath attached a clsact filter at CLSACT_FILTER.
+  private readonly clsactIfindexes = new Set<number>();
   private readonly pinDir: string | undefined;
   private readonly ring: NativeRingBuffer;
   // Gate state as last written, so a held record can be routed without a
@@ -238,7 +249,9 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       const prog = this.object.program('zh_tc_hold');
       const kind = how.kind ?? 'auto';
       if (this.pinDir) {
-        this.attachments.push(await attachPinnedTc(prog, ifindex, kind, this.netns, linkPinPath(this.pinDir, 'tcx', ifname)));
+        const attachment = await attachPinnedTc(prog, ifindex, kind, this.netns, linkPinPath(this.pinDir, 'tcx', ifname));
+        this.attachments.push(attachment);
+        if ((attachment.handle as NativeTcAttachment).kind === 'clsact') this.clsactIfindexes.add(ifindex);
       } else {
         this.attachments.push({ handle: await native.attachTc(prog, ifindex, 'ingress', kind, this.netns) });
       }
@@ -375,12 +388,19 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // interfaces or hooks that this one has not attached, and returns the
   // removed pin paths. Call it once every interface is attached. Without a
   // pinDir there is nothing to find.
-  // NOTE: a clsact filter, which tc uses on kernels before 6.6, has no pin,
-  // so one left on an interface that is no longer listed stays.
   removeUnlistedLinks(): string[] {
     if (this.pinDir === undefined) return [];
     const attachedPins = new Set(this.attachments.flatMap((attachment) => (attachment.pinPath === undefined ? [] : [attachment.pinPath])));
     return removeUnlistedLinks(this.pinDir, attachedPins);
+  }
+
+  // Detaches the clsact filters, which tc uses on kernels before 6.6, that
+  // a previous agent left on devices of this netns where this one attached
+  // no clsact filter, and returns them. Call it once every interface is
+  // attached. Without a pinDir the filters have no fixed position to find.
+  async removeUnlistedClsactFilters(): Promise<DetachedClsactFilter[]> {
+    if (this.pinDir === undefined) return [];
+    return removeUnlistedClsactFilters(this.clsactIfindexes, this.netns);
   }
 
   // Sets the time after which the programs pass flow openers instead of

@@ -34,6 +34,14 @@ export type XdpAttachMode = 'none' | 'native' | 'generic' | 'offload' | 'multi';
 export type TcDirection = 'ingress' | 'egress';
 export type TcKind = 'auto' | 'tcx' | 'clsact';
 
+/** A clsact filter that detachClsactFilters() removed. */
+export interface DetachedClsactFilter {
+  ifname: string;
+  ifindex: number;
+  progId: number;
+  progName: string;
+}
+
 /** A clsact filter position: attachTc replaces the filter there, if any. */
 export interface TcFilterOptions {
   handle: number; // non-zero
@@ -105,6 +113,18 @@ export interface NativeBinding {
     netns?: string,
     filter?: TcFilterOptions,
   ): Promise<NativeTcAttachment>;
+
+  /**
+   * Detaches the clsact ingress filters at the filter position whose
+   * program is named in programNames, on every device of netns except
+   * keepIfindexes, and returns them. The clsact qdiscs stay.
+   */
+  detachClsactFilters(
+    programNames: readonly string[],
+    keepIfindexes: readonly number[],
+    filter: TcFilterOptions,
+    netns?: string,
+  ): Promise<DetachedClsactFilter[]>;
 
   /** Reports the XDP programs on a device. */
   queryXdp(ifindex: number, netns?: string): Promise<XdpQueryResult>;

@@ -11,12 +11,15 @@
 //   tmp_link_...               a new link during replacePin(); only a crash
 //                              between its pin and its rename leaves one
 // A clsact filter is a netlink object and needs no pin. It sits at a fixed
-// handle and priority instead, so a restart replaces it in place.
+// handle and priority instead, so a restart replaces it in place, and a
+// start finds the filters of devices it no longer attaches to by querying
+// that position on every device.
 
 import { readdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
 import {
+  type DetachedClsactFilter,
   loadNative,
   type NativeLink,
   type NativeProgram,
@@ -33,6 +36,10 @@ const TEMPORARY_PREFIX = 'tmp_link_';
 // the lowest value, so the filter runs before filters of any other
 // priority. The handle is "zh" in ASCII.
 export const CLSACT_FILTER: TcFilterOptions = { handle: 0x7a68, priority: 1 };
+
+// The programs that zerohold attaches as clsact filters. A filter at
+// CLSACT_FILTER that runs another program is not zerohold's.
+const CLSACT_PROGRAMS = ['zh_tc_hold'];
 
 // An attached hold program and, for a pinned link, the pin to remove when
 // it is detached.
@@ -87,6 +94,14 @@ export function removeDefunctLinks(pinDir: string): string[] {
 // Returns the paths removed.
 export function removeUnlistedLinks(pinDir: string, keep: ReadonlySet<string>): string[] {
   return removeLinks(pinDir, (name) => name.startsWith(LINK_PREFIX) && !keep.has(path.join(pinDir, name)));
+}
+
+// Detaches the clsact filters that a previous agent placed at
+// CLSACT_FILTER on the devices of netns other than those in keep, such as
+// a device that the configuration no longer lists or whose hook changed,
+// and returns them.
+export function removeUnlistedClsactFilters(keep: Iterable<number>, netns: string | undefined): Promise<DetachedClsactFilter[]> {
+  return loadNative().detachClsactFilters(CLSACT_PROGRAMS, [...keep], CLSACT_FILTER, netns);
 }
 
 // Detaches and unpins the links and temporary links in pinDir that select

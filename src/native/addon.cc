@@ -17,6 +17,7 @@
 #include "ring_buffer.h"
 #include "sys_error.h"
 #include "tc_attachment.h"
+#include "tc_filter_sweep.h"
 #include "xdp.h"
 
 namespace zerohold {
@@ -81,6 +82,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   BpfProgram::Init(env);
   BpfLink::Init(env, exports);
   TcAttachment::Init(env, exports);
+  InitTcFilterSweep(env, exports);
   RingBuffer::Init(env, exports);
   InitXdp(env, exports);
   InitIfIndex(env, exports);

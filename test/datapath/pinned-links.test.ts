@@ -95,6 +95,14 @@ async function clsactProgramIds(ifname: string): Promise<number[]> {
   return filters.flatMap((filter) => (filter.options?.prog === undefined ? [] : [filter.options.prog.id]));
 }
 
+// Returns the priorities of the clsact ingress filters on ifname, of any
+// kind. tc lists a u32 filter's hash tables as entries of its own.
+async function clsactFilterPriorities(ifname: string): Promise<number[]> {
+  const { stdout } = await topology.network.exec(topology.node, 'tc', ['-j', 'filter', 'show', 'dev', ifname, 'ingress']);
+  const filters = JSON.parse(stdout || '[]') as { pref: number }[];
+  return [...new Set(filters.map((filter) => filter.pref))].sort((a, b) => a - b);
+}
+
 function pinnedLinkInfo(pinPath: string) {
   const link = native.openPinnedLink(pinPath);
   try {
@@ -224,6 +232,60 @@ describe('links no longer configured', () => {
       await dp.attach('n0', { hook: 'xdp', mode: 'native' });
       assert.deepEqual(dp.removeUnlistedLinks(), [linkPinPath(pinDir, 'tcx', 'n0')]);
       assert.deepEqual(readdirSync(pinDir).filter((name) => name.startsWith('link_')), ['link_xdp_n0']);
+    } finally {
+      await dp.close();
+    }
+    assert.deepEqual(removeMapPins(pinDir), []);
+  });
+});
+
+describe('clsact filters no longer configured', () => {
+  test('unlisted interface filter is detached', async () => {
+    await topology.network.exec(topology.node, 'ip', ['link', 'add', 'zc0', 'type', 'veth', 'peer', 'name', 'zc1']);
+    await topology.network.exec(topology.node, 'ip', ['link', 'set', 'zc0', 'up']);
+    try {
+      const pinDir = newPinDir('clsact-unlisted');
+      const { child, progId } = await startChild(pinDir, 'zc0', { hook: 'tc', kind: 'clsact' });
+      await killChild(child);
+      // Another owner's filter on the same qdisc, which must stay.
+      await topology.network.exec(topology.node, 'tc', ['filter', 'add', 'dev', 'zc0', 'ingress', 'prio', '5', 'protocol', 'all', 'u32', 'match', 'u32', '0', '0']);
+      assert.deepEqual(await clsactProgramIds('zc0'), [progId], 'the killed agent left its filter');
+      assert.deepEqual(await clsactFilterPriorities('zc0'), [1, 5]);
+
+      const dp = await Datapath.open({ netns: netnsPath(topology.node), pinDir, maxServices: 8 });
+      try {
+        await dp.attach('n0', { hook: 'tc', kind: 'clsact' });
+        const removed = await dp.removeUnlistedClsactFilters();
+
+        assert.equal(removed.length, 1);
+        assert.equal(removed[0]!.ifname, 'zc0');
+        assert.equal(removed[0]!.progId, progId);
+        assert.equal(removed[0]!.progName, 'zh_tc_hold');
+        assert.deepEqual(await clsactProgramIds('zc0'), [], 'BPF filters on zc0');
+        assert.deepEqual(await clsactFilterPriorities('zc0'), [5], 'the other filter on zc0 stays');
+        assert.deepEqual(await clsactProgramIds('n0'), [dp.program('zh_tc_hold').id], 'the listed interface keeps its filter');
+      } finally {
+        await dp.close();
+      }
+      assert.deepEqual(removeMapPins(pinDir), []);
+    } finally {
+      await topology.network.exec(topology.node, 'ip', ['link', 'del', 'zc0']);
+    }
+  });
+
+  test('change to tcx detaches the filter', async () => {
+    const pinDir = newPinDir('clsact-to-tcx');
+    const { child, progId } = await startChild(pinDir, 'n0', { hook: 'tc', kind: 'clsact' });
+    await killChild(child);
+
+    const dp = await Datapath.open({ netns: netnsPath(topology.node), pinDir, maxServices: 8 });
+    try {
+      await dp.attach('n0', { hook: 'tc', kind: 'tcx' });
+      const removed = await dp.removeUnlistedClsactFilters();
+
+      assert.deepEqual(removed.map((filter) => [filter.ifname, filter.progId]), [['n0', progId]]);
+      assert.deepEqual(await clsactProgramIds('n0'), [], 'clsact filters on n0');
+      assert.equal(pinnedLinkInfo(linkPinPath(pinDir, 'tcx', 'n0')).progId, dp.program('zh_tc_hold').id, 'the tcx link runs the new program');
     } finally {
       await dp.close();
     }
