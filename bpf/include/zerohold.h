@@ -4,10 +4,11 @@
  * ring buffer records and the chained-mode contract. Every struct here is
  * mirrored in src/datapath/layout.ts, and a test compares both against the
  * BTF of the compiled object, so change them together. A restarted agent
- * replaces a pinned map whose key or value layout in BTF differs from the
- * object's, member names included, and reuses it otherwise. So a field
- * whose meaning changes needs a new name, and zh_chain_meta, whose layout
- * is not compared, needs a new size or map name.
+ * replaces a pinned map whose key or value layout in BTF, member names
+ * included, differs from the one recorded in zh_map_layouts, and reuses it
+ * otherwise. So a field whose meaning changes needs a new name, and
+ * zh_chain_meta, whose layout is not compared, needs a new size or map
+ * name.
  */
 #ifndef ZEROHOLD_H
 #define ZEROHOLD_H
@@ -248,6 +249,27 @@ struct zh_chain_meta {
 	__u32	service_id;	/* the host's service id (Cilium: rev-NAT id) */
 	__u32	point;		/* enum zh_chain_point */
 	__u32	pad;
+};
+
+/*
+ * zh_map_layouts key and value: a pinned map's name, and digests of the
+ * layouts of its key and value in the object's BTF, written by the agent
+ * after each load. The next agent compares them with its own object's,
+ * because reading the BTF that the kernel keeps with a map needs
+ * CAP_SYS_ADMIN. A digest is the first 16 bytes of the SHA-256 of the
+ * layout string (src/native/btf_layout.h), all zero for a map without
+ * BTF. This layout must never change.
+ */
+#define ZH_MAP_NAME_LEN		16	/* BPF_OBJ_NAME_LEN, NUL included */
+#define ZH_LAYOUT_DIGEST_LEN	16
+
+struct zh_map_name {
+	char	name[ZH_MAP_NAME_LEN];	/* NUL-padded */
+};
+
+struct zh_map_layout {
+	__u8	key_digest[ZH_LAYOUT_DIGEST_LEN];
+	__u8	value_digest[ZH_LAYOUT_DIGEST_LEN];
 };
 
 #endif /* ZEROHOLD_H */

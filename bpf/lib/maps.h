@@ -107,4 +107,12 @@ struct {
 	__type(value, struct zh_chain_meta);
 } zh_chain_meta SEC(".maps");
 
+/* Layout digests of the pinned maps by map name, written by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct zh_map_name);
+	__type(value, struct zh_map_layout);
+} zh_map_layouts SEC(".maps");
+
 #endif /* ZH_LIB_MAPS_H */

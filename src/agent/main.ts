@@ -13,7 +13,7 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 
 import { ensureBpffs } from '../datapath/bpffs.js';
-import type { DetachedClsactFilter } from '../datapath/native.js';
+import type { ClsactSweep } from '../datapath/native.js';
 import { parseLinkPinPath, removeUnlistedClsactFilters, removeUnlistedLinks } from '../datapath/pinned-links.js';
 import { HubbleActivity } from '../hubble/activity.js';
 import type { HubbleEndpoint } from '../hubble/endpoint.js';
@@ -125,7 +125,7 @@ async function main(): Promise<void> {
     // mode needs no BPF otherwise, so a failure here does not stop it.
     try {
       logDetachedLinks(log, removeUnlistedLinks(config.bpf.pinDir, new Set()));
-      logDetachedFilters(log, await removeUnlistedClsactFilters([], undefined));
+      await sweepClsactFilters(log, removeUnlistedClsactFilters([], undefined));
     } catch (err) {
       log.warn({ err, pinDir: config.bpf.pinDir }, 'could not detach the programs that an earlier standalone agent attached; remove them as docs/deploy.md describes');
     }
@@ -137,17 +137,18 @@ async function main(): Promise<void> {
     // The host normally creates its pin directory; zh_chain_meta is pinned
     // there when the agent loads first.
     mkdirSync(config.chained.hostPinDir, { recursive: true });
-    node = await ChainedDatapath.open(datapathOptions, new CiliumServiceIds(ciliumServices), {
+    const chained = await ChainedDatapath.open(datapathOptions, new CiliumServiceIds(ciliumServices), {
       hostPinDir: config.chained.hostPinDir,
       reinsertIntervalMs: config.chained.reinsertInterval,
       wakeIntervalMs: config.limits.wakeInterval,
       reinject: config.release.heldPackets === 'reinject',
       log: componentLogger(root, 'datapath'),
     });
-    startLiveness(node.datapath);
+    node = chained;
+    startLiveness(chained.datapath);
     // A standalone agent that used this pinDir before left its links.
-    logDetachedLinks(log, node.datapath.removeUnlistedLinks());
-    logDetachedFilters(log, await node.datapath.removeUnlistedClsactFilters());
+    logDetachedLinks(log, chained.datapath.removeUnlistedLinks());
+    await sweepClsactFilters(log, chained.datapath.removeUnlistedClsactFilters());
   } else {
     ensureBpffs();
     mkdirSync(config.bpf.pinDir, { recursive: true });
@@ -158,7 +159,7 @@ async function main(): Promise<void> {
       log.info({ interface: iface.name, hook: iface.hook }, 'attached');
     }
     logDetachedLinks(log, datapath.removeUnlistedLinks());
-    logDetachedFilters(log, await datapath.removeUnlistedClsactFilters());
+    await sweepClsactFilters(log, datapath.removeUnlistedClsactFilters());
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
   const metrics = new AgentMetrics(
@@ -357,11 +358,23 @@ function logDetachedLinks(log: Logger, pins: string[]): void {
   }
 }
 
-// Logs the clsact filters that an earlier configuration attached and this
-// one detached.
-function logDetachedFilters(log: Logger, filters: DetachedClsactFilter[]): void {
-  for (const { ifname, ifindex, progId } of filters) {
+// Detaches the clsact filters that an earlier configuration attached and
+// this one does not, and logs each. A device that could not be swept gets
+// a warning, because the agent works without the sweep.
+async function sweepClsactFilters(log: Logger, sweep: Promise<ClsactSweep>): Promise<void> {
+  let result: ClsactSweep;
+  try {
+    result = await sweep;
+  } catch (err) {
+    log.warn({ err }, 'could not look for clsact filters that an earlier configuration attached; remove any with tc filter del as docs/deploy.md describes');
+    return;
+  }
+
+  for (const { ifname, ifindex, progId } of result.detached) {
     log.info({ interface: ifname, ifindex, progId }, 'detached a clsact filter that an earlier configuration attached to an interface that this configuration does not attach it to');
+  }
+  for (const err of result.errors) {
+    log.warn({ err, interface: err.ifname }, 'could not check the interface for a clsact filter that an earlier configuration attached');
   }
 }
 

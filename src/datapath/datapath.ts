@@ -16,7 +16,8 @@ import path from 'node:path';
 import { FrontendTable } from './frontends.js';
 import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, type RejectReason, DEFAULT_HELD_LIMITS } from './held-frames.js';
 import { Hook, Liveness } from './layout.js';
-import { type DetachedClsactFilter, loadNative, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer, type NativeTcAttachment } from './native.js';
+import { LAYOUTS_MAP, layoutsBeforeLoad, recordLayouts } from './map-layouts.js';
+import { type ClsactSweep, loadNative, type MapDefinition, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer, type NativeTcAttachment } from './native.js';
 import {
   type Attachment,
   attachPinnedTc,
@@ -176,11 +177,11 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       }
       // Checked before any pin is set aside, because the host datapath
       // shares this map, so it is never replaced.
-      // NOTE: its layout is not compared, because the host's loader decides
-      // whether the map carries BTF and under which member names.
+      // NOTE: its layout is not compared, because the host creates it, so
+      // no agent records its layout.
       if (options.chainPinDir) {
         const pinPath = path.join(options.chainPinDir, 'zh_chain_meta');
-        const comparison = comparePin(object, 'zh_chain_meta', pinPath, false);
+        const comparison = comparePin(object, 'zh_chain_meta', pinPath);
         if (comparison !== null && Object.keys(comparison.pinned).length > 0) {
           throw new Error(
             `the pinned map ${pinPath} differs from zerohold's zh_chain_meta (pinned ${JSON.stringify(comparison.pinned)}, expected ${JSON.stringify(comparison.defined)}): ` +
@@ -190,8 +191,10 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       }
 
       let stale: StalePins | undefined;
+      let definitions: Map<string, MapDefinition> | undefined;
       if (options.pinDir) {
         const pinned = object.mapNames().filter((name) => name.startsWith('zh_'));
+        definitions = layoutsBeforeLoad(object, pinned);
         stale = StalePins.setAside(object, pinned, options.pinDir, RING_MAPS);
         for (const map of pinned) object.setPinPath(map, path.join(options.pinDir, map));
       }
@@ -204,6 +207,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
         if (restoreErrors.length > 0) (err as Error).message += `\n${restoreErrors.join('\n')}`;
         throw err;
       }
+      if (definitions) recordLayouts(object.map(LAYOUTS_MAP), definitions);
       const setAsideRings = stale?.release() ?? [];
       if (options.pinDir) removeDefunctLinks(options.pinDir);
       return new Datapath(object, options, stale?.replaced ?? [], setAsideRings);
@@ -398,8 +402,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // a previous agent left on devices of this netns where this one attached
   // no clsact filter, and returns them. Call it once every interface is
   // attached. Without a pinDir the filters have no fixed position to find.
-  async removeUnlistedClsactFilters(): Promise<DetachedClsactFilter[]> {
-    if (this.pinDir === undefined) return [];
+  async removeUnlistedClsactFilters(): Promise<ClsactSweep> {
+    if (this.pinDir === undefined) return { detached: [], errors: [] };
     return removeUnlistedClsactFilters(this.clsactIfindexes, this.netns);
   }
 

@@ -156,6 +156,16 @@ export const ChainMeta: StructLayout = {
   members: { magic: 0, service_id: 4, point: 8, pad: 12 },
 };
 
+export const MapName: StructLayout = {
+  size: 16,
+  members: { name: 0 },
+};
+
+export const MapLayoutDigests: StructLayout = {
+  size: 32,
+  members: { key_digest: 0, value_digest: 16 },
+};
+
 // Struct names in zerohold.h, for the BTF comparison.
 export const STRUCTS: Record<string, StructLayout> = {
   zh_frontend_key: FrontendKey,
@@ -171,4 +181,6 @@ export const STRUCTS: Record<string, StructLayout> = {
   zh_wake_event: WakeEvent,
   zh_reinject_meta: ReinjectMeta,
   zh_chain_meta: ChainMeta,
+  zh_map_name: MapName,
+  zh_map_layout: MapLayoutDigests,
 };

@@ -42,6 +42,12 @@ export interface DetachedClsactFilter {
   progName: string;
 }
 
+/** What detachClsactFilters() did: the filters removed, and the devices it could not sweep. */
+export interface ClsactSweep {
+  detached: DetachedClsactFilter[];
+  errors: (NodeJS.ErrnoException & { ifname: string })[];
+}
+
 /** A clsact filter position: attachTc replaces the filter there, if any. */
 export interface TcFilterOptions {
   handle: number; // non-zero
@@ -117,14 +123,15 @@ export interface NativeBinding {
   /**
    * Detaches the clsact ingress filters at the filter position whose
    * program is named in programNames, on every device of netns except
-   * keepIfindexes, and returns them. The clsact qdiscs stay.
+   * keepIfindexes. The clsact qdiscs stay. A device whose query or detach
+   * failed is reported in errors, and the others are still swept.
    */
   detachClsactFilters(
     programNames: readonly string[],
     keepIfindexes: readonly number[],
     filter: TcFilterOptions,
     netns?: string,
-  ): Promise<DetachedClsactFilter[]>;
+  ): Promise<ClsactSweep>;
 
   /** Reports the XDP programs on a device. */
   queryXdp(ifindex: number, netns?: string): Promise<XdpQueryResult>;
@@ -146,20 +153,14 @@ export interface MapDefinition {
   valueSize: number;
   maxEntries: number;
   mapFlags: number;
-  /** The key's and value's memory layouts from BTF, "" without BTF (see MapLayout). */
+  /**
+   * The memory layouts of the key and value in the object's BTF: member
+   * names, bit offsets and member layouts, with type names left out, such
+   * as "struct(16){state:u32@0,flags:u32@32,wake_interval_ns:u64@64}".
+   * Equal strings mean the bytes mean the same. "" means no BTF.
+   */
   keyLayout: string;
   valueLayout: string;
-}
-
-/**
- * The memory layouts of a map's key and value from BTF: member names, bit
- * offsets and member layouts, with type names left out, such as
- * "struct(16){state:u32@0,flags:u32@32,wake_interval_ns:u64@64}". Equal
- * strings mean the bytes mean the same. "" means the map has no BTF for it.
- */
-export interface MapLayout {
-  key: string;
-  value: string;
 }
 
 /**
@@ -171,7 +172,11 @@ export interface NativeObject {
   programNames(): string[];
   /** Includes libbpf's internal maps such as .rodata. */
   mapNames(): string[];
-  /** The map's definition as load() would create it. Throws a TypeError for an unknown name. */
+  /**
+   * The map's definition as load() would create it. Throws a TypeError for
+   * an unknown name. Read layouts before load(): for a map reused from a
+   * pin, libbpf then holds the pinned map's BTF type ids.
+   */
   mapDefinition(map: string): MapDefinition;
 
   // The set* methods throw ERR_ZH_ALREADY_LOADED after load().
@@ -215,8 +220,6 @@ export interface NativeMap {
   /** The map_flags the kernel reports, such as BPF_F_MMAPABLE (0x400). */
   readonly mapFlags: number;
 
-  /** Reads the key and value layouts from the BTF the kernel keeps with the map. */
-  layout(): MapLayout;
   /** Returns null if the key is missing. */
   lookup(key: Buffer): Buffer | null;
   /** flags: BPF_ANY (default), BPF_NOEXIST or BPF_EXIST. */

@@ -19,7 +19,7 @@ import { readdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
 import {
-  type DetachedClsactFilter,
+  type ClsactSweep,
   loadNative,
   type NativeLink,
   type NativeProgram,
@@ -98,9 +98,9 @@ export function removeUnlistedLinks(pinDir: string, keep: ReadonlySet<string>): 
 
 // Detaches the clsact filters that a previous agent placed at
 // CLSACT_FILTER on the devices of netns other than those in keep, such as
-// a device that the configuration no longer lists or whose hook changed,
-// and returns them.
-export function removeUnlistedClsactFilters(keep: Iterable<number>, netns: string | undefined): Promise<DetachedClsactFilter[]> {
+// a device that the configuration no longer lists or whose hook changed.
+// Returns them, and the devices that could not be swept.
+export function removeUnlistedClsactFilters(keep: Iterable<number>, netns: string | undefined): Promise<ClsactSweep> {
   return loadNative().detachClsactFilters(CLSACT_PROGRAMS, [...keep], CLSACT_FILTER, netns);
 }
 

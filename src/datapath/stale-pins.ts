@@ -6,8 +6,8 @@
 // upgrade changes one of those properties of a map. An upgrade that
 // changes the layout of a key or value but keeps its size, such as two
 // swapped fields, passes libbpf's check, and the new programs would read
-// the old values wrongly. So the key and value layouts that the BTF of
-// both maps describes are compared too.
+// the old values wrongly. So the layouts recorded at the previous load
+// (map-layouts.ts) are compared too.
 //
 // Such a pin is set aside before the load, renamed in its directory to
 // replaced_<n>_<map>, so that the load creates the map anew and pins it,
@@ -22,10 +22,10 @@
 import { existsSync, readdirSync, renameSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 
+import { RecordedLayouts } from './map-layouts.js';
 import { loadNative, type MapDefinition, type NativeMap, type NativeObject } from './native.js';
 
 const FIELDS = ['type', 'keySize', 'valueSize', 'maxEntries', 'mapFlags'] as const;
-const LAYOUT_FIELDS = ['keyLayout', 'valueLayout'] as const;
 
 // bpffs rejects names with a dot, so the number is set off by underscores.
 // The object's pinned maps are named zh_*, so no map is pinned under it.
@@ -48,32 +48,17 @@ export interface SetAsideRing {
 
 // Compares the map pinned at pinPath with the object's definition of map,
 // and returns the differing fields, or null when nothing is pinned there.
-// With compareLayouts, a key or value layout differs only when both maps
-// have BTF for it, because a map created without BTF has nothing to
-// compare.
-export function comparePin(object: NativeObject, map: string, pinPath: string, compareLayouts: boolean): ReplacedPin | null {
-  let pinnedMap: NativeMap;
+export function comparePin(object: NativeObject, map: string, pinPath: string): ReplacedPin | null {
+  let pinned: NativeMap;
   try {
-    pinnedMap = loadNative().openPinnedMap(pinPath);
+    pinned = loadNative().openPinnedMap(pinPath);
   } catch {
     return null;
   }
 
-  let pinned: MapDefinition;
-  try {
-    const layout = compareLayouts ? pinnedMap.layout() : { key: '', value: '' };
-    pinned = { ...pick(pinnedMap, FIELDS), keyLayout: layout.key, valueLayout: layout.value };
-  } finally {
-    pinnedMap.close();
-  }
-
   const defined = object.mapDefinition(map);
-  const differing: (keyof MapDefinition)[] = FIELDS.filter((field) => pinned[field] !== defined[field]);
-  if (compareLayouts) {
-    for (const field of LAYOUT_FIELDS) {
-      if (pinned[field] !== '' && defined[field] !== '' && pinned[field] !== defined[field]) differing.push(field);
-    }
-  }
+  const differing = FIELDS.filter((field) => pinned[field] !== defined[field]);
+  pinned.close();
   return { map, path: pinPath, pinned: pick(pinned, differing), defined: pick(defined, differing) };
 }
 
@@ -118,14 +103,25 @@ export class StalePins {
     }
 
     const replaced: (ReplacedPin & { setAsidePath: string })[] = [];
-    for (const map of maps) {
-      const pinPath = path.join(pinDir, map);
-      const comparison = comparePin(object, map, pinPath, true);
-      if (comparison === null || Object.keys(comparison.pinned).length === 0) continue;
+    const recordedLayouts = RecordedLayouts.open(pinDir);
+    try {
+      for (const map of maps) {
+        const pinPath = path.join(pinDir, map);
+        const comparison = comparePin(object, map, pinPath);
+        if (comparison === null) continue;
+        if (recordedLayouts !== null) {
+          const { recorded, defined } = recordedLayouts.differences(map, object.mapDefinition(map));
+          Object.assign(comparison.pinned, recorded);
+          Object.assign(comparison.defined, defined);
+        }
+        if (Object.keys(comparison.pinned).length === 0) continue;
 
-      const setAsidePath = freeSetAsidePath(pinDir, map);
-      renameSync(pinPath, setAsidePath);
-      replaced.push({ ...comparison, setAsidePath });
+        const setAsidePath = freeSetAsidePath(pinDir, map);
+        renameSync(pinPath, setAsidePath);
+        replaced.push({ ...comparison, setAsidePath });
+      }
+    } finally {
+      recordedLayouts?.close();
     }
     return new StalePins(replaced, rings, leftoverRings);
   }

@@ -2,7 +2,6 @@
 #include "bpf_map.h"
 
 #include <bpf/bpf.h>
-#include <bpf/btf.h>
 #include <errno.h>
 
 #include <algorithm>
@@ -11,7 +10,6 @@
 #include "addon_data.h"
 #include "args.h"
 #include "bpf_program.h"
-#include "btf_layout.h"
 #include "pinned_object.h"
 #include "sys_error.h"
 
@@ -59,9 +57,6 @@ void QueryMapInfo(Napi::Env env, int fd, MapInfo* info) {
   info->max_entries = kernel_info.max_entries;
   info->map_flags = kernel_info.map_flags;
   info->id = kernel_info.id;
-  info->btf_id = kernel_info.btf_id;
-  info->btf_key_type_id = kernel_info.btf_key_type_id;
-  info->btf_value_type_id = kernel_info.btf_value_type_id;
   if (info->name.empty()) info->name = kernel_info.name;
 
   info->value_buffer_size = info->value_size;
@@ -92,7 +87,6 @@ void BpfMap::Init(Napi::Env env, Napi::Object exports) {
           InstanceAccessor<&BpfMap::Id>("id"),
           InstanceAccessor<&BpfMap::ValueBufferSize>("valueBufferSize"),
           InstanceAccessor<&BpfMap::MapFlags>("mapFlags"),
-          InstanceMethod<&BpfMap::Layout>("layout"),
           InstanceMethod<&BpfMap::Lookup>("lookup"),
           InstanceMethod<&BpfMap::Update>("update"),
           InstanceMethod<&BpfMap::Delete>("delete"),
@@ -214,26 +208,6 @@ Napi::Value BpfMap::ValueBufferSize(const Napi::CallbackInfo& info) {
 
 Napi::Value BpfMap::MapFlags(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), info_.map_flags);
-}
-
-// Returns the key and value layouts (btf_layout.h) from the BTF that the
-// kernel keeps with the map, "" each for a map created without BTF. The
-// BTF is read on each call, because only a start that compares pinned
-// maps needs it.
-Napi::Value BpfMap::Layout(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Fd(env);
-
-  Napi::Object layout = Napi::Object::New(env);
-  struct btf* btf = nullptr;
-  if (info_.btf_id != 0) {
-    btf = btf__load_from_kernel_by_id(info_.btf_id);
-    if (btf == nullptr) ThrowSysError(env, "btf__load_from_kernel_by_id", info_.name, -errno);
-  }
-  layout.Set("key", Napi::String::New(env, BtfLayout(btf, info_.btf_key_type_id)));
-  layout.Set("value", Napi::String::New(env, BtfLayout(btf, info_.btf_value_type_id)));
-  btf__free(btf);
-  return layout;
 }
 
 void BpfMap::CheckKey(Napi::Env env, const Napi::Buffer<uint8_t>& key) const {

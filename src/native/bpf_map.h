@@ -26,10 +26,6 @@ struct MapInfo {
   // Bytes of one value as user space passes it: value_size, or for per-CPU
   // maps value_size rounded up to 8 times the number of possible CPUs.
   uint32_t value_buffer_size = 0;
-  // The BTF object and type ids the map was created with, 0 without BTF.
-  uint32_t btf_id = 0;
-  uint32_t btf_key_type_id = 0;
-  uint32_t btf_value_type_id = 0;
 };
 
 // A map of a loaded BpfObject or a map opened from its pin. Element
@@ -66,7 +62,6 @@ class BpfMap : public Napi::ObjectWrap<BpfMap> {
   Napi::Value Id(const Napi::CallbackInfo& info);
   Napi::Value ValueBufferSize(const Napi::CallbackInfo& info);
   Napi::Value MapFlags(const Napi::CallbackInfo& info);
-  Napi::Value Layout(const Napi::CallbackInfo& info);
 
   Napi::Value Lookup(const Napi::CallbackInfo& info);
   void Update(const Napi::CallbackInfo& info);

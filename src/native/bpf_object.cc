@@ -157,6 +157,8 @@ void BpfObject::SetAutoload(const Napi::CallbackInfo& info) {
 
 // Returns the definition that libbpf creates the map from, and that a
 // pinned map must match to be reused. It includes setMaxEntries() changes.
+// The layouts are right only before load(), because bpf_map__reuse_fd()
+// sets a reused map's BTF type ids to those of the pinned map's own BTF.
 Napi::Value BpfObject::MapDefinition(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = StringArg(info, 0, "map");

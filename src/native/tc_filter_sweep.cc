@@ -1,10 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "tc_filter_sweep.h"
 
-#include <bpf/bpf.h>
+#include <arpa/inet.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <linux/if_ether.h>
+#include <linux/netlink.h>
+#include <linux/pkt_cls.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #include <set>
 #include <string>
@@ -18,6 +25,11 @@ namespace zerohold {
 
 namespace {
 
+struct FilterProgram {
+  std::string name;  // TCA_BPF_NAME: libbpf writes "<program>:[<id>]"
+  uint32_t id = 0;   // TCA_BPF_ID
+};
+
 struct DetachedFilter {
   std::string ifname;
   uint32_t ifindex;
@@ -25,9 +37,90 @@ struct DetachedFilter {
   std::string prog_name;
 };
 
+struct DeviceError {
+  std::string ifname;
+  SysError error;
+};
+
+// Returns the attribute of type in the attributes from start to end, or
+// nullptr.
+const rtattr* FindAttribute(const void* start, size_t length, uint16_t type) {
+  for (auto* attribute = static_cast<const rtattr*>(start);
+       RTA_OK(attribute, length); attribute = RTA_NEXT(attribute, length)) {
+    if ((attribute->rta_type & NLA_TYPE_MASK) == type) return attribute;
+  }
+  return nullptr;
+}
+
+// Reads the program of the bpf filter at handle and priority on the
+// ingress of ifindex with an RTM_GETTFILTER request. Unlike
+// bpf_prog_get_fd_by_id(), which would name the program from its id, the
+// request needs no capability. Returns 0 or a negative errno: -ENOENT for
+// no filter there, -EINVAL for a device without a clsact qdisc, -ENODEV
+// for a device that is gone.
+int QueryFilterProgram(int socket_fd, uint32_t ifindex, uint32_t handle,
+                       uint32_t priority, FilterProgram* program) {
+  struct {
+    nlmsghdr header;
+    tcmsg tc;
+    char attributes[32];
+  } request = {};
+  request.header.nlmsg_len = NLMSG_LENGTH(sizeof(tcmsg));
+  request.header.nlmsg_type = RTM_GETTFILTER;
+  request.header.nlmsg_flags = NLM_F_REQUEST;
+  request.tc.tcm_family = AF_UNSPEC;
+  request.tc.tcm_ifindex = static_cast<int>(ifindex);
+  request.tc.tcm_parent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
+  request.tc.tcm_handle = handle;
+  request.tc.tcm_info = TC_H_MAKE(priority << 16, htons(ETH_P_ALL));
+
+  static const char kKind[] = "bpf";
+  auto* kind = reinterpret_cast<rtattr*>(reinterpret_cast<char*>(&request) +
+                                         NLMSG_ALIGN(request.header.nlmsg_len));
+  kind->rta_type = TCA_KIND;
+  kind->rta_len = RTA_LENGTH(sizeof(kKind));
+  memcpy(RTA_DATA(kind), kKind, sizeof(kKind));
+  request.header.nlmsg_len = NLMSG_ALIGN(request.header.nlmsg_len) + RTA_ALIGN(kind->rta_len);
+
+  if (send(socket_fd, &request, request.header.nlmsg_len, 0) < 0) return -errno;
+
+  alignas(nlmsghdr) char reply[8192];
+  ssize_t length = recv(socket_fd, reply, sizeof(reply), 0);
+  if (length < 0) return -errno;
+
+  auto* message = reinterpret_cast<const nlmsghdr*>(reply);
+  if (!NLMSG_OK(message, static_cast<uint32_t>(length))) return -EBADMSG;
+  if (message->nlmsg_type == NLMSG_ERROR) {
+    auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(message));
+    return error->error != 0 ? error->error : -ENOENT;
+  }
+  if (message->nlmsg_type != RTM_NEWTFILTER) return -EBADMSG;
+
+  const void* attributes = static_cast<const char*>(NLMSG_DATA(message)) + NLMSG_ALIGN(sizeof(tcmsg));
+  size_t attributes_length = message->nlmsg_len - NLMSG_LENGTH(sizeof(tcmsg));
+  const rtattr* options = FindAttribute(attributes, attributes_length, TCA_OPTIONS);
+  if (options == nullptr) return -ENOENT;
+
+  const rtattr* name = FindAttribute(RTA_DATA(options), RTA_PAYLOAD(options), TCA_BPF_NAME);
+  const rtattr* id = FindAttribute(RTA_DATA(options), RTA_PAYLOAD(options), TCA_BPF_ID);
+  if (name != nullptr) {
+    program->name.assign(static_cast<const char*>(RTA_DATA(name)), strnlen(static_cast<const char*>(RTA_DATA(name)), RTA_PAYLOAD(name)));
+  }
+  if (id != nullptr && RTA_PAYLOAD(id) >= sizeof(uint32_t)) {
+    memcpy(&program->id, RTA_DATA(id), sizeof(uint32_t));
+  }
+  return 0;
+}
+
+// Errors of a device that may disappear at any moment, as the veth of a
+// deleted pod does, or that has no filter at the position.
+bool IsNothingThere(int err) {
+  return err == -ENOENT || err == -EINVAL || err == -ENODEV || err == -ENXIO;
+}
+
 class SweepWorker : public PromiseWorker {
  public:
-  SweepWorker(Napi::Env env, std::set<std::string> program_names,
+  SweepWorker(Napi::Env env, std::vector<std::string> program_names,
               std::set<uint32_t> keep, uint32_t handle, uint32_t priority,
               std::string netns)
       : PromiseWorker(env, "zerohold.detachClsactFilters"),
@@ -42,88 +135,89 @@ class SweepWorker : public PromiseWorker {
     NetnsScope scope;
     if (!EnterNetns(&scope, netns_)) return;
 
+    UniqueFd socket_fd(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+    if (!socket_fd.Valid()) {
+      Fail(MakeSysError("socket", "NETLINK_ROUTE", errno));
+      return;
+    }
     struct if_nameindex* devices = if_nameindex();
     if (devices == nullptr) {
       Fail(MakeSysError("if_nameindex", netns_, errno));
       return;
     }
     for (struct if_nameindex* device = devices; device->if_index != 0; device++) {
-      if (keep_.count(device->if_index) != 0) continue;
-      if (!DetachIfOurs(device->if_index, device->if_name)) break;
+      if (keep_.count(device->if_index) == 0) DetachIfOurs(socket_fd.Get(), device->if_index, device->if_name);
     }
     if_freenameindex(devices);
   }
 
   Napi::Value Result() override {
     Napi::Env env = Env();
-    Napi::Array result = Napi::Array::New(env, detached_.size());
+    Napi::Array detached = Napi::Array::New(env, detached_.size());
     for (size_t i = 0; i < detached_.size(); i++) {
       Napi::Object filter = Napi::Object::New(env);
       filter.Set("ifname", detached_[i].ifname);
       filter.Set("ifindex", detached_[i].ifindex);
       filter.Set("progId", detached_[i].prog_id);
       filter.Set("progName", detached_[i].prog_name);
-      result.Set(i, filter);
+      detached.Set(i, filter);
     }
+    Napi::Array errors = Napi::Array::New(env, errors_.size());
+    for (size_t i = 0; i < errors_.size(); i++) {
+      Napi::Object error = ToJsError(env, errors_[i].error).Value();
+      error.Set("ifname", errors_[i].ifname);
+      errors.Set(i, error);
+    }
+
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("detached", detached);
+    result.Set("errors", errors);
     return result;
   }
 
  private:
-  // Detaches the filter at the position on the ingress of ifindex if one of
-  // program_names_ runs there. Returns false after a failure it reported.
-  bool DetachIfOurs(uint32_t ifindex, const char* ifname) {
+  // Detaches the filter at the position on the ingress of ifindex if it
+  // runs one of program_names_. A failure is recorded for the device, and
+  // the sweep goes on with the next one.
+  void DetachIfOurs(int socket_fd, uint32_t ifindex, const char* ifname) {
+    FilterProgram program;
+    int err = QueryFilterProgram(socket_fd, ifindex, handle_, priority_, &program);
+    if (IsNothingThere(err)) return;
+    if (err < 0) {
+      errors_.push_back({ifname, MakeSysError("RTM_GETTFILTER", std::string(ifname) + " ingress", err)});
+      return;
+    }
+
+    std::string prog_name;
+    for (const std::string& name : program_names_) {
+      if (program.name.rfind(name + ":[", 0) == 0) prog_name = name;
+    }
+    if (prog_name.empty()) return;
+
     bpf_tc_hook hook = {};
     hook.sz = sizeof(hook);
     hook.ifindex = static_cast<int>(ifindex);
     hook.attach_point = BPF_TC_INGRESS;
-
-    bpf_tc_opts query = {};
-    query.sz = sizeof(query);
-    query.handle = handle_;
-    query.priority = priority_;
-    int err = bpf_tc_query(&hook, &query);
-    // ENOENT: no filter there. EINVAL: the device has no clsact qdisc.
-    if (err == -ENOENT || err == -EINVAL) return true;
+    bpf_tc_opts opts = {};
+    opts.sz = sizeof(opts);
+    opts.handle = handle_;
+    opts.priority = priority_;
+    err = bpf_tc_detach(&hook, &opts);
+    if (IsNothingThere(err)) return;
     if (err < 0) {
-      Fail(MakeSysError("bpf_tc_query", std::string(ifname) + " ingress", err));
-      return false;
+      errors_.push_back({ifname, MakeSysError("bpf_tc_detach", std::string(ifname) + " ingress, clsact", err)});
+      return;
     }
-
-    std::string prog_name = ProgramName(query.prog_id);
-    if (program_names_.count(prog_name) == 0) return true;
-
-    bpf_tc_opts detach = {};
-    detach.sz = sizeof(detach);
-    detach.handle = handle_;
-    detach.priority = priority_;
-    err = bpf_tc_detach(&hook, &detach);
-    if (err == -ENOENT) return true;
-    if (err < 0) {
-      Fail(MakeSysError("bpf_tc_detach", std::string(ifname) + " ingress, clsact", err));
-      return false;
-    }
-    detached_.push_back({ifname, ifindex, query.prog_id, prog_name});
-    return true;
+    detached_.push_back({ifname, ifindex, program.id, prog_name});
   }
 
-  // Returns the name of program id, or "" if it is gone or unreadable, so
-  // that an unknown program is left alone.
-  static std::string ProgramName(uint32_t id) {
-    UniqueFd fd(bpf_prog_get_fd_by_id(id));
-    if (!fd.Valid()) return "";
-
-    bpf_prog_info info = {};
-    uint32_t length = sizeof(info);
-    if (bpf_obj_get_info_by_fd(fd.Get(), &info, &length) < 0) return "";
-    return info.name;
-  }
-
-  std::set<std::string> program_names_;
+  std::vector<std::string> program_names_;
   std::set<uint32_t> keep_;
   uint32_t handle_;
   uint32_t priority_;
   std::string netns_;
   std::vector<DetachedFilter> detached_;
+  std::vector<DeviceError> errors_;
 };
 
 Napi::Value DetachClsactFilters(const Napi::CallbackInfo& info) {
@@ -133,7 +227,7 @@ Napi::Value DetachClsactFilters(const Napi::CallbackInfo& info) {
       ThrowTypeError(env, "programNames and keepIfindexes must be arrays",
                      "ERR_INVALID_ARG_TYPE");
     }
-    std::set<std::string> names;
+    std::vector<std::string> names;
     Napi::Array name_values = info[0].As<Napi::Array>();
     for (uint32_t i = 0; i < name_values.Length(); i++) {
       Napi::Value name = name_values.Get(i);
@@ -141,7 +235,7 @@ Napi::Value DetachClsactFilters(const Napi::CallbackInfo& info) {
         ThrowTypeError(env, "programNames must contain strings",
                        "ERR_INVALID_ARG_TYPE");
       }
-      names.insert(name.As<Napi::String>().Utf8Value());
+      names.push_back(name.As<Napi::String>().Utf8Value());
     }
     std::set<uint32_t> keep;
     Napi::Array keep_values = info[1].As<Napi::Array>();

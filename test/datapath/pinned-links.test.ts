@@ -255,8 +255,9 @@ describe('clsact filters no longer configured', () => {
       const dp = await Datapath.open({ netns: netnsPath(topology.node), pinDir, maxServices: 8 });
       try {
         await dp.attach('n0', { hook: 'tc', kind: 'clsact' });
-        const removed = await dp.removeUnlistedClsactFilters();
+        const { detached: removed, errors } = await dp.removeUnlistedClsactFilters();
 
+        assert.deepEqual(errors, []);
         assert.equal(removed.length, 1);
         assert.equal(removed[0]!.ifname, 'zc0');
         assert.equal(removed[0]!.progId, progId);
@@ -281,8 +282,9 @@ describe('clsact filters no longer configured', () => {
     const dp = await Datapath.open({ netns: netnsPath(topology.node), pinDir, maxServices: 8 });
     try {
       await dp.attach('n0', { hook: 'tc', kind: 'tcx' });
-      const removed = await dp.removeUnlistedClsactFilters();
+      const { detached: removed, errors } = await dp.removeUnlistedClsactFilters();
 
+      assert.deepEqual(errors, []);
       assert.deepEqual(removed.map((filter) => [filter.ifname, filter.progId]), [['n0', progId]]);
       assert.deepEqual(await clsactProgramIds('n0'), [], 'clsact filters on n0');
       assert.equal(pinnedLinkInfo(linkPinPath(pinDir, 'tcx', 'n0')).progId, dp.program('zh_tc_hold').id, 'the tcx link runs the new program');

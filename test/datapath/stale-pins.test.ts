@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { Datapath, type DatapathOptions } from '../../src/datapath/datapath.js';
 import type { Frontend } from '../../src/datapath/frontends.js';
+import { layoutDigest, LAYOUTS_MAP, layoutsBeforeLoad, RecordedLayouts, recordLayouts } from '../../src/datapath/map-layouts.js';
 import { loadNative } from '../../src/datapath/native.js';
 import type { HeldRecord, WakeRecord } from '../../src/datapath/records.js';
 import { repoRoot } from '../../src/paths.js';
@@ -216,45 +217,55 @@ describe('stale pinned maps', () => {
   });
 
   test('swapped value fields replace the map', async () => {
-    // An older release's zh_services: same type, sizes and flags, so libbpf
-    // would reuse it, but with state and flags swapped.
+    // Another release's zh_services: same type, sizes and flags, so libbpf
+    // would reuse it, but with state and flags swapped. Its agent recorded
+    // that layout.
     const layoutDir = `${pinDir}-layout`;
     mkdirSync(layoutDir);
     try {
-      const older = new (loadNative().BpfObject)(path.join(repoRoot, 'build/bpf/test/swapped_layout.o'));
+      const other = new (loadNative().BpfObject)(path.join(repoRoot, 'build/bpf/test/swapped_layout.o'));
+      let swappedLayout: string;
       try {
-        older.setMaxEntries('zh_services', 64);
-        older.setPinPath('zh_services', path.join(layoutDir, 'zh_services'));
-        await older.load();
+        other.setMaxEntries('zh_services', 64);
+        other.setPinPath('zh_services', path.join(layoutDir, 'zh_services'));
+        other.setPinPath(LAYOUTS_MAP, path.join(layoutDir, LAYOUTS_MAP));
+        const definitions = layoutsBeforeLoad(other, ['zh_services']);
+        await other.load();
+        recordLayouts(other.map(LAYOUTS_MAP), definitions);
+        swappedLayout = definitions.get('zh_services')!.valueLayout;
       } finally {
-        older.close();
+        other.close();
       }
+      assert.equal(swappedLayout, 'struct(16){flags:u32@0,state:u32@32,wake_interval_ns:u64@64}');
 
       const replaced = await withDatapath({ pinDir: layoutDir, maxServices: 64 }, (datapath) => datapath.replacedPins);
       assert.deepEqual(replaced.map((pin) => pin.map), ['zh_services']);
-      assert.deepEqual(replaced[0]!.pinned, { valueLayout: 'struct(16){flags:u32@0,state:u32@32,wake_interval_ns:u64@64}' });
+      assert.deepEqual(replaced[0]!.pinned, { valueLayout: `recorded digest ${layoutDigest(swappedLayout).toString('hex')}` });
       assert.deepEqual(replaced[0]!.defined, { valueLayout: SERVICE_LAYOUT });
 
-      const pinned = loadNative().openPinnedMap(path.join(layoutDir, 'zh_services'));
-      try {
-        assert.deepEqual(pinned.layout(), { key: 'u32', value: SERVICE_LAYOUT });
-      } finally {
-        pinned.close();
-      }
-
       const reused = await withDatapath({ pinDir: layoutDir, maxServices: 64 }, (datapath) => datapath.replacedPins);
-      assert.deepEqual(reused, [], 'the kernel BTF of the new pin matches the object');
+      assert.deepEqual(reused, [], 'the load recorded the new layout');
     } finally {
       rmSync(layoutDir, { recursive: true, force: true });
     }
   });
 
-  test('ring buffers have no layout', () => {
-    const ring = loadNative().openPinnedMap(path.join(pinDir, 'zh_held_ring'));
+  test('load records every layout', () => {
+    const object = new (loadNative().BpfObject)(path.join(repoRoot, 'build/bpf/zerohold.o'));
+    const recorded = RecordedLayouts.open(pinDir);
+    assert.ok(recorded, 'zh_map_layouts is pinned');
     try {
-      assert.deepEqual(ring.layout(), { key: '', value: '' });
+      const definition = object.mapDefinition('zh_services');
+      assert.equal(definition.valueLayout, SERVICE_LAYOUT);
+      assert.deepEqual(recorded.differences('zh_services', definition), { recorded: {}, defined: {} });
+
+      const swapped = { ...definition, valueLayout: 'struct(16){flags:u32@0,state:u32@32,wake_interval_ns:u64@64}' };
+      assert.deepEqual(Object.keys(recorded.differences('zh_services', swapped).recorded), ['valueLayout'], 'a record exists to differ from');
+      assert.deepEqual(recorded.differences('zh_held_ring', object.mapDefinition('zh_held_ring')), { recorded: {}, defined: {} });
+      assert.equal(object.mapDefinition('zh_held_ring').valueLayout, '', 'a ring buffer has no value type');
     } finally {
-      ring.close();
+      recorded.close();
+      object.close();
     }
   });
 });

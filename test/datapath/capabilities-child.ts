@@ -1,0 +1,53 @@
+// Child process of capabilities.test.ts, started inside a network namespace
+// with only the capabilities of the agent's DaemonSet. Usage: node
+// capabilities-child.js '<json options>'. It runs the datapath steps that
+// an agent start and a cold start take, and prints one JSON line with what
+// each returned or the error it threw.
+
+import { Datapath } from '../../src/datapath/datapath.js';
+import type { HeldRecord } from '../../src/datapath/records.js';
+import { buildLiveFrame } from '../../src/datapath/reinject.js';
+import { buildFrame, TCP_SYN } from '../lib/packets.js';
+
+interface ChildOptions {
+  pinDir: string;
+  maxServices: number;
+  // Interfaces to attach the XDP and the clsact program to; "" for none.
+  xdpInterface: string;
+  clsactInterface: string;
+  // Leaves the clsact filter attached at exit, as a SIGKILL would.
+  keepAttached: boolean;
+}
+
+const options = JSON.parse(process.argv[2]!) as ChildOptions;
+const report: Record<string, unknown> = {};
+
+try {
+  const dp = await Datapath.open({ pinDir: options.pinDir, maxServices: options.maxServices });
+  report.replacedPins = dp.replacedPins.map((pin) => pin.map).sort();
+  if (options.xdpInterface) await dp.attach(options.xdpInterface, { hook: 'xdp', mode: 'generic' });
+  if (options.clsactInterface) await dp.attach(options.clsactInterface, { hook: 'tc', kind: 'clsact' });
+  const sweep = await dp.removeUnlistedClsactFilters();
+  report.sweptInterfaces = sweep.detached.map((filter) => filter.ifname);
+  report.sweepErrors = sweep.errors.map((err) => err.message);
+
+  // A flow opener of a cold Service is held, read from the ring and
+  // re-injected.
+  dp.configureService(1, { state: 'cold', wakeIntervalMs: 0 });
+  dp.frontends.set({ address: '198.19.0.40', protocol: 'tcp', port: 80 }, 1);
+  const held: HeldRecord[] = [];
+  dp.on('held', (record) => held.push(record));
+  const syn = buildFrame({ src: '198.18.0.1', dst: '198.19.0.40', tcp: { srcPort: 40000, dstPort: 80, flags: TCP_SYN } });
+  report.holdVerdict = dp.program('zh_xdp_hold').testRunSync({ data: syn }).retval;
+  dp.drain();
+  report.heldRecords = held.length;
+  if (held.length > 0) {
+    const ifindex = [...dp.interfaceNames.keys()][0] ?? 1;
+    report.reinjected = await dp.program('zh_xdp_reinject').runLive([{ ...buildLiveFrame(held[0]!), ifindex }]);
+  }
+
+  await dp.close({ keepAttached: options.keepAttached });
+} catch (err) {
+  report.error = (err as Error).message;
+}
+process.stdout.write(`${JSON.stringify(report)}\n`);

@@ -1,0 +1,113 @@
+// The datapath with only the capabilities that the agent's DaemonSet
+// grants (deploy/kubernetes/daemonset.yaml), in place of the full root
+// that the other tests run with. A call that needs CAP_SYS_ADMIN, such as
+// reading a map's BTF from the kernel or a program's name from its id,
+// fails here as it would in the cluster.
+
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { parse } from 'yaml';
+
+import { repoRoot } from '../../src/paths.js';
+import { netnsPath, run, TestNetwork } from '../lib/netns.js';
+
+const CHILD_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'capabilities-child.js');
+const XDP_DROP = 1;
+
+const network = new TestNetwork();
+const pinDir = `/sys/fs/bpf/zh-test-caps-${process.pid}`;
+let node: string;
+
+interface ChildReport {
+  error?: string;
+  replacedPins?: string[];
+  sweptInterfaces?: string[];
+  sweepErrors?: string[];
+  holdVerdict?: number;
+  heldRecords?: number;
+  reinjected?: { sent: number; errors: unknown[] };
+}
+
+// The capabilities that the DaemonSet adds after dropping all, such as
+// ["BPF", "NET_ADMIN", "PERFMON"].
+function daemonSetCapabilities(): string[] {
+  const manifest = parse(readFileSync(path.join(repoRoot, 'deploy/kubernetes/daemonset.yaml'), 'utf8'));
+  const agent = manifest.spec.template.spec.containers.find((container: { name: string }) => container.name === 'agent');
+  const { capabilities } = agent.securityContext;
+  assert.deepEqual(capabilities.drop, ['ALL']);
+  return capabilities.add;
+}
+
+// Runs the child in the node namespace with the DaemonSet's capabilities.
+// nsenter enters the namespace first, with full root, so the child needs
+// no CAP_SYS_ADMIN for setns().
+async function runChild(options: { maxServices: number; xdpInterface: string; clsactInterface: string; keepAttached: boolean }): Promise<ChildReport> {
+  const bounding = ['-all', ...daemonSetCapabilities().map((name) => `+${name.toLowerCase()}`)].join(',');
+  const { stdout } = await run('nsenter', [
+    `--net=${netnsPath(node)}`,
+    'setpriv',
+    '--inh-caps=-all',
+    `--bounding-set=${bounding}`,
+    '--',
+    process.execPath,
+    CHILD_SCRIPT,
+    JSON.stringify({ pinDir, ...options }),
+  ]);
+  return JSON.parse(stdout.trim().split('\n').at(-1)!) as ChildReport;
+}
+
+async function clsactProgramCount(ifname: string): Promise<number> {
+  const { stdout } = await network.exec(node, 'tc', ['-j', 'filter', 'show', 'dev', ifname, 'ingress']);
+  return (JSON.parse(stdout || '[]') as { options?: { prog?: unknown } }[]).filter((filter) => filter.options?.prog !== undefined).length;
+}
+
+before(async () => {
+  node = await network.addNamespace('node');
+  await network.addVeth(node, 'zx0', node, 'zx1');
+  await network.addVeth(node, 'zc0', node, 'zc1');
+  mkdirSync(pinDir);
+});
+
+after(async () => {
+  rmSync(pinDir, { recursive: true, force: true });
+  await network.cleanup();
+});
+
+test('DaemonSet grants no CAP_SYS_ADMIN', () => {
+  assert.equal(daemonSetCapabilities().includes('SYS_ADMIN'), false);
+});
+
+test('first start holds and re-injects', async () => {
+  const report = await runChild({ maxServices: 8, xdpInterface: 'zx0', clsactInterface: 'zc0', keepAttached: true });
+
+  assert.equal(report.error, undefined);
+  assert.deepEqual(report.replacedPins, []);
+  assert.deepEqual(report.sweptInterfaces, []);
+  assert.deepEqual(report.sweepErrors, []);
+  assert.equal(report.holdVerdict, XDP_DROP);
+  assert.equal(report.heldRecords, 1);
+  assert.deepEqual(report.reinjected, { sent: 1, errors: [] });
+  assert.equal(await clsactProgramCount('zc0'), 1, 'the clsact filter stays, as after a SIGKILL');
+});
+
+test('restart reuses pins and sweeps', async () => {
+  // zc0 is no longer configured, so its filter is a leftover.
+  const report = await runChild({ maxServices: 8, xdpInterface: 'zx0', clsactInterface: '', keepAttached: false });
+
+  assert.equal(report.error, undefined);
+  assert.deepEqual(report.replacedPins, [], 'every pin matches, layouts included');
+  assert.deepEqual(report.sweptInterfaces, ['zc0']);
+  assert.deepEqual(report.sweepErrors, []);
+  assert.equal(await clsactProgramCount('zc0'), 0);
+});
+
+test('changed size replaces its maps', async () => {
+  const report = await runChild({ maxServices: 16, xdpInterface: 'zx0', clsactInterface: '', keepAttached: false });
+
+  assert.equal(report.error, undefined);
+  assert.deepEqual(report.replacedPins, ['zh_services', 'zh_svc_stats', 'zh_wake_state']);
+});
