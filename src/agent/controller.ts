@@ -167,6 +167,35 @@ function labelsOfSelector(selector: string | undefined): Record<string, string> 
 
 type AnyInformer = Informer<KubernetesObject>;
 
+// Sorts by creation time, then by namespace and name, so that every node
+// picks the same declaration of two for one target.
+function oldestFirst<T extends KubernetesObject>(objects: Iterable<T>): T[] {
+  const keyed = [...objects].map((object) => {
+    const created = object.metadata?.creationTimestamp;
+    // client-node decodes built-in kinds' timestamps to Date, and custom
+    // objects keep the RFC 3339 string.
+    const time = created === undefined ? '' : new Date(created).toISOString();
+    return { object, sortKey: `${time}|${object.metadata?.namespace}/${object.metadata?.name}` };
+  });
+  // By code point, not localeCompare(), whose order depends on the ICU
+  // version of each node's Node.js.
+  keyed.sort((a, b) => {
+    if (a.sortKey === b.sortKey) return 0;
+    return a.sortKey < b.sortKey ? -1 : 1;
+  });
+  return keyed.map(({ object }) => object);
+}
+
+// Identifies a scale target across API versions of its group.
+function ownedTargetKey(spec: WorkloadSpec): string {
+  const group = spec.target.apiVersion.includes('/') ? spec.target.apiVersion.split('/')[0] : '';
+  return `${group}|${spec.target.kind}|${spec.namespace}/${spec.target.name}`;
+}
+
+function describeTarget(spec: WorkloadSpec): string {
+  return `${spec.target.kind} ${spec.namespace}/${spec.target.name}`;
+}
+
 function groupByNamespace<T extends KubernetesObject>(objects: Iterable<T>): Map<string, T[]> {
   const groups = new Map<string, T[]>();
   for (const object of objects) {
@@ -319,11 +348,20 @@ export class Controller {
     const seen = new Set<WorkloadKey>();
     const claimed = new Set<string>();
     const polled = new Set<string>();
-    for (const object of this.objects.values()) {
+    // The declaration that scales each target. Two would scale it against
+    // each other, so the oldest wins, in the same order on every node.
+    const owners = new Map<string, string>();
+    for (const object of oldestFirst(this.objects.values())) {
       const key = `${object.metadata?.namespace}/${object.metadata?.name}`;
       seen.add(key);
       const spec = this.validate(key, object, 'ScaleToZero', () => workloadFromScaleToZero(object));
       if (!spec) continue;
+      const owner = owners.get(ownedTargetKey(spec));
+      if (owner !== undefined) {
+        this.reportInvalid(key, object, spec.source, [`spec.targetRef: ${describeTarget(spec)} is already scaled by ${owner}; delete one of the two`]);
+        continue;
+      }
+      owners.set(ownedTargetKey(spec), `ScaleToZero ${key}`);
       if (!informerKind(spec.target)) polled.add(scaleTargetKey(spec.namespace, spec.target));
 
       // A target not read yet is not scaled. A workload whose target
@@ -343,7 +381,7 @@ export class Controller {
     }
     this.scaleTargets.retain(polled);
 
-    for (const service of this.services.values()) {
+    for (const service of oldestFirst(this.services.values())) {
       if (service.metadata?.annotations?.[IDLE_TIMEOUT_ANNOTATION] === undefined) continue;
       const namespace = service.metadata.namespace ?? '';
       if (claimed.has(`${namespace}/${service.metadata.name}`)) continue;
@@ -352,8 +390,16 @@ export class Controller {
       seen.add(key);
       const target = this.annotationTarget(service, targets.get(namespace) ?? []);
       const spec = this.validate(key, service, 'annotation', () => workloadFromAnnotation(service, target));
-      const view = spec && this.targetView(spec);
-      if (spec && view && !('problem' in view)) this.reconcile(key, spec, service, services, view);
+      if (!spec) continue;
+      const owner = owners.get(ownedTargetKey(spec));
+      if (owner !== undefined) {
+        const fix = owner.startsWith('ScaleToZero') ? `remove the annotation, or list this Service in the spec.services of ${owner}` : 'annotate one Service of a workload only';
+        this.reportInvalid(key, service, spec.source, [`${describeTarget(spec)} is already scaled by ${owner}, which covers every Service that selects its pods; ${fix}`]);
+        continue;
+      }
+      owners.set(ownedTargetKey(spec), `the annotation on Service ${namespace}/${service.metadata.name}`);
+      const view = this.targetView(spec);
+      if (view && !('problem' in view)) this.reconcile(key, spec, service, services, view);
     }
 
     for (const key of this.workloads.keys()) {

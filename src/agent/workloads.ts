@@ -139,7 +139,10 @@ export function workloadFromScaleToZero(object: ScaleToZero): WorkloadSpec {
 
 // Reads the annotation shortcut of a Service. The target is the one
 // workload whose pod template labels the Service's selector matches. The
-// caller finds it and passes null when there is none or several.
+// caller finds it and passes null when there is none or several. Every
+// Service that selects the target's pods belongs to the workload, as with
+// a ScaleToZero without spec.services, so that traffic through another
+// Service keeps it warm and wakes it too.
 export function workloadFromAnnotation(service: V1Service, target: TargetRef | null): WorkloadSpec | null {
   const value = service.metadata?.annotations?.[IDLE_TIMEOUT_ANNOTATION];
   if (value === undefined) return null;
@@ -158,7 +161,7 @@ export function workloadFromAnnotation(service: V1Service, target: TargetRef | n
     namespace,
     source: 'annotation',
     target: target!,
-    services: [service.metadata!.name!],
+    services: null,
     idleTimeoutMs,
     ...DEFAULTS,
   };

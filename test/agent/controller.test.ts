@@ -359,6 +359,59 @@ test('ScaleToZero takes precedence over annotation', async () => {
   await waitFor('the annotation workload to go', () => (datapath.frontends.has('shop/service/both') ? undefined : true));
 });
 
+const annotationValidOf = async (service: string) => (await annotationStatusOf(service)).conditions?.find((c) => c.type === 'Valid');
+
+test('second ScaleToZero for a target is rejected', async () => {
+  await createApp('dup', 0);
+  await scaleToZero('dup-a', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'dup' }, idleTimeout: '1h' });
+  await waitFor('the first workload', () => (datapath.frontends.has('shop/dup-a') ? true : undefined));
+
+  await scaleToZero('dup-b', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'dup' }, idleTimeout: '5m' });
+  const valid = await waitFor('Valid=False on the second', () => validOf('dup-b'));
+  assert.equal(valid.status, 'False');
+  assert.equal(valid.message, 'spec.targetRef: Deployment shop/dup is already scaled by ScaleToZero shop/dup-a; delete one of the two');
+  assert.equal(datapath.frontends.has('shop/dup-b'), false);
+  assert.equal(datapath.frontends.has('shop/dup-a'), true, 'the first keeps its workload');
+});
+
+test('annotation covers every selecting Service', async () => {
+  const service = await createAnnotatedApp('multi', 0, '1h');
+  const admin = serviceFixture('multi-admin');
+  admin.spec!.selector = { app: 'multi' };
+  const adminService = await core().createNamespacedService({ namespace: 'shop', body: admin });
+
+  const frontends = await waitFor('frontends of both Services', () => (datapath.frontends.get('shop/service/multi')?.length === 2 ? datapath.frontends.get('shop/service/multi') : undefined));
+  assert.deepEqual(frontends.map((frontend) => frontend.address).sort(), [service.spec!.clusterIP, adminService.spec!.clusterIP].sort());
+});
+
+test('second annotation for a target is rejected', async () => {
+  await createAnnotatedApp('twin', 0, '1h');
+  const second = serviceFixture('twin-b');
+  second.spec!.selector = { app: 'twin' };
+  second.metadata!.annotations = { [IDLE_TIMEOUT_ANNOTATION]: '5m' };
+  await core().createNamespacedService({ namespace: 'shop', body: second });
+
+  const valid = await waitFor('Valid=False on the second Service', () => annotationValidOf('twin-b'));
+  assert.equal(valid.status, 'False');
+  assert.equal(valid.message, 'Deployment shop/twin is already scaled by the annotation on Service shop/twin, which covers every Service that selects its pods; annotate one Service of a workload only');
+  assert.equal(datapath.frontends.has('shop/service/twin-b'), false);
+  assert.equal(datapath.frontends.get('shop/service/twin')?.length, 2, 'the first covers both Services');
+});
+
+test('annotation beside a ScaleToZero is rejected', async () => {
+  await createApp('split', 0);
+  const other = serviceFixture('split-other');
+  other.spec!.selector = { app: 'split' };
+  other.metadata!.annotations = { [IDLE_TIMEOUT_ANNOTATION]: '5m' };
+  await scaleToZero('split', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'split' }, services: ['split'], idleTimeout: '1h' });
+  await waitFor('the ScaleToZero workload', () => (datapath.frontends.has('shop/split') ? true : undefined));
+  await core().createNamespacedService({ namespace: 'shop', body: other });
+
+  const valid = await waitFor('Valid=False on the annotated Service', () => annotationValidOf('split-other'));
+  assert.equal(valid.message, 'Deployment shop/split is already scaled by ScaleToZero shop/split, which covers every Service that selects its pods; remove the annotation, or list this Service in the spec.services of ScaleToZero shop/split');
+  assert.equal(datapath.frontends.has('shop/service/split-other'), false);
+});
+
 // The controller of another agent in the same cluster, a follower.
 function followerController(datapath: DatapathPort, followerReadiness: EndpointReadiness, node: string): Controller {
   return new Controller({

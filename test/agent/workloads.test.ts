@@ -97,7 +97,7 @@ test('annotation shortcut maps to model', () => {
 
   assert.equal(w.key, 'shop/service/web');
   assert.equal(w.source, 'annotation');
-  assert.deepEqual(w.services, ['web']);
+  assert.equal(w.services, null, 'every Service that selects the pods');
   assert.equal(w.idleTimeoutMs, 600_000);
 });
 
