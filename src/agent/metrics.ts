@@ -44,7 +44,7 @@ export class AgentMetrics {
 
   readonly wakes = new Counter({
     name: 'zerohold_wakes_total',
-    help: 'Wakes this agent started: a flow opener arrived for a workload at zero.',
+    help: 'Wakes this agent started: its scale-up changed the replica count of a workload at zero. Of several agents that wake one workload at once, only one counts it.',
     labelNames: ['workload'] as const,
     registers: [this.registry],
   });

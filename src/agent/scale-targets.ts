@@ -32,6 +32,9 @@ interface Entry {
   again: boolean;
   // The retry after a failed first read.
   retry: NodeJS.Timeout | undefined;
+  // The message of the last API error logged, so that a retry every second
+  // logs it once.
+  loggedError: string | undefined;
 }
 
 // A first read that fails with an API error is tried again after this
@@ -82,7 +85,7 @@ export class ScaleTargets {
     const key = scaleTargetKey(namespace, target);
     let entry = this.entries.get(key);
     if (entry === undefined) {
-      entry = { namespace, target, reading: undefined, inFlight: undefined, again: false, retry: undefined };
+      entry = { namespace, target, reading: undefined, inFlight: undefined, again: false, retry: undefined, loggedError: undefined };
       this.entries.set(key, entry);
       void this.read(entry);
     }
@@ -132,17 +135,30 @@ export class ScaleTargets {
       // error must neither close an open gate nor make a valid workload
       // invalid. Any other error comes from the agent's own checks of the
       // target, such as a kind that the API server does not serve.
-      if (err instanceof ApiException) {
-        this.options.log.warn({ err, target: `${target.kind} ${namespace}/${target.name}` }, 'reading the scale of a target failed, trying again');
+      // 403 Forbidden is no passing error but a missing RBAC rule, which
+      // the ClusterRole grants for Deployments and StatefulSets only.
+      if (err instanceof ApiException && err.code === 403) {
+        reading = {
+          problem:
+            `spec.targetRef: the agent may not read the scale of ${target.kind} ${namespace}/${target.name} (${target.apiVersion}): 403 Forbidden; ` +
+            'add get and update on its scale subresource to the zerohold-agent ClusterRole, as docs/deploy.md describes',
+        };
+      } else if (err instanceof ApiException) {
+        if (err.message !== entry.loggedError) {
+          this.options.log.warn({ err, target: `${target.kind} ${namespace}/${target.name}` }, 'reading the scale of a target failed, trying again');
+          entry.loggedError = err.message;
+        }
         if (entry.reading === undefined) {
           clearTimeout(entry.retry);
           entry.retry = setTimeout(() => void this.read(entry), FIRST_READ_RETRY_MS);
           entry.retry.unref();
         }
         return;
+      } else {
+        reading = { problem: `spec.targetRef: ${(err as Error).message}` };
       }
-      reading = { problem: `spec.targetRef: ${(err as Error).message}` };
     }
+    entry.loggedError = undefined;
 
     if (this.entries.get(scaleTargetKey(namespace, target)) !== entry) return;
     const changed = JSON.stringify(reading) !== JSON.stringify(entry.reading);

@@ -75,6 +75,43 @@ test('missing or unservable target is a problem', async () => {
   assert.deepEqual(targets.get('shop', other), { problem: 'spec.targetRef: cannot scale Rollout shop/other: kind Rollout not found in argoproj.io/v1alpha1 discovery' });
 });
 
+test('forbidden read is a problem', async () => {
+  const scaler = controlledScaler();
+  let changes = 0;
+  const targets = new ScaleTargets({ scaler, log, onChange: () => changes++ });
+
+  targets.get('shop', ROLLOUT);
+  scaler.pending[0]!.answer(new ApiException(403, 'Forbidden', 'rollouts.argoproj.io "web" is forbidden', {}));
+  await settle();
+
+  const reading = targets.get('shop', ROLLOUT);
+  assert.ok(reading && 'problem' in reading, 'a missing RBAC rule makes the workload invalid');
+  assert.match(reading.problem, /^spec\.targetRef: the agent may not read the scale of Rollout shop\/web \(argoproj\.io\/v1alpha1\): 403 Forbidden; add get and update/);
+  assert.equal(changes, 1);
+  targets.stop();
+});
+
+test('repeated API error logs once', async () => {
+  const scaler = controlledScaler();
+  const lines: string[] = [];
+  const capture = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
+  const targets = new ScaleTargets({ scaler, log: capture, onChange: () => {} });
+
+  targets.get('shop', ROLLOUT);
+  scaler.pending[0]!.answer(new ApiException(504, 'Gateway Timeout', 'etcdserver: request timed out', {}));
+  await settle();
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+  scaler.pending[1]!.answer(new ApiException(504, 'Gateway Timeout', 'etcdserver: request timed out', {}));
+  await settle();
+  assert.equal(lines.length, 1, 'the retry with the same error logs nothing');
+
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+  scaler.pending[2]!.answer(new ApiException(503, 'Service Unavailable', 'the server is shutting down', {}));
+  await settle();
+  assert.equal(lines.length, 2, 'a different error logs again');
+  targets.stop();
+});
+
 test('readAll waits for first reads, up to its timeout', async () => {
   const scaler = controlledScaler();
   const targets = new ScaleTargets({ scaler, log, onChange: () => {} });
