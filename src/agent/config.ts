@@ -158,7 +158,7 @@ export const agentConfigSchema = z.strictObject({
       relay: z
         .strictObject({
           // host:port
-          address: z.string().regex(/^[^\s:]+:\d+$|^\[[0-9a-fA-F:]+\]:\d+$/, 'expected host:port, such as "hubble-relay.kube-system:4245"'),
+          address: z.string().regex(/^[^\s:]+:\d+$|^\[[0-9a-fA-F:]+\]:\d+$/, 'expected host:port, such as "hubble-relay.kube-system.svc:80"'),
           tls: z
             .strictObject({
               ca: z.string().startsWith('/'),
