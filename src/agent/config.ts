@@ -316,9 +316,39 @@ function crossFieldProblems(config: AgentConfig): string[] {
   return problems;
 }
 
+// Zod's own messages name TypeScript types ("expected int, received
+// number"). These name the form a YAML file takes. Messages that the
+// schema sets itself take precedence over these.
+const EXPECTED_FORMS: Record<string, string> = {
+  string: 'a string',
+  number: 'a number',
+  int: 'an integer',
+  boolean: 'true or false',
+  object: 'a mapping of fields',
+  array: 'a list',
+};
+
+function issueMessage(issue: z.core.$ZodRawIssue): string | undefined {
+  switch (issue.code) {
+    case 'invalid_type': {
+      const expected = EXPECTED_FORMS[issue.expected] ?? issue.expected;
+      return issue.input === undefined ? `missing, expected ${expected}` : `expected ${expected}`;
+    }
+    case 'too_small':
+      if (issue.origin === 'string' && issue.minimum === 1) return 'expected a non-empty string';
+      if (issue.origin === 'number' && issue.minimum === 0 && !issue.inclusive) return 'expected a number above 0';
+      return undefined;
+    case 'invalid_format':
+      if (issue.format === 'starts_with') return `expected a path under ${(issue as { prefix?: string }).prefix}`;
+      return undefined;
+    default:
+      return undefined;
+  }
+}
+
 // Validates an already parsed document and fills in defaults.
 export function validateConfig(document: unknown, source = 'configuration'): AgentConfig {
-  const result = agentConfigSchema.safeParse(document ?? {});
+  const result = agentConfigSchema.safeParse(document ?? {}, { error: issueMessage });
   if (result.success) {
     const problems = crossFieldProblems(result.data);
     if (problems.length > 0) throw new ConfigError(source, problems);
@@ -346,5 +376,13 @@ export function parseConfig(text: string, source = 'configuration'): AgentConfig
 }
 
 export async function loadConfig(path: string): Promise<AgentConfig> {
-  return parseConfig(await readFile(path, 'utf8'), path);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const { code, message } = err as NodeJS.ErrnoException;
+    const hint = code === 'ENOENT' ? '; pass --config with the path of the agent configuration' : '';
+    throw new ConfigError(path, [`cannot read the file: ${message}${hint}`]);
+  }
+  return parseConfig(text, path);
 }

@@ -31,12 +31,15 @@ export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)}ms`;
 
   const parts: string[] = [];
-  let rest = Math.round(ms / 1000);
-  for (const [unit, size] of [['h', 3600], ['m', 60], ['s', 1]] as const) {
+  let rest = Math.round(ms);
+  for (const [unit, size] of [['h', 3_600_000], ['m', 60_000]] as const) {
     if (rest >= size) {
       parts.push(`${Math.floor(rest / size)}${unit}`);
       rest %= size;
     }
   }
+  // Seconds keep their milliseconds as a fraction, as Go prints 1.4s, so
+  // that two close durations in a message never read the same.
+  if (rest > 0) parts.push(`${rest / 1000}s`);
   return parts.join('');
 }

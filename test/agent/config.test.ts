@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ConfigError, parseConfig } from '../../src/agent/config.js';
+import { ConfigError, loadConfig, parseConfig } from '../../src/agent/config.js';
 import { formatDuration, parseDuration } from '../../src/agent/duration.js';
 
 const MINIMAL = `
@@ -262,6 +262,29 @@ test('config accepts map size limits', () => {
   assert.equal(config.bpf.indexBuckets, 2 ** 31);
 });
 
+test('config errors name YAML forms', () => {
+  const cases: [string, string][] = [
+    ['hubble: {relay: {address: "relay:80", tls: {}}}', 'hubble.relay.tls.ca: missing, expected a string (got missing)'],
+    ['limits: {heldFlowsPerClient: 1.5}', 'limits.heldFlowsPerClient: expected an integer (got 1.5)'],
+    ['limits: {heldFlowsTotal: 0}', 'limits.heldFlowsTotal: expected a number above 0 (got 0)'],
+    ['interfaces: [{name: ""}]', 'interfaces[0].name: expected a non-empty string (got "")'],
+    ['bpf: {pinDir: /tmp/zerohold}', 'bpf.pinDir: expected a path under /sys/fs/bpf/ (got "/tmp/zerohold")'],
+    ['hubble: {activity: "yes"}', 'hubble.activity: expected true or false (got "yes")'],
+    ['interfaces: eth0', 'interfaces: expected a list (got "eth0")'],
+  ];
+  for (const [text, problem] of cases) {
+    assert.ok(problemsOf(`mode: standalone\n${text}`).includes(problem), `${text}: ${problemsOf(`mode: standalone\n${text}`).join(' | ')}`);
+  }
+});
+
+test('missing config file names the fix', async () => {
+  await assert.rejects(loadConfig('/nonexistent/zerohold/agent.yaml'), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.problems[0]!, /^cannot read the file: ENOENT: no such file or directory, open '\/nonexistent\/zerohold\/agent\.yaml'; pass --config with the path of the agent configuration$/);
+    return true;
+  });
+});
+
 test('config rejects broken YAML', () => {
   const [problem] = problemsOf('interfaces: [\n');
   assert.match(problem!, /^not valid YAML/);
@@ -276,4 +299,7 @@ test('duration parses Go forms', () => {
   assert.equal(parseDuration(''), null);
   assert.equal(formatDuration(5_400_000), '1h30m');
   assert.equal(formatDuration(250), '250ms');
+  assert.equal(formatDuration(1400), '1.4s');
+  assert.equal(formatDuration(61_500), '1m1.5s');
+  assert.equal(formatDuration(3_600_000), '1h');
 });
