@@ -7,6 +7,7 @@ packages=(
 	clang-19 make gcc g++ python3		# BPF objects and the addon
 	libbpf-dev libelf-dev zlib1g-dev	# libbpf for the addon
 	iproute2 nftables			# namespaces, veth and DNAT in tests
+	iptables util-linux			# kube-proxy's iptables mode; setpriv
 	libnftables-dev				# the testbed's kube-proxy stand-in
 	curl					# a real client in tests
 	nginx-light redis-server redis-tools	# servers and clients of the testbed

@@ -194,9 +194,12 @@ export const agentConfigSchema = z.strictObject({
       // The node load balancer that must have programmed a Service before
       // held packets are re-injected. 'nftables' waits until kube-proxy's
       // nftables mode has a service-ips or service-nodeports element for
-      // each frontend, so the first SYN meets the DNAT. 'none' releases
+      // each frontend, so the first SYN meets the DNAT. 'iptables' waits
+      // for kube-proxy's iptables rules in the same way. 'none' releases
       // on the Ready endpoint alone.
-      kubeProxy: z.enum(['nftables', 'none']).default('none'),
+      // TODO: kube-proxy in IPVS mode has no check; its virtual servers would
+      // have to be read through ipvsadm or IPVS netlink.
+      kubeProxy: z.enum(['nftables', 'iptables', 'none']).default('none'),
       // Maximum wait for that programming. After it the packets are
       // re-injected anyway, and the client retransmits if they miss.
       timeout: duration('10s', ABOVE_ZERO),
@@ -288,11 +291,12 @@ function crossFieldProblems(config: AgentConfig): string[] {
   }
 
   // The agent follows kube-proxy's nftables rules in standalone mode only.
-  if (config.mode === 'chained' && config.release.kubeProxy === 'nftables') {
-    problems.push('release.kubeProxy: "nftables" is not used in chained mode, where the agent checks Cilium\'s datapath for a backend instead; remove it or set it to none');
+  const kubeProxy = config.release.kubeProxy;
+  if (config.mode === 'chained' && kubeProxy !== 'none') {
+    problems.push(`release.kubeProxy: "${kubeProxy}" is not used in chained mode, where the agent checks Cilium's datapath for a backend instead; remove it or set it to none`);
   }
-  if (config.mode === 'signal' && config.release.kubeProxy === 'nftables') {
-    problems.push('release.kubeProxy: "nftables" is not used in signal mode, where nothing is held to release; remove it or set it to none');
+  if (config.mode === 'signal' && kubeProxy !== 'none') {
+    problems.push(`release.kubeProxy: "${kubeProxy}" is not used in signal mode, where nothing is held to release; remove it or set it to none`);
   }
 
   if (config.mode === 'signal' && config.shutdown.handover > 0) {

@@ -20,6 +20,7 @@ import { type FamilyListing, KUBE_PROXY_TABLE, KubeProxyMaps, NFT_FAMILIES, NODE
 import { listNftSet } from './nft-command.js';
 import { describeExit, type MonitorExit, NftMonitor } from './nft-monitor.js';
 import type { BackendCheck } from './ports.js';
+import type { ProgrammedWaiter } from './programmed-waiter.js';
 
 // A monitor that ran this long before it exited resets the restart backoff.
 const STABLE_RUN_MS = 10_000;
@@ -34,20 +35,11 @@ export interface KubeProxyNftablesOptions {
   restartDelayMs?: (attempt: number) => number;
 }
 
-interface Waiter {
-  frontends: Frontend[];
-  resolve: (programmed: boolean) => void;
-  timer: NodeJS.Timeout;
-  onProgrammed: ((frontends: Frontend[]) => void) | undefined;
-  // Frontends already passed to onProgrammed.
-  reported: Set<Frontend>;
-}
-
 export class KubeProxyNftables implements BackendCheck {
   private readonly maps = new KubeProxyMaps();
   private readonly log: Logger;
   private readonly restartDelayMs: (attempt: number) => number;
-  private readonly waiters = new Set<Waiter>();
+  private readonly waiters = new Set<ProgrammedWaiter>();
 
   // The current monitor, undefined while none runs.
   private monitor: NftMonitor | undefined;
@@ -127,7 +119,7 @@ export class KubeProxyNftables implements BackendCheck {
     }
 
     return new Promise((resolve) => {
-      const waiter: Waiter = {
+      const waiter: ProgrammedWaiter = {
         frontends,
         resolve,
         onProgrammed,
@@ -161,7 +153,7 @@ export class KubeProxyNftables implements BackendCheck {
     }
   }
 
-  private reportProgress(waiter: Waiter): void {
+  private reportProgress(waiter: ProgrammedWaiter): void {
     if (waiter.onProgrammed === undefined) return;
     const programmed = waiter.frontends.filter((frontend) => !waiter.reported.has(frontend) && this.maps.isProgrammed(frontend));
     if (programmed.length === 0) return;

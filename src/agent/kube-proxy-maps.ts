@@ -234,7 +234,9 @@ function listedElements(listing: Record<string, unknown> | null): unknown[] {
   return listing !== null && Array.isArray(listing.elem) ? listing.elem : [];
 }
 
-function normalizeAddress(text: string): string | null {
+// Returns an IPv4 address as it is and an IPv6 address in its shortest
+// form, or null for anything else.
+export function normalizeAddress(text: string): string | null {
   if (ipaddr.IPv4.isValidFourPartDecimal(text)) return text;
   if (ipaddr.IPv6.isValid(text)) return ipaddr.IPv6.parse(text).toString();
   return null;

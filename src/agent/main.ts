@@ -36,6 +36,7 @@ import { EndpointReadiness } from './endpoint-readiness.js';
 import { EventRecorder } from './events.js';
 import { HeldRejections, UNKNOWN_WORKLOAD } from './held-rejections.js';
 import { KeepAliveKubeConfig } from './kube-config.js';
+import { KubeProxyIptables } from './kube-proxy-iptables-check.js';
 import { KubeProxyNftables } from './kube-proxy-check.js';
 import { LeaderElector } from './leader.js';
 import { Liveness } from './liveness.js';
@@ -215,7 +216,8 @@ async function main(): Promise<void> {
   const metricsPort = await metrics.listen(config.metrics.host, config.metrics.port);
 
   // A release waits until this node's load balancer has a backend: Cilium's
-  // datapath in chained mode, kube-proxy's nftables rules on request.
+  // datapath in chained mode, kube-proxy's nftables or iptables rules on
+  // request.
   let backendCheck: (BackendCheck & { stop(): Promise<void> }) | undefined;
   if (ciliumServices) {
     const cilium = new CiliumBackendCheck({ source: ciliumServices, log: componentLogger(root, 'readiness') });
@@ -224,6 +226,10 @@ async function main(): Promise<void> {
     const nftables = new KubeProxyNftables({ ...(config.netns ? { netns: config.netns } : {}), log: componentLogger(root, 'readiness') });
     await nftables.start();
     backendCheck = nftables;
+  } else if (config.mode === 'standalone' && config.release.kubeProxy === 'iptables') {
+    const iptables = new KubeProxyIptables({ ...(config.netns ? { netns: config.netns } : {}), log: componentLogger(root, 'readiness') });
+    await iptables.start();
+    backendCheck = iptables;
   }
 
   const readiness = new EndpointReadiness(kc, componentLogger(root, 'readiness'));

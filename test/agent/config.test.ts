@@ -76,10 +76,10 @@ limits: { wakeInterval: 1 second }
 });
 
 test('config names release problems', () => {
-  const problems = problemsOf(`${MINIMAL}release: { kubeProxy: iptables, timeout: 10 seconds }\n`);
+  const problems = problemsOf(`${MINIMAL}release: { kubeProxy: ipvs, timeout: 10 seconds }\n`);
 
   assert.equal(problems.length, 2, problems.join('\n'));
-  assert.match(problems.find((p) => p.startsWith('release.kubeProxy'))!, /"nftables".*"none".*got "iptables"/);
+  assert.match(problems.find((p) => p.startsWith('release.kubeProxy'))!, /"nftables".*"iptables".*"none".*got "ipvs"/);
   assert.match(problems.find((p) => p.startsWith('release.timeout'))!, /Go duration.*got "10 seconds"/);
 });
 
@@ -130,6 +130,9 @@ test('config rejects kube-proxy check chained', () => {
 test('config rejects kube-proxy check signal', () => {
   const problems = problemsOf('mode: signal\nrelease: { kubeProxy: nftables }\n');
   assert.deepEqual(problems, ['release.kubeProxy: "nftables" is not used in signal mode, where nothing is held to release; remove it or set it to none']);
+  assert.deepEqual(problemsOf('mode: chained\nrelease: { kubeProxy: iptables }\n'), [
+    'release.kubeProxy: "iptables" is not used in chained mode, where the agent checks Cilium\'s datapath for a backend instead; remove it or set it to none',
+  ]);
 });
 
 test('config rejects hand-over signal', () => {

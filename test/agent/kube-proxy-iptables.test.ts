@@ -1,0 +1,180 @@
+// The release check for kube-proxy in iptables mode: the rule parser on
+// iptables-save text, and the check against real tables in network
+// namespaces, written with iptables-restore as kube-proxy writes them, on
+// both iptables backends.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { after, before, test } from 'node:test';
+
+import { pino } from 'pino';
+
+import type { Frontend } from '../../src/datapath/frontends.js';
+import { KubeProxyIptables } from '../../src/agent/kube-proxy-iptables-check.js';
+import { hasKubeServicesChain, IptablesFrontends } from '../../src/agent/kube-proxy-iptables-rules.js';
+import { netnsPath, TestNetwork } from '../lib/netns.js';
+
+const log = pino({ level: 'silent' });
+const WEB: Frontend = { address: '198.19.0.50', protocol: 'tcp', port: 80 };
+const WEB_V6: Frontend = { address: 'fd5a::50', protocol: 'tcp', port: 80 };
+const NODE_PORT: Frontend = { address: '198.18.0.1', protocol: 'tcp', port: 30080 };
+
+// The Service shop/web as kube-proxy writes it without endpoints: the
+// filter table rejects its cluster IP and node port, and the nat table has
+// no jump for it.
+function withoutEndpoints(clusterIp: string, prefix: number): string {
+  return `*filter
+:KUBE-SERVICES - [0:0]
+:KUBE-EXTERNAL-SERVICES - [0:0]
+-A KUBE-SERVICES -d ${clusterIp}/${prefix} -p tcp -m comment --comment "shop/web:http has no endpoints" -m tcp --dport 80 -j REJECT
+-A KUBE-EXTERNAL-SERVICES -p tcp -m comment --comment "shop/web:http has no endpoints" -m addrtype --dst-type LOCAL -m tcp --dport 30080 -j REJECT
+COMMIT
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-NODEPORTS - [0:0]
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+COMMIT
+`;
+}
+
+// The same Service after kube-proxy's sync with one endpoint.
+function withEndpoint(clusterIp: string, prefix: number, endpoint: string): string {
+  return `*filter
+:KUBE-SERVICES - [0:0]
+:KUBE-EXTERNAL-SERVICES - [0:0]
+COMMIT
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-SVC-HL5LMXD5JFHQZ6LN - [0:0]
+:KUBE-EXT-HL5LMXD5JFHQZ6LN - [0:0]
+:KUBE-SEP-QFIV6TRVSX3L3E4M - [0:0]
+-A KUBE-SERVICES -d ${clusterIp}/${prefix} -p tcp -m comment --comment "shop/web:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-HL5LMXD5JFHQZ6LN
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+-A KUBE-NODEPORTS -p tcp -m comment --comment "shop/web:http" -m tcp --dport 30080 -j KUBE-EXT-HL5LMXD5JFHQZ6LN
+-A KUBE-EXT-HL5LMXD5JFHQZ6LN -j KUBE-SVC-HL5LMXD5JFHQZ6LN
+-A KUBE-SVC-HL5LMXD5JFHQZ6LN -m comment --comment "shop/web:http -> ${endpoint}" -j KUBE-SEP-QFIV6TRVSX3L3E4M
+-A KUBE-SEP-QFIV6TRVSX3L3E4M -p tcp -m comment --comment "shop/web:http" -m tcp -j DNAT --to-destination ${endpoint}
+COMMIT
+`;
+}
+
+const network = new TestNetwork();
+const checks: KubeProxyIptables[] = [];
+
+// Writes rules into the namespace's tables with iptables-restore of the
+// given family and backend, as kube-proxy does.
+function restore(ns: string, command: string, rules: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('nsenter', [`--net=${netnsPath(ns)}`, command], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${command} failed (${code}): ${stderr}`))));
+    child.stdin.end(rules);
+  });
+}
+
+async function startCheck(ns: string): Promise<KubeProxyIptables> {
+  const check = new KubeProxyIptables({ netns: netnsPath(ns), log, pollIntervalMs: 20 });
+  checks.push(check);
+  await check.start();
+  return check;
+}
+
+// Resolves with the check's result, or "pending" if it has none yet.
+async function settledWithin<T>(promise: Promise<T>, ms: number): Promise<T | 'pending'> {
+  return Promise.race([promise, new Promise<'pending'>((resolve) => setTimeout(() => resolve('pending'), ms))]);
+}
+
+let nftNode: string;
+let legacyNode: string;
+
+before(async () => {
+  nftNode = await network.addNamespace('ipt-nft');
+  legacyNode = await network.addNamespace('ipt-legacy');
+});
+
+after(async () => {
+  for (const check of checks) await check.stop();
+  await network.cleanup();
+});
+
+test('parser reads kube-proxy rules', () => {
+  const saved = withEndpoint('198.19.0.50', 32, '198.18.5.1:8080');
+  const [, filter, nat] = saved.split(/^\*/m).map((table) => `*${table}`);
+  const frontends = IptablesFrontends.parse(nat!, filter!);
+
+  assert.equal(frontends.isProgrammed(WEB), true, 'cluster IP');
+  assert.equal(frontends.isProgrammed(NODE_PORT), true, 'node port on a node address');
+  assert.equal(frontends.isProgrammed({ ...WEB, port: 81 }), false, 'another port');
+  assert.equal(frontends.isProgrammed({ ...WEB, protocol: 'udp' }), false, 'another protocol');
+  assert.equal(frontends.isProgrammed({ ...WEB, port: 'any' }), true, 'any port of the address');
+  assert.equal(hasKubeServicesChain(nat!), true);
+  assert.equal(hasKubeServicesChain('*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n'), false);
+});
+
+test('parser honors no-endpoint rejects', () => {
+  const [, filter, nat] = withoutEndpoints('198.19.0.50', 32).split(/^\*/m).map((table) => `*${table}`);
+  const frontends = IptablesFrontends.parse(nat!, filter!);
+  assert.equal(frontends.isProgrammed(WEB), false);
+  assert.equal(frontends.isProgrammed(NODE_PORT), false);
+
+  // A stale jump beside a reject, as between the legacy backend's filter
+  // and nat commits, is not programmed.
+  const [, , staleNat] = withEndpoint('198.19.0.50', 32, '198.18.5.1:8080').split(/^\*/m).map((table) => `*${table}`);
+  const mixed = IptablesFrontends.parse(staleNat!, filter!);
+  assert.equal(mixed.isProgrammed(WEB), false);
+  assert.equal(mixed.isProgrammed(NODE_PORT), false);
+});
+
+test('parser normalizes IPv6 addresses', () => {
+  const [, filter, nat] = withEndpoint('fd5a:0:0:0:0:0:0:50', 128, '[fd5a::5:1]:8080').split(/^\*/m).map((table) => `*${table}`);
+  const frontends = IptablesFrontends.parse(nat!, filter!);
+  assert.equal(frontends.isProgrammed(WEB_V6), true);
+  assert.throws(() => frontends.isProgrammed({ ...WEB_V6, address: 'web' }), /invalid address "web"/);
+});
+
+for (const [backend, family, frontend, clusterIp, prefix, endpoint] of [
+  ['nft', 'iptables', WEB, '198.19.0.50', 32, '198.18.5.1:8080'],
+  ['nft', 'ip6tables', WEB_V6, 'fd5a::50', 128, '[fd5a::5:1]:8080'],
+  ['legacy', 'iptables', WEB, '198.19.0.50', 32, '198.18.5.1:8080'],
+] as const) {
+  test(`check waits for the sync, ${backend} ${family}`, async () => {
+    const ns = backend === 'nft' ? nftNode : legacyNode;
+    const command = `${family}-${backend}-restore`;
+    await restore(ns, command, withoutEndpoints(clusterIp, prefix));
+    const check = await startCheck(ns);
+
+    const started = Date.now();
+    const programmed = check.waitProgrammed([frontend], 10_000);
+    assert.equal(await settledWithin(programmed, 300), 'pending', 'no release while kube-proxy rejects the Service');
+
+    await restore(ns, command, withEndpoint(clusterIp, prefix, endpoint));
+    const synced = Date.now();
+    assert.equal(await programmed, true);
+    assert.ok(Date.now() - synced < 1000, `resolved ${Date.now() - synced} ms after the sync`);
+    assert.ok(synced - started >= 300);
+  });
+}
+
+test('check times out without a sync', async () => {
+  const check = await startCheck(nftNode);
+  const started = Date.now();
+  assert.equal(await check.waitProgrammed([{ ...WEB, port: 8443 }], 300), false);
+  assert.ok(Date.now() - started >= 300);
+});
+
+test('check reports a programmed family early', async () => {
+  // The IPv4 rules of nftNode have the endpoint from the test above, and
+  // its IPv6 rules are reset to none.
+  await restore(nftNode, 'ip6tables-nft-restore', withoutEndpoints('fd5a::50', 128));
+  const check = await startCheck(nftNode);
+  const early: Frontend[][] = [];
+  const programmed = check.waitProgrammed([WEB, WEB_V6], 10_000, (frontends) => early.push(frontends));
+
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.deepEqual(early, [[WEB]]);
+  await restore(nftNode, 'ip6tables-nft-restore', withEndpoint('fd5a::50', 128, '[fd5a::5:1]:8080'));
+  assert.equal(await programmed, true);
+});
