@@ -43,7 +43,7 @@ export interface AgentProcessOptions {
   logLevel: string;
   // The agent's release.kubeProxy: which node load balancer must have
   // programmed a Service before held packets are re-injected.
-  releaseCheck: 'nftables' | 'none';
+  releaseCheck: 'nftables' | 'iptables' | 'none';
   // The agent's release.heldPackets: 'reinject' sends held packets on at
   // release, 'drop' discards them so that clients retransmit.
   releaseMode: 'reinject' | 'drop';

@@ -27,26 +27,14 @@
 
 import { EventEmitter } from 'node:events';
 
-import {
-  ADD,
-  CoreV1Api,
-  DELETE,
-  DiscoveryV1Api,
-  type Informer,
-  type KubeConfig,
-  makeInformer,
-  type ObjectCache,
-  UPDATE,
-  type V1EndpointSlice,
-  type V1Service,
-} from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { type Logger, pino } from 'pino';
 
-import { restartOnError } from '../../src/agent/informers.js';
 import { renderChainDeletion, renderChanges } from './kube-proxy-changes.js';
 import { type FamilyRules, KUBE_PROXY_TABLE, type NoEndpointVerdict, renderDeletion, renderTable } from './kube-proxy-ruleset.js';
 import { buildServiceRules, nftFamily, type ServiceRules } from './kube-proxy-service-rules.js';
 import { NftBatch } from './nft-batch.js';
+import { type ServiceInformers, watchServicesAndSlices } from './service-informers.js';
 import { type IpFamily, servicePorts } from './service-ports.js';
 
 // kube-proxy waits at least this long before it deletes a chain that a
@@ -112,8 +100,8 @@ export class ServiceProxy extends EventEmitter {
   private readonly options: Required<Omit<ServiceProxyOptions, 'log'>>;
   private readonly log: Logger;
   private readonly families: IpFamily[];
-  private readonly services: Informer<V1Service> & ObjectCache<V1Service>;
-  private readonly slices: Informer<V1EndpointSlice> & ObjectCache<V1EndpointSlice>;
+  private readonly services: ServiceInformers['services'];
+  private readonly slices: ServiceInformers['slices'];
   // Runs the transactions. kube-proxy talks netlink from its own process,
   // and this keeps one nft process per node instead of one per sync.
   private readonly nft: NftBatch;
@@ -147,16 +135,7 @@ export class ServiceProxy extends EventEmitter {
     this.families = options.nodeAddresses.ipv6 === '' ? ['ipv4'] : ['ipv4', 'ipv6'];
     this.nft = new NftBatch(options.netns);
 
-    const core = options.kubeConfig.makeApiClient(CoreV1Api);
-    const discovery = options.kubeConfig.makeApiClient(DiscoveryV1Api);
-    this.services = makeInformer(options.kubeConfig, '/api/v1/services', () => core.listServiceForAllNamespaces());
-    this.slices = makeInformer(options.kubeConfig, '/apis/discovery.k8s.io/v1/endpointslices', () => discovery.listEndpointSliceForAllNamespaces());
-
-    for (const informer of [this.services, this.slices] as Informer<V1Service | V1EndpointSlice>[]) {
-      for (const verb of [ADD, UPDATE, DELETE] as const) informer.on(verb, () => this.requestSync());
-    }
-    restartOnError(this.services, this.log, 'Service', () => this.stopped);
-    restartOnError(this.slices, this.log, 'EndpointSlice', () => this.stopped);
+    ({ services: this.services, slices: this.slices } = watchServicesAndSlices(options.kubeConfig, this.log, () => this.stopped, () => this.requestSync()));
   }
 
   // Lists Services and EndpointSlices, then applies the first sync. Like

@@ -1,7 +1,8 @@
 // A whole simulated cluster for end-to-end tests and demos. It contains
 // the in-repo API server with the ScaleToZero CRD, a ClusterNetwork of
 // node, pod and client namespaces, and the workload and EndpointSlice
-// controllers. Each node gets a ServiceProxy (kube-proxy's nftables mode),
+// controllers. Each node gets a ServiceProxy (kube-proxy's nftables mode,
+// or IptablesServiceProxy for its iptables mode),
 // a Kubelet and one real zerohold agent process, attached with XDP to the
 // node's eth0 and to the host-side veths of the client pods on that node.
 //
@@ -38,6 +39,7 @@ import { EndpointSliceController } from './endpointslice-controller.js';
 import { Kubelet, type KubeletEvent } from './kubelet.js';
 import type { PodAddresses } from './pod-network.js';
 import { type SampleWorkload, writeWorkloadFiles } from './servers.js';
+import { IptablesServiceProxy, type IptablesSyncRecord } from './iptables-service-proxy.js';
 import { ServiceProxy, type SyncRecord } from './service-proxy.js';
 import { SynCounter, type SynTarget } from './syn-counter.js';
 import { Teardown } from './teardown.js';
@@ -64,10 +66,15 @@ export interface TestbedOptions {
   reportInterval?: string;
   // ZEROHOLD_LOG_LEVEL of the agents. Defaults to 'info'.
   agentLogLevel?: string;
-  // The agents' release.kubeProxy. Defaults to 'nftables', the mode that
-  // the testbed's ServiceProxy implements, so that held packets wait for
-  // the node's DNAT rule.
-  releaseCheck?: 'nftables' | 'none';
+  // The mode of the nodes' kube-proxy stand-in: 'nftables' (default,
+  // ServiceProxy) or 'iptables' (IptablesServiceProxy).
+  kubeProxyMode?: 'nftables' | 'iptables';
+  // In iptables mode, the wait between a change and the sync that writes
+  // it (IptablesServiceProxy's syncDelayMs). Defaults to 0.
+  kubeProxySyncDelayMs?: number;
+  // The agents' release.kubeProxy. Defaults to kubeProxyMode, so that held
+  // packets wait for the node's DNAT rule.
+  releaseCheck?: 'nftables' | 'iptables' | 'none';
   // The agents' release.heldPackets. Defaults to 'reinject'. 'drop' makes
   // clients connect at their next SYN retransmission, for comparisons.
   releaseMode?: 'reinject' | 'drop';
@@ -206,7 +213,8 @@ export class Testbed {
 
       await testbed.addClientPods(options.clientPodsPerNode ?? 1);
       await testbed.createNodeObjects();
-      await testbed.startServiceProxies(log);
+      if (options.kubeProxyMode === 'iptables') await testbed.startIptablesServiceProxies(log, options.kubeProxySyncDelayMs ?? 0);
+      else await testbed.startServiceProxies(log);
       await testbed.startControlPlane(log, options.probeIntervalMs ?? 100);
       if (options.agents ?? true) await testbed.startAgents(options);
 
@@ -427,6 +435,18 @@ export class Testbed {
     }
   }
 
+  // Records each sync as the event 'iptables-sync' of source
+  // 'service-proxy', with the Services whose ports have endpoints.
+  private async startIptablesServiceProxies(log: Logger, syncDelayMs: number): Promise<void> {
+    const podCidrs = this.network.podCidrs();
+    for (const node of this.nodes) {
+      const proxy = new IptablesServiceProxy({ kubeConfig: this.kc, nodeName: node, netns: this.network.nodeNetns(node), nodeAddresses: this.network.nodeAddresses(node), podCidrs, syncDelayMs, log });
+      proxy.on('sync', (record: IptablesSyncRecord) => this.events.record({ unixMs: Date.now(), source: 'service-proxy', node, type: 'iptables-sync', fields: { ...record } }));
+      this.teardown.add(`iptables service proxy of ${node}`, () => proxy.stop());
+      await proxy.start();
+    }
+  }
+
   private async startControlPlane(log: Logger, probeIntervalMs: number): Promise<void> {
     // The EndpointSlice controller watches first, so it reads a Pod's Ready
     // before the workload controller does. A cold start waits for its slice
@@ -472,7 +492,7 @@ export class Testbed {
         renewDeadline: '3s',
         retryPeriod: '500ms',
         logLevel: options.agentLogLevel ?? 'info',
-        releaseCheck: options.releaseCheck ?? 'nftables',
+        releaseCheck: options.releaseCheck ?? options.kubeProxyMode ?? 'nftables',
         releaseMode: options.releaseMode ?? 'reinject',
         failOpenAfter: options.failOpenAfter,
         handover: options.handover,
