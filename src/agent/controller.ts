@@ -381,12 +381,15 @@ export class Controller {
     }
     this.scaleTargets.retain(polled);
 
-    for (const service of oldestFirst(this.services.values())) {
-      if (service.metadata?.annotations?.[IDLE_TIMEOUT_ANNOTATION] === undefined) continue;
-      const namespace = service.metadata.namespace ?? '';
-      if (claimed.has(`${namespace}/${service.metadata.name}`)) continue;
+    // Only annotated Services are sorted, because a cluster has thousands
+    // of Services and reconciles after every change to one.
+    const annotated = [...this.services.values()].filter((service) => service.metadata?.annotations?.[IDLE_TIMEOUT_ANNOTATION] !== undefined);
+    for (const service of oldestFirst(annotated)) {
+      const namespace = service.metadata?.namespace ?? '';
+      const name = service.metadata?.name ?? '';
+      if (claimed.has(`${namespace}/${name}`)) continue;
 
-      const key = annotationWorkloadKey(namespace, service.metadata.name ?? '');
+      const key = annotationWorkloadKey(namespace, name);
       seen.add(key);
       const target = this.annotationTarget(service, targets.get(namespace) ?? []);
       const spec = this.validate(key, service, 'annotation', () => workloadFromAnnotation(service, target));
@@ -397,7 +400,7 @@ export class Controller {
         this.reportInvalid(key, service, spec.source, [`${describeTarget(spec)} is already scaled by ${owner}, which covers every Service that selects its pods; ${fix}`]);
         continue;
       }
-      owners.set(ownedTargetKey(spec), `the annotation on Service ${namespace}/${service.metadata.name}`);
+      owners.set(ownedTargetKey(spec), `the annotation on Service ${namespace}/${name}`);
       const view = this.targetView(spec);
       if (view && !('problem' in view)) this.reconcile(key, spec, service, services, view);
     }
