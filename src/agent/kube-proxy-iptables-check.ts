@@ -6,12 +6,12 @@
 // waitProgrammed() resolves once this node's tables send every frontend to
 // a Service chain (kube-proxy-iptables-rules.ts).
 //
-// The tables are read with iptables-save while a release waits, every
-// pollIntervalMs, and not at all otherwise. iptables has no change feed
-// that both of its backends offer. kube-proxy writes to the nf_tables or
-// the legacy backend, whichever the node uses, so the check reads the one
-// that has kube-proxy's KUBE-SERVICES chain, as kube-proxy's own image
-// decides between them.
+// kube-proxy's Service chains are listed with `iptables -S` while a
+// release waits, every pollIntervalMs, and not at all otherwise. iptables
+// has no change feed that both of its backends offer. kube-proxy writes to
+// the nf_tables or the legacy backend, whichever the node uses, so the
+// check reads the one that has kube-proxy's KUBE-SERVICES chain, as
+// kube-proxy's own image decides between them.
 
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -19,21 +19,21 @@ import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 
 import { type Frontend, frontendToString } from '../datapath/frontends.js';
-import { hasKubeServicesChain, IptablesFrontends } from './kube-proxy-iptables-rules.js';
+import { IptablesFrontends } from './kube-proxy-iptables-rules.js';
 import type { BackendCheck } from './ports.js';
 import type { ProgrammedWaiter } from './programmed-waiter.js';
 
 const execFileAsync = promisify(execFile);
 
-// kube-proxy writes one or a few rules per Service port and endpoint, so a
-// large cluster prints megabytes.
+// KUBE-SERVICES has a rule per Service port, so a large cluster prints
+// megabytes.
 const MAX_OUTPUT_BYTES = 256 << 20;
 const COMMAND_TIMEOUT_MS = 30_000;
 
 type Family = 'ipv4' | 'ipv6';
 type IptablesBackend = 'nft' | 'legacy';
 
-const SAVE_COMMANDS: Record<Family, string> = { ipv4: 'iptables', ipv6: 'ip6tables' };
+const COMMANDS: Record<Family, string> = { ipv4: 'iptables', ipv6: 'ip6tables' };
 
 export interface KubeProxyIptablesOptions {
   // Network namespace file of kube-proxy's tables, such as /run/netns/node1.
@@ -146,36 +146,52 @@ export class KubeProxyIptables implements BackendCheck {
     if (fresh.length > 0) waiter.onProgrammed?.(fresh);
   }
 
-  // Reads the nat and filter tables of one family from kube-proxy's
-  // backend, or from nf_tables while no backend has its chains yet.
+  // Reads kube-proxy's Service chains of one family from its backend, or
+  // from nf_tables while no backend has its chains yet.
   private async read(family: Family): Promise<IptablesFrontends> {
     let backend = this.backends.get(family);
+    let nat: string | null = null;
     if (backend === undefined) {
       for (const candidate of ['nft', 'legacy'] as const) {
-        if (hasKubeServicesChain(await this.save(family, candidate, 'nat'))) {
-          backend = candidate;
-          this.backends.set(family, candidate);
-          this.log.info({ family, backend }, "found kube-proxy's iptables rules");
-          break;
-        }
+        nat = await this.listChain(family, candidate, 'nat', 'KUBE-SERVICES');
+        if (nat === null) continue;
+        backend = candidate;
+        this.backends.set(family, candidate);
+        this.log.info({ family, backend }, "found kube-proxy's iptables rules");
+        break;
       }
+      if (backend === undefined) return IptablesFrontends.parse('', '');
     }
 
-    const [nat, filter] = await Promise.all([this.save(family, backend ?? 'nft', 'nat'), this.save(family, backend ?? 'nft', 'filter')]);
-    return IptablesFrontends.parse(nat, filter);
+    const chains = await Promise.all([
+      nat ?? this.listChain(family, backend, 'nat', 'KUBE-SERVICES'),
+      this.listChain(family, backend, 'nat', 'KUBE-NODEPORTS'),
+      this.listChain(family, backend, 'filter', 'KUBE-SERVICES'),
+      this.listChain(family, backend, 'filter', 'KUBE-EXTERNAL-SERVICES'),
+    ]);
+    return IptablesFrontends.parse(`${chains[0] ?? ''}\n${chains[1] ?? ''}`, `${chains[2] ?? ''}\n${chains[3] ?? ''}`);
   }
 
-  // Runs iptables-save for one table, in the namespace of the tables.
-  private async save(family: Family, backend: IptablesBackend, table: 'nat' | 'filter'): Promise<string> {
-    const command = `${SAVE_COMMANDS[family]}-${backend}-save`;
-    const args = ['-t', table];
+  // Lists one chain with `iptables -S`, in the namespace of the tables, or
+  // returns null when the chain does not exist. A chain instead of a whole
+  // table, because iptables-nft-save takes about 2 s for the 40,000 rules
+  // of 10,000 Services, and listing KUBE-SERVICES about 0.1 s.
+  private async listChain(family: Family, backend: IptablesBackend, table: 'nat' | 'filter', chain: string): Promise<string | null> {
+    const command = `${COMMANDS[family]}-${backend}`;
+    // -w waits for the xtables lock that the legacy backend takes while
+    // kube-proxy restores, instead of failing.
+    const args = ['-w', '5', '-t', table, '-S', chain];
     const [program, programArgs] = this.options.netns === undefined ? [command, args] : ['nsenter', [`--net=${this.options.netns}`, command, ...args]];
     try {
       const { stdout } = await execFileAsync(program, programArgs, { timeout: COMMAND_TIMEOUT_MS, maxBuffer: MAX_OUTPUT_BYTES });
       return stdout;
     } catch (err) {
       const e = err as Error & { stderr?: string };
-      throw new Error(`${command} -t ${table} failed: ${e.stderr?.trim() || e.message}`);
+      // iptables 1.8.9 exits with 1 for a missing chain: the legacy
+      // backend prints "No chain/target/match by that name", and nf_tables
+      // calls a chain of a table that does not exist "incompatible".
+      if (/No chain\/target\/match by that name|is incompatible|does not exist/.test(e.stderr ?? '')) return null;
+      throw new Error(`${command} -t ${table} -S ${chain} failed: ${e.stderr?.trim() || e.message}`);
     }
   }
 }

@@ -1,6 +1,6 @@
 // The Service frontends that kube-proxy in iptables mode has programmed,
-// read from `iptables-save` output of its nat and filter tables, where its
-// Service rules read like these:
+// read from `iptables-save` or `iptables -S` output of its nat and filter
+// chains, where its Service rules read like these:
 //
 //   nat:    -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment
 //           "ns/svc:port cluster IP" -m tcp --dport 80 -j KUBE-SVC-<hash>
@@ -37,8 +37,8 @@ export class IptablesFrontends {
   private readonly blockedIps = new Set<string>();
   private readonly blockedNodePorts = new Set<string>();
 
-  // Reads `iptables-save -t nat` and `iptables-save -t filter` output of
-  // one family; either may be "" when the table does not exist.
+  // Reads the rules of one family's nat and filter chains, as
+  // `iptables-save` or `iptables -S` prints them; either may be "".
   static parse(nat: string, filter: string): IptablesFrontends {
     const frontends = new IptablesFrontends();
     for (const rule of appendedRules(nat)) {
@@ -78,12 +78,6 @@ export class IptablesFrontends {
   sizes(): { serviceIps: number; nodePorts: number; blocked: number } {
     return { serviceIps: this.serviceIps.size, nodePorts: this.nodePorts.size, blocked: this.blockedIps.size + this.blockedNodePorts.size };
   }
-}
-
-// Whether `iptables-save -t nat` output has kube-proxy's KUBE-SERVICES
-// chain, which marks the backend that kube-proxy writes to.
-export function hasKubeServicesChain(nat: string): boolean {
-  return /^:KUBE-SERVICES /m.test(nat);
 }
 
 interface AppendedRule {

@@ -11,7 +11,7 @@ import { pino } from 'pino';
 
 import type { Frontend } from '../../src/datapath/frontends.js';
 import { KubeProxyIptables } from '../../src/agent/kube-proxy-iptables-check.js';
-import { hasKubeServicesChain, IptablesFrontends } from '../../src/agent/kube-proxy-iptables-rules.js';
+import { IptablesFrontends } from '../../src/agent/kube-proxy-iptables-rules.js';
 import { netnsPath, TestNetwork } from '../lib/netns.js';
 
 const log = pino({ level: 'silent' });
@@ -110,8 +110,6 @@ test('parser reads kube-proxy rules', () => {
   assert.equal(frontends.isProgrammed({ ...WEB, port: 81 }), false, 'another port');
   assert.equal(frontends.isProgrammed({ ...WEB, protocol: 'udp' }), false, 'another protocol');
   assert.equal(frontends.isProgrammed({ ...WEB, port: 'any' }), true, 'any port of the address');
-  assert.equal(hasKubeServicesChain(nat!), true);
-  assert.equal(hasKubeServicesChain('*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n'), false);
 });
 
 test('parser honors no-endpoint rejects', () => {
@@ -177,4 +175,15 @@ test('check reports a programmed family early', async () => {
   assert.deepEqual(early, [[WEB]]);
   await restore(nftNode, 'ip6tables-nft-restore', withEndpoint('fd5a::50', 128, '[fd5a::5:1]:8080'));
   assert.equal(await programmed, true);
+});
+
+test('check start fails without the namespace', async () => {
+  const check = new KubeProxyIptables({ netns: '/run/netns/zh-missing-namespace', log });
+  await assert.rejects(check.start(), /iptables-nft -t nat -S KUBE-SERVICES failed: nsenter: .*zh-missing-namespace/);
+});
+
+test('check finds no chains in an empty namespace', async () => {
+  const empty = await network.addNamespace('ipt-empty');
+  const check = await startCheck(empty);
+  assert.equal(await check.waitProgrammed([WEB], 200), false);
 });
