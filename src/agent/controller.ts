@@ -167,6 +167,14 @@ function labelsOfSelector(selector: string | undefined): Record<string, string> 
 
 type AnyInformer = Informer<KubernetesObject>;
 
+// What the declarations reconciled so far hold: each scale target and
+// each Service ("namespace/name"), with a description of the holder such
+// as "ScaleToZero shop/web".
+interface Claims {
+  targets: Map<string, string>;
+  services: Map<string, string>;
+}
+
 // Sorts by creation time, then by namespace and name, so that every node
 // picks the same declaration of two for one target.
 function oldestFirst<T extends KubernetesObject>(objects: Iterable<T>): T[] {
@@ -344,31 +352,42 @@ export class Controller {
     // namespace, so group them once per pass.
     const services = groupByNamespace(this.services.values());
     const targets = groupByNamespace(this.targets.values());
-
     const seen = new Set<WorkloadKey>();
-    const claimed = new Set<string>();
+    const claims: Claims = { targets: new Map(), services: new Map() };
+
+    this.reconcileScaleToZeros(services, seen, claims);
+    this.reconcileAnnotations(services, targets, seen, claims);
+
+    for (const key of this.workloads.keys()) {
+      if (!seen.has(key)) this.forget(key);
+    }
+  }
+
+  // ScaleToZeros go first and oldest first, because a valid ScaleToZero
+  // takes precedence over annotations, and the oldest of two for one
+  // target wins.
+  private reconcileScaleToZeros(services: Map<string, V1Service[]>, seen: Set<WorkloadKey>, claims: Claims): void {
     const polled = new Set<string>();
-    // The declaration that scales each target. Two would scale it against
-    // each other, so the oldest wins, in the same order on every node.
-    const owners = new Map<string, string>();
     for (const object of oldestFirst(this.objects.values())) {
       const key = `${object.metadata?.namespace}/${object.metadata?.name}`;
       seen.add(key);
       const spec = this.validate(key, object, 'ScaleToZero', () => workloadFromScaleToZero(object));
       if (!spec) continue;
-      const owner = owners.get(ownedTargetKey(spec));
+      const owner = claims.targets.get(ownedTargetKey(spec));
       if (owner !== undefined) {
         this.reportInvalid(key, object, spec.source, [`spec.targetRef: ${describeTarget(spec)} is already scaled by ${owner}; delete one of the two`]);
         continue;
       }
-      owners.set(ownedTargetKey(spec), `ScaleToZero ${key}`);
       if (!informerKind(spec.target)) polled.add(scaleTargetKey(spec.namespace, spec.target));
 
       // A target not read yet is not scaled. A workload whose target
       // changed to one not read yet is forgotten meanwhile, so that the
-      // old target, which no longer opts in, is not scaled either.
+      // old target, which no longer opts in, is not scaled either. It
+      // keeps the target meanwhile, so that an annotation does not take
+      // it over until the first read.
       const target = this.targetView(spec);
       if (target === undefined) {
+        claims.targets.set(ownedTargetKey(spec), `ScaleToZero ${key}`);
         const tracked = this.workloads.get(key);
         if (tracked && scaleTargetKey(tracked.spec.namespace, tracked.spec.target) !== scaleTargetKey(spec.namespace, spec.target)) this.forget(key);
         continue;
@@ -377,36 +396,39 @@ export class Controller {
         this.reportInvalid(key, object, spec.source, [target.problem]);
         continue;
       }
-      for (const name of this.reconcile(key, spec, object, services, target)) claimed.add(`${spec.namespace}/${name}`);
+      if (this.reconcile(key, spec, object, services, target, claims, `ScaleToZero ${key}`)) claims.targets.set(ownedTargetKey(spec), `ScaleToZero ${key}`);
     }
     this.scaleTargets.retain(polled);
+  }
 
-    // Only annotated Services are sorted, because a cluster has thousands
-    // of Services and reconciles after every change to one.
+  // An annotated Service that a ScaleToZero covers is left to it. Only
+  // annotated Services are sorted, because a cluster has thousands of
+  // Services and reconciles after every change to one.
+  private reconcileAnnotations(services: Map<string, V1Service[]>, targets: Map<string, (V1Deployment | V1StatefulSet)[]>, seen: Set<WorkloadKey>, claims: Claims): void {
     const annotated = [...this.services.values()].filter((service) => service.metadata?.annotations?.[IDLE_TIMEOUT_ANNOTATION] !== undefined);
     for (const service of oldestFirst(annotated)) {
       const namespace = service.metadata?.namespace ?? '';
       const name = service.metadata?.name ?? '';
-      if (claimed.has(`${namespace}/${name}`)) continue;
+      const claimedBy = claims.services.get(`${namespace}/${name}`);
+      if (claimedBy?.startsWith('ScaleToZero')) continue;
 
       const key = annotationWorkloadKey(namespace, name);
       seen.add(key);
+      if (claimedBy !== undefined) {
+        this.reportInvalid(key, service, 'annotation', [`the Service already belongs to the workload of ${claimedBy}, which takes in every Service that selects its pods; remove this annotation`]);
+        continue;
+      }
       const target = this.annotationTarget(service, targets.get(namespace) ?? []);
       const spec = this.validate(key, service, 'annotation', () => workloadFromAnnotation(service, target));
       if (!spec) continue;
-      const owner = owners.get(ownedTargetKey(spec));
+      const owner = claims.targets.get(ownedTargetKey(spec));
       if (owner !== undefined) {
-        const fix = owner.startsWith('ScaleToZero') ? `remove the annotation, or list this Service in the spec.services of ${owner}` : 'annotate one Service of a workload only';
-        this.reportInvalid(key, service, spec.source, [`${describeTarget(spec)} is already scaled by ${owner}, which covers every Service that selects its pods; ${fix}`]);
+        this.reportInvalid(key, service, spec.source, [`${describeTarget(spec)} is already scaled by ${owner}; remove the annotation, or list this Service in the spec.services of ${owner}`]);
         continue;
       }
-      owners.set(ownedTargetKey(spec), `the annotation on Service ${namespace}/${name}`);
       const view = this.targetView(spec);
-      if (view && !('problem' in view)) this.reconcile(key, spec, service, services, view);
-    }
-
-    for (const key of this.workloads.keys()) {
-      if (!seen.has(key)) this.forget(key);
+      const description = `the annotation on Service ${namespace}/${name}`;
+      if (view && !('problem' in view) && this.reconcile(key, spec, service, services, view, claims, description)) claims.targets.set(ownedTargetKey(spec), description);
     }
   }
 
@@ -464,8 +486,21 @@ export class Controller {
   // Installs one valid workload and returns the names of its Services. A
   // workload that no Service can reach is reported as invalid instead,
   // because nothing could wake it once it is at zero.
-  private reconcile(key: WorkloadKey, spec: WorkloadSpec, object: KubernetesObject, byNamespace: Map<string, V1Service[]>, target: TargetView): string[] {
-    const services = this.servicesOf(spec, target.podLabels, byNamespace);
+  // Installs or updates the workload and claims its Services for owner.
+  // Returns false after reporting it invalid. A Service belongs to one
+  // workload, because each frontend in the datapath names one: one that
+  // an earlier declaration claimed is left out when the Services come from
+  // the selector, and makes the workload invalid when spec.services names
+  // it.
+  private reconcile(key: WorkloadKey, spec: WorkloadSpec, object: KubernetesObject, byNamespace: Map<string, V1Service[]>, target: TargetView, claims: Claims, owner: string): boolean {
+    const candidates = this.servicesOf(spec, target.podLabels, byNamespace);
+    const taken = candidates.filter((name) => claims.services.has(`${spec.namespace}/${name}`));
+    if (spec.services !== null && taken.length > 0) {
+      const holders = taken.map((name) => `Service ${spec.namespace}/${name} belongs to the workload of ${claims.services.get(`${spec.namespace}/${name}`)}`);
+      this.reportInvalid(key, object, spec.source, [`spec.services: ${holders.join('; ')}; a Service can wake one workload only`]);
+      return false;
+    }
+    const services = candidates.filter((name) => !taken.includes(name));
     const skipped: string[] = [];
     const frontends = services.flatMap((name) => {
       const service = this.services.get(`${spec.namespace}/${name}`);
@@ -478,10 +513,13 @@ export class Controller {
       return resolved.frontends;
     });
     if (frontends.length === 0) {
-      const reasons = services.length === 0 ? [`no Service in ${spec.namespace} selects the pods of ${spec.target.kind} ${spec.target.name}; name the Services in spec.services`] : skipped;
+      let reasons = skipped;
+      if (candidates.length === 0) reasons = [`no Service in ${spec.namespace} selects the pods of ${spec.target.kind} ${spec.target.name}; name the Services in spec.services`];
+      else if (services.length === 0) reasons = taken.map((name) => `Service ${spec.namespace}/${name} belongs to the workload of ${claims.services.get(`${spec.namespace}/${name}`)}`);
       this.reportInvalid(key, object, spec.source, [`nothing could wake the workload, because no Service of it has a frontend: ${reasons.join('; ')}`]);
-      return [];
+      return false;
     }
+    for (const name of services) claims.services.set(`${spec.namespace}/${name}`, owner);
     const { replicas } = target;
     // Before the initial phase, which depends on the Ready count.
     this.options.readiness.track(key, spec.namespace, services);
@@ -512,7 +550,7 @@ export class Controller {
     this.options.datapath.setHeldLimits(key, { perService: spec.heldFlowsPerService, perClient: spec.heldFlowsPerClient });
     this.followStatus(key, workload);
     this.observe(key);
-    return services;
+    return true;
   }
 
   // Applies the leader's decisions published in status: close the gate for

@@ -393,7 +393,7 @@ test('second annotation for a target is rejected', async () => {
 
   const valid = await waitFor('Valid=False on the second Service', () => annotationValidOf('twin-b'));
   assert.equal(valid.status, 'False');
-  assert.equal(valid.message, 'Deployment shop/twin is already scaled by the annotation on Service shop/twin, which covers every Service that selects its pods; annotate one Service of a workload only');
+  assert.equal(valid.message, 'the Service already belongs to the workload of the annotation on Service shop/twin, which takes in every Service that selects its pods; remove this annotation');
   assert.equal(datapath.frontends.has('shop/service/twin-b'), false);
   assert.equal(datapath.frontends.get('shop/service/twin')?.length, 2, 'the first covers both Services');
 });
@@ -408,8 +408,44 @@ test('annotation beside a ScaleToZero is rejected', async () => {
   await core().createNamespacedService({ namespace: 'shop', body: other });
 
   const valid = await waitFor('Valid=False on the annotated Service', () => annotationValidOf('split-other'));
-  assert.equal(valid.message, 'Deployment shop/split is already scaled by ScaleToZero shop/split, which covers every Service that selects its pods; remove the annotation, or list this Service in the spec.services of ScaleToZero shop/split');
+  assert.equal(valid.message, 'Deployment shop/split is already scaled by ScaleToZero shop/split; remove the annotation, or list this Service in the spec.services of ScaleToZero shop/split');
   assert.equal(datapath.frontends.has('shop/service/split-other'), false);
+});
+
+test('invalid ScaleToZero leaves the annotation', async () => {
+  await createAnnotatedApp('ghost', 0, '1h');
+  await scaleToZero('ghost', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'ghost' }, services: ['no-such-service'], idleTimeout: '1h' });
+
+  const valid = await waitFor('Valid=False on the ScaleToZero', () => validOf('ghost'));
+  assert.match(valid.message ?? '', /nothing could wake the workload.*Service shop\/no-such-service not found/);
+  await waitFor('the annotation workload', () => (datapath.frontends.has('shop/service/ghost') ? true : undefined));
+  assert.notEqual((await annotationValidOf('ghost'))?.status, 'False', 'the annotation is valid');
+});
+
+test('shared Service belongs to the oldest', async () => {
+  for (const name of ['sx', 'sy']) {
+    const deployment = deploymentFixture(name, 0);
+    deployment.spec!.template.metadata!.labels = { app: name, team: 'shared' };
+    await apps().createNamespacedDeployment({ namespace: 'shop', body: deployment });
+  }
+  const shared = serviceFixture('shared');
+  shared.spec!.selector = { team: 'shared' };
+  const sharedService = await core().createNamespacedService({ namespace: 'shop', body: shared });
+  const sy = await core().createNamespacedService({ namespace: 'shop', body: serviceFixture('sy') });
+  await scaleToZero('sy', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'sy' }, services: ['sy', 'shared'], idleTimeout: '1h' });
+  await waitFor('the ScaleToZero workload', () => (datapath.frontends.has('shop/sy') ? true : undefined));
+
+  const annotated = serviceFixture('sx');
+  annotated.metadata!.annotations = { [IDLE_TIMEOUT_ANNOTATION]: '1h' };
+  const sxService = await core().createNamespacedService({ namespace: 'shop', body: annotated });
+  const frontends = await waitFor('the annotation workload', () => datapath.frontends.get('shop/service/sx'));
+
+  assert.deepEqual(frontends.map((frontend) => frontend.address), [sxService.spec!.clusterIP], 'the selector brings in shared, which sy claimed first');
+  assert.deepEqual(datapath.frontends.get('shop/sy')!.map((frontend) => frontend.address).sort(), [sy.spec!.clusterIP, sharedService.spec!.clusterIP].sort());
+
+  await scaleToZero('sz', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'sx' }, services: ['shared'], idleTimeout: '1h' });
+  const valid = await waitFor('Valid=False on the later claim', () => validOf('sz'));
+  assert.equal(valid.message, 'spec.services: Service shop/shared belongs to the workload of ScaleToZero shop/sy; a Service can wake one workload only');
 });
 
 // The controller of another agent in the same cluster, a follower.
