@@ -91,6 +91,21 @@ test('forbidden read is a problem', async () => {
   targets.stop();
 });
 
+test('forbidden after a good read keeps it', async () => {
+  const scaler = controlledScaler();
+  const targets = new ScaleTargets({ scaler, log, onChange: () => {} });
+
+  targets.get('shop', ROLLOUT);
+  scaler.pending[0]!.answer({ replicas: 1, selector: 'app=web' });
+  await settle();
+  targets.refresh('shop', ROLLOUT);
+  scaler.pending[1]!.answer(new ApiException(403, 'Forbidden', 'the authorization webhook failed', {}));
+  await settle();
+
+  assert.deepEqual(targets.get('shop', ROLLOUT), { scale: { replicas: 1, selector: 'app=web' } });
+  targets.stop();
+});
+
 test('repeated API error logs once', async () => {
   const scaler = controlledScaler();
   const lines: string[] = [];
