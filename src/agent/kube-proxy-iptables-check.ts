@@ -102,38 +102,48 @@ export class KubeProxyIptables implements BackendCheck {
   private startPolling(): void {
     if (this.polling) return;
     this.polling = true;
-    void this.poll().finally(() => {
-      this.polling = false;
-    });
+    void this.poll();
   }
 
-  // Reads the tables of the families that the waiters need, settles the
+  // Reads the rules of the families that the waiters need, settles the
   // waiters whose frontends are all programmed, and repeats while any wait.
+  // polling is cleared in the same step as the last check of waiters, so a
+  // waiter added after it starts a new loop.
   private async poll(): Promise<void> {
-    while (this.waiters.size > 0 && !this.stopped) {
-      const families = new Set<Family>();
-      for (const waiter of this.waiters) {
-        for (const frontend of waiter.frontends) families.add(frontend.address.includes(':') ? 'ipv6' : 'ipv4');
-      }
-
-      const rules = new Map<Family, IptablesFrontends>();
-      try {
-        for (const family of families) rules.set(family, await this.read(family));
-        this.loggedError = undefined;
-      } catch (err) {
-        if ((err as Error).message !== this.loggedError) {
-          this.log.warn({ err }, "reading kube-proxy's iptables rules failed, trying again");
-          this.loggedError = (err as Error).message;
+    try {
+      while (this.waiters.size > 0 && !this.stopped) {
+        const families = new Set<Family>();
+        for (const waiter of this.waiters) {
+          for (const frontend of waiter.frontends) families.add(familyOf(frontend));
         }
-      }
 
-      for (const waiter of [...this.waiters]) this.settle(waiter, rules);
-      if (this.waiters.size > 0) await new Promise((resolve) => setTimeout(resolve, this.pollIntervalMs));
+        // A family that fails to read leaves its frontends waiting, and
+        // the other family's are still settled.
+        const rules = new Map<Family, IptablesFrontends>();
+        for (const family of families) {
+          try {
+            rules.set(family, await this.read(family));
+          } catch (err) {
+            this.logReadError(err as Error);
+          }
+        }
+
+        for (const waiter of [...this.waiters]) this.settle(waiter, rules);
+        if (this.waiters.size > 0) await new Promise((resolve) => setTimeout(resolve, this.pollIntervalMs));
+      }
+    } finally {
+      this.polling = false;
     }
   }
 
+  private logReadError(err: Error): void {
+    if (err.message === this.loggedError) return;
+    this.log.warn({ err }, "reading kube-proxy's iptables rules failed, trying again");
+    this.loggedError = err.message;
+  }
+
   private settle(waiter: ProgrammedWaiter, rules: Map<Family, IptablesFrontends>): void {
-    const programmed = waiter.frontends.filter((frontend) => rules.get(frontend.address.includes(':') ? 'ipv6' : 'ipv4')?.isProgrammed(frontend) ?? false);
+    const programmed = waiter.frontends.filter((frontend) => rules.get(familyOf(frontend))?.isProgrammed(frontend) ?? false);
     if (programmed.length === waiter.frontends.length) {
       clearTimeout(waiter.timer);
       this.waiters.delete(waiter);
@@ -152,15 +162,21 @@ export class KubeProxyIptables implements BackendCheck {
     let backend = this.backends.get(family);
     let nat: string | null = null;
     if (backend === undefined) {
-      for (const candidate of ['nft', 'legacy'] as const) {
-        nat = await this.listChain(family, candidate, 'nat', 'KUBE-SERVICES');
-        if (nat === null) continue;
-        backend = candidate;
-        this.backends.set(family, candidate);
-        this.log.info({ family, backend }, "found kube-proxy's iptables rules");
-        break;
+      nat = await this.listChain(family, 'nft', 'nat', 'KUBE-SERVICES');
+      if (nat !== null) backend = 'nft';
+      else {
+        // Reading the legacy backend needs CAP_NET_RAW, which the
+        // DaemonSet grants. Without it the check goes on with nf_tables.
+        try {
+          nat = await this.listChain(family, 'legacy', 'nat', 'KUBE-SERVICES');
+        } catch (err) {
+          this.logReadError(new Error(`${(err as Error).message}; the legacy backend needs CAP_NET_RAW`));
+        }
+        if (nat !== null) backend = 'legacy';
       }
       if (backend === undefined) return IptablesFrontends.parse('', '');
+      this.backends.set(family, backend);
+      this.log.info({ family, backend }, "found kube-proxy's iptables rules");
     }
 
     const chains = await Promise.all([
@@ -194,4 +210,8 @@ export class KubeProxyIptables implements BackendCheck {
       throw new Error(`${command} -t ${table} -S ${chain} failed: ${e.stderr?.trim() || e.message}`);
     }
   }
+}
+
+function familyOf(frontend: Frontend): Family {
+  return frontend.address.includes(':') ? 'ipv6' : 'ipv4';
 }

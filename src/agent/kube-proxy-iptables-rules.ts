@@ -21,11 +21,14 @@ import type { Frontend } from '../datapath/frontends.js';
 import { normalizeAddress } from './kube-proxy-maps.js';
 
 // Chains that a Service rule jumps to: all endpoints, node-local
-// endpoints, external traffic and load balancer firewall.
-const SERVICE_CHAIN = /^KUBE-(SVC|SVL|EXT|FW)-/;
+// endpoints, external traffic, load balancer firewall, and in older
+// kube-proxy releases external traffic with a Local policy (KUBE-XLB).
+const SERVICE_CHAIN = /^KUBE-(SVC|SVL|EXT|FW|XLB)-/;
 // The filter chains where kube-proxy rejects or drops Services without
-// endpoints, for cluster IPs and for external and node ports.
-const NO_ENDPOINT_CHAINS = new Set(['KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES', 'KUBE-NODEPORTS', 'KUBE-PROXY-FIREWALL']);
+// endpoints, for cluster IPs and for external and node ports. Not
+// KUBE-PROXY-FIREWALL, whose drops for loadBalancerSourceRanges stay while
+// the Service has endpoints.
+const NO_ENDPOINT_CHAINS = new Set(['KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES']);
 
 export class IptablesFrontends {
   // "address|protocol|port" of cluster, external and load balancer IPs.

@@ -126,6 +126,22 @@ test('parser honors no-endpoint rejects', () => {
   assert.equal(mixed.isProgrammed(NODE_PORT), false);
 });
 
+test('parser keeps firewall and XLB rules', () => {
+  // With endpoints and loadBalancerSourceRanges, kube-proxy sends the load
+  // balancer IP through KUBE-FW and drops in KUBE-PROXY-FIREWALL what the
+  // nat table did not rewrite. Older releases sent node ports of Local
+  // Services to KUBE-XLB.
+  const nat = [
+    '-A KUBE-SERVICES -d 198.19.0.60/32 -p tcp -m comment --comment "shop/lb:http loadbalancer IP" -m tcp --dport 443 -j KUBE-FW-ABCDEFGHIJKLMNOP',
+    '-A KUBE-NODEPORTS -p tcp -m comment --comment "shop/lb:http" -m tcp --dport 30443 -j KUBE-XLB-ABCDEFGHIJKLMNOP',
+  ].join('\n');
+  const filter = '-A KUBE-PROXY-FIREWALL -d 198.19.0.60/32 -p tcp -m comment --comment "shop/lb:http traffic not accepted by KUBE-FW-ABCDEFGHIJKLMNOP" -m tcp --dport 443 -j DROP';
+  const frontends = IptablesFrontends.parse(nat, filter);
+
+  assert.equal(frontends.isProgrammed({ address: '198.19.0.60', protocol: 'tcp', port: 443 }), true);
+  assert.equal(frontends.isProgrammed({ address: '198.18.0.1', protocol: 'tcp', port: 30443 }), true);
+});
+
 test('parser normalizes IPv6 addresses', () => {
   const [, filter, nat] = withEndpoint('fd5a:0:0:0:0:0:0:50', 128, '[fd5a::5:1]:8080').split(/^\*/m).map((table) => `*${table}`);
   const frontends = IptablesFrontends.parse(nat!, filter!);
@@ -155,6 +171,15 @@ for (const [backend, family, frontend, clusterIp, prefix, endpoint] of [
     assert.ok(synced - started >= 300);
   });
 }
+
+test('check settles a wait right after another', async () => {
+  // nftNode has the endpoint rules from the tests above.
+  const check = await startCheck(nftNode);
+  assert.equal(await check.waitProgrammed([WEB], 5000), true);
+  const started = Date.now();
+  assert.equal(await check.waitProgrammed([WEB], 5000), true);
+  assert.ok(Date.now() - started < 1000, `the second wait took ${Date.now() - started} ms`);
+});
 
 test('check times out without a sync', async () => {
   const check = await startCheck(nftNode);

@@ -1,10 +1,14 @@
 // Child process of capabilities.test.ts, started inside a network namespace
 // with only the capabilities of the agent's DaemonSet. Usage: node
 // capabilities-child.js '<json options>'. It runs the datapath steps that
-// an agent start and a cold start take, and prints one JSON line with what
-// each returned or the error it threw.
+// an agent start and a cold start take, and the kube-proxy iptables check,
+// and prints one JSON line with what each returned or the error it threw.
 
+import { pino } from 'pino';
+
+import { KubeProxyIptables } from '../../src/agent/kube-proxy-iptables-check.js';
 import { Datapath } from '../../src/datapath/datapath.js';
+import type { Frontend } from '../../src/datapath/frontends.js';
 import type { HeldRecord } from '../../src/datapath/records.js';
 import { buildLiveFrame } from '../../src/datapath/reinject.js';
 import { buildFrame, TCP_SYN } from '../lib/packets.js';
@@ -17,6 +21,8 @@ interface ChildOptions {
   clsactInterface: string;
   // Leaves the clsact filter attached at exit, as a SIGKILL would.
   keepAttached: boolean;
+  // A frontend to wait for in kube-proxy's iptables rules, if any.
+  iptablesFrontend?: Frontend;
 }
 
 const options = JSON.parse(process.argv[2]!) as ChildOptions;
@@ -47,6 +53,13 @@ try {
   }
 
   await dp.close({ keepAttached: options.keepAttached });
+
+  if (options.iptablesFrontend) {
+    const iptables = new KubeProxyIptables({ log: pino({ level: 'silent' }) });
+    await iptables.start();
+    report.iptablesProgrammed = await iptables.waitProgrammed([options.iptablesFrontend], 3000);
+    await iptables.stop();
+  }
 } catch (err) {
   report.error = (err as Error).message;
 }

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 import { parse } from 'yaml';
 
+import type { Frontend } from '../../src/datapath/frontends.js';
 import { repoRoot } from '../../src/paths.js';
 import { netnsPath, run, TestNetwork } from '../lib/netns.js';
 
@@ -30,6 +31,7 @@ interface ChildReport {
   holdVerdict?: number;
   heldRecords?: number;
   reinjected?: { sent: number; errors: unknown[] };
+  iptablesProgrammed?: boolean;
 }
 
 // The capabilities that the DaemonSet adds after dropping all, such as
@@ -45,7 +47,7 @@ function daemonSetCapabilities(): string[] {
 // Runs the child in the node namespace with the DaemonSet's capabilities.
 // nsenter enters the namespace first, with full root, so the child needs
 // no CAP_SYS_ADMIN for setns().
-async function runChild(options: { maxServices: number; xdpInterface: string; clsactInterface: string; keepAttached: boolean }): Promise<ChildReport> {
+async function runChild(options: { maxServices: number; xdpInterface: string; clsactInterface: string; keepAttached: boolean; iptablesFrontend?: Frontend }): Promise<ChildReport> {
   const bounding = ['-all', ...daemonSetCapabilities().map((name) => `+${name.toLowerCase()}`)].join(',');
   const { stdout } = await run('nsenter', [
     `--net=${netnsPath(node)}`,
@@ -103,6 +105,25 @@ test('restart reuses pins and sweeps', async () => {
   assert.deepEqual(report.sweptInterfaces, ['zc0']);
   assert.deepEqual(report.sweepErrors, []);
   assert.equal(await clsactProgramCount('zc0'), 0);
+});
+
+test('iptables check reads the legacy backend', async () => {
+  // kube-proxy's rule for a Service with an endpoint, on the legacy
+  // backend, which is read through a raw socket.
+  const rules = [
+    '*nat',
+    ':KUBE-SERVICES - [0:0]',
+    ':KUBE-SVC-CAPABILITIES0000 - [0:0]',
+    '-A KUBE-SERVICES -d 198.19.0.41/32 -p tcp -m comment --comment "shop/web:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-CAPABILITIES0000',
+    'COMMIT',
+    '',
+  ].join('\n');
+  await network.exec(node, 'sh', ['-c', `printf '%s' '${rules}' | iptables-legacy-restore --noflush`]);
+
+  const report = await runChild({ maxServices: 8, xdpInterface: '', clsactInterface: '', keepAttached: false, iptablesFrontend: { address: '198.19.0.41', protocol: 'tcp', port: 80 } });
+
+  assert.equal(report.error, undefined);
+  assert.equal(report.iptablesProgrammed, true);
 });
 
 test('changed size replaces its maps', async () => {

@@ -298,7 +298,7 @@ test('daemonset adds listed capabilities only', () => {
   const capabilities = agentContainer().securityContext?.capabilities;
 
   assert.deepEqual(capabilities?.drop, ['ALL']);
-  assert.deepEqual([...(capabilities?.add ?? [])].sort(), ['BPF', 'NET_ADMIN', 'PERFMON']);
+  assert.deepEqual([...(capabilities?.add ?? [])].sort(), ['BPF', 'NET_ADMIN', 'NET_RAW', 'PERFMON']);
 });
 
 test('daemonset root filesystem is read-only', () => {
