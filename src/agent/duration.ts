@@ -28,10 +28,10 @@ export function parseDuration(text: string): number | null {
 
 // Formats milliseconds as a Go duration, for logs and status.
 export function formatDuration(ms: number): string {
-  if (ms < 1000) return `${Math.round(ms)}ms`;
+  let rest = Math.round(ms);
+  if (rest < 1000) return `${rest}ms`;
 
   const parts: string[] = [];
-  let rest = Math.round(ms);
   for (const [unit, size] of [['h', 3_600_000], ['m', 60_000]] as const) {
     if (rest >= size) {
       parts.push(`${Math.floor(rest / size)}${unit}`);

@@ -303,6 +303,7 @@ test('duration parses Go forms', () => {
   assert.equal(formatDuration(5_400_000), '1h30m');
   assert.equal(formatDuration(250), '250ms');
   assert.equal(formatDuration(1400), '1.4s');
+  assert.equal(formatDuration(999.6), '1s');
   assert.equal(formatDuration(61_500), '1m1.5s');
   assert.equal(formatDuration(3_600_000), '1h');
 });
