@@ -341,7 +341,13 @@ function issueMessage(issue: z.core.$ZodRawIssue): string | undefined {
     case 'too_small':
       if (issue.origin === 'string' && issue.minimum === 1) return 'expected a non-empty string';
       if (issue.origin === 'number' && issue.minimum === 0 && !issue.inclusive) return 'expected a number above 0';
+      if (issue.origin === 'number') return `expected ${issue.inclusive ? 'at least' : 'above'} ${issue.minimum}`;
       return undefined;
+    case 'too_big':
+      if (issue.origin === 'number') return `expected ${issue.inclusive ? 'at most' : 'below'} ${issue.maximum}`;
+      return undefined;
+    case 'invalid_value':
+      return `expected one of ${issue.values.map((value) => JSON.stringify(value)).join(', ')}`;
     case 'invalid_format':
       if (issue.format === 'starts_with') return `expected a path under ${(issue as { prefix?: string }).prefix}`;
       return undefined;

@@ -274,9 +274,14 @@ test('config errors name YAML forms', () => {
     ['bpf: {pinDir: /tmp/zerohold}', 'bpf.pinDir: expected a path under /sys/fs/bpf/ (got "/tmp/zerohold")'],
     ['hubble: {activity: "yes"}', 'hubble.activity: expected true or false (got "yes")'],
     ['interfaces: eth0', 'interfaces: expected a list (got "eth0")'],
+    ['metrics: {port: 70000}', 'metrics.port: expected at most 65535 (got 70000)'],
+    ['metrics: {port: -1}', 'metrics.port: expected at least 0 (got -1)'],
+    ['mode: proxy', 'mode: expected one of "standalone", "chained", "signal" (got "proxy")'],
   ];
   for (const [text, problem] of cases) {
-    assert.ok(problemsOf(`mode: standalone\n${text}`).includes(problem), `${text}: ${problemsOf(`mode: standalone\n${text}`).join(' | ')}`);
+    const document = text.startsWith('mode:') ? text : `mode: standalone\n${text}`;
+    const problems = problemsOf(document);
+    assert.ok(problems.includes(problem), `${text}: ${problems.join(' | ')}`);
   }
 });
 
