@@ -1,11 +1,12 @@
 // Child process of capabilities.test.ts, started inside a network namespace
 // with only the capabilities of the agent's DaemonSet. Usage: node
 // capabilities-child.js '<json options>'. It runs the datapath steps that
-// an agent start and a cold start take, and the kube-proxy iptables check,
+// an agent start and a cold start take, and the kube-proxy checks,
 // and prints one JSON line with what each returned or the error it threw.
 
 import { pino } from 'pino';
 
+import { KubeProxyNftables } from '../../src/agent/kube-proxy-check.js';
 import { KubeProxyIptables } from '../../src/agent/kube-proxy-iptables-check.js';
 import { Datapath } from '../../src/datapath/datapath.js';
 import type { Frontend } from '../../src/datapath/frontends.js';
@@ -21,8 +22,10 @@ interface ChildOptions {
   clsactInterface: string;
   // Leaves the clsact filter attached at exit, as a SIGKILL would.
   keepAttached: boolean;
-  // A frontend to wait for in kube-proxy's iptables rules, if any.
+  // A frontend to wait for in kube-proxy's iptables rules or nftables
+  // maps, if any.
   iptablesFrontend?: Frontend;
+  nftablesFrontend?: Frontend;
 }
 
 const options = JSON.parse(process.argv[2]!) as ChildOptions;
@@ -59,6 +62,12 @@ try {
     await iptables.start();
     report.iptablesProgrammed = await iptables.waitProgrammed([options.iptablesFrontend], 3000);
     await iptables.stop();
+  }
+  if (options.nftablesFrontend) {
+    const nftables = new KubeProxyNftables({ log: pino({ level: 'silent' }) });
+    await nftables.start();
+    report.nftablesProgrammed = await nftables.waitProgrammed([options.nftablesFrontend], 3000);
+    await nftables.stop();
   }
 } catch (err) {
   report.error = (err as Error).message;

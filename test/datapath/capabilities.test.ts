@@ -32,6 +32,7 @@ interface ChildReport {
   heldRecords?: number;
   reinjected?: { sent: number; errors: unknown[] };
   iptablesProgrammed?: boolean;
+  nftablesProgrammed?: boolean;
 }
 
 // The capabilities that the DaemonSet adds after dropping all, such as
@@ -47,7 +48,14 @@ function daemonSetCapabilities(): string[] {
 // Runs the child in the node namespace with the DaemonSet's capabilities.
 // nsenter enters the namespace first, with full root, so the child needs
 // no CAP_SYS_ADMIN for setns().
-async function runChild(options: { maxServices: number; xdpInterface: string; clsactInterface: string; keepAttached: boolean; iptablesFrontend?: Frontend }): Promise<ChildReport> {
+async function runChild(options: {
+  maxServices: number;
+  xdpInterface: string;
+  clsactInterface: string;
+  keepAttached: boolean;
+  iptablesFrontend?: Frontend;
+  nftablesFrontend?: Frontend;
+}): Promise<ChildReport> {
   const bounding = ['-all', ...daemonSetCapabilities().map((name) => `+${name.toLowerCase()}`)].join(',');
   const { stdout } = await run('nsenter', [
     `--net=${netnsPath(node)}`,
@@ -124,6 +132,26 @@ test('iptables check reads the legacy backend', async () => {
 
   assert.equal(report.error, undefined);
   assert.equal(report.iptablesProgrammed, true);
+});
+
+test('nftables check follows the maps', async () => {
+  // A Service port with an endpoint in kube-proxy's nftables mode: its
+  // element in service-ips, which the check reads and then follows with
+  // `nft monitor`.
+  const table = [
+    'table ip kube-proxy {',
+    '  chain service-capabilities { }',
+    '  map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; elements = { 198.19.0.42 . tcp . 80 : goto service-capabilities } }',
+    '  map service-nodeports { type inet_proto . inet_service : verdict; }',
+    '}',
+    '',
+  ].join('\n');
+  await network.exec(node, 'sh', ['-c', `printf '%s' '${table}' | nft -f -`]);
+
+  const report = await runChild({ maxServices: 8, xdpInterface: '', clsactInterface: '', keepAttached: false, nftablesFrontend: { address: '198.19.0.42', protocol: 'tcp', port: 80 } });
+
+  assert.equal(report.error, undefined);
+  assert.equal(report.nftablesProgrammed, true);
 });
 
 test('changed size replaces its maps', async () => {
