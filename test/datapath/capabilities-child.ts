@@ -14,7 +14,7 @@ import type { HeldRecord } from '../../src/datapath/records.js';
 import { buildLiveFrame } from '../../src/datapath/reinject.js';
 import { buildFrame, TCP_SYN } from '../lib/packets.js';
 
-interface ChildOptions {
+export interface ChildOptions {
   pinDir: string;
   maxServices: number;
   // Interfaces to attach the XDP and the clsact program to; "" for none.

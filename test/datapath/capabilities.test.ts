@@ -12,9 +12,9 @@ import { fileURLToPath } from 'node:url';
 
 import { parse } from 'yaml';
 
-import type { Frontend } from '../../src/datapath/frontends.js';
 import { repoRoot } from '../../src/paths.js';
 import { netnsPath, run, TestNetwork } from '../lib/netns.js';
+import type { ChildOptions } from './capabilities-child.js';
 
 const CHILD_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'capabilities-child.js');
 const XDP_DROP = 1;
@@ -48,14 +48,7 @@ function daemonSetCapabilities(): string[] {
 // Runs the child in the node namespace with the DaemonSet's capabilities.
 // nsenter enters the namespace first, with full root, so the child needs
 // no CAP_SYS_ADMIN for setns().
-async function runChild(options: {
-  maxServices: number;
-  xdpInterface: string;
-  clsactInterface: string;
-  keepAttached: boolean;
-  iptablesFrontend?: Frontend;
-  nftablesFrontend?: Frontend;
-}): Promise<ChildReport> {
+async function runChild(options: Omit<ChildOptions, 'pinDir'>): Promise<ChildReport> {
   const bounding = ['-all', ...daemonSetCapabilities().map((name) => `+${name.toLowerCase()}`)].join(',');
   const { stdout } = await run('nsenter', [
     `--net=${netnsPath(node)}`,
