@@ -35,6 +35,9 @@ export interface IptablesSyncRecord {
   durationMs: number;
   // "namespace/name" of the Services with a port that has endpoints.
   services: string[];
+  // When each family's iptables-restore returned, as Unix milliseconds.
+  // The IPv4 rules are in force before the IPv6 ones are written.
+  appliedUnixMs: Partial<Record<IpFamily, number>>;
 }
 
 // Emits 'sync' with an IptablesSyncRecord after each applied sync.
@@ -115,17 +118,19 @@ export class IptablesServiceProxy extends EventEmitter {
     const services = this.services.list();
     const slices = this.slices.list();
     const programmed = new Set<string>();
+    const appliedUnixMs: Partial<Record<IpFamily, number>> = {};
 
     for (const family of this.families) {
       const ports = servicePorts(services, slices, family);
       const rendered = renderServiceRules({ family, servicePorts: ports, podCidrs: this.options.podCidrs[family] }, this.chains.get(family) ?? new Set());
       await this.restore(family, rendered.restore);
+      appliedUnixMs[family] = Date.now();
       this.chains.set(family, rendered.serviceChains);
       for (const port of ports) if (port.endpoints.length > 0) programmed.add(`${port.name.namespace}/${port.name.name}`);
     }
 
     this.syncCount += 1;
-    const record: IptablesSyncRecord = { count: this.syncCount, durationMs: performance.now() - startedAt, services: [...programmed].sort() };
+    const record: IptablesSyncRecord = { count: this.syncCount, durationMs: performance.now() - startedAt, services: [...programmed].sort(), appliedUnixMs };
     this.emit('sync', record);
   }
 
