@@ -341,10 +341,10 @@ function issueMessage(issue: z.core.$ZodRawIssue): string | undefined {
     case 'too_small':
       if (issue.origin === 'string' && issue.minimum === 1) return 'expected a non-empty string';
       if (issue.origin === 'number' && issue.minimum === 0 && !issue.inclusive) return 'expected a number above 0';
-      if (issue.origin === 'number') return `expected ${issue.inclusive ? 'at least' : 'above'} ${issue.minimum}`;
+      if (issue.origin === 'number' || issue.origin === 'int') return `expected ${issue.inclusive ? 'at least' : 'above'} ${issue.minimum}`;
       return undefined;
     case 'too_big':
-      if (issue.origin === 'number') return `expected ${issue.inclusive ? 'at most' : 'below'} ${issue.maximum}`;
+      if (issue.origin === 'number' || issue.origin === 'int') return `expected ${issue.inclusive ? 'at most' : 'below'} ${issue.maximum}`;
       return undefined;
     case 'invalid_value':
       return `expected one of ${issue.values.map((value) => JSON.stringify(value)).join(', ')}`;

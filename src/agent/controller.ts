@@ -483,11 +483,9 @@ export class Controller {
     return { replicas: reading.scale.replicas, podLabels: labelsOfSelector(reading.scale.selector) };
   }
 
-  // Installs one valid workload and returns the names of its Services. A
-  // workload that no Service can reach is reported as invalid instead,
-  // because nothing could wake it once it is at zero.
   // Installs or updates the workload and claims its Services for owner.
-  // Returns false after reporting it invalid. A Service belongs to one
+  // Returns false after reporting it invalid, as when no Service can reach
+  // it, because nothing could wake it once it is at zero. A Service belongs to one
   // workload, because each frontend in the datapath names one: one that
   // an earlier declaration claimed is left out when the Services come from
   // the selector, and makes the workload invalid when spec.services names

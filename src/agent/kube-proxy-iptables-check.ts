@@ -61,7 +61,7 @@ export class KubeProxyIptables implements BackendCheck {
     this.pollIntervalMs = options.pollIntervalMs ?? 50;
   }
 
-  // Reads the IPv4 tables once, so that a missing iptables-save stops the
+  // Reads the IPv4 chains once, so that a missing iptables stops the
   // agent at start rather than delaying every release to its timeout.
   async start(): Promise<void> {
     const rules = await this.read('ipv4');
@@ -127,6 +127,8 @@ export class KubeProxyIptables implements BackendCheck {
             this.logReadError(err as Error);
           }
         }
+        // A failure that comes back after a good poll is logged again.
+        if (rules.size === families.size) this.loggedError = undefined;
 
         for (const waiter of [...this.waiters]) this.settle(waiter, rules);
         if (this.waiters.size > 0) await new Promise((resolve) => setTimeout(resolve, this.pollIntervalMs));
@@ -170,7 +172,8 @@ export class KubeProxyIptables implements BackendCheck {
         try {
           nat = await this.listChain(family, 'legacy', 'nat', 'KUBE-SERVICES');
         } catch (err) {
-          this.logReadError(new Error(`${(err as Error).message}; the legacy backend needs CAP_NET_RAW`));
+          const hint = /Permission denied/.test((err as Error).message) ? '; the legacy backend needs CAP_NET_RAW' : '';
+          this.logReadError(new Error(`${(err as Error).message}${hint}`));
         }
         if (nat !== null) backend = 'legacy';
       }

@@ -18,6 +18,11 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
   private readonly ids = new Map<WorkloadKey, number>();
   private readonly workloads = new Map<number, WorkloadKey>();
   private readonly installed = new Map<WorkloadKey, Frontend[]>();
+  // The workload that each frontend in the table was last set for. A
+  // Service can move to another workload in one reconcile, and the
+  // controller may install the new owner before it updates or removes the
+  // old one, whose removal must then leave the frontend alone.
+  private readonly owners = new Map<string, WorkloadKey>();
   // Gate state as last written, so an unchanged state is not rewritten.
   private readonly states = new Map<WorkloadKey, 'cold' | 'warm'>();
   // Frontend to id as found in the pinned table at start, for reuse.
@@ -55,10 +60,13 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     const wanted = new Map(frontends.map((f) => [frontendToString(f), f]));
     const installed = new Set((this.installed.get(workload) ?? []).map(frontendToString));
     for (const old of this.installed.get(workload) ?? []) {
-      if (!wanted.has(frontendToString(old))) this.datapath.frontends.delete(old);
+      if (!wanted.has(frontendToString(old))) this.deleteOwned(workload, old);
     }
     for (const [name, f] of wanted) {
-      if (known === undefined || !installed.has(name)) this.datapath.frontends.set(f, id);
+      if (known === undefined || !installed.has(name) || this.owners.get(name) !== workload) {
+        this.datapath.frontends.set(f, id);
+        this.owners.set(name, workload);
+      }
     }
     this.installed.set(workload, [...wanted.values()]);
   }
@@ -75,7 +83,7 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     // id does not release them as its own.
     const dropped = this.datapath.held.take(id);
     this.datapath.held.setServiceLimits(id, undefined);
-    for (const f of this.installed.get(workload) ?? []) this.datapath.frontends.delete(f);
+    for (const f of this.installed.get(workload) ?? []) this.deleteOwned(workload, f);
     this.datapath.configureService(id, { state: 'unmanaged', wakeIntervalMs: this.wakeIntervalMs });
     this.installed.delete(workload);
     this.states.delete(workload);
@@ -172,6 +180,14 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     this.ids.set(workload, id);
     this.workloads.set(id, workload);
     return id;
+  }
+
+  // Deletes the frontend unless another workload has taken it over.
+  private deleteOwned(workload: WorkloadKey, frontend: Frontend): void {
+    const name = frontendToString(frontend);
+    if (this.owners.get(name) !== workload) return;
+    this.datapath.frontends.delete(frontend);
+    this.owners.delete(name);
   }
 
   private requireId(workload: WorkloadKey): number {

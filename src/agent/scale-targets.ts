@@ -135,11 +135,11 @@ export class ScaleTargets {
       // error must neither close an open gate nor make a valid workload
       // invalid. Any other error comes from the agent's own checks of the
       // target, such as a kind that the API server does not serve.
-      // A 403 Forbidden on the first read is a missing RBAC rule, which the
-      // ClusterRole grants for Deployments and StatefulSets only. After a
-      // good read it counts as passing, as from a failing authorization
+      // A 403 Forbidden before any good read is a missing RBAC rule, which
+      // the ClusterRole grants for Deployments and StatefulSets only. After
+      // a good read it counts as passing, as from a failing authorization
       // webhook, so the workload keeps its last reading.
-      if (err instanceof ApiException && err.code === 403 && entry.reading === undefined) {
+      if (err instanceof ApiException && err.code === 403 && (entry.reading === undefined || 'problem' in entry.reading)) {
         reading = {
           problem:
             `spec.targetRef: the agent may not read the scale of ${target.kind} ${namespace}/${target.name} (${target.apiVersion}): 403 Forbidden; ` +

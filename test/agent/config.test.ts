@@ -276,6 +276,7 @@ test('config errors name YAML forms', () => {
     ['interfaces: eth0', 'interfaces: expected a list (got "eth0")'],
     ['metrics: {port: 70000}', 'metrics.port: expected at most 65535 (got 70000)'],
     ['metrics: {port: -1}', 'metrics.port: expected at least 0 (got -1)'],
+    ['limits: {heldFlowsTotal: 1e300}', 'limits.heldFlowsTotal: expected at most 9007199254740991 (got 1e+300)'],
     ['mode: proxy', 'mode: expected one of "standalone", "chained", "signal" (got "proxy")'],
   ];
   for (const [text, problem] of cases) {

@@ -32,6 +32,26 @@ async function withNode(
   }
 }
 
+test('frontend moves to another workload', async () => {
+  await withNode(({ node, runner }) => {
+    node.setFrontends('shop/service/web', [WEB, DB], true);
+
+    // The controller installs the new owner of DB before it updates the
+    // old one, as when an older ScaleToZero claims a Service.
+    node.setFrontends('shop/db', [DB], false);
+    node.setFrontends('shop/service/web', [WEB], true);
+    assert.equal(runner.run('xdp', syn(DB)).verdict, 'pass', 'DB follows its new, warm owner');
+    assert.equal(node.heldFlows('shop/db').length, 0);
+
+    // Removing the old owner leaves DB in place too.
+    node.closeGate('shop/db');
+    node.removeWorkload('shop/service/web');
+    assert.equal(runner.run('xdp', syn(DB)).verdict, 'drop', 'DB is still held for its owner');
+    assert.equal(node.heldFlows('shop/db').length, 1);
+    assert.equal(runner.run('xdp', syn(WEB)).verdict, 'pass', 'WEB left with its workload');
+  });
+});
+
 test('node datapath gates per workload', async () => {
   await withNode(async ({ dp, node, runner }) => {
     node.setFrontends('default/web', [WEB, WEB_TLS], true);

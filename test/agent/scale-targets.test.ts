@@ -91,6 +91,23 @@ test('forbidden read is a problem', async () => {
   targets.stop();
 });
 
+test('forbidden after not found replaces it', async () => {
+  const scaler = controlledScaler();
+  const targets = new ScaleTargets({ scaler, log, onChange: () => {} });
+
+  targets.get('shop', ROLLOUT);
+  scaler.pending[0]!.answer(null);
+  await settle();
+  targets.refresh('shop', ROLLOUT);
+  scaler.pending[1]!.answer(new ApiException(403, 'Forbidden', 'rollouts.argoproj.io "web" is forbidden', {}));
+  await settle();
+
+  const reading = targets.get('shop', ROLLOUT);
+  assert.ok(reading && 'problem' in reading);
+  assert.match(reading.problem, /403 Forbidden/);
+  targets.stop();
+});
+
 test('forbidden after a good read keeps it', async () => {
   const scaler = controlledScaler();
   const targets = new ScaleTargets({ scaler, log, onChange: () => {} });

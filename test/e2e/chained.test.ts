@@ -255,6 +255,26 @@ describe('chained service list', () => {
     setup.chained.removeWorkload('default/other');
   });
 
+  test('moved frontend changes owner while cold', () => {
+    // A Service that the controller moves from one cold workload to
+    // another, which it may install first.
+    const moved: Frontend = { address: '198.19.0.12', protocol: 'tcp', port: 80 };
+    setup.ids.set(moved, [7]);
+    setup.chained.setFrontends('default/first', [moved], true);
+    setup.chained.setFrontends('default/second', [moved], true);
+    assert.deepEqual(setup.chained.serviceIdsOf('default/second'), [], 'refused while the first holds it');
+
+    setup.chained.setFrontends('default/first', [], true);
+
+    assert.deepEqual(setup.chained.serviceIdsOf('default/first'), []);
+    assert.deepEqual(setup.chained.serviceIdsOf('default/second'), [7]);
+    assert.equal(setup.chained.workloadOf(7), 'default/second');
+    assert.equal(setup.host.listed(7), true);
+    assert.equal(setup.chained.datapath.services.get(7).state, 'cold');
+    setup.chained.removeWorkload('default/first');
+    setup.chained.removeWorkload('default/second');
+  });
+
   test('id past maxServices is not claimed', () => {
     const frontend: Frontend = { address: '198.19.0.11', protocol: 'tcp', port: 80 };
     setup.ids.set(frontend, [100]);

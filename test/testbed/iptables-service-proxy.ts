@@ -94,7 +94,9 @@ export class IptablesServiceProxy extends EventEmitter {
     this.dirty = true;
     this.loop ??= this.runLoop().finally(() => {
       this.loop = undefined;
-      if (!this.dirty || this.stopped) for (const resolve of this.waiters.splice(0)) resolve();
+      // A change that came after the loop's last check starts a new loop.
+      if (this.dirty && !this.stopped) this.requestSync();
+      else for (const resolve of this.waiters.splice(0)) resolve();
     });
   }
 

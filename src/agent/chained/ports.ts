@@ -12,7 +12,7 @@
 import type { Logger } from 'pino';
 
 import { Datapath, type DatapathOptions } from '../../datapath/datapath.js';
-import type { Frontend } from '../../datapath/frontends.js';
+import { type Frontend, frontendToString } from '../../datapath/frontends.js';
 import type { HeldFlow } from '../../datapath/held-frames.js';
 import { addCounters, type ServiceCounters } from '../../datapath/services.js';
 import { heldTotalsByWorkload, serviceLimits } from '../held-totals.js';
@@ -114,8 +114,34 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
       entry = { frontends, ids: new Set(), state: gateClosed ? 'cold' : 'warm' };
       this.workloads.set(workload, entry);
     }
+    const released = this.releaseRemovedIds(workload, entry, frontends);
     entry.frontends = frontends;
     this.apply(workload, entry, gateClosed ? 'cold' : 'warm');
+
+    // A workload that a released id was refused to can claim it now.
+    if (released) this.resolveAll();
+  }
+
+  // Lets go of the ids of frontends that the controller took out of the
+  // workload, such as a Service that moved to another workload, at once
+  // and also while the gate is closed. Unlike an id that the source stops
+  // reporting for a while, such an id does not come back. Returns whether
+  // any id was released.
+  private releaseRemovedIds(workload: WorkloadKey, entry: ChainedWorkload, frontends: Frontend[]): boolean {
+    const kept = new Set(frontends.map(frontendToString));
+    const removed = entry.frontends.filter((frontend) => !kept.has(frontendToString(frontend)));
+    if (removed.length === 0) return false;
+
+    const stillUsed = new Set(this.ids.revNatIdsOf(frontends));
+    let released = false;
+    for (const id of this.ids.revNatIdsOf(removed)) {
+      if (stillUsed.has(id) || !entry.ids.has(id)) continue;
+      const dropped = this.unclaim(id);
+      entry.ids.delete(id);
+      released = true;
+      if (dropped.length > 0) this.options.log.warn({ workload, serviceId: id, dropped: dropped.length }, 'dropped held flows of a Service that left its workload; the clients retransmit');
+    }
+    return released;
   }
 
   // Each id of the workload gets the bounds of its own, so a workload with
