@@ -172,7 +172,7 @@ type AnyInformer = Informer<KubernetesObject>;
 // as "ScaleToZero shop/web".
 interface Claims {
   targets: Map<string, string>;
-  services: Map<string, string>;
+  services: Map<string, { holder: string; target: string }>;
 }
 
 // Sorts by creation time, then by namespace and name, so that every node
@@ -195,9 +195,9 @@ function oldestFirst<T extends KubernetesObject>(objects: Iterable<T>): T[] {
 }
 
 // Identifies a scale target across API versions of its group.
-function ownedTargetKey(spec: WorkloadSpec): string {
-  const group = spec.target.apiVersion.includes('/') ? spec.target.apiVersion.split('/')[0] : '';
-  return `${group}|${spec.target.kind}|${spec.namespace}/${spec.target.name}`;
+function ownedTargetKey(namespace: string, target: TargetRef): string {
+  const group = target.apiVersion.includes('/') ? target.apiVersion.split('/')[0] : '';
+  return `${group}|${target.kind}|${namespace}/${target.name}`;
 }
 
 function describeTarget(spec: WorkloadSpec): string {
@@ -373,7 +373,7 @@ export class Controller {
       seen.add(key);
       const spec = this.validate(key, object, 'ScaleToZero', () => workloadFromScaleToZero(object));
       if (!spec) continue;
-      const owner = claims.targets.get(ownedTargetKey(spec));
+      const owner = claims.targets.get(ownedTargetKey(spec.namespace, spec.target));
       if (owner !== undefined) {
         this.reportInvalid(key, object, spec.source, [`spec.targetRef: ${describeTarget(spec)} is already scaled by ${owner}; delete one of the two`]);
         continue;
@@ -387,7 +387,7 @@ export class Controller {
       // it over until the first read.
       const target = this.targetView(spec);
       if (target === undefined) {
-        claims.targets.set(ownedTargetKey(spec), `ScaleToZero ${key}`);
+        claims.targets.set(ownedTargetKey(spec.namespace, spec.target), `ScaleToZero ${key}`);
         const tracked = this.workloads.get(key);
         if (tracked && scaleTargetKey(tracked.spec.namespace, tracked.spec.target) !== scaleTargetKey(spec.namespace, spec.target)) this.forget(key);
         continue;
@@ -396,7 +396,7 @@ export class Controller {
         this.reportInvalid(key, object, spec.source, [target.problem]);
         continue;
       }
-      if (this.reconcile(key, spec, object, services, target, claims, `ScaleToZero ${key}`)) claims.targets.set(ownedTargetKey(spec), `ScaleToZero ${key}`);
+      if (this.reconcile(key, spec, object, services, target, claims, `ScaleToZero ${key}`)) claims.targets.set(ownedTargetKey(spec.namespace, spec.target), `ScaleToZero ${key}`);
     }
     this.scaleTargets.retain(polled);
   }
@@ -409,26 +409,31 @@ export class Controller {
     for (const service of oldestFirst(annotated)) {
       const namespace = service.metadata?.namespace ?? '';
       const name = service.metadata?.name ?? '';
-      const claimedBy = claims.services.get(`${namespace}/${name}`);
-      if (claimedBy?.startsWith('ScaleToZero')) continue;
+      const claim = claims.services.get(`${namespace}/${name}`);
+      const target = this.annotationTarget(service, targets.get(namespace) ?? []);
+      // A ScaleToZero of the same target takes precedence silently.
+      if (claim?.holder.startsWith('ScaleToZero') && target !== null && claim.target === ownedTargetKey(namespace, target)) continue;
 
       const key = annotationWorkloadKey(namespace, name);
       seen.add(key);
-      if (claimedBy !== undefined) {
-        this.reportInvalid(key, service, 'annotation', [`the Service already belongs to the workload of ${claimedBy}, which takes in every Service that selects its pods; remove this annotation`]);
+      if (claim?.holder.startsWith('ScaleToZero')) {
+        this.reportInvalid(key, service, 'annotation', [`the Service already belongs to the workload of ${claim.holder}, which scales another target; remove this annotation`]);
         continue;
       }
-      const target = this.annotationTarget(service, targets.get(namespace) ?? []);
+      if (claim !== undefined) {
+        this.reportInvalid(key, service, 'annotation', [`the Service already belongs to the workload of ${claim.holder}, which takes in every Service that selects its pods; remove this annotation`]);
+        continue;
+      }
       const spec = this.validate(key, service, 'annotation', () => workloadFromAnnotation(service, target));
       if (!spec) continue;
-      const owner = claims.targets.get(ownedTargetKey(spec));
+      const owner = claims.targets.get(ownedTargetKey(spec.namespace, spec.target));
       if (owner !== undefined) {
         this.reportInvalid(key, service, spec.source, [`${describeTarget(spec)} is already scaled by ${owner}; remove the annotation, or list this Service in the spec.services of ${owner}`]);
         continue;
       }
       const view = this.targetView(spec);
       const description = `the annotation on Service ${namespace}/${name}`;
-      if (view && !('problem' in view) && this.reconcile(key, spec, service, services, view, claims, description)) claims.targets.set(ownedTargetKey(spec), description);
+      if (view && !('problem' in view) && this.reconcile(key, spec, service, services, view, claims, description)) claims.targets.set(ownedTargetKey(spec.namespace, spec.target), description);
     }
   }
 
@@ -493,8 +498,9 @@ export class Controller {
   private reconcile(key: WorkloadKey, spec: WorkloadSpec, object: KubernetesObject, byNamespace: Map<string, V1Service[]>, target: TargetView, claims: Claims, owner: string): boolean {
     const candidates = this.servicesOf(spec, target.podLabels, byNamespace);
     const taken = candidates.filter((name) => claims.services.has(`${spec.namespace}/${name}`));
+    const holderOf = (name: string) => claims.services.get(`${spec.namespace}/${name}`)?.holder;
     if (spec.services !== null && taken.length > 0) {
-      const holders = taken.map((name) => `Service ${spec.namespace}/${name} belongs to the workload of ${claims.services.get(`${spec.namespace}/${name}`)}`);
+      const holders = taken.map((name) => `Service ${spec.namespace}/${name} belongs to the workload of ${holderOf(name)}`);
       this.reportInvalid(key, object, spec.source, [`spec.services: ${holders.join('; ')}; a Service can wake one workload only`]);
       return false;
     }
@@ -513,11 +519,11 @@ export class Controller {
     if (frontends.length === 0) {
       let reasons = skipped;
       if (candidates.length === 0) reasons = [`no Service in ${spec.namespace} selects the pods of ${spec.target.kind} ${spec.target.name}; name the Services in spec.services`];
-      else if (services.length === 0) reasons = taken.map((name) => `Service ${spec.namespace}/${name} belongs to the workload of ${claims.services.get(`${spec.namespace}/${name}`)}`);
+      else if (services.length === 0) reasons = taken.map((name) => `Service ${spec.namespace}/${name} belongs to the workload of ${holderOf(name)}`);
       this.reportInvalid(key, object, spec.source, [`nothing could wake the workload, because no Service of it has a frontend: ${reasons.join('; ')}`]);
       return false;
     }
-    for (const name of services) claims.services.set(`${spec.namespace}/${name}`, owner);
+    for (const name of services) claims.services.set(`${spec.namespace}/${name}`, { holder: owner, target: ownedTargetKey(spec.namespace, spec.target) });
     const { replicas } = target;
     // Before the initial phase, which depends on the Ready count.
     this.options.readiness.track(key, spec.namespace, services);

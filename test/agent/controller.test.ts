@@ -422,6 +422,16 @@ test('invalid ScaleToZero leaves the annotation', async () => {
   assert.notEqual((await annotationValidOf('ghost'))?.status, 'False', 'the annotation is valid');
 });
 
+test('annotation on another target\'s Service is reported', async () => {
+  await createApp('oa', 0);
+  await scaleToZero('oa', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'oa' }, services: ['oa', 'ob'], idleTimeout: '1h' });
+  await createAnnotatedApp('ob', 0, '1h');
+
+  const valid = await waitFor('Valid=False on the annotated Service', () => annotationValidOf('ob'));
+  assert.equal(valid.message, 'the Service already belongs to the workload of ScaleToZero shop/oa, which scales another target; remove this annotation');
+  assert.equal(datapath.frontends.has('shop/service/ob'), false);
+});
+
 test('shared Service belongs to the oldest', async () => {
   for (const name of ['sx', 'sy']) {
     const deployment = deploymentFixture(name, 0);
