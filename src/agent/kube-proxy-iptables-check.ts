@@ -52,6 +52,7 @@ export class KubeProxyIptables implements BackendCheck {
   private readonly backends = new Map<Family, IptablesBackend>();
   private polling = false;
   private stopped = false;
+  private readonly abort = new AbortController();
   // The message of the last failed read that was logged, so that a poll
   // every 50 ms logs a lasting failure once.
   private loggedError: string | undefined;
@@ -92,6 +93,9 @@ export class KubeProxyIptables implements BackendCheck {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    // Ends a listing in flight, which could run for seconds on a large
+    // node.
+    this.abort.abort();
     for (const waiter of this.waiters) {
       clearTimeout(waiter.timer);
       waiter.resolve(false);
@@ -202,7 +206,7 @@ export class KubeProxyIptables implements BackendCheck {
     const args = ['-w', '5', '-t', table, '-S', chain];
     const [program, programArgs] = this.options.netns === undefined ? [command, args] : ['nsenter', [`--net=${this.options.netns}`, command, ...args]];
     try {
-      const { stdout } = await execFileAsync(program, programArgs, { timeout: COMMAND_TIMEOUT_MS, maxBuffer: MAX_OUTPUT_BYTES });
+      const { stdout } = await execFileAsync(program, programArgs, { timeout: COMMAND_TIMEOUT_MS, maxBuffer: MAX_OUTPUT_BYTES, signal: this.abort.signal });
       return stdout;
     } catch (err) {
       const e = err as Error & { stderr?: string };
