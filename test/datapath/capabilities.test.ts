@@ -5,14 +5,12 @@
 // fails here as it would in the cluster.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { parse } from 'yaml';
-
-import { repoRoot } from '../../src/paths.js';
+import { daemonSetCapabilities } from '../lib/daemonset.js';
 import { netnsPath, run, TestNetwork } from '../lib/netns.js';
 import type { ChildOptions } from './capabilities-child.js';
 
@@ -33,16 +31,6 @@ interface ChildReport {
   reinjected?: { sent: number; errors: unknown[] };
   iptablesProgrammed?: boolean;
   nftablesProgrammed?: boolean;
-}
-
-// The capabilities that the DaemonSet adds after dropping all, such as
-// ["BPF", "NET_ADMIN", "PERFMON"].
-function daemonSetCapabilities(): string[] {
-  const manifest = parse(readFileSync(path.join(repoRoot, 'deploy/kubernetes/daemonset.yaml'), 'utf8'));
-  const agent = manifest.spec.template.spec.containers.find((container: { name: string }) => container.name === 'agent');
-  const { capabilities } = agent.securityContext;
-  assert.deepEqual(capabilities.drop, ['ALL']);
-  return capabilities.add;
 }
 
 // Runs the child in the node namespace with the DaemonSet's capabilities.

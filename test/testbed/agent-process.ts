@@ -11,7 +11,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { rmSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -19,6 +19,7 @@ import { createInterface } from 'node:readline';
 import type { HeldFlowSummary, WorkloadSummary } from '../../src/agent/local-api.js';
 import { repoRoot } from '../../src/paths.js';
 import { netnsPath, waitFor } from '../lib/netns.js';
+import { ApiBridge } from './api-bridge.js';
 
 export type XdpMode = 'native' | 'generic' | 'auto';
 
@@ -50,7 +51,17 @@ export interface AgentProcessOptions {
   // liveness.failOpenAfter and shutdown.handover, when set.
   failOpenAfter?: string;
   handover?: string;
+  // When set, the agent runs as the DaemonSet runs it: inside the node's
+  // namespace from the start, with only these capabilities (such as
+  // "BPF"), and without the netns setting, whose setns() would need
+  // CAP_SYS_ADMIN. It reaches the API server at apiServerUrl through an
+  // ApiBridge.
+  capabilities?: string[];
+  apiServerUrl?: string;
 }
+
+// The port of the API bridge inside a node's namespace.
+const BRIDGE_PORT = 6443;
 
 // One line of the agent's output: a pino JSON object, or for a line that
 // is not JSON (a fatal error on stderr) an object with msg and stream.
@@ -91,6 +102,7 @@ export class AgentProcess extends EventEmitter {
   runs = 0;
 
   private child: ChildProcess | undefined;
+  private bridge: ApiBridge | undefined;
   private exited: Promise<AgentExit> | undefined;
   private readyRun = 0;
   // Port of the current run's Prometheus endpoint on 127.0.0.1, from its
@@ -117,9 +129,12 @@ export class AgentProcess extends EventEmitter {
   // for its "agent ready" line.
   async start(): Promise<void> {
     if (this.running) throw new Error(`the agent of node ${this.node} is already running as PID ${this.child!.pid}`);
-    await writeFile(this.configPath, this.renderConfig());
+    let kubeconfigPath = this.options.kubeconfigPath;
+    if (this.options.capabilities !== undefined) kubeconfigPath = await this.bridgeKubeconfig();
+    await writeFile(this.configPath, this.renderConfig(kubeconfigPath));
 
-    const child = spawn(process.execPath, [AGENT_MAIN, '--config', this.configPath], {
+    const [program, args] = this.command();
+    const child = spawn(program, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ZEROHOLD_LOG_LEVEL: this.options.logLevel },
     });
@@ -189,12 +204,14 @@ export class AgentProcess extends EventEmitter {
   // Stops the agent and removes its configuration and pinned maps.
   async close(): Promise<void> {
     await this.stop();
+    this.bridge?.close();
     liveAgents.delete(this);
     await rm(this.pinDir, { recursive: true, force: true });
     await rm(this.configPath, { force: true });
   }
 
   killSync(): void {
+    this.bridge?.close();
     if (this.running) {
       try {
         process.kill(this.child!.pid!, 'SIGKILL');
@@ -261,15 +278,45 @@ export class AgentProcess extends EventEmitter {
     this.emit('log', parsed);
   }
 
-  private renderConfig(): string {
+  // The program and arguments that start the agent: node itself, or with
+  // capabilities, nsenter and setpriv around it. nsenter enters the
+  // namespace as root, and setpriv then limits the bounding set, so the
+  // agent keeps only the listed capabilities.
+  private command(): [string, string[]] {
+    const agent = [AGENT_MAIN, '--config', this.configPath];
+    const { capabilities } = this.options;
+    if (capabilities === undefined) return [process.execPath, agent];
+
+    const bounding = ['-all', ...capabilities.map((name) => `+${name.toLowerCase()}`)].join(',');
+    return ['nsenter', [`--net=${netnsPath(this.options.netns)}`, 'setpriv', '--inh-caps=-all', `--bounding-set=${bounding}`, '--', process.execPath, ...agent]];
+  }
+
+  // Starts the API bridge into the node's namespace once, and writes the
+  // kubeconfig that points at it.
+  private async bridgeKubeconfig(): Promise<string> {
+    if (this.options.apiServerUrl === undefined) throw new Error('an agent with capabilities needs apiServerUrl for its API bridge');
+    if (this.bridge === undefined) {
+      const server = new URL(this.options.apiServerUrl);
+      this.bridge = await ApiBridge.start(this.options.netns, { host: server.hostname, port: Number(server.port) }, join(this.options.workDir, `api-bridge-${this.node}.sock`), BRIDGE_PORT);
+    }
+
+    // The testbed writes its kubeconfig as JSON (KubeConfig.exportConfig).
+    const kubeconfig = JSON.parse(await readFile(this.options.kubeconfigPath, 'utf8')) as { clusters: { cluster: { server: string } }[] };
+    for (const cluster of kubeconfig.clusters) cluster.cluster.server = this.bridge.url;
+    const path = join(this.options.workDir, `kubeconfig-${this.node}`);
+    await writeFile(path, JSON.stringify(kubeconfig), { mode: 0o600 });
+    return path;
+  }
+
+  private renderConfig(kubeconfigPath: string): string {
     const options = this.options;
     const interfaces = options.interfaces.map((name) => `  - { name: ${name}, hook: xdp, xdpMode: ${options.xdpMode} }`);
     return [
       `nodeName: ${options.nodeName}`,
-      `netns: ${netnsPath(options.netns)}`,
+      ...(options.capabilities === undefined ? [`netns: ${netnsPath(options.netns)}`] : []),
       'interfaces:',
       ...interfaces,
-      `kubernetes: { kubeconfig: ${options.kubeconfigPath} }`,
+      `kubernetes: { kubeconfig: ${kubeconfigPath} }`,
       // Small maps: a testbed has a handful of Services, and every agent
       // allocates its maps at start.
       `bpf: { pinDir: ${options.pinDir}, maxServices: 256, indexBuckets: 4096 }`,

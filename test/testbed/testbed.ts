@@ -78,6 +78,9 @@ export interface TestbedOptions {
   // The agents' release.heldPackets. Defaults to 'reinject'. 'drop' makes
   // clients connect at their next SYN retransmission, for comparisons.
   releaseMode?: 'reinject' | 'drop';
+  // Runs every agent inside its node's namespace with only these
+  // capabilities, as the DaemonSet does (AgentProcessOptions).
+  agentCapabilities?: string[];
   // The agents' liveness.failOpenAfter and shutdown.handover, as Go
   // durations. Unset, the agents' defaults apply.
   failOpenAfter?: string;
@@ -496,6 +499,8 @@ export class Testbed {
         releaseMode: options.releaseMode ?? 'reinject',
         failOpenAfter: options.failOpenAfter,
         handover: options.handover,
+        capabilities: options.agentCapabilities,
+        apiServerUrl: this.server.url,
       });
       agent.on('log', (line: AgentLogLine) => {
         const { time: _time, pid: _pid, hostname: _hostname, node: _node, msg: _msg, ...fields } = line.fields;
