@@ -13,6 +13,7 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 
 import { ensureBpffs } from '../datapath/bpffs.js';
+import { frontendToString } from '../datapath/frontends.js';
 import type { ClsactSweep } from '../datapath/native.js';
 import { parseLinkPinPath, removeUnlistedClsactFilters, removeUnlistedLinks } from '../datapath/pinned-links.js';
 import { HubbleActivity } from '../hubble/activity.js';
@@ -267,8 +268,13 @@ async function main(): Promise<void> {
   leader.start();
   await controller.start();
   // The controller installed every workload, so ids that no workload
-  // claims can leave zh_chain_svcs before the programs go in.
+  // claims can leave zh_chain_svcs before the programs go in, and pinned
+  // frontends that none claims can leave the table.
   if (node instanceof ChainedDatapath) node.start();
+  if (node instanceof NodeDatapath) {
+    const pruned = node.pruneUnclaimed();
+    if (pruned.length > 0) log.info({ frontends: pruned.map(frontendToString) }, 'removed pinned frontends that no workload claims');
+  }
   // The ring is read from now on. Records that waited in it during the
   // start, a restart's among them, find the controller listening and
   // every workload's service id assigned.

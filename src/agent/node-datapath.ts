@@ -71,6 +71,28 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     this.installed.set(workload, [...wanted.values()]);
   }
 
+  // Removes the frontends that the pinned table kept from an earlier agent
+  // and that no workload claimed, as after a Service was deleted or
+  // stopped opting in while no agent ran, and leaves their ids unmanaged.
+  // Otherwise their flow openers would stay held for no workload, and a
+  // new Service that got the same ClusterIP would lose its traffic. Call
+  // it after the controller installed every workload. Returns the removed
+  // frontends.
+  pruneUnclaimed(): Frontend[] {
+    const removed: Frontend[] = [];
+    const assigned = new Set(this.ids.values());
+    const unmanaged = new Set<number>();
+    for (const { frontend, serviceId } of this.datapath.frontends.list()) {
+      if (this.owners.has(frontendToString(frontend))) continue;
+      this.datapath.frontends.delete(frontend);
+      removed.push(frontend);
+      if (!assigned.has(serviceId) && serviceId <= this.datapath.services.maxServiceId) unmanaged.add(serviceId);
+    }
+    for (const id of unmanaged) this.datapath.configureService(id, { state: 'unmanaged', wakeIntervalMs: this.wakeIntervalMs });
+    this.pinnedIds.clear();
+    return removed;
+  }
+
   setHeldLimits(workload: WorkloadKey, limits: HeldFlowLimits): void {
     this.datapath.held.setServiceLimits(this.requireId(workload), serviceLimits(this.datapath.held, limits));
   }

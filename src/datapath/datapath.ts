@@ -490,7 +490,12 @@ export class Datapath extends EventEmitter<DatapathEvents> {
         // A chained hook holds whenever its host has no backend, whatever
         // the state, so only standalone records can race a release.
         const peek = peekHeldRecord(record.data);
-        const late = peek !== undefined && (peek.hook === Hook.Xdp || peek.hook === Hook.Tc) && this.states.get(peek.serviceId) === 'warm';
+        // An unmanaged id's record came from a program that held it before
+        // its workload was removed: its frontend passes now, so it goes on
+        // like a late one instead of waiting for a workload that will not
+        // release it.
+        const state = peek === undefined ? undefined : this.states.get(peek.serviceId);
+        const late = peek !== undefined && (peek.hook === Hook.Xdp || peek.hook === Hook.Tc) && (state === 'warm' || state === 'unmanaged');
         if (peek !== undefined && !late) {
           const reason = this.held.rejection(peek.serviceId, peek.key, peek.tcp);
           if (reason !== undefined) {

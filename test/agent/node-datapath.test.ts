@@ -32,6 +32,29 @@ async function withNode(
   }
 }
 
+test('restart prunes unclaimed frontends', async () => {
+  mkdirSync(pinDir, { recursive: true });
+  await withNode(({ node }) => {
+    node.setFrontends('shop/web', [WEB], true);
+    node.setFrontends('shop/db', [DB], true);
+  }, { open: { pinDir, maxServices: 16 } });
+
+  // The next agent finds both in the pinned table, but shop/db was deleted
+  // while no agent ran.
+  await withNode(({ dp, node, runner }) => {
+    node.setFrontends('shop/web', [WEB], true);
+    const dbId = dp.frontends.get(DB)!;
+
+    assert.deepEqual(node.pruneUnclaimed(), [DB]);
+    assert.equal(dp.frontends.get(DB), null);
+    assert.equal(dp.services.get(dbId).state, 'unmanaged');
+    assert.equal(runner.run('xdp', syn(DB)).verdict, 'pass', 'DB passes unheld');
+    assert.equal(runner.run('xdp', syn(WEB)).verdict, 'drop', 'WEB is still held for its workload');
+    assert.deepEqual(node.pruneUnclaimed(), [], 'nothing left to prune');
+  }, { open: { pinDir, maxServices: 16 } });
+  rmSync(pinDir, { recursive: true, force: true });
+});
+
 test('frontend moves to another workload', async () => {
   await withNode(({ node, runner }) => {
     node.setFrontends('shop/service/web', [WEB, DB], true);

@@ -213,3 +213,46 @@ describe('tc re-injection marker', () => {
     assert.equal(readlinkSync('/proc/thread-self/ns/net'), ownNamespace);
   });
 });
+
+describe('held record of an unmanaged id', () => {
+  let topology: Topology;
+  let dp: Datapath;
+
+  before(async () => {
+    topology = await buildTopology(NFT_RULES);
+    // Not started, so the SYN's record waits in the ring, as it does while
+    // an agent restarts.
+    dp = await Datapath.open({ netns: netnsPath(topology.node), maxServices: 8 });
+    await dp.attach('n0', { hook: 'xdp', mode: 'native' });
+    dp.configureService(1, { state: 'cold', wakeIntervalMs: 0 });
+    dp.frontends.set({ address: SERVICE_V4, protocol: 'tcp', port: 80 }, 1);
+  });
+
+  after(async () => {
+    await dp?.close();
+    await topology?.network.cleanup();
+  });
+
+  test('is re-injected at once', async () => {
+    const held = collectHeld(dp);
+    const late: number[] = [];
+    dp.on('late-release', (result) => late.push(result.released.length));
+
+    const curl = startClient(topology.network, topology.client, 'curl', ['-sS', '--max-time', '10', '-w', '\n%{time_connect}', `http://${SERVICE_V4}/`]);
+    await waitFor('the SYN to reach the ring', () => (dp.services.readCounters(1).held_frames > 0n ? true : undefined));
+    const server = await startHttpServer(topology.network, topology.node, NODE_V4, 8080, 'unmanaged');
+    // What the agent does when the workload is removed, or when a restart
+    // finds its frontend claimed by no workload.
+    dp.frontends.delete({ address: SERVICE_V4, protocol: 'tcp', port: 80 });
+    dp.configureService(1, { state: 'unmanaged', wakeIntervalMs: 0 });
+    dp.drain();
+
+    const [body, connectSeconds] = (await curl).split('\n');
+    server.kill('SIGKILL');
+    assert.equal(body, 'unmanaged');
+    assert.ok(Number(connectSeconds) < 1, `connect took ${connectSeconds} s, at least a retransmission timeout`);
+    assert.equal(held.length, 0, 'the record was not held for a workload');
+    await waitFor('the late release', () => (late.length > 0 ? true : undefined));
+    assert.deepEqual(late, [1]);
+  });
+});
