@@ -275,6 +275,22 @@ describe('chained service list', () => {
     setup.chained.removeWorkload('default/second');
   });
 
+  test('removed owner hands its id over', () => {
+    // The controller forgets a workload whose only Service moved to an
+    // older declaration, which it installed first.
+    const moved: Frontend = { address: '198.19.0.13', protocol: 'tcp', port: 80 };
+    setup.ids.set(moved, [8]);
+    setup.chained.setFrontends('default/younger', [moved], true);
+    setup.chained.setFrontends('default/older', [moved], true);
+    assert.deepEqual(setup.chained.serviceIdsOf('default/older'), []);
+
+    setup.chained.removeWorkload('default/younger');
+
+    assert.deepEqual(setup.chained.serviceIdsOf('default/older'), [8]);
+    assert.equal(setup.host.listed(8), true);
+    setup.chained.removeWorkload('default/older');
+  });
+
   test('id past maxServices is not claimed', () => {
     const frontend: Frontend = { address: '198.19.0.11', protocol: 'tcp', port: 80 };
     setup.ids.set(frontend, [100]);

@@ -149,6 +149,9 @@ export class AgentProcess extends EventEmitter {
         resolve(exit);
       });
     });
+    // A program that cannot start emits no 'exit', and its error shows in
+    // waitForReady()'s message.
+    child.once('error', (err) => this.onLine(`failed to start the agent: ${err.message}`));
     createInterface({ input: child.stdout! }).on('line', (line) => this.onLine(line));
     createInterface({ input: child.stderr! }).on('line', (line) => this.onLine(line));
   }
@@ -205,6 +208,7 @@ export class AgentProcess extends EventEmitter {
   async close(): Promise<void> {
     await this.stop();
     this.bridge?.close();
+    this.bridge = undefined;
     liveAgents.delete(this);
     await rm(this.pinDir, { recursive: true, force: true });
     await rm(this.configPath, { force: true });
@@ -212,6 +216,7 @@ export class AgentProcess extends EventEmitter {
 
   killSync(): void {
     this.bridge?.close();
+    this.bridge = undefined;
     if (this.running) {
       try {
         process.kill(this.child!.pid!, 'SIGKILL');
@@ -234,8 +239,11 @@ export class AgentProcess extends EventEmitter {
     return body.flows;
   }
 
-  // Returns host:port of the agent's metrics endpoint, on loopback.
+  // Returns host:port of the agent's metrics endpoint, on loopback. An
+  // agent with capabilities listens in its node's namespace, where this
+  // process cannot reach it.
   metricsAddress(): string {
+    if (this.options.capabilities !== undefined) throw new Error(`the agent of node ${this.node} runs in its node's namespace, so its metrics endpoint is not on this loopback`);
     if (this.metricsPort === undefined || this.readyRun !== this.runs) throw new Error(`the agent of node ${this.node} is not ready, so its metrics port is unknown`);
     return `127.0.0.1:${this.metricsPort}`;
   }
@@ -295,6 +303,10 @@ export class AgentProcess extends EventEmitter {
   // kubeconfig that points at it.
   private async bridgeKubeconfig(): Promise<string> {
     if (this.options.apiServerUrl === undefined) throw new Error('an agent with capabilities needs apiServerUrl for its API bridge');
+    if (this.bridge !== undefined && !this.bridge.alive) {
+      this.bridge.close();
+      this.bridge = undefined;
+    }
     if (this.bridge === undefined) {
       const server = new URL(this.options.apiServerUrl);
       this.bridge = await ApiBridge.start(this.options.netns, { host: server.hostname, port: Number(server.port) }, join(this.options.workDir, `api-bridge-${this.node}.sock`), BRIDGE_PORT);

@@ -23,8 +23,8 @@ import { netnsPath } from '../lib/netns.js';
 const NODE_SIDE_SCRIPT = `
 const net = require('node:net');
 const [socketPath, port] = process.argv.slice(1);
-const server = net.createServer((client) => {
-  const upstream = net.connect(socketPath);
+const server = net.createServer({ allowHalfOpen: true }, (client) => {
+  const upstream = net.connect({ path: socketPath, allowHalfOpen: true });
   client.pipe(upstream).pipe(client);
   client.on('error', () => upstream.destroy());
   upstream.on('error', () => client.destroy());
@@ -34,14 +34,26 @@ process.stdin.on('end', () => process.exit(0));
 process.stdin.resume();
 `;
 
+// How long the forwarder in the namespace may take to listen.
+const START_TIMEOUT_MS = 10_000;
+
 export class ApiBridge {
   private constructor(
     private readonly server: Server,
+    // The open connections on this side, closed with the bridge: a
+    // server's close() alone waits for them to end.
+    private readonly sockets: Set<Socket>,
     private readonly socketPath: string,
     private readonly forwarder: ChildProcess,
     // The URL that the agent in the namespace uses for the API server.
     readonly url: string,
   ) {}
+
+  // Whether both forwarders still run. A bridge whose forwarder died is
+  // replaced by a new one.
+  get alive(): boolean {
+    return this.server.listening && this.forwarder.exitCode === null && this.forwarder.signalCode === null;
+  }
 
   // Starts both forwarders. apiServer is the host and port of the API
   // server on this process's loopback; port is the one to listen on in
@@ -49,8 +61,10 @@ export class ApiBridge {
   static async start(netns: string, apiServer: { host: string; port: number }, socketPath: string, port: number): Promise<ApiBridge> {
     rmSync(socketPath, { force: true });
     const sockets = new Set<Socket>();
-    const server = createServer((client) => {
-      const upstream = createConnection(apiServer.port, apiServer.host);
+    // allowHalfOpen keeps each direction open until its own end, as a
+    // plain TCP path would.
+    const server = createServer({ allowHalfOpen: true }, (client) => {
+      const upstream = createConnection({ port: apiServer.port, host: apiServer.host, allowHalfOpen: true });
       sockets.add(client).add(upstream);
       client.pipe(upstream).pipe(client);
       client.on('error', () => upstream.destroy());
@@ -58,30 +72,34 @@ export class ApiBridge {
       client.on('close', () => sockets.delete(client));
       upstream.on('close', () => sockets.delete(upstream));
     });
-    server.on('close', () => {
-      for (const socket of sockets) socket.destroy();
-    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(socketPath, resolve);
     });
 
     const forwarder = spawn('nsenter', [`--net=${netnsPath(netns)}`, process.execPath, '-e', NODE_SIDE_SCRIPT, socketPath, String(port)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const bridge = new ApiBridge(server, sockets, socketPath, forwarder, `http://127.0.0.1:${port}`);
+    let timer: NodeJS.Timeout | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
+        forwarder.once('error', reject);
         forwarder.once('exit', (code) => reject(new Error(`the API bridge in ${netns} exited with ${code} before it listened`)));
         createInterface({ input: forwarder.stdout! }).once('line', () => resolve());
+        timer = setTimeout(() => reject(new Error(`the API bridge in ${netns} did not listen within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
       });
     } catch (err) {
-      server.close();
+      bridge.close();
       throw err;
+    } finally {
+      clearTimeout(timer);
     }
-    return new ApiBridge(server, socketPath, forwarder, `http://127.0.0.1:${port}`);
+    return bridge;
   }
 
   close(): void {
     this.forwarder.stdin?.end();
     if (this.forwarder.exitCode === null && this.forwarder.signalCode === null) this.forwarder.kill('SIGKILL');
+    for (const socket of this.sockets) socket.destroy();
     this.server.close();
     rmSync(this.socketPath, { force: true });
   }

@@ -161,6 +161,8 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     // socket-LB), so such a connection breaks here.
     const dropped = [...entry.ids].flatMap((id) => this.unclaim(id));
     this.workloads.delete(workload);
+    // A workload that one of these ids was refused to can claim it now.
+    if (entry.ids.size > 0) this.resolveAll();
     return dropped;
   }
 
@@ -287,6 +289,8 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
       this.owners.set(id, workload);
       this.list.add(id);
       entry.ids.add(id);
+      // A later refusal of the same id is news again.
+      this.rejectedIds.delete(`${workload}|${id}`);
     }
 
     if (stateChanged) {
