@@ -22,6 +22,9 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
   // Service can move to another workload in one reconcile, and the
   // controller may install the new owner before it updates or removes the
   // old one, whose removal must then leave the frontend alone.
+  // NOTE: two Services of two workloads that share an external IP and
+  // port, which kube-proxy does not support either, make the frontend
+  // change owner on every reconcile.
   private readonly owners = new Map<string, WorkloadKey>();
   // Gate state as last written, so an unchanged state is not rewritten.
   private readonly states = new Map<WorkloadKey, 'cold' | 'warm'>();
