@@ -6,6 +6,8 @@
 
 import { pino } from 'pino';
 
+import { ChainedDatapath } from '../../src/agent/chained/ports.js';
+import type { ServiceIdSource } from '../../src/agent/chained/service-ids.js';
 import { KubeProxyNftables } from '../../src/agent/kube-proxy-check.js';
 import { KubeProxyIptables } from '../../src/agent/kube-proxy-iptables-check.js';
 import { Datapath } from '../../src/datapath/datapath.js';
@@ -26,6 +28,9 @@ export interface ChildOptions {
   // maps, if any.
   iptablesFrontend?: Frontend;
   nftablesFrontend?: Frontend;
+  // A directory where a host datapath pinned its chained-mode maps. The
+  // child then runs a chained agent's datapath steps against it, twice.
+  chainedHostPinDir?: string;
 }
 
 const options = JSON.parse(process.argv[2]!) as ChildOptions;
@@ -63,6 +68,7 @@ try {
     report.iptablesProgrammed = await iptables.waitProgrammed([options.iptablesFrontend], 3000);
     await iptables.stop();
   }
+  if (options.chainedHostPinDir) report.chained = await runChained(options.chainedHostPinDir);
   if (options.nftablesFrontend) {
     const nftables = new KubeProxyNftables({ log: pino({ level: 'silent' }) });
     await nftables.start();
@@ -73,3 +79,28 @@ try {
   report.error = (err as Error).message;
 }
 process.stdout.write(`${JSON.stringify(report)}\n`);
+
+// Opens a chained datapath against the host's pins, claims the host's
+// service id 5 for one cold workload, inserts the programs into the
+// host's prog arrays, and closes it; then again, as a restarted agent.
+async function runChained(hostPinDir: string): Promise<Record<string, unknown>> {
+  const frontend: Frontend = { address: '198.19.0.43', protocol: 'tcp', port: 80 };
+  const ids: ServiceIdSource = { revNatIdsOf: (frontends) => (frontends.length > 0 ? [5] : []), onChange: () => undefined };
+  const result: Record<string, unknown> = {};
+  for (const run of ['first', 'restart']) {
+    const chained = await ChainedDatapath.open({ pinDir: `${options.pinDir}-chained`, maxServices: 16 }, ids, {
+      hostPinDir,
+      reinsertIntervalMs: 1000,
+      wakeIntervalMs: 0,
+      log: pino({ level: 'silent' }),
+    });
+    try {
+      chained.setFrontends('default/web', [frontend], true);
+      chained.start();
+      result[run] = { replacedPins: chained.datapath.replacedPins.map((pin) => pin.map), inPlace: chained.programsInPlace(), ids: chained.serviceIdsOf('default/web') };
+    } finally {
+      await chained.close();
+    }
+  }
+  return result;
+}

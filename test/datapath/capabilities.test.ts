@@ -11,6 +11,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { daemonSetCapabilities } from '../lib/daemonset.js';
+import { TestHost } from '../lib/test-host.js';
 import { netnsPath, run, TestNetwork } from '../lib/netns.js';
 import type { ChildOptions } from './capabilities-child.js';
 
@@ -31,6 +32,7 @@ interface ChildReport {
   reinjected?: { sent: number; errors: unknown[] };
   iptablesProgrammed?: boolean;
   nftablesProgrammed?: boolean;
+  chained?: Record<string, { replacedPins: string[]; inPlace: boolean; ids: number[] }>;
 }
 
 // Runs the child in the node namespace with the DaemonSet's capabilities.
@@ -133,6 +135,25 @@ test('nftables check follows the maps', async () => {
 
   assert.equal(report.error, undefined);
   assert.equal(report.nftablesProgrammed, true);
+});
+
+test('chained datapath runs on the host pins', async () => {
+  // A host datapath, loaded as root as Cilium's agent does, pins the
+  // chained-mode maps that the agent then uses with its capabilities.
+  const hostPinDir = `${pinDir}-host`;
+  mkdirSync(hostPinDir);
+  const host = await TestHost.load(hostPinDir);
+  try {
+    const report = await runChild({ maxServices: 8, xdpInterface: '', clsactInterface: '', keepAttached: false, chainedHostPinDir: hostPinDir });
+
+    assert.equal(report.error, undefined);
+    assert.deepEqual(report.chained?.first, { replacedPins: [], inPlace: true, ids: [5] });
+    assert.deepEqual(report.chained?.restart, { replacedPins: [], inPlace: true, ids: [5] });
+  } finally {
+    host.close();
+    rmSync(hostPinDir, { recursive: true, force: true });
+    rmSync(`${pinDir}-chained`, { recursive: true, force: true });
+  }
 });
 
 test('changed size replaces its maps', async () => {
