@@ -82,7 +82,8 @@ process.stdout.write(`${JSON.stringify(report)}\n`);
 
 // Opens a chained datapath against the host's pins, claims the host's
 // service id 5 for one cold workload, inserts the programs into the
-// host's prog arrays, and closes it; then again, as a restarted agent.
+// host's prog arrays and closes it. A second run does the same, as a
+// restarted agent.
 async function runChained(hostPinDir: string): Promise<Record<string, unknown>> {
   const frontend: Frontend = { address: '198.19.0.43', protocol: 'tcp', port: 80 };
   const ids: ServiceIdSource = { revNatIdsOf: (frontends) => (frontends.length > 0 ? [5] : []), onChange: () => undefined };
