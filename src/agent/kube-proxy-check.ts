@@ -20,7 +20,7 @@ import { type FamilyListing, KUBE_PROXY_TABLE, KubeProxyMaps, NFT_FAMILIES, NODE
 import { listNftSet } from './nft-command.js';
 import { describeExit, type MonitorExit, NftMonitor } from './nft-monitor.js';
 import type { BackendCheck } from './ports.js';
-import type { ProgrammedWaiter } from './programmed-waiter.js';
+import { ProgrammedWaiters } from './programmed-waiter.js';
 
 // A monitor that ran this long before it exited resets the restart backoff.
 const STABLE_RUN_MS = 10_000;
@@ -39,7 +39,7 @@ export class KubeProxyNftables implements BackendCheck {
   private readonly maps = new KubeProxyMaps();
   private readonly log: Logger;
   private readonly restartDelayMs: (attempt: number) => number;
-  private readonly waiters = new Set<ProgrammedWaiter>();
+  private readonly waiters: ProgrammedWaiters;
 
   // The current monitor, undefined while none runs.
   private monitor: NftMonitor | undefined;
@@ -58,6 +58,7 @@ export class KubeProxyNftables implements BackendCheck {
 
   constructor(private readonly options: KubeProxyNftablesOptions) {
     this.log = options.log;
+    this.waiters = new ProgrammedWaiters(options.log);
     this.restartDelayMs = options.restartDelayMs ?? ((attempt) => Math.min(100 * 2 ** (attempt - 1), 10_000));
   }
 
@@ -93,11 +94,7 @@ export class KubeProxyNftables implements BackendCheck {
     this.synced = false;
     if (monitor !== undefined) await monitor.stop();
 
-    for (const waiter of this.waiters) {
-      clearTimeout(waiter.timer);
-      waiter.resolve(false);
-    }
-    this.waiters.clear();
+    this.waiters.cancel();
     this.log.info({ netns: this.options.netns }, 'kube-proxy nftables check stopped');
   }
 
@@ -118,22 +115,12 @@ export class KubeProxyNftables implements BackendCheck {
       return Promise.reject(err);
     }
 
-    return new Promise((resolve) => {
-      const waiter: ProgrammedWaiter = {
-        frontends,
-        resolve,
-        onProgrammed,
-        reported: new Set(),
-        timer: setTimeout(() => {
-          this.waiters.delete(waiter);
-          const missing = this.synced ? frontends.filter((f) => !this.maps.isProgrammed(f)).map(frontendToString) : frontends.map(frontendToString);
-          this.log.info({ missing, timeoutMs, synced: this.synced }, 'kube-proxy has not programmed the frontends in time');
-          resolve(false);
-        }, timeoutMs),
-      };
-      this.waiters.add(waiter);
-      if (this.synced) this.reportProgress(waiter);
+    const programmed = this.waiters.add(frontends, timeoutMs, onProgrammed, () => {
+      const missing = this.synced ? frontends.filter((f) => !this.maps.isProgrammed(f)) : frontends;
+      return { missing: missing.map(frontendToString), synced: this.synced };
     });
+    this.resolveWaiters();
+    return programmed;
   }
 
   private allProgrammed(frontends: Frontend[]): boolean {
@@ -141,29 +128,7 @@ export class KubeProxyNftables implements BackendCheck {
   }
 
   private resolveWaiters(): void {
-    if (!this.synced) return;
-    for (const waiter of this.waiters) {
-      if (!this.allProgrammed(waiter.frontends)) {
-        this.reportProgress(waiter);
-        continue;
-      }
-      clearTimeout(waiter.timer);
-      this.waiters.delete(waiter);
-      waiter.resolve(true);
-    }
-  }
-
-  private reportProgress(waiter: ProgrammedWaiter): void {
-    if (waiter.onProgrammed === undefined) return;
-    const programmed = waiter.frontends.filter((frontend) => !waiter.reported.has(frontend) && this.maps.isProgrammed(frontend));
-    if (programmed.length === 0) return;
-
-    for (const frontend of programmed) waiter.reported.add(frontend);
-    try {
-      waiter.onProgrammed(programmed);
-    } catch (err) {
-      this.log.error({ err, frontends: programmed.map(frontendToString) }, 'handling programmed frontends failed');
-    }
+    if (this.synced) this.waiters.settle((frontend) => this.maps.isProgrammed(frontend));
   }
 
   // Starts a monitor, waits for its subscription, then lists the maps.

@@ -21,7 +21,7 @@ import type { Logger } from 'pino';
 import { type Frontend, frontendToString } from '../datapath/frontends.js';
 import { IptablesFrontends } from './kube-proxy-iptables-rules.js';
 import type { BackendCheck } from './ports.js';
-import type { ProgrammedWaiter } from './programmed-waiter.js';
+import { ProgrammedWaiters } from './programmed-waiter.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -47,7 +47,7 @@ export interface KubeProxyIptablesOptions {
 export class KubeProxyIptables implements BackendCheck {
   private readonly log: Logger;
   private readonly pollIntervalMs: number;
-  private readonly waiters = new Set<ProgrammedWaiter>();
+  private readonly waiters: ProgrammedWaiters;
   // The backend with kube-proxy's chains, per family, once found.
   private readonly backends = new Map<Family, IptablesBackend>();
   private polling = false;
@@ -59,6 +59,7 @@ export class KubeProxyIptables implements BackendCheck {
 
   constructor(private readonly options: KubeProxyIptablesOptions) {
     this.log = options.log;
+    this.waiters = new ProgrammedWaiters(options.log);
     this.pollIntervalMs = options.pollIntervalMs ?? 50;
   }
 
@@ -73,22 +74,9 @@ export class KubeProxyIptables implements BackendCheck {
     if (frontends.length === 0) return Promise.resolve(true);
     if (this.stopped) return Promise.resolve(false);
 
-    return new Promise((resolve) => {
-      const waiter: ProgrammedWaiter = {
-        frontends,
-        resolve,
-        onProgrammed,
-        reported: new Set(),
-        timer: setTimeout(() => {
-          this.waiters.delete(waiter);
-          const missing = frontends.filter((frontend) => !waiter.reported.has(frontend)).map(frontendToString);
-          this.log.info({ missing, timeoutMs }, 'kube-proxy has not programmed the frontends in time');
-          resolve(false);
-        }, timeoutMs),
-      };
-      this.waiters.add(waiter);
-      this.startPolling();
-    });
+    const programmed = this.waiters.add(frontends, timeoutMs, onProgrammed, (unreported) => ({ missing: unreported.map(frontendToString) }));
+    this.startPolling();
+    return programmed;
   }
 
   async stop(): Promise<void> {
@@ -96,11 +84,7 @@ export class KubeProxyIptables implements BackendCheck {
     // Ends a listing in flight, which could run for seconds on a large
     // node.
     this.abort.abort();
-    for (const waiter of this.waiters) {
-      clearTimeout(waiter.timer);
-      waiter.resolve(false);
-    }
-    this.waiters.clear();
+    this.waiters.cancel();
   }
 
   private startPolling(): void {
@@ -117,9 +101,7 @@ export class KubeProxyIptables implements BackendCheck {
     try {
       while (this.waiters.size > 0 && !this.stopped) {
         const families = new Set<Family>();
-        for (const waiter of this.waiters) {
-          for (const frontend of waiter.frontends) families.add(familyOf(frontend));
-        }
+        for (const frontend of this.waiters.frontends()) families.add(familyOf(frontend));
 
         // A family that fails to read leaves its frontends waiting, and
         // the other family's are still settled.
@@ -134,7 +116,7 @@ export class KubeProxyIptables implements BackendCheck {
         // A failure that comes back after a good poll is logged again.
         if (rules.size === families.size) this.loggedError = undefined;
 
-        for (const waiter of [...this.waiters]) this.settle(waiter, rules);
+        this.waiters.settle((frontend) => rules.get(familyOf(frontend))?.isProgrammed(frontend) ?? false);
         if (this.waiters.size > 0) await new Promise((resolve) => setTimeout(resolve, this.pollIntervalMs));
       }
     } finally {
@@ -146,20 +128,6 @@ export class KubeProxyIptables implements BackendCheck {
     if (err.message === this.loggedError) return;
     this.log.warn({ err }, "reading kube-proxy's iptables rules failed, trying again");
     this.loggedError = err.message;
-  }
-
-  private settle(waiter: ProgrammedWaiter, rules: Map<Family, IptablesFrontends>): void {
-    const programmed = waiter.frontends.filter((frontend) => rules.get(familyOf(frontend))?.isProgrammed(frontend) ?? false);
-    if (programmed.length === waiter.frontends.length) {
-      clearTimeout(waiter.timer);
-      this.waiters.delete(waiter);
-      waiter.resolve(true);
-      return;
-    }
-
-    const fresh = programmed.filter((frontend) => !waiter.reported.has(frontend));
-    for (const frontend of fresh) waiter.reported.add(frontend);
-    if (fresh.length > 0) waiter.onProgrammed?.(fresh);
   }
 
   // Reads kube-proxy's Service chains of one family from its backend, or
