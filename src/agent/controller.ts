@@ -167,12 +167,12 @@ function labelsOfSelector(selector: string | undefined): Record<string, string> 
 
 type AnyInformer = Informer<KubernetesObject>;
 
-// What the declarations reconciled so far hold: each scale target and
-// each Service ("namespace/name"), with a description of the holder such
-// as "ScaleToZero shop/web".
+// The scale targets and Services ("namespace/name") that the declarations
+// reconciled so far claimed, each with its holder, such as "ScaleToZero
+// shop/web". A Service's claim also names the holder's kind and target.
 interface Claims {
   targets: Map<string, string>;
-  services: Map<string, { holder: string; target: string }>;
+  services: Map<string, { holder: string; source: WorkloadSpec['source']; target: string }>;
 }
 
 // Sorts by creation time, then by namespace and name, so that every node
@@ -373,7 +373,9 @@ export class Controller {
       seen.add(key);
       const spec = this.validate(key, object, 'ScaleToZero', () => workloadFromScaleToZero(object));
       if (!spec) continue;
-      const owner = claims.targets.get(ownedTargetKey(spec.namespace, spec.target));
+      const holder = `ScaleToZero ${key}`;
+      const targetKey = ownedTargetKey(spec.namespace, spec.target);
+      const owner = claims.targets.get(targetKey);
       if (owner !== undefined) {
         this.reportInvalid(key, object, spec.source, [`spec.targetRef: ${describeTarget(spec)} is already scaled by ${owner}; delete one of the two`]);
         continue;
@@ -387,7 +389,7 @@ export class Controller {
       // it over until the first read.
       const target = this.targetView(spec);
       if (target === undefined) {
-        claims.targets.set(ownedTargetKey(spec.namespace, spec.target), `ScaleToZero ${key}`);
+        claims.targets.set(targetKey, holder);
         const tracked = this.workloads.get(key);
         if (tracked && scaleTargetKey(tracked.spec.namespace, tracked.spec.target) !== scaleTargetKey(spec.namespace, spec.target)) this.forget(key);
         continue;
@@ -396,7 +398,7 @@ export class Controller {
         this.reportInvalid(key, object, spec.source, [target.problem]);
         continue;
       }
-      if (this.reconcile(key, spec, object, services, target, claims, `ScaleToZero ${key}`)) claims.targets.set(ownedTargetKey(spec.namespace, spec.target), `ScaleToZero ${key}`);
+      if (this.reconcile(key, spec, object, services, target, claims, holder)) claims.targets.set(targetKey, holder);
     }
     this.scaleTargets.retain(polled);
   }
@@ -412,11 +414,11 @@ export class Controller {
       const claim = claims.services.get(`${namespace}/${name}`);
       const target = this.annotationTarget(service, targets.get(namespace) ?? []);
       // A ScaleToZero of the same target takes precedence silently.
-      if (claim?.holder.startsWith('ScaleToZero') && target !== null && claim.target === ownedTargetKey(namespace, target)) continue;
+      if (claim?.source === 'ScaleToZero' && target !== null && claim.target === ownedTargetKey(namespace, target)) continue;
 
       const key = annotationWorkloadKey(namespace, name);
       seen.add(key);
-      if (claim?.holder.startsWith('ScaleToZero')) {
+      if (claim?.source === 'ScaleToZero') {
         this.reportInvalid(key, service, 'annotation', [`the Service already belongs to the workload of ${claim.holder}, which scales another target; remove this annotation`]);
         continue;
       }
@@ -426,14 +428,15 @@ export class Controller {
       }
       const spec = this.validate(key, service, 'annotation', () => workloadFromAnnotation(service, target));
       if (!spec) continue;
-      const owner = claims.targets.get(ownedTargetKey(spec.namespace, spec.target));
+      const targetKey = ownedTargetKey(spec.namespace, spec.target);
+      const owner = claims.targets.get(targetKey);
       if (owner !== undefined) {
         this.reportInvalid(key, service, spec.source, [`${describeTarget(spec)} is already scaled by ${owner}; remove the annotation, or list this Service in the spec.services of ${owner}`]);
         continue;
       }
       const view = this.targetView(spec);
-      const description = `the annotation on Service ${namespace}/${name}`;
-      if (view && !('problem' in view) && this.reconcile(key, spec, service, services, view, claims, description)) claims.targets.set(ownedTargetKey(spec.namespace, spec.target), description);
+      const holder = `the annotation on Service ${namespace}/${name}`;
+      if (view && !('problem' in view) && this.reconcile(key, spec, service, services, view, claims, holder)) claims.targets.set(targetKey, holder);
     }
   }
 
@@ -488,23 +491,22 @@ export class Controller {
     return { replicas: reading.scale.replicas, podLabels: labelsOfSelector(reading.scale.selector) };
   }
 
-  // Installs or updates the workload and claims its Services for owner.
-  // Returns false after reporting it invalid, as when no Service can reach
-  // it, because nothing could wake it once it is at zero. A Service belongs to one
-  // workload, because each frontend in the datapath names one: one that
-  // an earlier declaration claimed is left out when the Services come from
-  // the selector, and makes the workload invalid when spec.services names
-  // it.
-  private reconcile(key: WorkloadKey, spec: WorkloadSpec, object: KubernetesObject, byNamespace: Map<string, V1Service[]>, target: TargetView, claims: Claims, owner: string): boolean {
+  // Installs or updates the workload and claims its Services for holder.
+  // Returns false after reporting it invalid, for example when no Service
+  // can reach it, because nothing could wake it once it is at zero.
+  // A Service belongs to one workload, because each frontend in the
+  // datapath names one. So a Service that an earlier declaration claimed
+  // is left out when the Services come from the selector, and makes the
+  // workload invalid when spec.services names it.
+  private reconcile(key: WorkloadKey, spec: WorkloadSpec, object: KubernetesObject, byNamespace: Map<string, V1Service[]>, target: TargetView, claims: Claims, holder: string): boolean {
     const candidates = this.servicesOf(spec, target.podLabels, byNamespace);
-    const taken = candidates.filter((name) => claims.services.has(`${spec.namespace}/${name}`));
-    const holderOf = (name: string) => claims.services.get(`${spec.namespace}/${name}`)?.holder;
-    if (spec.services !== null && taken.length > 0) {
-      const holders = taken.map((name) => `Service ${spec.namespace}/${name} belongs to the workload of ${holderOf(name)}`);
-      this.reportInvalid(key, object, spec.source, [`spec.services: ${holders.join('; ')}; a Service can wake one workload only`]);
+    const claimedElsewhere = candidates.filter((name) => claims.services.has(`${spec.namespace}/${name}`));
+    const belongsTo = (name: string) => `Service ${spec.namespace}/${name} belongs to the workload of ${claims.services.get(`${spec.namespace}/${name}`)?.holder}`;
+    if (spec.services !== null && claimedElsewhere.length > 0) {
+      this.reportInvalid(key, object, spec.source, [`spec.services: ${claimedElsewhere.map(belongsTo).join('; ')}; a Service can wake one workload only`]);
       return false;
     }
-    const services = candidates.filter((name) => !taken.includes(name));
+    const services = candidates.filter((name) => !claimedElsewhere.includes(name));
     const skipped: string[] = [];
     const frontends = services.flatMap((name) => {
       const service = this.services.get(`${spec.namespace}/${name}`);
@@ -519,11 +521,12 @@ export class Controller {
     if (frontends.length === 0) {
       let reasons = skipped;
       if (candidates.length === 0) reasons = [`no Service in ${spec.namespace} selects the pods of ${spec.target.kind} ${spec.target.name}; name the Services in spec.services`];
-      else if (services.length === 0) reasons = taken.map((name) => `Service ${spec.namespace}/${name} belongs to the workload of ${holderOf(name)}`);
+      else if (services.length === 0) reasons = claimedElsewhere.map(belongsTo);
       this.reportInvalid(key, object, spec.source, [`nothing could wake the workload, because no Service of it has a frontend: ${reasons.join('; ')}`]);
       return false;
     }
-    for (const name of services) claims.services.set(`${spec.namespace}/${name}`, { holder: owner, target: ownedTargetKey(spec.namespace, spec.target) });
+    const claim = { holder, source: spec.source, target: ownedTargetKey(spec.namespace, spec.target) };
+    for (const name of services) claims.services.set(`${spec.namespace}/${name}`, claim);
     const { replicas } = target;
     // Before the initial phase, which depends on the Ready count.
     this.options.readiness.track(key, spec.namespace, services);
