@@ -60,16 +60,16 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
       this.states.set(workload, state);
     }
 
+    // A frontend that this workload owns is in the table with its id
+    // already, so only the others are written.
     const wanted = new Map(frontends.map((f) => [frontendToString(f), f]));
-    const installed = new Set((this.installed.get(workload) ?? []).map(frontendToString));
     for (const old of this.installed.get(workload) ?? []) {
       if (!wanted.has(frontendToString(old))) this.deleteOwned(workload, old);
     }
     for (const [name, f] of wanted) {
-      if (known === undefined || !installed.has(name) || this.owners.get(name) !== workload) {
-        this.datapath.frontends.set(f, id);
-        this.owners.set(name, workload);
-      }
+      if (this.owners.get(name) === workload) continue;
+      this.datapath.frontends.set(f, id);
+      this.owners.set(name, workload);
     }
     this.installed.set(workload, [...wanted.values()]);
   }
