@@ -356,8 +356,9 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   }
 
   // Reads the records left in the rings that open() set aside, closes
-  // them and unlinks their pins. Call it once this datapath's programs are attached, so that no
-  // program of the previous agent writes there any more, and after
+  // them and unlinks their pins. Call it once this datapath's programs are
+  // attached, so that no program of the previous agent writes there any
+  // more, and after
   // start(), so that the records meet a listening agent. Returns the
   // records read.
   drainReplacedRings(): number {
@@ -369,7 +370,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     for (const { map, pinPath, ring } of rings) {
       // The reader numbers its one ring 0, which stands for the ring that
       // this one was.
-      const ringNumbers = [RING_MAPS.indexOf(map)];
+      const ringNumbers = [RING_NUMBERS[RING_MAPS.indexOf(map)]!];
       const reader = new native.RingBuffer([ring], (batch) => this.onBatch(batch, ringNumbers));
       try {
         // Each record takes at least 8 bytes of the ring, so more records
@@ -490,10 +491,9 @@ export class Datapath extends EventEmitter<DatapathEvents> {
         // A chained hook holds whenever its host has no backend, whatever
         // the state, so only standalone records can race a release.
         const peek = peekHeldRecord(record.data);
-        // An unmanaged id's record came from a program that held it before
-        // its workload was removed: its frontend passes now, so it goes on
-        // like a late one instead of waiting for a workload that will not
-        // release it.
+        // An unmanaged id's record was held before its workload was
+        // removed. Its frontend passes now, so the record goes on like a
+        // late one instead of waiting for a release that will not come.
         const state = peek === undefined ? undefined : this.states.get(peek.serviceId);
         const late = peek !== undefined && (peek.hook === Hook.Xdp || peek.hook === Hook.Tc) && (state === 'warm' || state === 'unmanaged');
         if (peek !== undefined && !late) {
