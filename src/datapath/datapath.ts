@@ -181,7 +181,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       // no agent records its layout.
       if (options.chainPinDir) {
         const pinPath = path.join(options.chainPinDir, 'zh_chain_meta');
-        const comparison = comparePin(object, 'zh_chain_meta', pinPath);
+        const comparison = comparePin(object.mapDefinition('zh_chain_meta'), 'zh_chain_meta', pinPath);
         if (comparison !== null && Object.keys(comparison.pinned).length > 0) {
           throw new Error(
             `the pinned map ${pinPath} differs from zerohold's zh_chain_meta (pinned ${JSON.stringify(comparison.pinned)}, expected ${JSON.stringify(comparison.defined)}): ` +
@@ -195,7 +195,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       if (options.pinDir) {
         const pinned = object.mapNames().filter((name) => name.startsWith('zh_'));
         definitions = layoutsBeforeLoad(object, pinned);
-        stale = StalePins.setAside(object, pinned, options.pinDir, RING_MAPS);
+        stale = StalePins.setAside(definitions, options.pinDir, RING_MAPS);
         for (const map of pinned) object.setPinPath(map, path.join(options.pinDir, map));
       }
       if (options.chainPinDir) object.setPinPath('zh_chain_meta', path.join(options.chainPinDir, 'zh_chain_meta'));

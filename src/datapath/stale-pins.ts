@@ -23,7 +23,7 @@ import { existsSync, readdirSync, renameSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 
 import { RecordedLayouts } from './map-layouts.js';
-import { loadNative, type MapDefinition, type NativeMap, type NativeObject } from './native.js';
+import { loadNative, type MapDefinition, type NativeMap } from './native.js';
 
 const FIELDS = ['type', 'keySize', 'valueSize', 'maxEntries', 'mapFlags'] as const;
 
@@ -46,9 +46,10 @@ export interface SetAsideRing {
   ring: NativeMap;
 }
 
-// Compares the map pinned at pinPath with the object's definition of map,
-// and returns the differing fields, or null when nothing is pinned there.
-export function comparePin(object: NativeObject, map: string, pinPath: string): ReplacedPin | null {
+// Compares the map pinned at pinPath with defined, the object's
+// definition of map, and returns the differing fields, or null when
+// nothing is pinned there.
+export function comparePin(defined: MapDefinition, map: string, pinPath: string): ReplacedPin | null {
   let pinned: NativeMap;
   try {
     pinned = loadNative().openPinnedMap(pinPath);
@@ -56,7 +57,6 @@ export function comparePin(object: NativeObject, map: string, pinPath: string): 
     return null;
   }
 
-  const defined = object.mapDefinition(map);
   const differing = FIELDS.filter((field) => pinned[field] !== defined[field]);
   pinned.close();
   return { map, path: pinPath, pinned: pick(pinned, differing), defined: pick(defined, differing) };
@@ -76,11 +76,11 @@ export class StalePins {
   ) {}
 
   // Renames the pins in pinDir of those maps whose definition in the
-  // object differs from the pinned map's. rings names the maps whose
-  // set-aside pins are kept for reading. The object must not be loaded
-  // yet. Maps without a pin are skipped, and a pin that is not a map is
+  // object, read before its load (layoutsBeforeLoad), differs from the
+  // pinned map's, before the object loads. rings names the maps whose
+  // set-aside pins are kept for reading. Maps without a pin are skipped, and a pin that is not a map is
   // left for the load to report.
-  static setAside(object: NativeObject, maps: readonly string[], pinDir: string, rings: readonly string[]): StalePins {
+  static setAside(definitions: ReadonlyMap<string, MapDefinition>, pinDir: string, rings: readonly string[]): StalePins {
     let names: string[];
     try {
       names = readdirSync(pinDir);
@@ -105,12 +105,12 @@ export class StalePins {
     const replaced: (ReplacedPin & { setAsidePath: string })[] = [];
     const recordedLayouts = RecordedLayouts.open(pinDir);
     try {
-      for (const map of maps) {
+      for (const [map, definition] of definitions) {
         const pinPath = path.join(pinDir, map);
-        const comparison = comparePin(object, map, pinPath);
+        const comparison = comparePin(definition, map, pinPath);
         if (comparison === null) continue;
         if (recordedLayouts !== null) {
-          const { recorded, defined } = recordedLayouts.differences(map, object.mapDefinition(map));
+          const { recorded, defined } = recordedLayouts.differences(map, definition);
           Object.assign(comparison.pinned, recorded);
           Object.assign(comparison.defined, defined);
         }
