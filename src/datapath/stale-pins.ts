@@ -75,11 +75,11 @@ export class StalePins {
     private readonly leftoverRings: { map: string; pinPath: string }[],
   ) {}
 
-  // Renames the pins in pinDir of those maps whose definition in the
-  // object, read before its load (layoutsBeforeLoad), differs from the
-  // pinned map's, before the object loads. rings names the maps whose
-  // set-aside pins are kept for reading. Maps without a pin are skipped, and a pin that is not a map is
-  // left for the load to report.
+  // Renames the pins in pinDir of those maps whose definition, read before
+  // the object loads (layoutsBeforeLoad), differs from the pinned map's.
+  // Call it before the load too. rings names the maps whose set-aside pins
+  // are kept for reading. Maps without a pin are skipped, and a pin that
+  // is not a map is left for the load to report.
   static setAside(definitions: ReadonlyMap<string, MapDefinition>, pinDir: string, rings: readonly string[]): StalePins {
     let names: string[];
     try {
