@@ -149,8 +149,7 @@ async function main(): Promise<void> {
     node = chained;
     startLiveness(chained.datapath);
     // A standalone agent that used this pinDir before left its links.
-    logDetachedLinks(log, chained.datapath.removeUnlistedLinks());
-    await sweepClsactFilters(log, chained.datapath.removeUnlistedClsactFilters());
+    await detachLeftovers(log, chained.datapath);
   } else {
     ensureBpffs();
     mkdirSync(config.bpf.pinDir, { recursive: true });
@@ -160,8 +159,7 @@ async function main(): Promise<void> {
       await datapath.attach(iface.name, iface.hook === 'xdp' ? { hook: 'xdp', mode: iface.xdpMode } : { hook: 'tc' });
       log.info({ interface: iface.name, hook: iface.hook }, 'attached');
     }
-    logDetachedLinks(log, datapath.removeUnlistedLinks());
-    await sweepClsactFilters(log, datapath.removeUnlistedClsactFilters());
+    await detachLeftovers(log, datapath);
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
   const metrics = new AgentMetrics(
@@ -359,6 +357,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+// Detaches what an earlier configuration attached to interfaces or hooks
+// that this datapath did not attach, and logs it.
+async function detachLeftovers(log: Logger, opened: Datapath): Promise<void> {
+  logDetachedLinks(log, opened.removeUnlistedLinks());
+  await sweepClsactFilters(log, opened.removeUnlistedClsactFilters());
 }
 
 // Logs the links that an earlier configuration attached and this one
