@@ -10,8 +10,11 @@
 // release waits, every pollIntervalMs, and not at all otherwise. iptables
 // has no change feed that both of its backends offer. kube-proxy writes to
 // the nf_tables or the legacy backend, whichever the node uses, so the
-// check reads the one that has kube-proxy's KUBE-SERVICES chain, as
-// kube-proxy's own image decides between them.
+// check reads the first one that has kube-proxy's KUBE-SERVICES chain,
+// trying nf_tables first.
+// NOTE: kube-proxy's image compares the rule counts of both backends
+// instead, so leftover nf_tables chains on a legacy node would mislead
+// this check.
 
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
