@@ -42,7 +42,7 @@ export interface DetachedClsactFilter {
   progName: string;
 }
 
-/** What detachClsactFilters() did: the filters removed, and the devices it could not sweep. */
+/** The result of detachClsactFilters(): the filters removed, and the devices it could not sweep. */
 export interface ClsactSweep {
   detached: DetachedClsactFilter[];
   errors: (NodeJS.ErrnoException & { ifname: string })[];
@@ -174,8 +174,8 @@ export interface NativeObject {
   mapNames(): string[];
   /**
    * The map's definition as load() would create it. Throws a TypeError for
-   * an unknown name. Read layouts before load(): for a map reused from a
-   * pin, libbpf then holds the pinned map's BTF type ids.
+   * an unknown name. Read layouts before load(), because libbpf then gives
+   * a map reused from a pin the type ids of the pinned map's own BTF.
    */
   mapDefinition(map: string): MapDefinition;
 
