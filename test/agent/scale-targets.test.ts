@@ -85,7 +85,8 @@ test('forbidden read is a problem', async () => {
   await settle();
 
   const reading = targets.get('shop', ROLLOUT);
-  assert.ok(reading && 'problem' in reading, 'a missing RBAC rule makes the workload invalid');
+  assert.ok(reading !== undefined);
+  assert.ok('problem' in reading, 'a missing RBAC rule makes the workload invalid');
   assert.match(reading.problem, /^spec\.targetRef: the agent may not read the scale of Rollout shop\/web \(argoproj\.io\/v1alpha1\): 403 Forbidden; add get and update/);
   assert.equal(changes, 1);
   targets.stop();
@@ -103,7 +104,8 @@ test('forbidden after not found replaces it', async () => {
   await settle();
 
   const reading = targets.get('shop', ROLLOUT);
-  assert.ok(reading && 'problem' in reading);
+  assert.ok(reading !== undefined);
+  assert.ok('problem' in reading);
   assert.match(reading.problem, /403 Forbidden/);
   targets.stop();
 });
