@@ -8,15 +8,19 @@
 //
 // kube-proxy's Service chains are listed with `iptables -S` while a
 // release waits, every pollIntervalMs, and not at all otherwise. iptables
-// has no change feed that both of its backends offer. kube-proxy writes to
-// the nf_tables or the legacy backend, whichever the node uses, so the
-// check reads the first one that has kube-proxy's KUBE-SERVICES chain,
-// trying nf_tables first.
-// NOTE: kube-proxy's image compares the rule counts of both backends
-// instead, so leftover nf_tables chains on a legacy node would mislead
-// this check.
+// has no change feed that both of its backends offer.
+//
+// kube-proxy writes to the nf_tables or the legacy backend, whichever the
+// iptables wrapper in its image picks (kubernetes-sigs/iptables-wrappers,
+// pkg/xtables/detect.go): the backend where kubelet created
+// KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY in the mangle table, checked
+// on nf_tables first. The check picks the backend the same way. Where no
+// backend has either chain, the wrapper defaults to nf_tables, and the
+// check reads the first backend that has kube-proxy's KUBE-SERVICES chain,
+// nf_tables first.
 
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 
 import type { Logger } from 'pino';
@@ -37,6 +41,12 @@ type Family = 'ipv4' | 'ipv6';
 type IptablesBackend = 'nft' | 'legacy';
 
 const COMMANDS: Record<Family, string> = { ipv4: 'iptables', ipv6: 'ip6tables' };
+// The kernel's list of the legacy tables that exist in a namespace.
+const LEGACY_TABLE_NAMES: Record<Family, string> = { ipv4: '/proc/net/ip_tables_names', ipv6: '/proc/net/ip6_tables_names' };
+// The chains that kubelet creates in the mangle table of the backend it
+// uses: KUBE-IPTABLES-HINT since Kubernetes 1.24, KUBE-KUBELET-CANARY
+// from 1.17.
+const KUBELET_CHAINS = /^-N (KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY)$/m;
 
 export interface KubeProxyIptablesOptions {
   // Network namespace file of kube-proxy's tables, such as /run/netns/node1.
@@ -53,6 +63,9 @@ export class KubeProxyIptables implements BackendCheck {
   private readonly waiters: ProgrammedWaiters;
   // The backend with kube-proxy's chains, per family, once found.
   private readonly backends = new Map<Family, IptablesBackend>();
+  // The backend that kubelet marked, once found. It applies to both
+  // families.
+  private kubeletBackend: IptablesBackend | undefined;
   private polling = false;
   private stopped = false;
   private readonly abort = new AbortController();
@@ -134,31 +147,17 @@ export class KubeProxyIptables implements BackendCheck {
   }
 
   // Reads kube-proxy's Service chains of one family from its backend, or
-  // from nf_tables while no backend has its chains yet.
+  // returns no frontends while the backend is not known yet.
   private async read(family: Family): Promise<IptablesFrontends> {
     let backend = this.backends.get(family);
-    let nat: string | null = null;
     if (backend === undefined) {
-      nat = await this.listChain(family, 'nft', 'nat', 'KUBE-SERVICES');
-      if (nat !== null) backend = 'nft';
-      else {
-        // Reading the legacy backend needs CAP_NET_RAW, which the
-        // DaemonSet grants. Without it the check goes on with nf_tables.
-        try {
-          nat = await this.listChain(family, 'legacy', 'nat', 'KUBE-SERVICES');
-        } catch (err) {
-          const hint = /Permission denied/.test((err as Error).message) ? '; the legacy backend needs CAP_NET_RAW' : '';
-          this.logReadError(new Error(`${(err as Error).message}${hint}`));
-        }
-        if (nat !== null) backend = 'legacy';
-      }
+      backend = await this.findBackend(family);
       if (backend === undefined) return IptablesFrontends.parse('', '');
       this.backends.set(family, backend);
-      this.log.info({ family, backend }, "found kube-proxy's iptables rules");
     }
 
     const chains = await Promise.all([
-      nat ?? this.listChain(family, backend, 'nat', 'KUBE-SERVICES'),
+      this.listChain(family, backend, 'nat', 'KUBE-SERVICES'),
       this.listChain(family, backend, 'nat', 'KUBE-NODEPORTS'),
       this.listChain(family, backend, 'filter', 'KUBE-SERVICES'),
       this.listChain(family, backend, 'filter', 'KUBE-EXTERNAL-SERVICES'),
@@ -166,16 +165,77 @@ export class KubeProxyIptables implements BackendCheck {
     return IptablesFrontends.parse(`${chains[0] ?? ''}\n${chains[1] ?? ''}`, `${chains[2] ?? ''}\n${chains[3] ?? ''}`);
   }
 
+  // Picks the backend that kubelet marked, or else the first one with
+  // kube-proxy's KUBE-SERVICES chain in this family.
+  private async findBackend(family: Family): Promise<IptablesBackend | undefined> {
+    if (this.kubeletBackend === undefined) {
+      this.kubeletBackend = await this.findKubeletBackend();
+      if (this.kubeletBackend !== undefined) this.log.info({ backend: this.kubeletBackend }, "found kubelet's iptables chains, so kube-proxy writes to this backend");
+    }
+    if (this.kubeletBackend !== undefined) return this.kubeletBackend;
+
+    for (const backend of ['nft', 'legacy'] as const) {
+      if (!(await this.hasTable(family, backend, 'nat'))) continue;
+      if ((await this.listChain(family, backend, 'nat', 'KUBE-SERVICES')) === null) continue;
+      this.log.info({ family, backend }, "found kube-proxy's iptables rules, and no kubelet chains name a backend");
+      return backend;
+    }
+    return undefined;
+  }
+
+  // Returns the first backend, nf_tables before legacy, in whose mangle
+  // table kubelet created one of its chains, in either family.
+  private async findKubeletBackend(): Promise<IptablesBackend | undefined> {
+    for (const backend of ['nft', 'legacy'] as const) {
+      for (const family of ['ipv4', 'ipv6'] as const) {
+        if (!(await this.hasTable(family, backend, 'mangle'))) continue;
+        const mangle = await this.runIptables(family, backend, ['-t', 'mangle', '-S']);
+        if (mangle !== null && KUBELET_CHAINS.test(mangle)) return backend;
+      }
+    }
+    return undefined;
+  }
+
+  // Tells whether a table exists without creating it. Any access through
+  // iptables-legacy creates the table in the kernel, as the wrapper's
+  // source notes, so the legacy backend is read only where the kernel
+  // lists the table. iptables-nft 1.8.9 does not create tables to list
+  // them.
+  private async hasTable(family: Family, backend: IptablesBackend, table: string): Promise<boolean> {
+    if (backend === 'nft') return true;
+
+    let names: string;
+    try {
+      names =
+        this.options.netns === undefined
+          ? await readFile(LEGACY_TABLE_NAMES[family], 'utf8')
+          : (await execFileAsync('nsenter', [`--net=${this.options.netns}`, 'cat', LEGACY_TABLE_NAMES[family]], { timeout: COMMAND_TIMEOUT_MS, signal: this.abort.signal })).stdout;
+    } catch (err) {
+      // The file exists only while the kernel's ip_tables or ip6_tables
+      // module is loaded, so without it there are no legacy tables.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || /No such file/.test((err as { stderr?: string }).stderr ?? '')) return false;
+      throw err;
+    }
+    return names.split('\n').includes(table);
+  }
+
   // Lists one chain with `iptables -S`, in the namespace of the tables, or
   // returns null when the chain does not exist. A chain instead of a whole
   // table, because iptables-nft-save takes about 2 s for the 40,000 rules
   // of 10,000 Services, and listing KUBE-SERVICES about 0.1 s.
-  private async listChain(family: Family, backend: IptablesBackend, table: 'nat' | 'filter', chain: string): Promise<string | null> {
+  private listChain(family: Family, backend: IptablesBackend, table: 'nat' | 'filter', chain: string): Promise<string | null> {
+    return this.runIptables(family, backend, ['-t', table, '-S', chain]);
+  }
+
+  // Runs iptables of one family and backend in the namespace of the
+  // tables, and returns its output, or null when the chain or table does
+  // not exist.
+  private async runIptables(family: Family, backend: IptablesBackend, args: string[]): Promise<string | null> {
     const command = `${COMMANDS[family]}-${backend}`;
     // -w waits for the xtables lock that the legacy backend takes while
     // kube-proxy restores, instead of failing.
-    const args = ['-w', '5', '-t', table, '-S', chain];
-    const [program, programArgs] = this.options.netns === undefined ? [command, args] : ['nsenter', [`--net=${this.options.netns}`, command, ...args]];
+    const commandArgs = ['-w', '5', ...args];
+    const [program, programArgs] = this.options.netns === undefined ? [command, commandArgs] : ['nsenter', [`--net=${this.options.netns}`, command, ...commandArgs]];
     try {
       const { stdout } = await execFileAsync(program, programArgs, { timeout: COMMAND_TIMEOUT_MS, maxBuffer: MAX_OUTPUT_BYTES, signal: this.abort.signal });
       return stdout;
@@ -185,7 +245,11 @@ export class KubeProxyIptables implements BackendCheck {
       // backend prints "No chain/target/match by that name", and nf_tables
       // calls a chain of a table that does not exist "incompatible".
       if (/No chain\/target\/match by that name|is incompatible|does not exist/.test(e.stderr ?? '')) return null;
-      throw new Error(`${command} -t ${table} -S ${chain} failed: ${e.stderr?.trim() || e.message}`);
+
+      // Reading the legacy backend needs CAP_NET_RAW, which the DaemonSet
+      // grants.
+      const hint = backend === 'legacy' && /Permission denied/.test(e.stderr ?? '') ? '; the legacy backend needs CAP_NET_RAW' : '';
+      throw new Error(`${command} ${args.join(' ')} failed: ${e.stderr?.trim() || e.message}${hint}`);
     }
   }
 }

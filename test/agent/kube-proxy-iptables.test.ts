@@ -4,7 +4,8 @@
 // both iptables backends.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 
 import { pino } from 'pino';
@@ -15,6 +16,7 @@ import { IptablesFrontends } from '../../src/agent/kube-proxy-iptables-rules.js'
 import { netnsPath, TestNetwork } from '../lib/netns.js';
 
 const log = pino({ level: 'silent' });
+const execFileAsync = promisify(execFile);
 const WEB: Frontend = { address: '198.19.0.50', protocol: 'tcp', port: 80 };
 const WEB_V6: Frontend = { address: 'fd5a::50', protocol: 'tcp', port: 80 };
 const NODE_PORT: Frontend = { address: '198.18.0.1', protocol: 'tcp', port: 30080 };
@@ -204,11 +206,52 @@ test('check reports a programmed family early', async () => {
 
 test('check start fails without the namespace', async () => {
   const check = new KubeProxyIptables({ netns: '/run/netns/zh-missing-namespace', log });
-  await assert.rejects(check.start(), /iptables-nft -t nat -S KUBE-SERVICES failed: nsenter: .*zh-missing-namespace/);
+  await assert.rejects(check.start(), /iptables-nft -t mangle -S failed: nsenter: .*zh-missing-namespace/);
 });
 
 test('check finds no chains in an empty namespace', async () => {
   const empty = await network.addNamespace('ipt-empty');
   const check = await startCheck(empty);
   assert.equal(await check.waitProgrammed([WEB], 200), false);
+  assert.deepEqual(await legacyTables(empty, 'ip_tables_names'), [], 'the check created legacy IPv4 tables');
+  assert.deepEqual(await legacyTables(empty, 'ip6_tables_names'), [], 'the check created legacy IPv6 tables');
 });
+
+// The chain that kubelet creates in the mangle table of its backend.
+const KUBELET_HINT = '*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n';
+
+test('check follows kubelet to the legacy backend', async () => {
+  // nf_tables keeps rules of a kube-proxy that ran before the node moved
+  // to legacy, and they still reject the Service.
+  const ns = await network.addNamespace('ipt-moved');
+  await restore(ns, 'iptables-nft-restore', withoutEndpoints('198.19.0.50', 32));
+  await restore(ns, 'iptables-legacy-restore', withEndpoint('198.19.0.50', 32, '198.18.5.1:8080'));
+
+  const unhinted = await startCheck(ns);
+  assert.equal(await unhinted.waitProgrammed([WEB], 300), false, 'without a kubelet chain the check reads nf_tables first');
+
+  await restore(ns, 'iptables-legacy-restore', KUBELET_HINT);
+  const hinted = await startCheck(ns);
+  assert.equal(await hinted.waitProgrammed([WEB], 2000), true);
+});
+
+test('check waits on the kubelet backend', async () => {
+  // kube-proxy has not synced nf_tables yet, and the legacy backend has
+  // stale rules that send the Service to an old endpoint.
+  const ns = await network.addNamespace('ipt-hinted');
+  await restore(ns, 'iptables-nft-restore', KUBELET_HINT);
+  await restore(ns, 'iptables-legacy-restore', withEndpoint('198.19.0.50', 32, '198.18.5.9:8080'));
+  const check = await startCheck(ns);
+
+  const programmed = check.waitProgrammed([WEB], 10_000);
+  assert.equal(await settledWithin(programmed, 300), 'pending', 'the stale legacy rules released the flow');
+
+  await restore(ns, 'iptables-nft-restore', withEndpoint('198.19.0.50', 32, '198.18.5.1:8080'));
+  assert.equal(await programmed, true);
+});
+
+// Lists the legacy tables that exist in a namespace's kernel state.
+async function legacyTables(ns: string, file: 'ip_tables_names' | 'ip6_tables_names'): Promise<string[]> {
+  const { stdout } = await execFileAsync('nsenter', [`--net=${netnsPath(ns)}`, 'cat', `/proc/net/${file}`]);
+  return stdout.split('\n').filter((name) => name !== '');
+}

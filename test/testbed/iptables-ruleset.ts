@@ -43,9 +43,14 @@ export interface RenderedRules {
   serviceChains: Set<string>;
 }
 
-// The jumps from the built-in chains, written once per namespace.
+// The jumps from the built-in chains, written once per namespace, and the
+// mangle chain that kubelet creates to mark the backend it uses, which
+// the agent's check reads as kube-proxy's image does.
 export function renderBaseRules(): string {
-  return `*filter
+  return `*mangle
+:KUBE-IPTABLES-HINT - [0:0]
+COMMIT
+*filter
 :KUBE-SERVICES - [0:0]
 :KUBE-EXTERNAL-SERVICES - [0:0]
 -A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
