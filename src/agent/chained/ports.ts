@@ -241,8 +241,8 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
   }
 
   // Warm traffic goes to the host's backends and never reaches zerohold,
-  // so the datapath's warm counters stay at zero in chained mode.
-  // TODO: take activity from Hubble flows to the workload's Services.
+  // so the datapath's warm counters stay at zero in chained mode. The
+  // agent takes activity from Hubble flows instead (main.ts).
   lastActivity(_workload: WorkloadKey): number | undefined {
     return undefined;
   }
