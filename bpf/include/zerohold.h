@@ -166,6 +166,7 @@ struct zh_service_stats {
 	__u64	warm_packets;	/* packets to the service while warm */
 	__u64	warm_last_seen_ns; /* bpf_ktime_get_coarse_ns() of the last */
 	__u64	no_agent;	/* flow openers passed: agent deadline past */
+	__u64	dropped_cold;	/* chained frames that open no flow, dropped */
 };
 
 /* zh_stats index: per-CPU counters that belong to no service. */

@@ -60,9 +60,14 @@ zh_decide_chained(enum zh_parse_status status, const struct zh_flow *flow,
 	if (!zh_resolve_stats(match))
 		return ZH_ACT_DROP;
 
-	/* TODO: count these drops once zh_stats has an index for them. */
-	if (status != ZH_PARSE_OK || !zh_flow_opens(flow))
+	/*
+	 * Unlike a cold standalone hook, which passes segments of established
+	 * connections, the host has no backend to send them to.
+	 */
+	if (status != ZH_PARSE_OK || !zh_flow_opens(flow)) {
+		match->stats->dropped_cold++;
 		return ZH_ACT_DROP;
+	}
 	return zh_decide_opener(flow, match);
 }
 

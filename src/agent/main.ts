@@ -163,7 +163,9 @@ async function main(): Promise<void> {
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
   const metrics = new AgentMetrics(
-    node instanceof SignalDatapath ? { held: () => new Map() } : { held: () => node.heldTotals(), datapath: () => node.datapathCounters() },
+    node instanceof SignalDatapath
+      ? { held: () => new Map() }
+      : { held: () => node.heldTotals(), datapath: () => node.datapathCounters(), datapathGlobal: () => node.datapathGlobalCounters() },
   );
 
   // Flow openers over a held flow bound are dropped by the datapath and

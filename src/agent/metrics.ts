@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-import type { ServiceStatField } from '../datapath/layout.js';
+import { GlobalStat, type ServiceStatField } from '../datapath/layout.js';
 import type { ServiceCounters } from '../datapath/services.js';
 import { UNKNOWN_WORKLOAD } from './held-rejections.js';
 import type { HeldTotals, WorkloadKey } from './ports.js';
@@ -18,6 +18,9 @@ export interface MetricSources {
   held: () => Map<WorkloadKey, HeldTotals>;
   // Workload to its datapath counters; none in signal mode.
   datapath?: () => Map<WorkloadKey, ServiceCounters>;
+  // The datapath's node-wide counters, indexed by GlobalStat; none in
+  // signal mode.
+  datapathGlobal?: () => bigint[];
 }
 
 // The outcomes of a workload's flow openers that met a closed gate, each
@@ -29,6 +32,14 @@ const FLOW_OPENER_OUTCOMES: [string, ServiceStatField][] = [
   ['fragment', 'fragments'],
   ['drop-mode', 'dropped_only'],
   ['no-agent', 'no_agent'],
+];
+
+// The reasons of zerohold_datapath_errors_total, each with its node-wide
+// datapath counter.
+const DATAPATH_ERROR_REASONS: [string, number][] = [
+  ['bad-service', GlobalStat.BadService],
+  ['chain-bad-meta', GlobalStat.ChainBadMeta],
+  ['chain-unmanaged', GlobalStat.ChainUnmanaged],
 ];
 
 // The reasons of zerohold_held_flows_dropped_total that belong to a
@@ -96,7 +107,7 @@ export class AgentMetrics {
     sources: MetricSources,
     private readonly untrackDelayMs = UNTRACK_DELAY_MS,
   ) {
-    const { held, datapath } = sources;
+    const { held, datapath, datapathGlobal } = sources;
     this.heldGauge('zerohold_held_flows', 'Flows held on this node now, waiting for their workload.', held, (totals) => totals.flows);
     this.heldGauge('zerohold_held_bytes', 'Bytes of the frames held on this node now, the packet data that the held flow limits bound.', held, (totals) => totals.bytes);
     if (datapath) {
@@ -118,7 +129,18 @@ export class AgentMetrics {
         ],
       );
       this.datapathCounter('zerohold_datapath_warm_packets_total', 'Packets that the datapath passed to a workload with its gate open.', [], datapath, (counters) => [[{}, counters.warm_packets]]);
+      this.datapathCounter(
+        'zerohold_datapath_non_openers_total',
+        'Packets that open no flow (TCP segments without SYN, and in chained mode also frames the datapath cannot parse) that met the gate closed, by outcome: passed to the node, as a standalone hook does so that established connections keep working, or dropped in chained mode, where the host has no backend for them.',
+        ['outcome'],
+        datapath,
+        (counters) => [
+          [{ outcome: 'passed' }, counters.passed_cold],
+          [{ outcome: 'dropped' }, counters.dropped_cold],
+        ],
+      );
     }
+    if (datapathGlobal) this.datapathGlobalCounters(datapathGlobal);
     collectDefaultMetrics({ register: this.registry, prefix: 'zerohold_agent_' });
     // Like trackWorkload(), for the drops that belong to no workload.
     this.heldDropped.inc({ workload: UNKNOWN_WORKLOAD, reason: 'record-error' }, 0);
@@ -203,6 +225,31 @@ export class AgentMetrics {
         for (const [workload, counters] of datapath()) {
           for (const [labels, value] of values(counters)) counter.inc({ workload, ...labels } as Partial<Record<L | 'workload', string>>, Number(value));
         }
+      },
+    });
+  }
+
+  // Registers the counters of frames that belong to no workload, read from
+  // the datapath's node-wide BPF counters on each scrape.
+  private datapathGlobalCounters(read: () => bigint[]): void {
+    const errors = new Counter({
+      name: 'zerohold_datapath_errors_total',
+      help: 'Frames that the datapath could not handle as their service asks, by reason: bad-service (a frontend or a chained call named a service id past the size of a per-service map), chain-bad-meta (a chained call came without valid metadata from the host) or chain-unmanaged (a chained call for an id that no workload manages).',
+      labelNames: ['reason'] as const,
+      registers: [this.registry],
+      collect() {
+        const counters = read();
+        errors.reset();
+        for (const [reason, index] of DATAPATH_ERROR_REASONS) errors.inc({ reason }, Number(counters[index] ?? 0n));
+      },
+    });
+    const reinjected = new Counter({
+      name: 'zerohold_datapath_reinjected_frames_total',
+      help: 'Held frames that the re-injection program passed into the ingress path of their interface.',
+      registers: [this.registry],
+      collect() {
+        reinjected.reset();
+        reinjected.inc(Number(read()[GlobalStat.Reinjected] ?? 0n));
       },
     });
   }

@@ -98,6 +98,7 @@ export const SERVICE_STAT_FIELDS = [
   'warm_packets',
   'warm_last_seen_ns',
   'no_agent',
+  'dropped_cold',
 ] as const;
 export type ServiceStatField = (typeof SERVICE_STAT_FIELDS)[number];
 

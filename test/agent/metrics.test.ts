@@ -7,11 +7,12 @@ import type { ServiceCounters } from '../../src/datapath/services.js';
 
 const held = new Map<string, { flows: number; bytes: number }>();
 const datapath = new Map<string, ServiceCounters>();
+let datapathGlobal: bigint[] = [0n, 0n, 0n, 0n];
 let metrics: AgentMetrics;
 let url: string;
 
 before(async () => {
-  metrics = new AgentMetrics({ held: () => held, datapath: () => datapath });
+  metrics = new AgentMetrics({ held: () => held, datapath: () => datapath, datapathGlobal: () => datapathGlobal });
   url = `http://127.0.0.1:${await metrics.listen('127.0.0.1', 0)}`;
 });
 
@@ -55,7 +56,7 @@ test('held gauges are read at scrape', async () => {
 
 test('datapath counters are read at scrape', async () => {
   const counters = Object.fromEntries(SERVICE_STAT_FIELDS.map((field) => [field, 0n])) as ServiceCounters;
-  datapath.set('shop/web', { ...counters, held_frames: 12n, ringbuf_full: 3n, too_large: 1n, fragments: 2n, wake_events: 4n, wake_lost: 5n, warm_packets: 9_000_000_000n });
+  datapath.set('shop/web', { ...counters, held_frames: 12n, ringbuf_full: 3n, too_large: 1n, fragments: 2n, wake_events: 4n, wake_lost: 5n, warm_packets: 9_000_000_000n, passed_cold: 6n, dropped_cold: 7n });
 
   const body = await scrape();
 
@@ -68,10 +69,27 @@ test('datapath counters are read at scrape', async () => {
   assert.match(body, /^zerohold_datapath_wake_signals_total\{workload="shop\/web",result="sent"\} 4$/m);
   assert.match(body, /^zerohold_datapath_wake_signals_total\{workload="shop\/web",result="lost"\} 5$/m);
   assert.match(body, /^zerohold_datapath_warm_packets_total\{workload="shop\/web"\} 9000000000$/m);
+  assert.match(body, /^zerohold_datapath_non_openers_total\{workload="shop\/web",outcome="passed"\} 6$/m);
+  assert.match(body, /^zerohold_datapath_non_openers_total\{workload="shop\/web",outcome="dropped"\} 7$/m);
 
   // A workload that is gone leaves no series behind.
   datapath.clear();
-  assert.doesNotMatch(await scrape(), /^zerohold_datapath_\w+\{/m);
+  assert.doesNotMatch(await scrape(), /^zerohold_datapath_\w+\{workload=/m);
+});
+
+test('node-wide datapath counters', async () => {
+  datapathGlobal = [1n, 2n, 3n, 40n];
+  const body = await scrape();
+  assert.match(body, /^zerohold_datapath_errors_total\{reason="bad-service"\} 1$/m);
+  assert.match(body, /^zerohold_datapath_errors_total\{reason="chain-bad-meta"\} 2$/m);
+  assert.match(body, /^zerohold_datapath_errors_total\{reason="chain-unmanaged"\} 3$/m);
+  assert.match(body, /^zerohold_datapath_reinjected_frames_total 40$/m);
+
+  // Counters read anew replace the values of the last scrape.
+  datapathGlobal = [1n, 2n, 5n, 41n];
+  const next = await scrape();
+  assert.match(next, /^zerohold_datapath_errors_total\{reason="chain-unmanaged"\} 5$/m);
+  assert.match(next, /^zerohold_datapath_reinjected_frames_total 41$/m);
 });
 
 test('signal mode has no datapath counters', async () => {

@@ -129,9 +129,12 @@ describe('chained mode', () => {
     });
 
     test(`${hook} ACK is dropped, not held`, () => {
+      const before = dp.services.readCounters(SERVICE);
       const out = runHost(hook, ack);
       assert.equal(verdictOf(hook, out.retval), 'drop');
       assert.equal(out.held.length, 0);
+      assert.equal(dp.services.readCounters(SERVICE).dropped_cold - before.dropped_cold, 1n);
+      assert.equal(dp.services.readCounters(SERVICE).passed_cold, before.passed_cold);
     });
 
     test(`${hook} callee drops unheld past deadline`, () => {

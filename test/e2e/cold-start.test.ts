@@ -132,6 +132,7 @@ describe('cold start', () => {
     const workload = await deployCold(nodeHttpWorkload({ workDir: testbed.workloadDir, name: 'crowd', startupDelayMs: 1500 }));
     const syns = await testbed.synCounter('node-0', { address: workload.clusterIPv4, port: 80 });
     const args = await parallelCurl(join(testbed.workDir, 'crowd.curlrc'), workload.clusterIPv4, 80, clients);
+    const reinjectedBefore = reinjectedFrames(await testbed.agent('node-0').metrics());
 
     const running = testbed.run(testbed.externalClient(), 'curl', args, { timeoutMs: 40_000 });
     let maxHeld = 0;
@@ -154,6 +155,7 @@ describe('cold start', () => {
       'requests without status 200',
     );
     assert.equal(await syns.read(), clients, `SYNs entering node-0, want one per client\n${timelineSince(result.startedUnixMs)}`);
+    assert.equal(reinjectedFrames(await testbed.agent('node-0').metrics()) - reinjectedBefore, clients, 'frames counted by the re-injection program');
   });
 
   it('two nodes wake one workload once', async () => {
@@ -179,3 +181,10 @@ describe('cold start', () => {
     assert.equal(deployment.spec?.replicas, 1);
   });
 });
+
+// Reads zerohold_datapath_reinjected_frames_total from an agent's metrics.
+function reinjectedFrames(metrics: string): number {
+  const match = /^zerohold_datapath_reinjected_frames_total (\d+)$/m.exec(metrics);
+  assert.ok(match, 'no zerohold_datapath_reinjected_frames_total in the metrics');
+  return Number(match[1]);
+}

@@ -70,7 +70,7 @@ test('every alert has a case', () => {
 
 test('agent metrics pass promtool lint', async () => {
   const counters = Object.fromEntries(SERVICE_STAT_FIELDS.map((field) => [field, 1n])) as ServiceCounters;
-  const metrics = new AgentMetrics({ held: () => new Map([['shop/web', { flows: 1, bytes: 74 }]]), datapath: () => new Map([['shop/web', counters]]) });
+  const metrics = new AgentMetrics({ held: () => new Map([['shop/web', { flows: 1, bytes: 74 }]]), datapath: () => new Map([['shop/web', counters]]), datapathGlobal: () => [1n, 1n, 1n, 1n] });
   metrics.trackWorkload('shop/web');
   metrics.apiErrors.inc({ operation: 'scale' });
   const port = await metrics.listen('127.0.0.1', 0);
