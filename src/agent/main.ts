@@ -106,6 +106,8 @@ async function main(): Promise<void> {
     heldLimits: { total: config.limits.heldFlowsTotal, perService: config.limits.heldFlowsPerService, perSource: config.limits.heldFlowsPerClient },
   };
 
+  // Lets a component ask for a restart before stop() below exists.
+  const restart = new RestartRequest();
   let node: NodeDatapath | ChainedDatapath | SignalDatapath;
   let datapath: Datapath | undefined;
   let ciliumServices: CiliumServiceSource | undefined;
@@ -144,6 +146,7 @@ async function main(): Promise<void> {
       reinsertIntervalMs: config.chained.reinsertInterval,
       wakeIntervalMs: config.limits.wakeInterval,
       reinject: config.release.heldPackets === 'reinject',
+      onHostMetaReplaced: () => restart.request(),
       log: componentLogger(root, 'datapath'),
     });
     node = chained;
@@ -311,13 +314,15 @@ async function main(): Promise<void> {
   log.info({ metricsPort, socket: config.api.socket, mode: config.mode }, 'agent ready');
 
   let stopping = false;
-  const stop = async (signal: string) => {
+  // reason is the signal, or "restart" for an exit with code 1 that the
+  // DaemonSet's restart policy follows with a new start.
+  const stop = async (reason: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, 'stopping');
+    log.info({ reason }, 'stopping');
     // On a hand-over, records from now on wait in the pinned ring for the
     // next agent instead of reaching this one, which is about to exit.
-    const handover = signal === 'SIGTERM' && config.shutdown.handover > 0;
+    const handover = reason === 'SIGTERM' && config.shutdown.handover > 0;
     if (handover) holding?.stopReading();
     await api.close();
     clearInterval(followTimer);
@@ -355,10 +360,28 @@ async function main(): Promise<void> {
     ciliumServices?.close();
     kc.destroyAgents();
     log.info('stopped');
-    process.exit(0);
+    process.exit(reason === 'restart' ? 1 : 0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  restart.listen(() => void stop('restart'));
+}
+
+// A request to stop the agent so that it starts again, which may come
+// before the agent can stop and then waits for it.
+class RestartRequest {
+  private requested = false;
+  private handler: (() => void) | undefined;
+
+  request(): void {
+    this.requested = true;
+    this.handler?.();
+  }
+
+  listen(handler: () => void): void {
+    this.handler = handler;
+    if (this.requested) handler();
+  }
 }
 
 // Detaches what an earlier configuration attached to interfaces or hooks

@@ -45,6 +45,11 @@ export class AgentChild {
     return this.exited;
   }
 
+  // Resolves with the exit code once the agent exits by itself.
+  exitCode(): Promise<number | null> {
+    return this.exited;
+  }
+
   // Sends SIGKILL by PID unless the agent has exited, for after() hooks.
   killSync(): void {
     if (!this.hasExited() && this.child.pid !== undefined) process.kill(this.child.pid, 'SIGKILL');

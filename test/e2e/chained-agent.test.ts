@@ -22,6 +22,7 @@ import { FakeCiliumApi } from '../agent/testing/fake-cilium-api.js';
 import { createReadyEndpoint } from '../agent/testing/objects.js';
 import { netnsPath, run, waitFor } from '../lib/netns.js';
 import { startHttpServer } from '../lib/servers.js';
+import { buildFrame, TCP_SYN } from '../lib/packets.js';
 import { HostStat, TestHost } from '../lib/test-host.js';
 import { buildTopology, NODE_V4, startClient, type Topology } from '../lib/topology.js';
 import { AgentChild } from './agent-child.js';
@@ -129,6 +130,7 @@ for (const kind of ['rest', 'maps'] as const satisfies readonly SourceKind[]) {
     let agent: AgentChild | undefined;
     let serviceIP: string;
     let frontend: Frontend;
+    let configPath: string;
 
     const logRecords = () => parseLog(agent?.output ?? '');
     const findLog = (msg: string) => logRecords().find((r) => r.msg === msg && (r.workload === undefined || r.workload === WORKLOAD));
@@ -170,7 +172,7 @@ table ip zh_test {
         cilium = await openMapsSource(serviceIP, workDir);
       }
 
-      const configPath = path.join(workDir, 'agent.yaml');
+      configPath = path.join(workDir, 'agent.yaml');
       writeFileSync(
         configPath,
         `nodeName: node-1
@@ -287,5 +289,46 @@ api: { socket: ${workDir}/agent.sock }
       await assert.rejects(curl, /exited 28/);
       assert.ok(host.stat(HostStat.Fallback) > before, 'the host fallback counted the SYN');
     });
+
+    test('new host zh_chain_meta restarts the agent', async () => {
+      agent = await AgentChild.start(configPath);
+      await waitFor('the chained programs inserted', () => (host.slot('zh_chain_xdp') !== null ? true : undefined), 5000);
+
+      // The programs that the agent loaded read the old map, so every
+      // chained call would drop until the agent loads again.
+      await host.reload({ replaceMeta: true });
+      const code = await Promise.race([agent.exitCode(), new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), 5000))]);
+
+      assert.equal(code, 1, agent.output);
+      assert.ok(findLog('the host replaced zh_chain_meta, so chained calls are dropped; restarting the agent to load against the new map'), agent.output);
+      assert.equal(host.slot('zh_chain_xdp'), null, 'the exiting agent empties zh_chain_xdp');
+      assert.equal(host.slot('zh_chain_tc'), null, 'the exiting agent empties zh_chain_tc');
+    });
+
+    test('restarted agent reads new metadata', async () => {
+      agent = await AgentChild.start(configPath);
+      await waitFor('the chained programs inserted', () => (host.slot('zh_chain_xdp') !== null && host.listed(REV_NAT_ID) ? true : undefined), 5000);
+      const metricsUrl = `http://127.0.0.1:${findLog('agent ready')!.metricsPort as number}/metrics`;
+      const heldOpeners = async () => counterValue(await (await fetch(metricsUrl)).text(), `zerohold_datapath_flow_openers_total{workload="${WORKLOAD}",outcome="held"}`);
+      const heldBefore = await heldOpeners();
+
+      // The host has no backend, so its program writes the metadata and
+      // calls zerohold, which holds the SYN.
+      host.setService(frontend, REV_NAT_ID, 0);
+      const syn = buildFrame({ src: '198.18.0.99', dst: serviceIP, tcp: { srcPort: 40001, dstPort: 80, flags: TCP_SYN } });
+      host.bpfObject.program('test_host_xdp').testRunSync({ data: syn });
+
+      const metrics = await (await fetch(metricsUrl)).text();
+      assert.equal(counterValue(metrics, 'zerohold_datapath_errors_total{reason="chain-bad-meta"}'), 0);
+      assert.equal((await heldOpeners()) - heldBefore, 1);
+    });
   });
+}
+
+// Reads one sample of the Prometheus text format by its series name and
+// labels, as the agent prints them.
+function counterValue(metrics: string, series: string): number {
+  const line = metrics.split('\n').find((candidate) => candidate.startsWith(`${series} `));
+  assert.ok(line, `no ${series} in the metrics`);
+  return Number(line.slice(series.length + 1));
 }

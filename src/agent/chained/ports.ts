@@ -31,6 +31,9 @@ export interface ChainedDatapathOptions {
   wakeIntervalMs: number;
   // False drops held frames at release instead of re-injecting them.
   reinject?: boolean;
+  // Called once when the host pinned a new zh_chain_meta, which the
+  // loaded programs cannot read (ChainReinserter).
+  onHostMetaReplaced?: () => void;
   log: Logger;
 }
 
@@ -64,7 +67,7 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
   ) {
     this.list = ChainServiceList.inDirectory(options.hostPinDir);
     this.slots = new ChainSlots(datapath, options.hostPinDir);
-    this.reinserter = new ChainReinserter(datapath, this.slots, this.list, { intervalMs: options.reinsertIntervalMs, log: options.log });
+    this.reinserter = new ChainReinserter(datapath, this.slots, this.list, { intervalMs: options.reinsertIntervalMs, log: options.log, onMetaReplaced: options.onHostMetaReplaced });
     ids.onChange(() => this.resolveAll());
   }
 

@@ -17,6 +17,10 @@ import type { ChainSlots } from './slots.js';
 export interface ChainReinserterOptions {
   intervalMs: number;
   log: Logger;
+  // Called once when the host pinned a new zh_chain_meta. The agent
+  // restarts then, so that it loads against the new map. Without it the
+  // error log requests a restart.
+  onMetaReplaced?: () => void;
 }
 
 export class ChainReinserter {
@@ -97,9 +101,14 @@ export class ChainReinserter {
     const loadedId = this.datapath.map('zh_chain_meta').id;
     if (pinnedId === loadedId || this.metaReplacedLogged) return;
     this.metaReplacedLogged = true;
-    // TODO: load zerohold.o again against the new pin instead of asking
-    // for a restart; the held frames in memory would have to move over.
-    this.options.log.error({ pinPath, pinnedId, loadedId }, 'the host replaced zh_chain_meta, so chained calls are dropped; restart the agent to load against the new map');
+
+    // A restart loads zerohold.o against the new pin with the startup code
+    // that every start runs. Loading again in this process would have to
+    // move the held flows to the new object and swap it under every user.
+    const { onMetaReplaced } = this.options;
+    const next = onMetaReplaced ? 'restarting the agent to load against the new map' : 'restart the agent to load against the new map';
+    this.options.log.error({ pinPath, pinnedId, loadedId }, `the host replaced zh_chain_meta, so chained calls are dropped; ${next}`);
+    onMetaReplaced?.();
   }
 
   private attempt<T>(step: string, work: () => T): T | undefined {
