@@ -55,17 +55,27 @@ export interface KubeProxyIptablesOptions {
   log: Logger;
   // Time between two reads while a release waits. Defaults to 50 ms.
   pollIntervalMs?: number;
+  // Time between two searches for kubelet's chains while none was found.
+  // Defaults to 10 s.
+  kubeletSearchIntervalMs?: number;
 }
 
 export class KubeProxyIptables implements BackendCheck {
   private readonly log: Logger;
   private readonly pollIntervalMs: number;
+  private readonly kubeletSearchIntervalMs: number;
   private readonly waiters: ProgrammedWaiters;
-  // The backend with kube-proxy's chains, per family, once found.
+  // The backend with kube-proxy's chains, per family, once found, for a
+  // node where kubelet marked none.
   private readonly backends = new Map<Family, IptablesBackend>();
   // The backend that kubelet marked, once found. It applies to both
-  // families.
+  // families and takes precedence over backends.
   private kubeletBackend: IptablesBackend | undefined;
+  // Date.now() of the last search for kubelet's chains while none was
+  // found, because kubelet may create them after the agent started.
+  private kubeletSearchedAtMs = -Infinity;
+  // Messages of failed searches that were logged, each logged once.
+  private readonly loggedSearchErrors = new Set<string>();
   private polling = false;
   private stopped = false;
   private readonly abort = new AbortController();
@@ -77,13 +87,15 @@ export class KubeProxyIptables implements BackendCheck {
     this.log = options.log;
     this.waiters = new ProgrammedWaiters(options.log);
     this.pollIntervalMs = options.pollIntervalMs ?? 50;
+    this.kubeletSearchIntervalMs = options.kubeletSearchIntervalMs ?? 10_000;
   }
 
   // Reads the IPv4 chains once, so that a missing iptables stops the
   // agent at start rather than delaying every release to its timeout.
   async start(): Promise<void> {
     const rules = await this.read('ipv4');
-    this.log.info({ backend: this.backends.get('ipv4') ?? 'not found yet', ...rules.sizes() }, "reading kube-proxy's iptables rules before each release");
+    const backend = this.kubeletBackend ?? this.backends.get('ipv4') ?? 'not found yet';
+    this.log.info({ backend, ...rules.sizes() }, "reading kube-proxy's iptables rules before each release");
   }
 
   waitProgrammed(frontends: Frontend[], timeoutMs: number, onProgrammed?: (frontends: Frontend[]) => void): Promise<boolean> {
@@ -149,61 +161,77 @@ export class KubeProxyIptables implements BackendCheck {
   // Reads kube-proxy's Service chains of one family from its backend, or
   // returns no frontends while the backend is not known yet.
   private async read(family: Family): Promise<IptablesFrontends> {
-    let backend = this.backends.get(family);
+    await this.searchKubeletBackend();
+    let backend = this.kubeletBackend ?? this.backends.get(family);
     if (backend === undefined) {
-      backend = await this.findBackend(family);
+      backend = await this.findKubeProxyBackend(family);
       if (backend === undefined) return IptablesFrontends.parse('', '');
       this.backends.set(family, backend);
     }
 
-    const chains = await Promise.all([
-      this.listChain(family, backend, 'nat', 'KUBE-SERVICES'),
-      this.listChain(family, backend, 'nat', 'KUBE-NODEPORTS'),
-      this.listChain(family, backend, 'filter', 'KUBE-SERVICES'),
-      this.listChain(family, backend, 'filter', 'KUBE-EXTERNAL-SERVICES'),
-    ]);
+    // A legacy table that does not exist has no rules, and listing it
+    // would create it.
+    const legacyTables = backend === 'legacy' ? await this.legacyTables(family) : null;
+    const list = (table: 'nat' | 'filter', chain: string) => (legacyTables === null || legacyTables.has(table) ? this.listChain(family, backend, table, chain) : null);
+    const chains = await Promise.all([list('nat', 'KUBE-SERVICES'), list('nat', 'KUBE-NODEPORTS'), list('filter', 'KUBE-SERVICES'), list('filter', 'KUBE-EXTERNAL-SERVICES')]);
     return IptablesFrontends.parse(`${chains[0] ?? ''}\n${chains[1] ?? ''}`, `${chains[2] ?? ''}\n${chains[3] ?? ''}`);
   }
 
-  // Picks the backend that kubelet marked, or else the first one with
-  // kube-proxy's KUBE-SERVICES chain in this family.
-  private async findBackend(family: Family): Promise<IptablesBackend | undefined> {
-    if (this.kubeletBackend === undefined) {
-      this.kubeletBackend = await this.findKubeletBackend();
-      if (this.kubeletBackend !== undefined) this.log.info({ backend: this.kubeletBackend }, "found kubelet's iptables chains, so kube-proxy writes to this backend");
-    }
-    if (this.kubeletBackend !== undefined) return this.kubeletBackend;
+  // Looks for the backend that kubelet marked, unless it was found, or
+  // searched for within the last kubeletSearchIntervalMs.
+  private async searchKubeletBackend(): Promise<void> {
+    if (this.kubeletBackend !== undefined || Date.now() - this.kubeletSearchedAtMs < this.kubeletSearchIntervalMs) return;
+    this.kubeletSearchedAtMs = Date.now();
 
-    for (const backend of ['nft', 'legacy'] as const) {
-      if (!(await this.hasTable(family, backend, 'nat'))) continue;
-      if ((await this.listChain(family, backend, 'nat', 'KUBE-SERVICES')) === null) continue;
-      this.log.info({ family, backend }, "found kube-proxy's iptables rules, and no kubelet chains name a backend");
-      return backend;
-    }
-    return undefined;
+    this.kubeletBackend = await this.findKubeletBackend();
+    if (this.kubeletBackend !== undefined) this.log.info({ backend: this.kubeletBackend }, "found kubelet's iptables chains, so kube-proxy writes to this backend");
   }
 
   // Returns the first backend, nf_tables before legacy, in whose mangle
-  // table kubelet created one of its chains, in either family.
+  // table kubelet created one of its chains, in either family. As in the
+  // wrapper, a listing that fails, such as ip6tables on a node without
+  // IPv6, only rules out its backend and family.
   private async findKubeletBackend(): Promise<IptablesBackend | undefined> {
     for (const backend of ['nft', 'legacy'] as const) {
       for (const family of ['ipv4', 'ipv6'] as const) {
-        if (!(await this.hasTable(family, backend, 'mangle'))) continue;
-        const mangle = await this.runIptables(family, backend, ['-t', 'mangle', '-S']);
-        if (mangle !== null && KUBELET_CHAINS.test(mangle)) return backend;
+        try {
+          if (backend === 'legacy' && !(await this.legacyTables(family)).has('mangle')) continue;
+          const mangle = await this.runIptables(family, backend, ['-t', 'mangle', '-S']);
+          if (mangle !== null && KUBELET_CHAINS.test(mangle)) return backend;
+        } catch (err) {
+          this.logSearchError(err as Error);
+        }
       }
     }
     return undefined;
   }
 
-  // Tells whether a table exists without creating it. Any access through
-  // iptables-legacy creates the table in the kernel, as the wrapper's
-  // source notes, so the legacy backend is read only where the kernel
-  // lists the table. iptables-nft 1.8.9 does not create tables to list
-  // them.
-  private async hasTable(family: Family, backend: IptablesBackend, table: string): Promise<boolean> {
-    if (backend === 'nft') return true;
+  private logSearchError(err: Error): void {
+    if (this.loggedSearchErrors.has(err.message)) return;
+    this.loggedSearchErrors.add(err.message);
+    this.log.warn({ err }, "looking for kubelet's iptables chains failed, so this backend and family are skipped");
+  }
 
+  // Returns the first backend, nf_tables before legacy, that has
+  // kube-proxy's KUBE-SERVICES chain in this family.
+  private async findKubeProxyBackend(family: Family): Promise<IptablesBackend | undefined> {
+    if ((await this.listChain(family, 'nft', 'nat', 'KUBE-SERVICES')) !== null) {
+      this.log.info({ family, backend: 'nft' }, "found kube-proxy's iptables rules, and no kubelet chains name a backend");
+      return 'nft';
+    }
+    if ((await this.legacyTables(family)).has('nat') && (await this.listChain(family, 'legacy', 'nat', 'KUBE-SERVICES')) !== null) {
+      this.log.info({ family, backend: 'legacy' }, "found kube-proxy's iptables rules, and no kubelet chains name a backend");
+      return 'legacy';
+    }
+    return undefined;
+  }
+
+  // Returns the legacy tables that exist in the namespace. Any access
+  // through iptables-legacy creates the table in the kernel, as the
+  // wrapper's source notes, so the legacy backend is read only where the
+  // kernel lists the table. iptables-nft 1.8.9 does not create tables to
+  // list them.
+  private async legacyTables(family: Family): Promise<Set<string>> {
     let names: string;
     try {
       names =
@@ -213,10 +241,10 @@ export class KubeProxyIptables implements BackendCheck {
     } catch (err) {
       // The file exists only while the kernel's ip_tables or ip6_tables
       // module is loaded, so without it there are no legacy tables.
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || /No such file/.test((err as { stderr?: string }).stderr ?? '')) return false;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || /No such file/.test((err as { stderr?: string }).stderr ?? '')) return new Set();
       throw err;
     }
-    return names.split('\n').includes(table);
+    return new Set(names.split('\n').filter((name) => name !== ''));
   }
 
   // Lists one chain with `iptables -S`, in the namespace of the tables, or

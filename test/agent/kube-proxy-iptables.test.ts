@@ -5,6 +5,9 @@
 
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 
@@ -77,8 +80,8 @@ function restore(ns: string, command: string, rules: string): Promise<void> {
   });
 }
 
-async function startCheck(ns: string): Promise<KubeProxyIptables> {
-  const check = new KubeProxyIptables({ netns: netnsPath(ns), log, pollIntervalMs: 20 });
+async function startCheck(ns: string, kubeletSearchIntervalMs?: number): Promise<KubeProxyIptables> {
+  const check = new KubeProxyIptables({ netns: netnsPath(ns), log, pollIntervalMs: 20, kubeletSearchIntervalMs });
   checks.push(check);
   await check.start();
   return check;
@@ -206,7 +209,7 @@ test('check reports a programmed family early', async () => {
 
 test('check start fails without the namespace', async () => {
   const check = new KubeProxyIptables({ netns: '/run/netns/zh-missing-namespace', log });
-  await assert.rejects(check.start(), /iptables-nft -t mangle -S failed: nsenter: .*zh-missing-namespace/);
+  await assert.rejects(check.start(), /iptables-nft -t nat -S KUBE-SERVICES failed: nsenter: .*zh-missing-namespace/);
 });
 
 test('check finds no chains in an empty namespace', async () => {
@@ -248,6 +251,52 @@ test('check waits on the kubelet backend', async () => {
 
   await restore(ns, 'iptables-nft-restore', withEndpoint('198.19.0.50', 32, '198.18.5.1:8080'));
   assert.equal(await programmed, true);
+});
+
+test('check creates no legacy tables', async () => {
+  // kubelet marked the legacy backend, and kube-proxy has not written
+  // its tables yet.
+  const ns = await network.addNamespace('ipt-legacy-empty');
+  await restore(ns, 'iptables-legacy-restore', KUBELET_HINT);
+  const check = await startCheck(ns);
+
+  assert.equal(await check.waitProgrammed([WEB, WEB_V6], 300), false);
+  assert.deepEqual(await legacyTables(ns, 'ip_tables_names'), ['mangle']);
+  assert.deepEqual(await legacyTables(ns, 'ip6_tables_names'), []);
+});
+
+test('check finds a later kubelet chain', async () => {
+  // nf_tables keeps stale rules, and kubelet marks the legacy backend
+  // only after the check started.
+  const ns = await network.addNamespace('ipt-late-hint');
+  await restore(ns, 'iptables-nft-restore', withoutEndpoints('198.19.0.50', 32));
+  await restore(ns, 'iptables-legacy-restore', withEndpoint('198.19.0.50', 32, '198.18.5.1:8080'));
+  const check = await startCheck(ns, 200);
+
+  const programmed = check.waitProgrammed([WEB], 10_000);
+  assert.equal(await settledWithin(programmed, 400), 'pending', 'the stale nf_tables rules released the flow');
+
+  await restore(ns, 'iptables-legacy-restore', KUBELET_HINT);
+  assert.equal(await programmed, true);
+});
+
+test('check starts without ip6tables', async () => {
+  // A PATH with the IPv4 commands only, as on a node without IPv6 tools.
+  const ns = await network.addNamespace('ipt-no-ip6');
+  await restore(ns, 'iptables-nft-restore', withEndpoint('198.19.0.50', 32, '198.18.5.1:8080'));
+  const bin = mkdtempSync(path.join(tmpdir(), 'zh-ipv4-only-'));
+  for (const command of ['iptables-nft', 'iptables-legacy', 'nsenter', 'cat']) {
+    symlinkSync((await execFileAsync('sh', ['-c', `command -v ${command}`])).stdout.trim(), path.join(bin, command));
+  }
+  const savedPath = process.env.PATH;
+  process.env.PATH = bin;
+  try {
+    const check = await startCheck(ns);
+    assert.equal(await check.waitProgrammed([WEB], 2000), true);
+  } finally {
+    process.env.PATH = savedPath;
+    rmSync(bin, { recursive: true, force: true });
+  }
 });
 
 // Lists the legacy tables that exist in a namespace's kernel state.
