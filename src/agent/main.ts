@@ -320,22 +320,34 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ reason }, 'stopping');
+    // A step that fails is logged and the others still run, so that the
+    // programs are always detached or handed over.
+    let failed = false;
+    const attempt = async (step: string, work: () => unknown) => {
+      try {
+        await work();
+      } catch (err) {
+        failed = true;
+        log.error({ err, step }, 'a shutdown step failed, going on with the others');
+      }
+    };
+
     // On a hand-over, records from now on wait in the pinned ring for the
     // next agent instead of reaching this one, which is about to exit.
-    const handover = reason === 'SIGTERM' && config.shutdown.handover > 0;
+    let handover = reason === 'SIGTERM' && config.shutdown.handover > 0 && !restart.requested;
     if (handover) holding?.stopReading();
-    await api.close();
+    await attempt('local API', () => api.close());
     clearInterval(followTimer);
-    hubbleActivity?.stop();
-    await observer?.close();
-    await controller.stop();
-    await leader.stop();
-    await reports.stop();
-    await readiness.stop();
-    await backendCheck?.stop();
-    await metrics.close();
-    heldRejections?.close();
-    datapathDrops?.stop();
+    await attempt('Hubble activity', () => hubbleActivity?.stop());
+    await attempt('observer', () => observer?.close());
+    await attempt('controller', () => controller.stop());
+    await attempt('leader election', () => leader.stop());
+    await attempt('node reports', () => reports.stop());
+    await attempt('readiness', () => readiness.stop());
+    await attempt('backend check', () => backendCheck?.stop());
+    await attempt('metrics', () => metrics.close());
+    await attempt('held flow rejections', () => heldRejections?.close());
+    await attempt('datapath drops', () => datapathDrops?.stop());
     // Flows read from the ring exist in this process only, so the clients
     // of the ones still held retransmit to the next agent.
     const stillHeld = owner?.heldTotals() ?? new Map();
@@ -343,9 +355,13 @@ async function main(): Promise<void> {
       const heldFlows = Object.fromEntries([...stillHeld].map(([workload, totals]) => [workload, totals.flows]));
       log.warn({ heldFlows }, 'stopping with flows held; their clients retransmit to the next agent');
     }
+
     // Detaches the programs or empties the host's slots; the pinned maps
     // stay for the next start. A hand-over leaves the programs holding
-    // until the next agent takes over or the hand-over ends.
+    // until the next agent takes over or the hand-over ends, unless a
+    // restart was requested meanwhile, because the host replaced a map
+    // that those programs read.
+    if (restart.requested) handover = false;
     if (handover) {
       liveness?.handOver(config.shutdown.handover);
       const until = new Date(Date.now() + config.shutdown.handover).toISOString();
@@ -354,13 +370,13 @@ async function main(): Promise<void> {
       liveness?.stop();
       if (!(node instanceof SignalDatapath)) log.info({ interfaces: config.interfaces.map((iface) => iface.name) }, 'detaching the programs');
     }
-    if (node instanceof ChainedDatapath) await node.close({ keepAttached: handover });
-    else if (node instanceof SignalDatapath) node.stop();
-    else await datapath?.close({ keepAttached: handover });
-    ciliumServices?.close();
+    if (node instanceof ChainedDatapath) await attempt('chained datapath', () => node.close({ keepAttached: handover }));
+    else if (node instanceof SignalDatapath) await attempt('signal datapath', () => node.stop());
+    else await attempt('datapath', () => datapath?.close({ keepAttached: handover }));
+    await attempt('Cilium services', () => ciliumServices?.close());
     kc.destroyAgents();
     log.info('stopped');
-    process.exit(reason === 'restart' ? 1 : 0);
+    process.exit(reason === 'restart' || failed ? 1 : 0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
@@ -370,17 +386,21 @@ async function main(): Promise<void> {
 // A request to stop the agent so that it starts again, which may come
 // before the agent can stop and then waits for it.
 class RestartRequest {
-  private requested = false;
+  private isRequested = false;
   private handler: (() => void) | undefined;
 
+  get requested(): boolean {
+    return this.isRequested;
+  }
+
   request(): void {
-    this.requested = true;
+    this.isRequested = true;
     this.handler?.();
   }
 
   listen(handler: () => void): void {
     this.handler = handler;
-    if (this.requested) handler();
+    if (this.isRequested) handler();
   }
 }
 

@@ -186,6 +186,7 @@ release: { timeout: 30s }
 metrics: { host: 127.0.0.1, port: 0 }
 idle: { reportInterval: 1s }
 api: { socket: ${workDir}/agent.sock }
+hubble: { observerSocket: ${workDir}/hubble.sock }
 `,
       );
 
@@ -293,34 +294,39 @@ api: { socket: ${workDir}/agent.sock }
     test('new host zh_chain_meta restarts the agent', async () => {
       agent = await AgentChild.start(configPath);
       await waitFor('the chained programs inserted', () => (host.slot('zh_chain_xdp') !== null ? true : undefined), 5000);
+      const insertions = () => logRecords().filter((record) => record.msg === 'inserted the chained program into the host prog array').length;
+      const insertedBefore = insertions();
 
       // The programs that the agent loaded read the old map, so every
       // chained call would drop until the agent loads again.
       await host.reload({ replaceMeta: true });
-      const code = await Promise.race([agent.exitCode(), new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), 5000))]);
+      const exiting = agent;
+      const code = await Promise.race([exiting.exitCode(), new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), 5000))]);
+      if (code === 'running') await exiting.terminate();
 
-      assert.equal(code, 1, agent.output);
-      assert.ok(findLog('the host replaced zh_chain_meta, so chained calls are dropped; restarting the agent to load against the new map'), agent.output);
+      assert.equal(code, 1, exiting.output);
+      assert.ok(findLog('the host replaced zh_chain_meta, so chained calls are dropped; restarting the agent to load against the new map'), exiting.output);
+      assert.equal(insertions(), insertedBefore, 'programs that read the old map went into the new prog arrays');
       assert.equal(host.slot('zh_chain_xdp'), null, 'the exiting agent empties zh_chain_xdp');
       assert.equal(host.slot('zh_chain_tc'), null, 'the exiting agent empties zh_chain_tc');
-    });
 
-    test('restarted agent reads new metadata', async () => {
+      // The next start loads against the new map. The host has no backend,
+      // so its program writes the metadata and calls zerohold, which holds
+      // the SYN. zh_stats outlives each agent, so the counts are deltas.
       agent = await AgentChild.start(configPath);
-      await waitFor('the chained programs inserted', () => (host.slot('zh_chain_xdp') !== null && host.listed(REV_NAT_ID) ? true : undefined), 5000);
+      await waitFor('the chained programs inserted again', () => (host.slot('zh_chain_xdp') !== null && host.listed(REV_NAT_ID) ? true : undefined), 5000);
       const metricsUrl = `http://127.0.0.1:${findLog('agent ready')!.metricsPort as number}/metrics`;
-      const heldOpeners = async () => counterValue(await (await fetch(metricsUrl)).text(), `zerohold_datapath_flow_openers_total{workload="${WORKLOAD}",outcome="held"}`);
-      const heldBefore = await heldOpeners();
+      const badMetaSeries = 'zerohold_datapath_errors_total{reason="chain-bad-meta"}';
+      const heldSeries = `zerohold_datapath_flow_openers_total{workload="${WORKLOAD}",outcome="held"}`;
+      const before = await (await fetch(metricsUrl)).text();
 
-      // The host has no backend, so its program writes the metadata and
-      // calls zerohold, which holds the SYN.
       host.setService(frontend, REV_NAT_ID, 0);
       const syn = buildFrame({ src: '198.18.0.99', dst: serviceIP, tcp: { srcPort: 40001, dstPort: 80, flags: TCP_SYN } });
       host.bpfObject.program('test_host_xdp').testRunSync({ data: syn });
 
-      const metrics = await (await fetch(metricsUrl)).text();
-      assert.equal(counterValue(metrics, 'zerohold_datapath_errors_total{reason="chain-bad-meta"}'), 0);
-      assert.equal((await heldOpeners()) - heldBefore, 1);
+      const after = await (await fetch(metricsUrl)).text();
+      assert.equal(counterValue(after, badMetaSeries) - counterValue(before, badMetaSeries), 0, 'chained calls dropped for bad metadata');
+      assert.equal(counterValue(after, heldSeries) - counterValue(before, heldSeries), 1, 'chained SYNs held');
     });
   });
 }

@@ -110,8 +110,8 @@ export class TestHost {
   // Replaces the datapath with a fresh load: new programs and new pinned
   // zh_chain_xdp, zh_chain_tc and zh_chain_svcs, so whatever zerohold
   // inserted or listed is gone. replaceMeta pins a new zh_chain_meta too,
-  // as Cilium does when the map's spec changed. The attachment swaps to
-  // the new program atomically.
+  // as Cilium does when it starts on a cleared bpffs. The attachment
+  // swaps to the new program atomically.
   async reload(options: { replaceMeta?: boolean } = {}): Promise<void> {
     const replaced = options.replaceMeta ? [...CHAIN_MAPS, 'zh_chain_meta'] : CHAIN_MAPS;
     for (const map of replaced) rmSync(path.join(this.pinDir, map), { force: true });

@@ -29,7 +29,7 @@ export class ChainReinserter {
   // interval is logged once, and again only when it changes or clears.
   private readonly lastErrors = new Map<string, string>();
   private waitingForHost = false;
-  private metaReplacedLogged = false;
+  private metaReplaced = false;
 
   constructor(
     private readonly datapath: Datapath,
@@ -60,6 +60,12 @@ export class ChainReinserter {
     const { log } = this.options;
     let changed = false;
 
+    // Programs that read a replaced zh_chain_meta would drop every call,
+    // so they are not inserted again, and the agent's restart empties the
+    // slots that still hold them.
+    this.attempt('meta', () => this.checkMeta());
+    if (this.metaReplaced) return false;
+
     const slots = this.attempt('slots', () => this.slots.ensureInserted());
     for (const slot of slots ?? []) {
       if (!slot.inserted) continue;
@@ -78,7 +84,6 @@ export class ChainReinserter {
       log.info({ mapId: this.list.mapId, ids: this.list.list().length }, 'wrote the managed service ids into zh_chain_svcs');
     }
 
-    this.attempt('meta', () => this.checkMeta());
     return changed;
   }
 
@@ -99,8 +104,8 @@ export class ChainReinserter {
     }
 
     const loadedId = this.datapath.map('zh_chain_meta').id;
-    if (pinnedId === loadedId || this.metaReplacedLogged) return;
-    this.metaReplacedLogged = true;
+    if (pinnedId === loadedId || this.metaReplaced) return;
+    this.metaReplaced = true;
 
     // A restart loads zerohold.o against the new pin with the startup code
     // that every start runs. Loading again in this process would have to
