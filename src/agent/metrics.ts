@@ -131,7 +131,7 @@ export class AgentMetrics {
       this.datapathCounter('zerohold_datapath_warm_packets_total', 'Packets that the datapath passed to a workload with its gate open.', [], datapath, (counters) => [[{}, counters.warm_packets]]);
       this.datapathCounter(
         'zerohold_datapath_non_openers_total',
-        'Packets that open no flow (TCP segments without SYN, and in chained mode also frames the datapath cannot parse) that met the gate closed, by outcome: passed to the node, as a standalone hook does so that established connections keep working, or dropped in chained mode, where the host has no backend for them.',
+        'Packets that open no flow (TCP segments other than a bare SYN, and in chained mode also frames the datapath cannot parse), by outcome: passed to the node by a standalone hook with the gate closed, so that established connections keep working, or dropped in chained mode, where the host called zerohold because it has no backend for them.',
         ['outcome'],
         datapath,
         (counters) => [
