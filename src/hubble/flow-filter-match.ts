@@ -79,7 +79,11 @@ function ports(flow: Flow): { source: number; destination: number } | undefined 
   return undefined;
 }
 
-// Hubble's protocol names. "icmp" matches both ICMP versions.
+// Hubble's protocol names (pkg/hubble/filters/protocol.go in Cilium
+// 1.19.4). "icmp" matches both ICMP versions. zerohold's flows are TCP or
+// UDP, so vrrp, igmp and the L7 names match none of them.
+const PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp', 'icmpv4', 'icmpv6', 'vrrp', 'igmp', 'dns', 'http', 'kafka'];
+
 function protocolMatches(wanted: string, flow: Flow): boolean {
   const l4 = flow.l4?.protocol.case;
   switch (wanted.toLowerCase()) {
@@ -111,8 +115,21 @@ const nameOf = (service: Service | Endpoint | undefined, kind: 'service' | 'pod'
   return [service.namespace, (service as Endpoint).podName];
 };
 
-// Compiles one FlowFilter into a predicate. Throws InvalidFilterError.
-export function compileFilter(filter: FlowFilter): FlowPredicate {
+// The FlowFilter fields that compileFilter reads, for the message that
+// rejects the others.
+const SUPPORTED_FIELDS =
+  'uuid, source_ip, destination_ip, source_pod, destination_pod, source_service, destination_service, traffic_direction, verdict, drop_reason_desc, event_type, protocol, source_port, destination_port, reply, node_name and ip_version';
+
+// Compiles one FlowFilter into a predicate. Throws InvalidFilterError,
+// also for a field outside proto/flow/flow.proto's subset, which the
+// decoder keeps as unknown: ignoring it would widen the filter. where
+// names the filter in messages, such as "whitelist[0]".
+export function compileFilter(filter: FlowFilter, where = 'filter'): FlowPredicate {
+  const unknown = filter.$unknown ?? [];
+  if (unknown.length > 0) {
+    const numbers = [...new Set(unknown.map((field) => field.no))].join(', ');
+    throw new InvalidFilterError(`unsupported FlowFilter field ${numbers} in ${where}: this endpoint filters by ${SUPPORTED_FIELDS}`);
+  }
   const checks: FlowPredicate[] = [];
 
   if (filter.uuid.length > 0) {
@@ -167,6 +184,9 @@ export function compileFilter(filter: FlowFilter): FlowPredicate {
 
   if (filter.protocol.length > 0) {
     const protocols = filter.protocol;
+    for (const protocol of protocols) {
+      if (!PROTOCOLS.includes(protocol.toLowerCase())) throw new InvalidFilterError(`unknown protocol filter ${JSON.stringify(protocol)}: expected one of ${PROTOCOLS.join(', ')}`);
+    }
     checks.push((flow) => protocols.some((protocol) => protocolMatches(protocol, flow)));
   }
   if (filter.sourcePort.length > 0) {
@@ -206,7 +226,7 @@ export function compileFilter(filter: FlowFilter): FlowPredicate {
 // Compiles a GetFlows whitelist and blacklist into one predicate. Throws
 // InvalidFilterError.
 export function compileFilters(whitelist: FlowFilter[], blacklist: FlowFilter[]): FlowPredicate {
-  const allowed = whitelist.map(compileFilter);
-  const denied = blacklist.map(compileFilter);
+  const allowed = whitelist.map((filter, i) => compileFilter(filter, `whitelist[${i}]`));
+  const denied = blacklist.map((filter, i) => compileFilter(filter, `blacklist[${i}]`));
   return (flow) => (allowed.length === 0 || allowed.some((matches) => matches(flow))) && !denied.some((matches) => matches(flow));
 }

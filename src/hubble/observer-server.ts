@@ -57,6 +57,12 @@ interface Follower {
   call: ServerWritableStream<GetFlowsRequest, GetFlowsResponse>;
   matches: (flow: Flow) => boolean;
   untilMs: number | undefined;
+  // The buffered flows that the request asked for, written before any
+  // flow recorded later, and replayIndex the next one to write. They are
+  // in the ring already, so they do not count against the queue limit.
+  replay: RingEntry[];
+  replayIndex: number;
+  // Flows recorded after the request, up to FOLLOW_QUEUE_LIMIT.
   queue: GetFlowsResponse[];
   // Flows left out since the last lost_events message.
   lost: number;
@@ -175,26 +181,15 @@ export class ObserverServer {
       call.emit('error', { code: status.INVALID_ARGUMENT, details: err.message });
       return;
     }
-    if (request.number > 0n && (request.since !== undefined || request.until !== undefined)) {
-      call.emit('error', { code: status.INVALID_ARGUMENT, details: 'invalid GetFlows request: number cannot be combined with since or until' });
+    if (request.first && request.follow) {
+      call.emit('error', { code: status.INVALID_ARGUMENT, details: 'invalid GetFlows request: first cannot be combined with follow' });
       return;
     }
     call.sendMetadata(new Metadata());
 
-    // The buffered flows: all of them in a time range, the last or first
-    // `number`, or none for a bare follow, as Hubble does.
     const sinceMs = request.since === undefined ? undefined : timestampMs(request.since);
     const untilMs = request.until === undefined ? undefined : timestampMs(request.until);
-    let replay = this.ring.list().filter((entry) => (sinceMs === undefined || entry.unixMs >= sinceMs) && (untilMs === undefined || entry.unixMs <= untilMs));
-    replay = replay.filter((entry) => matches(entry.response.responseTypes.value as Flow));
-    if (request.number > 0n) {
-      const count = Number(request.number);
-      replay = request.first ? replay.slice(0, count) : replay.slice(-count);
-    } else if (request.follow && sinceMs === undefined) {
-      replay = [];
-    }
-
-    const follower: Follower = { call, matches, untilMs, queue: [], lost: 0, writable: true };
+    const follower: Follower = { call, matches, untilMs, replay: this.replayOf(request, matches, sinceMs, untilMs), replayIndex: 0, queue: [], lost: 0, writable: true };
     call.on('drain', () => {
       follower.writable = true;
       this.flush(follower);
@@ -205,7 +200,7 @@ export class ObserverServer {
       this.log.debug({ err }, 'GetFlows call failed');
     });
 
-    for (const entry of replay) this.send(follower, entry.response);
+    this.flush(follower);
     // NOTE: a follow call with `until` in the future gets no newer flows
     // after that time, but stays open until the client cancels it.
     if (request.follow && (untilMs === undefined || untilMs > this.unixNow())) {
@@ -213,6 +208,24 @@ export class ObserverServer {
       return;
     }
     this.endWhenFlushed(follower);
+  }
+
+  // The buffered flows that a request selects, as Hubble selects them:
+  // with `since`, those from that time on, at most `number` of them; else
+  // the last or first `number`; else every one in the time range, or none
+  // for a bare follow.
+  private replayOf(request: GetFlowsRequest, matches: (flow: Flow) => boolean, sinceMs: number | undefined, untilMs: number | undefined): RingEntry[] {
+    const inRange = this.ring
+      .list()
+      .filter((entry) => (sinceMs === undefined || entry.unixMs >= sinceMs) && (untilMs === undefined || entry.unixMs <= untilMs))
+      .filter((entry) => matches(entry.response.responseTypes.value as Flow));
+
+    if (request.number > 0n) {
+      const count = Number(request.number);
+      return sinceMs !== undefined || request.first ? inRange.slice(0, count) : inRange.slice(-count);
+    }
+    if (request.follow && sinceMs === undefined) return [];
+    return inRange;
   }
 
   private send(follower: Follower, response: GetFlowsResponse): void {
@@ -224,15 +237,19 @@ export class ObserverServer {
     this.flush(follower);
   }
 
-  // Writes queued messages until call.write returns false, which means
-  // waiting for 'drain'. The
-  // lost_events message follows the flows that were queued before the
-  // overflow.
+  // Writes the replay, then the queued messages, until call.write returns
+  // false, which means waiting for 'drain'. The lost_events message
+  // follows the flows that were queued before the overflow.
   private flush(follower: Follower): void {
+    while (follower.writable && follower.replayIndex < follower.replay.length) {
+      follower.writable = follower.call.write(follower.replay[follower.replayIndex++]!.response);
+    }
+    if (follower.replayIndex < follower.replay.length) return;
+
     while (follower.writable && follower.queue.length > 0) {
       follower.writable = follower.call.write(follower.queue.shift()!);
     }
-    if (follower.writable && follower.lost > 0) {
+    if (follower.writable && follower.queue.length === 0 && follower.lost > 0) {
       follower.writable = follower.call.write(this.lostMessage(follower.lost));
       follower.lost = 0;
     }
@@ -247,8 +264,11 @@ export class ObserverServer {
     });
   }
 
+  // Ends the call once the replay, the queue and a pending lost_events
+  // message are written. flush() runs on 'drain' before this listener.
   private endWhenFlushed(follower: Follower): void {
-    if (follower.queue.length === 0) {
+    const pending = follower.replayIndex < follower.replay.length || follower.queue.length > 0 || follower.lost > 0;
+    if (!pending) {
       follower.call.end();
       return;
     }

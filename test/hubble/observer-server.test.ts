@@ -4,12 +4,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { fromBinary, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
-import { BinaryReader } from '@bufbuild/protobuf/wire';
+import { create, fromBinary, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
+import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 
 import type { Flow as DatapathFlow } from '../../src/datapath/records.js';
-import { DropReason, FlowSchema, TraceObservationPoint, Verdict, type Flow } from '../../src/hubble/gen/flow/flow_pb.js';
+import { DropReason, FlowFilterSchema, FlowSchema, TraceObservationPoint, Verdict, type Flow } from '../../src/hubble/gen/flow/flow_pb.js';
 import type { GetFlowsRequestSchema } from '../../src/hubble/gen/observer/observer_pb.js';
 import { heldFlowMessage, type HeldFlowEvent } from '../../src/hubble/held-flow-messages.js';
 import { isGarbled, ObserverClient } from '../../src/hubble/observer-client.js';
@@ -127,6 +127,64 @@ test('observer rejects invalid filter', async () => {
 
   try {
     await assert.rejects(readFlows(context.client, { whitelist: [{ destinationIp: ['not-an-address'] }] }), /INVALID_ARGUMENT.*destination_ip/);
+    await assert.rejects(readFlows(context.client, { whitelist: [{ protocol: ['tcpp'] }] }), /INVALID_ARGUMENT: unknown protocol filter "tcpp"/);
+    await assert.rejects(readFlows(context.client, { first: true, follow: true }), /INVALID_ARGUMENT: invalid GetFlows request: first cannot be combined with follow/);
+  } finally {
+    await teardown(context);
+  }
+});
+
+test('observer rejects unsupported filter field', async () => {
+  const context = await setup('unsupported');
+  recordThree(context.observer);
+
+  // FlowFilter.source_label (field 10), as `hubble observe --from-label
+  // app=none` sends it, which this endpoint's proto subset lacks.
+  const label = new BinaryWriter().string('app=none').finish();
+  const filter = create(FlowFilterSchema, {});
+  filter.$unknown = [{ no: 10, wireType: WireType.LengthDelimited, data: label }];
+
+  try {
+    await assert.rejects(readFlows(context.client, { whitelist: [filter] }), /INVALID_ARGUMENT: unsupported FlowFilter field 10 in whitelist\[0\]/);
+    await assert.rejects(readFlows(context.client, { blacklist: [filter] }), /INVALID_ARGUMENT: unsupported FlowFilter field 10 in blacklist\[0\]/);
+  } finally {
+    await teardown(context);
+  }
+});
+
+test('observer replays more than the queue limit', async () => {
+  const context = await setup('replay', 5000);
+  const total = 3 * FOLLOW_QUEUE_LIMIT;
+  for (let i = 0; i < total; i++) context.observer.record({ kind: 'held', workload: 'shop/web', flow: { ...webFlow, sourcePort: 1024 + i }, atMs: 400_000 + i });
+
+  try {
+    const flows = await readFlows(context.client, { number: BigInt(total) });
+    const range = await readFlows(context.client, { since: { seconds: 0n } });
+
+    assert.equal(flows.length, total);
+    assert.equal(range.length, total);
+    assert.deepEqual(
+      flows.slice(0, 2).map((flow) => (flow.l4?.protocol.case === 'TCP' ? flow.l4.protocol.value.sourcePort : 0)),
+      [1024, 1025],
+    );
+  } finally {
+    await teardown(context);
+  }
+});
+
+test('observer takes number after since', async () => {
+  const context = await setup('since-number');
+  recordThree(context.observer);
+
+  try {
+    // `hubble observe --since 1h --last 2` sends both: the first two flows
+    // from that time on, as Hubble's ring reader starts at since.
+    const flows = await readFlows(context.client, { number: 2n, since: { seconds: 0n } });
+
+    assert.deepEqual(
+      flows.map((flow) => flow.verdict),
+      [Verdict.TRACED, Verdict.FORWARDED],
+    );
   } finally {
     await teardown(context);
   }
