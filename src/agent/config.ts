@@ -169,6 +169,16 @@ export const agentConfigSchema = z.strictObject({
             .optional(),
         })
         .optional(),
+      // HTTP/2 keepalive pings to Hubble or Relay, which end a call on a
+      // connection that went half-open. Cilium's gRPC servers reply to
+      // pings sent more often than every 5 minutes with a GOAWAY by
+      // default.
+      keepalive: z
+        .strictObject({
+          interval: duration('5m', ABOVE_ZERO),
+          timeout: duration('20s', ABOVE_ZERO),
+        })
+        .prefault({}),
       // Also count Hubble flows as activity in standalone mode, next to the
       // datapath counters. Chained and signal modes always do.
       activity: z.boolean().default(false),

@@ -61,11 +61,13 @@ async function nodeAddresses(kc: KubeConfig, nodeName: string): Promise<string[]
 }
 
 function hubbleEndpoint(config: AgentConfig): HubbleEndpoint {
+  const keepalive = { intervalMs: config.hubble.keepalive.interval, timeoutMs: config.hubble.keepalive.timeout };
   const relay = config.hubble.relay;
-  if (!relay) return { kind: 'socket', path: config.hubble.socket };
-  if (!relay.tls) return { kind: 'relay', address: relay.address };
+  if (!relay) return { kind: 'socket', path: config.hubble.socket, keepalive };
+  if (!relay.tls) return { kind: 'relay', address: relay.address, keepalive };
   const { ca, cert, key, serverName } = relay.tls;
-  return { kind: 'relay', address: relay.address, tls: { caFile: ca, ...(cert ? { certFile: cert } : {}), ...(key ? { keyFile: key } : {}), ...(serverName ? { serverName } : {}) } };
+  const tls = { caFile: ca, ...(cert ? { certFile: cert } : {}), ...(key ? { keyFile: key } : {}), ...(serverName ? { serverName } : {}) };
+  return { kind: 'relay', address: relay.address, tls, keepalive };
 }
 
 const USAGE = `usage: zerohold-agent [--config FILE]

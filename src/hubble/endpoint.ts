@@ -20,10 +20,23 @@ export interface TlsFiles {
   serverName?: string;
 }
 
+// HTTP/2 keepalive pings on the connection. A connection that went
+// half-open, as after a node died or a NAT entry expired, delivers no
+// flows and no error, so only an unanswered ping ends its call.
+export interface Keepalive {
+  // Time between two pings. Cilium's gRPC servers (grpc-go) reply to pings
+  // sent more often than every 5 minutes with a GOAWAY by default.
+  intervalMs: number;
+  // Time to wait for the reply before the connection counts as broken.
+  timeoutMs: number;
+}
+
+export const DEFAULT_KEEPALIVE: Keepalive = { intervalMs: 300_000, timeoutMs: 20_000 };
+
 export type HubbleEndpoint =
-  | { kind: 'socket'; path: string }
+  | { kind: 'socket'; path: string; keepalive?: Keepalive }
   // address is "host:port"; plaintext when tls is unset.
-  | { kind: 'relay'; address: string; tls?: TlsFiles };
+  | { kind: 'relay'; address: string; tls?: TlsFiles; keepalive?: Keepalive };
 
 export interface ChannelSettings {
   target: string;
@@ -38,15 +51,18 @@ export function describeEndpoint(endpoint: HubbleEndpoint): string {
 // Reads the TLS files on each call, so a reconnect picks up certificates
 // that were rotated on disk.
 export async function channelSettings(endpoint: HubbleEndpoint): Promise<ChannelSettings> {
+  const { intervalMs, timeoutMs } = endpoint.keepalive ?? DEFAULT_KEEPALIVE;
+  const keepalive: Partial<ChannelOptions> = { 'grpc.keepalive_time_ms': intervalMs, 'grpc.keepalive_timeout_ms': timeoutMs };
+
   if (endpoint.kind === 'socket') {
     if (!endpoint.path.startsWith('/')) {
       throw new Error(`invalid Hubble socket path ${JSON.stringify(endpoint.path)}: expected an absolute path`);
     }
-    return { target: `unix://${endpoint.path}`, credentials: credentials.createInsecure(), options: {} };
+    return { target: `unix://${endpoint.path}`, credentials: credentials.createInsecure(), options: keepalive };
   }
 
   if (!endpoint.tls) {
-    return { target: endpoint.address, credentials: credentials.createInsecure(), options: {} };
+    return { target: endpoint.address, credentials: credentials.createInsecure(), options: keepalive };
   }
 
   const { caFile, certFile, keyFile, serverName } = endpoint.tls;
@@ -59,7 +75,7 @@ export async function channelSettings(endpoint: HubbleEndpoint): Promise<Channel
     certFile === undefined ? null : readFile(certFile),
     keyFile === undefined ? null : readFile(keyFile),
   ]);
-  const options: Partial<ChannelOptions> = {};
+  const options: Partial<ChannelOptions> = { ...keepalive };
   if (serverName !== undefined) {
     options['grpc.ssl_target_name_override'] = serverName;
     options['grpc.default_authority'] = serverName;

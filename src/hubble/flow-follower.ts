@@ -40,6 +40,7 @@ export abstract class HubbleFlowFollower {
       logger: options.logger.child({ use }),
       backoff: options.backoff,
       since: options.since,
+      unixNow: this.unixNow,
       onFlow: (flow, response) => this.receive(flow, response),
     });
   }

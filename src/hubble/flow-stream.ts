@@ -23,6 +23,12 @@ import { RepeatLimiter } from './repeat-limiter.js';
 // events and listener errors.
 const REPEAT_LOG_INTERVAL_MS = 10_000;
 
+// How far back the call after a filter change resumes at most. It covers
+// the switch from the old call to the new one and the delay of Relay's
+// sorting. It leaves out the flows of a quiet hour that the new filters
+// would match, such as old drops to a workload that just opted in.
+export const FILTER_CHANGE_LOOKBACK_MS = 10_000;
+
 export interface FlowStreamOptions {
   endpoint: HubbleEndpoint;
   whitelist: FlowFilter[];
@@ -34,6 +40,8 @@ export interface FlowStreamOptions {
   onFlow: (flow: Flow, response: GetFlowsResponse) => void;
   logger: Logger;
   backoff?: Backoff;
+  // Unix time in milliseconds, replaced by tests.
+  unixNow?: () => number;
 }
 
 // idle: before start(). connecting: a call is open and has received
@@ -85,17 +93,19 @@ export class FlowStream {
   start(): void {
     if (this.currentState !== 'idle') throw new Error(`FlowStream.start: already started (state ${this.currentState})`);
 
-    this.cursor = new FlowCursor(timestampFromDate(this.options.since ?? new Date()));
+    const unixNow = this.options.unixNow ?? Date.now;
+    this.cursor = new FlowCursor(timestampFromDate(this.options.since ?? new Date(unixNow())), unixNow);
     void this.open();
   }
 
   // Replaces the filters and opens a new call at once, resuming after the
-  // last flow received.
+  // last flow received, or FILTER_CHANGE_LOOKBACK_MS ago if that is later.
   setFilters(whitelist: FlowFilter[], blacklist: FlowFilter[] = []): void {
     this.whitelist = whitelist;
     this.blacklist = blacklist;
     if (this.currentState === 'idle' || this.currentState === 'stopped') return;
 
+    this.cursor!.raiseFloor((this.options.unixNow ?? Date.now)() - FILTER_CHANGE_LOOKBACK_MS);
     this.abandonCall();
     void this.open();
   }

@@ -21,6 +21,8 @@ export interface ManagedFlowStreamOptions {
   // The earliest flow time of the first call. Defaults to the time the
   // first call opens.
   since?: Date;
+  // Unix time in milliseconds, replaced by tests.
+  unixNow?: () => number;
 }
 
 export class ManagedFlowStream {
@@ -101,7 +103,7 @@ export class ManagedFlowStream {
 
     // A stream that reopens after all Services were gone resumes at the
     // time it reopens, so flows from the gap are not replayed.
-    const since = this.firstSince ?? new Date();
+    const since = this.firstSince ?? new Date((this.options.unixNow ?? Date.now)());
     this.firstSince = undefined;
     this.stream = new FlowStream({
       endpoint: this.options.endpoint,
@@ -110,6 +112,7 @@ export class ManagedFlowStream {
       since,
       logger: this.options.logger,
       backoff: this.options.backoff?.(),
+      ...(this.options.unixNow ? { unixNow: this.options.unixNow } : {}),
       onFlow: this.options.onFlow,
     });
     this.stream.start();

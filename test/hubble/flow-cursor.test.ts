@@ -60,3 +60,23 @@ test('flow key prefers uuid', () => {
   assert.equal(flowKey(withUuid), 'u-1');
   assert.notEqual(flowKey(first), flowKey(second));
 });
+
+test('cursor resumes no later than now', () => {
+  const cursor = new FlowCursor(undefined, () => 50_000);
+  cursor.advance(at(600), 'ahead');
+
+  assert.deepEqual(cursor.since(), timestampFromMs(50_000));
+  assert.equal(cursor.advance(at(600), 'ahead'), false, 'the flow from the future, sent again');
+  assert.equal(cursor.advance(at(40), 'on-time'), true);
+});
+
+test('cursor floor bounds the resume', () => {
+  const cursor = new FlowCursor(at(5), () => 50_000);
+  cursor.raiseFloor(20_000);
+  assert.deepEqual(cursor.since(), timestampFromMs(20_000));
+
+  cursor.advance(at(30), 'a');
+  assert.deepEqual(cursor.since(), at(30));
+  cursor.raiseFloor(10_000);
+  assert.deepEqual(cursor.since(), at(30), 'a lower floor changes nothing');
+});

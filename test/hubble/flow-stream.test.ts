@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
 
 import { Backoff } from '../../src/hubble/backoff.js';
 import type { HubbleEndpoint } from '../../src/hubble/endpoint.js';
@@ -55,6 +56,22 @@ function follow(endpoint: HubbleEndpoint, logger = captureLog().logger, since = 
     onFlow: (flow) => {
       if (managed.match(flow) !== undefined) flows.push(flow);
     },
+  });
+  stream.start();
+  return { stream, flows };
+}
+
+// Follows every flow to the named Services of namespace shop, with no
+// verdict filter and no client-side match.
+function followServices(endpoint: HubbleEndpoint, names: string[]): Collected {
+  const flows: Flow[] = [];
+  const stream = new FlowStream({
+    endpoint,
+    whitelist: new ManagedServices(names.map((name) => ({ namespace: 'shop', name }))).whitelist(),
+    since: new Date(0),
+    logger: captureLog().logger,
+    backoff: fastBackoff(),
+    onFlow: (flow) => flows.push(flow),
   });
   stream.start();
   return { stream, flows };
@@ -261,16 +278,7 @@ test('flow stream applies new filters', async () => {
   const socket = path.join(dir, 'filters.sock');
   const server = new TestHubbleServer({ address: { kind: 'socket', path: socket } });
   await server.start();
-  const flows: Flow[] = [];
-  const stream = new FlowStream({
-    endpoint: { kind: 'socket', path: socket },
-    whitelist: new ManagedServices([{ namespace: 'shop', name: 'web' }]).whitelist(),
-    since: new Date(0),
-    logger: captureLog().logger,
-    backoff: fastBackoff(),
-    onFlow: (flow) => flows.push(flow),
-  });
-  stream.start();
+  const { stream, flows } = followServices({ kind: 'socket', path: socket }, ['web']);
 
   try {
     await waitFor('stream to connect', () => (stream.state === 'streaming' ? true : undefined));
@@ -292,6 +300,118 @@ test('flow stream applies new filters', async () => {
     assert.equal(stream.stats.disconnects, 0);
   } finally {
     stream.stop();
+    await server.stop();
+  }
+});
+
+test('flow stream resumes before a future flow', async () => {
+  // A node whose clock runs 10 minutes ahead, seen through Relay. Hubble
+  // drops followed flows older than `since`, so a resume at that node's
+  // time would hide the flows of every other node.
+  const socket = path.join(dir, 'ahead.sock');
+  const server = new TestHubbleServer({ address: { kind: 'socket', path: socket } });
+  await server.start();
+  const { stream, flows } = follow({ kind: 'socket', path: socket });
+
+  try {
+    await waitFor('stream to connect', () => (stream.state === 'streaming' ? true : undefined));
+    server.publish({ ...serviceFlow({ namespace: 'shop', service: 'web', serviceIp: '198.19.0.10', uuid: 'ahead', time: timestampFromMs(Date.now() + 600_000) }), nodeName: 'ahead' });
+    await waitFor('the flow from the future', () => (flows.length >= 1 ? true : undefined));
+
+    await server.stop();
+    await server.start();
+    await waitFor('stream to reconnect', () => (server.requests.length >= 2 && stream.state === 'streaming' ? true : undefined));
+    server.publish({ ...serviceFlow({ namespace: 'shop', service: 'web', serviceIp: '198.19.0.10', uuid: 'on-time' }), nodeName: 'on-time' });
+    await waitFor('the flow of the other node', () => (flows.length >= 2 ? true : undefined));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+
+    assert.deepEqual(
+      flows.map((flow) => flow.uuid),
+      ['ahead', 'on-time'],
+    );
+    assert.equal(stream.stats.duplicates, 1, 'the flow from the future, sent again after the resume');
+    assert.ok(timestampMs(server.requests[1]!.since!) <= Date.now(), 'the resume starts no later than this host clock');
+  } finally {
+    stream.stop();
+    await server.stop();
+  }
+});
+
+test('flow stream skips old flows on new filters', async () => {
+  // After a quiet hour, new filters resume at most 10 s back, so a drop
+  // from long ago does not reach a workload that just opted in.
+  const socket = path.join(dir, 'lookback.sock');
+  const server = new TestHubbleServer({ address: { kind: 'socket', path: socket } });
+  await server.start();
+  const { stream, flows } = followServices({ kind: 'socket', path: socket }, ['web']);
+
+  try {
+    await waitFor('stream to connect', () => (stream.state === 'streaming' ? true : undefined));
+    server.publish(serviceFlow({ namespace: 'shop', service: 'web', serviceIp: '198.19.0.10', uuid: 'web-old', time: timestampFromMs(Date.now() - 3_600_000) }));
+    server.publish(serviceFlow({ namespace: 'shop', service: 'cart', serviceIp: '198.19.0.12', uuid: 'cart-old', time: timestampFromMs(Date.now() - 1_800_000) }));
+    server.publish(serviceFlow({ namespace: 'shop', service: 'cart', serviceIp: '198.19.0.12', uuid: 'cart-recent', time: timestampFromMs(Date.now() - 2_000) }));
+    await waitFor('the old web flow', () => (flows.length >= 1 ? true : undefined));
+
+    stream.setFilters(new ManagedServices([{ namespace: 'shop', name: 'web' }, { namespace: 'shop', name: 'cart' }]).whitelist());
+    await waitFor('the recent cart flow', () => (flows.length >= 2 ? true : undefined));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+
+    assert.deepEqual(
+      flows.map((flow) => flow.uuid),
+      ['web-old', 'cart-recent'],
+    );
+  } finally {
+    stream.stop();
+    await server.stop();
+  }
+});
+
+test('flow stream leaves half-open connection', async () => {
+  const server = new TestHubbleServer({ address: { kind: 'tcp', host: '127.0.0.1', port: 0 } });
+  await server.start();
+
+  // A loopback proxy that stops forwarding without closing, as a
+  // connection through a NAT entry that expired or to a node that died.
+  const pairs: { client: Socket; upstream: Socket }[] = [];
+  const proxy = createServer((client) => {
+    const upstream = connect(server.port, '127.0.0.1');
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('error', () => {});
+    upstream.on('error', () => {});
+    pairs.push({ client, upstream });
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const proxyPort = (proxy.address() as AddressInfo).port;
+
+  const { stream, flows } = followServices({ kind: 'relay', address: `127.0.0.1:${proxyPort}`, keepalive: { intervalMs: 1000, timeoutMs: 500 } }, ['web']);
+
+  try {
+    await waitFor('stream to connect', () => (stream.state === 'streaming' ? true : undefined));
+    server.publish(serviceFlow({ namespace: 'shop', service: 'web', serviceIp: '198.19.0.10', uuid: 'before' }));
+    await waitFor('the first flow', () => (flows.length >= 1 ? true : undefined));
+
+    for (const { client, upstream } of pairs) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.pause();
+      upstream.pause();
+    }
+    server.publish(serviceFlow({ namespace: 'shop', service: 'web', serviceIp: '198.19.0.10', uuid: 'after' }));
+    await waitFor('the flow sent while the connection hung', () => (flows.length >= 2 ? true : undefined), 10_000);
+
+    assert.deepEqual(
+      flows.map((flow) => flow.uuid),
+      ['before', 'after'],
+    );
+    assert.equal(stream.stats.disconnects, 1);
+  } finally {
+    stream.stop();
+    for (const { client, upstream } of pairs) {
+      client.destroy();
+      upstream.destroy();
+    }
+    proxy.close();
     await server.stop();
   }
 });
