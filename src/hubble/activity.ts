@@ -24,6 +24,13 @@ import type { GetFlowsResponse } from './gen/observer/observer_pb.js';
 
 export type HubbleActivityOptions = HubbleFollowerOptions;
 
+// The maximum delay of a live flow from its node to this agent, Relay's
+// sorting buffer included. A flow counts as no older than this when it
+// arrives, so that a node whose clock runs behind cannot make a busy
+// workload look idle. An estimate, with room above Relay's default
+// buffer of about 1 s.
+export const MAX_FLOW_DELAY_MS = 30_000;
+
 // "namespace/name" of the flow's Service in the direction that counts: the
 // destination for a request, the source for a reply. Undefined when Hubble
 // named no Service.
@@ -92,7 +99,10 @@ export class HubbleActivity extends HubbleFlowFollower implements ActivitySource
     const workloads = this.workloadsByService.get(service);
     if (workloads === undefined) return;
 
-    const atMs = this.monotonicTimeOf(flow, response);
+    // NOTE: flows that a resumed call sends again after a break count as
+    // at most MAX_FLOW_DELAY_MS old too, which can postpone a scale-down.
+    const nowMs = this.monotonicNow();
+    const atMs = Math.max(this.monotonicTimeOf(flow, response, nowMs), nowMs - MAX_FLOW_DELAY_MS);
     for (const workload of workloads) {
       const previous = this.last.get(workload);
       if (previous === undefined || atMs > previous) this.last.set(workload, atMs);

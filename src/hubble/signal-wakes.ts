@@ -71,6 +71,7 @@ export class SignalDatapath extends HubbleFlowFollower implements DatapathPort {
   private readonly wakeIntervalMs: number;
   // Drops that matched a workload but fell within its wake interval.
   suppressedWakes = 0;
+  private pendingUpdate: NodeJS.Immediate | undefined;
 
   constructor(options: SignalDatapathOptions) {
     super(options, 'signal');
@@ -83,15 +84,18 @@ export class SignalDatapath extends HubbleFlowFollower implements DatapathPort {
   // backend, whatever zerohold decides.
   setFrontends(workload: WorkloadKey, frontends: Frontend[], _gateClosed: boolean): void {
     this.frontends.set(workload, frontends);
-    this.update();
+    this.scheduleUpdate();
   }
 
   // Sets the workload's Services as "namespace/name", which match drops
   // that Hubble attributed to a Service at an address zerohold does not
   // know, such as a LoadBalancer IP that is not in the Service status.
   setServices(workload: WorkloadKey, services: readonly string[]): void {
-    this.serviceNames.set(workload, services);
-    this.update();
+    const current = this.serviceNames.get(workload);
+    if (current !== undefined && current.length === services.length && current.every((name, i) => name === services[i])) return;
+
+    this.serviceNames.set(workload, [...services]);
+    this.scheduleUpdate();
   }
 
   // Stock Cilium drops the packets, so nothing is held here.
@@ -101,7 +105,7 @@ export class SignalDatapath extends HubbleFlowFollower implements DatapathPort {
     this.frontends.delete(workload);
     this.serviceNames.delete(workload);
     this.lastWakeMs.delete(workload);
-    this.update();
+    this.scheduleUpdate();
     return [];
   }
 
@@ -124,6 +128,17 @@ export class SignalDatapath extends HubbleFlowFollower implements DatapathPort {
 
   onWake(listener: (signal: WakeSignal) => void): void {
     this.listeners.push(listener);
+  }
+
+  // Rebuilds the indexes and filters once for all the changes made in one
+  // event loop turn: the agent sets every workload's Services each second,
+  // and a rebuild per call would cost time quadratic in the workloads.
+  private scheduleUpdate(): void {
+    if (this.pendingUpdate !== undefined) return;
+    this.pendingUpdate = setImmediate(() => {
+      this.pendingUpdate = undefined;
+      this.update();
+    });
   }
 
   private update(): void {

@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 
-import { HubbleActivity } from '../../src/hubble/activity.js';
+import { HubbleActivity, MAX_FLOW_DELAY_MS } from '../../src/hubble/activity.js';
 import { Backoff } from '../../src/hubble/backoff.js';
 import { Verdict } from '../../src/hubble/gen/flow/flow_pb.js';
 import { waitFor } from '../lib/netns.js';
@@ -75,15 +75,15 @@ test('activity follows scripted flows', async () => {
   try {
     assert.equal(activity.lastActivity('shop/web'), undefined);
 
-    publishAt(server, 'web', 900_000);
-    publishAt(server, 'web', 950_000);
+    publishAt(server, 'web', 975_000);
+    publishAt(server, 'web', 990_000);
     // Older than the latest flow: must not move the time back.
-    publishAt(server, 'web', 920_000);
-    publishAt(server, 'api-admin', 990_000);
+    publishAt(server, 'web', 980_000);
+    publishAt(server, 'api-admin', 995_000);
     await waitFor('4 flows', () => (activity.stats.flows >= 4 ? true : undefined));
 
-    assert.equal(activity.lastActivity('shop/web'), 950_000 - OFFSET);
-    assert.equal(activity.lastActivity('shop/api'), 990_000 - OFFSET);
+    assert.equal(activity.lastActivity('shop/web'), 990_000 - OFFSET);
+    assert.equal(activity.lastActivity('shop/api'), 995_000 - OFFSET);
   } finally {
     await teardown(context);
   }
@@ -94,15 +94,15 @@ test('activity ignores drops and other services', async () => {
   const { server, activity } = context;
 
   try {
-    publishAt(server, 'web', 900_000);
-    publishAt(server, 'web', 960_000, Verdict.DROPPED);
+    publishAt(server, 'web', 980_000);
+    publishAt(server, 'web', 985_000, Verdict.DROPPED);
     // Passes Hubble's prefix filter "shop/web", but is another Service.
-    publishAt(server, 'web-canary', 970_000);
-    publishAt(server, 'cart', 980_000);
+    publishAt(server, 'web-canary', 990_000);
+    publishAt(server, 'cart', 995_000);
     await waitFor('the canary flow', () => (activity.stats.flows >= 2 ? true : undefined));
     await new Promise((resolve) => setTimeout(resolve, 50));
 
-    assert.equal(activity.lastActivity('shop/web'), 900_000 - OFFSET);
+    assert.equal(activity.lastActivity('shop/web'), 980_000 - OFFSET);
     assert.equal(activity.stats.flows, 2, 'the server filters out the drop and shop/cart');
   } finally {
     await teardown(context);
@@ -145,6 +145,22 @@ test('activity caps future flow times', async () => {
   }
 });
 
+test('activity bounds the age of late flows', async () => {
+  // A node whose clock runs 10 minutes behind stamps a live flow 10
+  // minutes in the past.
+  const context = await setup('behind');
+  const { server, activity } = context;
+
+  try {
+    publishAt(server, 'web', UNIX_NOW - 600_000);
+    await waitFor('activity', () => activity.lastActivity('shop/web'));
+
+    assert.equal(activity.lastActivity('shop/web'), MONOTONIC_NOW - MAX_FLOW_DELAY_MS);
+  } finally {
+    await teardown(context);
+  }
+});
+
 test('activity forgets removed workloads', async () => {
   const context = await setup('remove');
   const { server, activity } = context;
@@ -153,10 +169,11 @@ test('activity forgets removed workloads', async () => {
     publishAt(server, 'api', 900_000);
     await waitFor('activity', () => activity.lastActivity('shop/api'));
 
+    // The new call resumes at most 10 s back, so these flows come later.
     activity.setWorkloads(new Map([['shop/web', ['shop/web']]]));
     await waitFor('a second call', () => (server.requests.length >= 2 ? true : undefined));
-    publishAt(server, 'api', 910_000);
-    publishAt(server, 'web', 920_000);
+    publishAt(server, 'api', 995_000);
+    publishAt(server, 'web', 996_000);
     await waitFor('web activity', () => activity.lastActivity('shop/web'));
 
     assert.equal(activity.lastActivity('shop/api'), undefined);
@@ -188,18 +205,18 @@ test('activity resumes after restart', async () => {
   const { server, activity, log } = context;
 
   try {
-    publishAt(server, 'web', 900_000, Verdict.FORWARDED, 'before');
+    publishAt(server, 'web', 975_000, Verdict.FORWARDED, 'before');
     await waitFor('activity before the restart', () => activity.lastActivity('shop/web'));
 
     await server.stop();
     await waitFor('the stream to notice', () => (activity.state === 'waiting' ? true : undefined));
-    publishAt(server, 'web', 930_000, Verdict.FORWARDED, 'while-down');
+    publishAt(server, 'web', 985_000, Verdict.FORWARDED, 'while-down');
     await server.start();
-    await waitFor('activity from the flow published while down', () => (activity.lastActivity('shop/web') === 930_000 - OFFSET ? true : undefined));
-    publishAt(server, 'api', 940_000, Verdict.FORWARDED, 'after');
+    await waitFor('activity from the flow published while down', () => (activity.lastActivity('shop/web') === 985_000 - OFFSET ? true : undefined));
+    publishAt(server, 'api', 990_000, Verdict.FORWARDED, 'after');
     await waitFor('activity after the restart', () => activity.lastActivity('shop/api'));
 
-    assert.equal(activity.lastActivity('shop/api'), 940_000 - OFFSET);
+    assert.equal(activity.lastActivity('shop/api'), 990_000 - OFFSET);
     assert.ok(activity.stats.disconnects >= 1);
     assert.ok(log.records.some((record) => record['msg'] === 'Hubble stream failed, reconnecting'));
   } finally {
@@ -213,13 +230,13 @@ test('activity skips garbled message', async () => {
 
   try {
     await waitFor('the stream', () => (activity.state === 'streaming' && server.openStreams === 1 ? true : undefined));
-    publishAt(server, 'web', 900_000);
+    publishAt(server, 'web', 975_000);
     await waitFor('the first flow', () => activity.lastActivity('shop/web'));
 
     // Field 1 with wire type 7, which does not exist.
     server.sendRaw(Buffer.from([0x0f, 0x01, 0x02]));
-    publishAt(server, 'web', 910_000);
-    await waitFor('the flow after the garbled message', () => (activity.lastActivity('shop/web') === 910_000 - OFFSET ? true : undefined));
+    publishAt(server, 'web', 985_000);
+    await waitFor('the flow after the garbled message', () => (activity.lastActivity('shop/web') === 985_000 - OFFSET ? true : undefined));
 
     assert.equal(activity.stats.garbled, 1);
     assert.equal(activity.stats.disconnects, 0);
