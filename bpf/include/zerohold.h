@@ -22,6 +22,8 @@
  * held.
  */
 #define ZH_MAX_FRAME		3408
+/* Bytes of an 802.1Q or 802.1ad tag. */
+#define ZH_VLAN_HLEN		4
 
 /* Default sizes, all overridable by the agent before the object loads. */
 #define ZH_MAX_FRONTENDS	65536

@@ -132,8 +132,12 @@ static __always_inline void zh_hold_tc(struct __sk_buff *skb,
 	__u32 len;
 	long err;
 
+	/*
+	 * Re-injection puts a stripped VLAN tag back in front of the frame,
+	 * so such a frame must leave room for it under ZH_MAX_FRAME.
+	 */
 	len = skb->len;
-	if (len > ZH_MAX_FRAME) {
+	if (len > ZH_MAX_FRAME - (skb->vlan_present ? ZH_VLAN_HLEN : 0)) {
 		match->stats->too_large++;
 		return;
 	}

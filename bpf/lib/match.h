@@ -94,6 +94,16 @@ static __always_inline bool zh_lookup_frontend(const struct zh_flow *flow,
 				 flow->l4_proto);
 		return zh_lookup_probe(&probe, service_id);
 	}
+
+	/*
+	 * Frontend keys hold IPv4 addresses IPv4-mapped, but an IPv6 packet to
+	 * such an address never reaches the IPv4 service.
+	 */
+	if (ip6h->daddr.in6_u.u6_addr32[0] == 0 &&
+	    ip6h->daddr.in6_u.u6_addr32[1] == 0 &&
+	    ip6h->daddr.in6_u.u6_addr32[2] == bpf_htonl(0xffff))
+		return false;
+
 	zh_fe_probe_ipv6(&probe, &ip6h->daddr, flow->dst_port, flow->l4_proto);
 	return zh_lookup_probe(&probe, service_id);
 }

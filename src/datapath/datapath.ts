@@ -232,6 +232,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   async attach(ifname: string, how: AttachHook = { hook: 'xdp' }): Promise<void> {
     const native = loadNative();
     const ifindex = await native.ifNameToIndex(ifname, this.netns);
+    await checkEthernet(ifname, this.netns);
     this.interfaceNames.set(ifindex, ifname);
 
     if (how.hook === 'xdp') {
@@ -526,4 +527,21 @@ export class Datapath extends EventEmitter<DatapathEvents> {
         .catch((err: Error) => this.emit('record-error', err));
     }
   }
+}
+
+// Link types of devices whose frames start with an Ethernet header, from
+// <linux/if_arp.h>. Loopback frames carry a zeroed one.
+const ARPHRD_ETHER = 1;
+const ARPHRD_LOOPBACK = 772;
+
+// Rejects a device without an Ethernet header, such as tun, ipip or
+// WireGuard. The programs parse Ethernet frames, so on such a device they
+// would classify nothing: its Services would pass unheld and count no
+// warm traffic.
+async function checkEthernet(ifname: string, netns: string | undefined): Promise<void> {
+  const linkType = await loadNative().interfaceLinkType(ifname, netns);
+  if (linkType === ARPHRD_ETHER || linkType === ARPHRD_LOOPBACK) return;
+  throw new Error(
+    `interface ${ifname} has link type ${linkType}, but zerohold parses Ethernet frames only (link type ${ARPHRD_ETHER}): list the Ethernet device that carries the Service traffic instead, such as the physical or veth device under the tunnel`,
+  );
 }

@@ -98,6 +98,14 @@ export interface NativeBinding {
   ifNameToIndex(name: string, netns?: string): Promise<number>;
 
   /**
+   * Reads a device's link type, ARPHRD_* in <linux/if_arp.h> (1 for
+   * Ethernet), inside the network namespace bound at netns, or in the
+   * process's namespace when omitted. Rejects with code ENODEV for an
+   * unknown name.
+   */
+  interfaceLinkType(name: string, netns?: string): Promise<number>;
+
+  /**
    * Attaches an XDP program with a bpf_link. 'auto' tries native mode and
    * falls back to generic mode only when the driver lacks native XDP
    * (EOPNOTSUPP).

@@ -7,7 +7,9 @@
 namespace zerohold {
 
 // Registers ifNameToIndex(name, netns?), which resolves a device name on a
-// worker thread inside the given network namespace.
+// worker thread inside the given network namespace, and
+// interfaceLinkType(name, netns?), which reads the device's ARPHRD_* type
+// there.
 void InitIfIndex(Napi::Env env, Napi::Object exports);
 
 }  // namespace zerohold

@@ -96,6 +96,10 @@ const CASES: Case[] = [
     ];
   }),
 
+  // An IPv6 packet to the IPv4-mapped form of an IPv4 frontend never
+  // reaches the IPv4 service, so it matches no frontend.
+  { name: 'IPv6 to IPv4-mapped address passes', spec: { ...v6('::ffff:198.19.0.10'), tcp: tcp(TCP_SYN) }, verdict: 'pass' },
+
   // VLAN tags.
   { name: 'one 802.1Q tag held', spec: { ...v4('198.19.0.10'), vlans: [{ tpid: ETH_P_8021Q, id: 7 }], tcp: tcp(TCP_SYN) }, verdict: 'drop', hold: true, service: COLD },
   { name: 'QinQ 802.1ad+802.1Q held', spec: { ...v6('fd5a::10'), vlans: [{ tpid: ETH_P_8021AD, id: 100 }, { tpid: ETH_P_8021Q, id: 7 }], tcp: tcp(TCP_SYN) }, verdict: 'drop', hold: true, service: COLD },
