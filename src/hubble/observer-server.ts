@@ -143,7 +143,12 @@ export class ObserverServer {
     this.ring.push(entry);
 
     for (const follower of this.followers) {
-      if (follower.untilMs !== undefined && unixMs > follower.untilMs) continue;
+      // Hubble ends a follow call with `until` at the first flow after it.
+      if (follower.untilMs !== undefined && unixMs > follower.untilMs) {
+        this.followers.delete(follower);
+        this.endWhenFlushed(follower);
+        continue;
+      }
       if (follower.matches(entry.response.responseTypes.value as Flow)) this.send(follower, entry.response);
     }
   }
@@ -201,8 +206,8 @@ export class ObserverServer {
     });
 
     this.flush(follower);
-    // NOTE: a follow call with `until` in the future gets no newer flows
-    // after that time, but stays open until the client cancels it.
+    // A follow call with `until` in the future stays open until a flow
+    // after that time is recorded, as on Hubble.
     if (request.follow && (untilMs === undefined || untilMs > this.unixNow())) {
       this.followers.add(follower);
       return;

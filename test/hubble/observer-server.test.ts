@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 
 import { create, fromBinary, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
 import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
-import { timestampMs } from '@bufbuild/protobuf/wkt';
+import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
 
 import type { Flow as DatapathFlow } from '../../src/datapath/records.js';
 import { DropReason, FlowFilterSchema, FlowSchema, TraceObservationPoint, Verdict, type Flow } from '../../src/hubble/gen/flow/flow_pb.js';
@@ -147,6 +147,29 @@ test('observer rejects unsupported filter field', async () => {
   try {
     await assert.rejects(readFlows(context.client, { whitelist: [filter] }), /INVALID_ARGUMENT: unsupported FlowFilter field 10 in whitelist\[0\]/);
     await assert.rejects(readFlows(context.client, { blacklist: [filter] }), /INVALID_ARGUMENT: unsupported FlowFilter field 10 in blacklist\[0\]/);
+  } finally {
+    await teardown(context);
+  }
+});
+
+test('observer ends follow at until', async () => {
+  const context = await setup('follow-until');
+  const { observer, client } = context;
+
+  try {
+    // until is 100 ms after the server's clock. Flows at atMs are at Unix
+    // time atMs + OFFSET.
+    const reading = readFlows(client, { follow: true, until: timestampFromMs(UNIX_NOW + 100) });
+    await waitFor('the follower', () => (observer.followerCount === 1 ? true : undefined));
+    observer.record({ kind: 'held', workload: 'shop/web', service: 'shop/web', flow: webFlow, atMs: UNIX_NOW - OFFSET + 50 });
+    observer.record({ kind: 'released', workload: 'shop/web', service: 'shop/web', flow: webFlow, atMs: UNIX_NOW - OFFSET + 200, heldForMs: 150 });
+
+    const flows = await reading;
+    assert.deepEqual(
+      flows.map((flow) => flow.verdict),
+      [Verdict.TRACED],
+    );
+    assert.equal(observer.followerCount, 0);
   } finally {
     await teardown(context);
   }
