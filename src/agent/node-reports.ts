@@ -21,6 +21,7 @@ import {
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 
+import { monotonicMs } from '../hubble/monotonic-time.js';
 import { restartOnError } from './informers.js';
 import type { WorkloadKey } from './ports.js';
 
@@ -31,10 +32,13 @@ export const HELD_FLOWS_ANNOTATION = 'zerohold.dev/held-flows';
 
 interface NodeReport {
   node: string;
-  // When this process saw the report change, on its own clock, so skew
-  // between nodes cannot make a live node look dead.
+  // When this process saw the report change, on its CLOCK_MONOTONIC clock,
+  // so that neither skew between nodes nor a jump of this node's wall
+  // clock makes a live node look dead.
   seenMs: number;
   renewTime: string;
+  // renewTime in Unix ms on the node's clock, or NaN.
+  renewMs: number;
   activity: Record<WorkloadKey, number>;
   gatesClosed: Record<WorkloadKey, string>;
   heldFlows: Record<WorkloadKey, number>;
@@ -52,8 +56,14 @@ export interface NodeReportsOptions {
   nodeName: string;
   // A node whose report has not changed for this long counts as gone.
   staleAfterMs: number;
+  // Unix time and CLOCK_MONOTONIC in milliseconds, replaced by tests.
   now?: () => number;
+  monotonicNow?: () => number;
 }
+
+// A node whose report has not changed for this many stale periods is
+// forgotten, such as a node that a cluster autoscaler removed.
+const FORGET_AFTER_STALE_PERIODS = 100;
 
 function parseJson<T>(text: string | undefined, fallback: T): T {
   if (!text) return fallback;
@@ -69,6 +79,7 @@ export class NodeReports {
   private readonly informer: Informer<V1Lease>;
   private readonly reports = new Map<string, NodeReport>();
   private readonly now: () => number;
+  private readonly monotonicNow: () => number;
   private stopped = false;
 
   constructor(
@@ -78,6 +89,7 @@ export class NodeReports {
   ) {
     this.api = kc.makeApiClient(CoordinationV1Api);
     this.now = options.now ?? Date.now;
+    this.monotonicNow = options.monotonicNow ?? monotonicMs;
     const selector = `${REPORT_LABEL}=true`;
     this.informer = makeInformer(
       kc,
@@ -139,16 +151,29 @@ export class NodeReports {
   }
 
   liveNodes(): string[] {
-    const now = this.now();
-    return [...this.reports.values()].filter((r) => now - r.seenMs <= this.options.staleAfterMs).map((r) => r.node);
+    const now = this.monotonicNow();
+    const live: string[] = [];
+    for (const report of this.reports.values()) {
+      const age = now - report.seenMs;
+      if (age <= this.options.staleAfterMs) live.push(report.node);
+      else if (age > FORGET_AFTER_STALE_PERIODS * this.options.staleAfterMs) this.reports.delete(report.node);
+    }
+    return live;
   }
 
-  // The latest activity of a workload on any live node, in Unix ms.
+  // The latest activity of a workload on any live node, on this process's
+  // CLOCK_MONOTONIC clock. A report's activity and its renewTime come from
+  // the same node clock, so their difference, the activity's age when the
+  // node published, holds whatever the skew between the nodes.
   lastActivity(workload: WorkloadKey): number | undefined {
     let latest: number | undefined;
     for (const node of this.liveNodes()) {
-      const at = this.reports.get(node)!.activity[workload];
-      if (at !== undefined && (latest === undefined || at > latest)) latest = at;
+      const report = this.reports.get(node)!;
+      const at = report.activity[workload];
+      if (at === undefined) continue;
+
+      const local = Number.isNaN(report.renewMs) ? this.monotonicNow() - (this.now() - at) : report.seenMs - Math.max(0, report.renewMs - at);
+      if (latest === undefined || local > latest) latest = local;
     }
     return latest;
   }
@@ -172,13 +197,19 @@ export class NodeReports {
     const node = lease.spec?.holderIdentity;
     if (!node) return;
 
-    const renewTime = lease.spec?.renewTime ? String(lease.spec.renewTime) : '';
+    // A listed Lease carries a Date, a watched one the RFC 3339 string.
+    const renew: unknown = lease.spec?.renewTime;
+    let renewMs = NaN;
+    if (renew instanceof Date) renewMs = renew.getTime();
+    else if (typeof renew === 'string') renewMs = Date.parse(renew);
+    const renewTime = Number.isNaN(renewMs) ? '' : String(renewMs);
     const previous = this.reports.get(node);
     const annotations = lease.metadata?.annotations ?? {};
     this.reports.set(node, {
       node,
-      seenMs: previous && previous.renewTime === renewTime ? previous.seenMs : this.now(),
+      seenMs: previous && previous.renewTime === renewTime ? previous.seenMs : this.monotonicNow(),
       renewTime,
+      renewMs,
       activity: parseJson(annotations[ACTIVITY_ANNOTATION], {}),
       gatesClosed: parseJson(annotations[GATES_CLOSED_ANNOTATION], {}),
       heldFlows: parseJson(annotations[HELD_FLOWS_ANNOTATION], {}),

@@ -70,8 +70,9 @@ export interface HeldTotals {
 }
 
 // The source of activity: datapath counters in standalone mode, Hubble
-// flows later. Returns the last time each workload saw traffic on this
-// node, as Unix milliseconds, or nothing for a workload with none yet.
+// flows in the others. Returns the last time each workload saw traffic on
+// this node, as CLOCK_MONOTONIC milliseconds, or nothing for a workload
+// with none yet.
 export interface ActivitySource {
   lastActivity(workload: WorkloadKey): number | undefined;
 }
