@@ -59,6 +59,10 @@ const HELD_REPORT_MIN_INTERVAL_MS = 1000;
 // such as a burst of wakes, spread their writes over several ticks instead
 // of sending the API server, and the agent's event loop, a burst.
 const STATUS_WRITES_PER_TICK = 10;
+// The wait before a failed scale-up of a wake is tried again, doubling
+// with each attempt up to the maximum.
+const SCALE_UP_RETRY_FIRST_MS = 500;
+const SCALE_UP_RETRY_MAX_MS = 10_000;
 
 // How long start() waits for the first /scale reads of targets other than
 // Deployments and StatefulSets.
@@ -120,8 +124,14 @@ interface Workload {
   observedReplicas: number;
   // The scale-down this node closed its gate for, from status.scaleDownId.
   appliedScaleDownId: string | null;
-  // Leader only: the scale-down it announced and when.
+  // Leader only: the scale-down it announced, or took over from status,
+  // and when.
   pendingScaleDown: { id: string; startedMs: number } | null;
+  // Leader only: true while its write of zero is in flight.
+  scalingToZero: boolean;
+  // A wake's scale-up that failed, and when to try it again, while the
+  // phase is Waking.
+  scaleUpRetry: { atMs: number; attempts: number } | null;
   // Latest activity known from any source, or when this agent started
   // tracking the workload; a source that stops reporting keeps it.
   lastActivityMs: number;
@@ -544,6 +554,8 @@ export class Controller {
         observedReplicas: replicas,
         appliedScaleDownId: null,
         pendingScaleDown: null,
+        scalingToZero: false,
+        scaleUpRetry: null,
         lastActivityMs: this.now(),
         writtenStatus: null,
       };
@@ -594,6 +606,7 @@ export class Controller {
 
     for (const [key, workload] of this.workloads) {
       this.wakeForHeld(key, workload, now);
+      this.retryScaleUp(key, workload, now);
       this.feed(key, { type: 'tick', nowMs: now });
       // Only a leader scales down, and never while an autoscaler keeps
       // the workload above zero for reasons other than traffic.
@@ -618,6 +631,24 @@ export class Controller {
 
     this.options.log.info({ workload: key }, 'a flow is held without a wake in progress, waking the workload');
     this.feed(key, flowOpener(held.record.flow, now));
+  }
+
+  // Tries a wake's failed scale-up again, with a backoff, while the wake
+  // lasts: a wake that stopped at one API error would hold its flows until
+  // wakeTimeout and then drop them.
+  private retryScaleUp(key: WorkloadKey, workload: Workload, now: number): void {
+    const retry = workload.scaleUpRetry;
+    if (retry === null) return;
+    if (workload.state.phase !== 'Waking') {
+      workload.scaleUpRetry = null;
+      return;
+    }
+    if (now < retry.atMs) return;
+
+    // The next failure sets a later time; until then no other attempt starts.
+    retry.atMs = Infinity;
+    this.options.log.info({ workload: key, attempt: retry.attempts + 1 }, 'trying the scale-up of the wake again');
+    void this.apply(key, workload, workload.state, { type: 'scale', replicas: workload.spec.wakeReplicas, mode: 'at-least' }, now);
   }
 
   // Leader: writes status.heldFlows, summed over the live nodes, and the
@@ -649,8 +680,10 @@ export class Controller {
   // between the two clocks now.
   private lastActivity(key: WorkloadKey, workload: Workload, now: number): number {
     const candidates = [workload.lastActivityMs, this.options.activity.lastActivity(key), workload.state.warmSinceMs ?? undefined];
+    // Reports are converted on arrival, and a time after now, which a
+    // report cannot carry honestly, counts as now.
     const remote = this.options.reports?.lastActivity(key);
-    if (remote !== undefined) candidates.push(now - (Date.now() - remote));
+    if (remote !== undefined) candidates.push(Math.min(now, remote));
     workload.lastActivityMs = Math.max(...candidates.filter((c): c is number => c !== undefined));
     return workload.lastActivityMs;
   }
@@ -690,6 +723,12 @@ export class Controller {
   // Leader: scales to zero once every live node keeps new flows, or calls
   // the scale-down off when one does not close its gate in time.
   private checkScaleDown(key: WorkloadKey, workload: Workload, now: number): void {
+    // A scale-down that a previous leader announced, or whose write of zero
+    // failed, is finished or called off like one of this leader's own.
+    if (!workload.pendingScaleDown && !workload.scalingToZero && workload.state.phase === 'ScalingDown' && workload.appliedScaleDownId) {
+      this.options.log.info({ workload: key, scaleDownId: workload.appliedScaleDownId }, 'taking over a scale-down in progress');
+      workload.pendingScaleDown = { id: workload.appliedScaleDownId, startedMs: now };
+    }
     const pending = workload.pendingScaleDown;
     if (!pending) return;
     const timeoutMs = this.options.scaleDownTimeoutMs ?? 60_000;
@@ -713,6 +752,9 @@ export class Controller {
     }
     if (now - pending.startedMs > timeoutMs) {
       workload.pendingScaleDown = null;
+      // Counts as activity, so that the next announcement waits another
+      // idle timeout instead of closing every gate again at once.
+      workload.lastActivityMs = now;
       void this.options.events.record(this.referenceOf(workload), 'Warning', 'ScaleDownAborted', `nodes did not close their gate in time: ${open.join(', ')}`);
       void this.patchStatus(workload, { phase: 'Warm', scaleDownId: null }).catch((err: Error) => this.options.log.warn({ err, workload: key }, 'writing status failed'));
       this.feed(key, { type: 'scale-down-aborted', nowMs: now });
@@ -744,7 +786,7 @@ export class Controller {
   // eventMs is when the event that caused the action was observed, so the
   // release overhead runs from the Ready endpoint to the re-injection.
   private async apply(key: WorkloadKey, workload: Workload, before: PhaseState, action: PhaseAction, eventMs: number): Promise<void> {
-    const { datapath, scaler, events, log, metrics } = this.options;
+    const { datapath, events, log, metrics } = this.options;
     const ref = this.referenceOf(workload);
 
     try {
@@ -754,9 +796,10 @@ export class Controller {
           return;
         case 'release': {
           workload.releasing = true;
+          let outcome;
+          let gateClosedMeanwhile = false;
           const waitStartedMs = this.now();
           let backendReadyMs = waitStartedMs;
-          let outcome;
           // Flows to frontends that the load balancer programmed first go
           // out before the rest, with the gate still closed: a dual-stack
           // Service gets one EndpointSlice and one sync per IP family.
@@ -784,9 +827,16 @@ export class Controller {
           try {
             await this.waitForBackend(key, workload, releaseEarly);
             backendReadyMs = this.now();
-            outcome = await datapath.release(key);
+            // The workload went back to zero while the release waited: the
+            // gate stays closed, and its held flows wake it again.
+            gateClosedMeanwhile = workload.state.gateClosed;
+            if (!gateClosedMeanwhile) outcome = await datapath.release(key);
           } finally {
             workload.releasing = false;
+          }
+          if (outcome === undefined) {
+            log.info({ workload: key, phase: workload.state.phase }, 'the gate closed again while the release waited for the backend, so the held flows stay held');
+            return;
           }
           this.countUnsent(key, outcome);
           const released = (await Promise.all(early)).reduce((sum, part) => ({ released: sum.released + part.released, failed: sum.failed + part.failed }), { released: 0, failed: 0 });
@@ -814,25 +864,8 @@ export class Controller {
           return;
         }
         case 'scale':
-          if (action.mode === 'at-least') {
-            // A wake ends any scale-down in progress, for every node.
-            if (statusOf(workload).phase === 'ScalingDown') await this.patchStatus(workload, { phase: 'Waking', scaleDownId: null });
-            const target = this.targets.get(`${workload.spec.target.kind}|${workload.spec.namespace}/${workload.spec.target.name}`);
-            const known = target?.metadata?.resourceVersion ? { replicas: target.spec?.replicas ?? 0, resourceVersion: target.metadata.resourceVersion } : undefined;
-            const changed = await scaler.scaleUp(workload.spec.namespace, workload.spec.target, action.replicas, known);
-            // A polled target reports the new count before its pods are
-            // Ready, so the Warm phase never meets the old count of 0.
-            this.scaleTargets.refresh(workload.spec.namespace, workload.spec.target);
-            if (changed) {
-              metrics?.wakes.inc({ workload: key });
-              await this.patchStatus(workload, { phase: 'Waking', lastWakeTime: new Date().toISOString() });
-            }
-          } else if (this.options.isLeader()) {
-            await scaler.scaleTo(workload.spec.namespace, workload.spec.target, action.replicas);
-            this.scaleTargets.refresh(workload.spec.namespace, workload.spec.target);
-            await this.patchStatus(workload, { phase: 'Cold', scaleDownId: null });
-            metrics?.scaleDowns.inc({ workload: key });
-          }
+          if (action.mode === 'at-least') await this.scaleUp(key, workload, action.replicas);
+          else if (this.options.isLeader()) await this.scaleToZero(key, workload, action.replicas);
           return;
         case 'announce-scale-down': {
           if (workload.pendingScaleDown) return;
@@ -865,6 +898,70 @@ export class Controller {
       metrics?.apiErrors.inc({ operation: action.type });
       log.error({ err, workload: key, action: action.type }, 'action failed');
     }
+  }
+
+  // Scales a waking workload up. A failure is retried from the tick while
+  // the phase is Waking (retryScaleUp), and then rethrown for apply() to
+  // log and count.
+  private async scaleUp(key: WorkloadKey, workload: Workload, replicas: number): Promise<void> {
+    const { scaler, metrics, log } = this.options;
+
+    // A wake ends any scale-down in progress, for every node. A failed
+    // status write must not stop the scale-up.
+    if (statusOf(workload).phase === 'ScalingDown') {
+      await this.patchStatus(workload, { phase: 'Waking', scaleDownId: null }).catch((err: Error) => {
+        metrics?.apiErrors.inc({ operation: 'write-status' });
+        log.warn({ err, workload: key }, 'writing status failed, scaling up anyway');
+      });
+    }
+
+    const target = this.targets.get(`${workload.spec.target.kind}|${workload.spec.namespace}/${workload.spec.target.name}`);
+    const known = target?.metadata?.resourceVersion ? { replicas: target.spec?.replicas ?? 0, resourceVersion: target.metadata.resourceVersion } : undefined;
+    let changed: boolean;
+    try {
+      changed = await scaler.scaleUp(workload.spec.namespace, workload.spec.target, replicas, known);
+    } catch (err) {
+      const attempts = (workload.scaleUpRetry?.attempts ?? 0) + 1;
+      const delayMs = Math.min(SCALE_UP_RETRY_MAX_MS, SCALE_UP_RETRY_FIRST_MS * 2 ** (attempts - 1));
+      workload.scaleUpRetry = { atMs: this.now() + delayMs, attempts };
+      log.warn({ workload: key, attempts, retryInMs: delayMs }, 'the scale-up of a wake failed, trying again while the wake lasts');
+      throw err;
+    }
+    workload.scaleUpRetry = null;
+
+    // A polled target reports the new count before its pods are Ready, so
+    // the Warm phase never meets the old count of 0.
+    this.scaleTargets.refresh(workload.spec.namespace, workload.spec.target);
+    if (changed) {
+      metrics?.wakes.inc({ workload: key });
+      await this.patchStatus(workload, { phase: 'Waking', lastWakeTime: new Date().toISOString() });
+    }
+  }
+
+  // Leader: writes zero once every node closed its gate, unless a wake
+  // ended the scale-down meanwhile. A failed write leaves the phase
+  // ScalingDown, which checkScaleDown takes over again on the next tick.
+  private async scaleToZero(key: WorkloadKey, workload: Workload, replicas: number): Promise<void> {
+    const { scaler, events, metrics, log } = this.options;
+    if (statusOf(workload).phase !== 'ScalingDown') {
+      log.info({ workload: key, status: statusOf(workload).phase }, 'a wake ended the scale-down before the write of zero, leaving the replicas');
+      return;
+    }
+
+    workload.scalingToZero = true;
+    try {
+      await scaler.scaleTo(workload.spec.namespace, workload.spec.target, replicas);
+    } finally {
+      workload.scalingToZero = false;
+    }
+    this.scaleTargets.refresh(workload.spec.namespace, workload.spec.target);
+    metrics?.scaleDowns.inc({ workload: key });
+
+    // On the ScaleToZero and on its target, once for all nodes.
+    const message = 'scaled to zero after the idle timeout';
+    const target = { ...workload.spec.target, namespace: workload.spec.namespace };
+    void Promise.all([events.record(this.referenceOf(workload), 'Normal', 'ScaledToZero', message), events.record(target, 'Normal', 'ScaledToZero', message)]);
+    await this.patchStatus(workload, { phase: 'Cold', scaleDownId: null });
   }
 
   // Counts the held flows that a release did not send on, and logs the

@@ -21,6 +21,11 @@ export interface PhaseState {
   wakeStartedMs: number | null;
   // When the workload last became warm, for minWarmTime.
   warmSinceMs: number | null;
+  // When a wake on this node interrupted a scale-down, until wakeTimeout
+  // has passed. The leader's write of zero may land after this wake found
+  // the old pods still up and released to them, and then the wake must
+  // scale up again instead of counting as undone.
+  interruptedScaleDownMs?: number | null;
 }
 
 export interface PhaseSettings {
@@ -83,8 +88,9 @@ export function nextPhase(state: PhaseState, event: PhaseEvent, settings: PhaseS
       // Scale up from Cold, and also from a scale-down in progress: the
       // leader may already have set replicas to 0.
       if (state.phase === 'Cold' || state.phase === 'ScalingDown' || state.phase === 'Idle') {
+        const interrupted = state.phase === 'Cold' ? null : event.nowMs;
         return to(
-          { phase: 'Waking', gateClosed: true, wakeStartedMs: event.nowMs },
+          { phase: 'Waking', gateClosed: true, wakeStartedMs: event.nowMs, interruptedScaleDownMs: interrupted },
           { type: 'close-gate' },
           { type: 'scale', replicas: settings.wakeReplicas, mode: 'at-least' },
           {
@@ -111,12 +117,24 @@ export function nextPhase(state: PhaseState, event: PhaseEvent, settings: PhaseS
         // Scaled up by someone else (an HPA, a person): open the gate.
         return to({ phase: 'Warm', gateClosed: false, warmSinceMs: event.nowMs }, { type: 'release' });
       }
-      if (state.phase === 'Warm' && event.replicas === 0) {
+      if ((state.phase === 'Warm' || state.phase === 'Idle') && event.replicas === 0) {
+        const interrupted = state.interruptedScaleDownMs ?? null;
+        if (interrupted !== null && event.nowMs - interrupted < settings.wakeTimeoutMs) {
+          // A scale-down that this node's wake interrupted reached zero
+          // after all: wake again, holding new flows meanwhile.
+          return to(
+            { phase: 'Waking', gateClosed: true, wakeStartedMs: event.nowMs, warmSinceMs: null },
+            { type: 'close-gate' },
+            { type: 'scale', replicas: settings.wakeReplicas, mode: 'at-least' },
+            { type: 'event', reason: 'Woken', message: `the scale to zero that a wake interrupted landed after it, scaling to at least ${settings.wakeReplicas} again` },
+          );
+        }
         // Scaled to zero by someone else: hold from now on.
-        return to({ phase: 'Cold', gateClosed: true, warmSinceMs: null }, { type: 'close-gate' });
+        return to({ phase: 'Cold', gateClosed: true, warmSinceMs: null, interruptedScaleDownMs: null }, { type: 'close-gate' });
       }
       if (state.phase === 'ScalingDown' && event.replicas === 0) {
-        return to({ phase: 'Cold' }, { type: 'event', reason: 'ScaledToZero', message: 'scaled to zero after the idle timeout' });
+        // The leader records the ScaledToZero Event once for all nodes.
+        return to({ phase: 'Cold' });
       }
       return stay;
 
@@ -155,7 +173,7 @@ export function nextPhase(state: PhaseState, event: PhaseEvent, settings: PhaseS
         // requested stays, and a backend that turns Ready later still
         // opens the gate through the Cold observation.
         return to(
-          { phase: 'Cold', wakeStartedMs: null },
+          { phase: 'Cold', wakeStartedMs: null, interruptedScaleDownMs: null },
           { type: 'expire-held', reason: 'wake-timeout' },
           {
             type: 'event',

@@ -37,7 +37,10 @@ const CASES: Case[] = [
   { name: 'scale-down closes gate first', from: state('Idle'), event: { type: 'scale-down-begun', nowMs: 5 }, to: 'ScalingDown', gateClosed: true, actions: ['close-gate'] },
   { name: 'leader scales after all closed', from: state('ScalingDown', { gateClosed: true }), event: { type: 'all-gates-closed', nowMs: 5, leader: true }, to: 'ScalingDown', actions: ['scale:0:exactly'] },
   { name: 'follower does not scale', from: state('ScalingDown', { gateClosed: true }), event: { type: 'all-gates-closed', nowMs: 5, leader: false }, to: 'ScalingDown', actions: [] },
-  { name: 'zero replicas completes scale-down', from: state('ScalingDown', { gateClosed: true }), event: { type: 'observed', replicas: 0, readyEndpoints: 0, nowMs: 5 }, to: 'Cold', actions: ['event:ScaledToZero'] },
+  { name: 'zero replicas completes scale-down', from: state('ScalingDown', { gateClosed: true }), event: { type: 'observed', replicas: 0, readyEndpoints: 0, nowMs: 5 }, to: 'Cold', actions: [] },
+  { name: 'idle follower closes at zero', from: state('Idle'), event: { type: 'observed', replicas: 0, readyEndpoints: 0, nowMs: 5 }, to: 'Cold', gateClosed: true, actions: ['close-gate'] },
+  { name: 'interrupted scale-down wakes again', from: state('Warm', { interruptedScaleDownMs: 1_000 }), event: { type: 'observed', replicas: 0, readyEndpoints: 1, nowMs: 5_000 }, to: 'Waking', gateClosed: true, actions: ['close-gate', 'scale:2:at-least', 'event:Woken'] },
+  { name: 'old interruption lets zero stand', from: state('Warm', { interruptedScaleDownMs: 1_000 }), event: { type: 'observed', replicas: 0, readyEndpoints: 0, nowMs: 121_000 }, to: 'Cold', gateClosed: true, actions: ['close-gate'] },
   { name: 'wake timeout expires held', from: state('Waking', { wakeStartedMs: 0, gateClosed: true }), event: { type: 'tick', nowMs: 120_000 }, to: 'Cold', gateClosed: true, actions: ['expire-held', 'event:WakeTimedOut'] },
   { name: 'wake within timeout waits', from: state('Waking', { wakeStartedMs: 0, gateClosed: true }), event: { type: 'tick', nowMs: 119_999 }, to: 'Waking', actions: [] },
 ];
@@ -73,7 +76,7 @@ test('phase: gate closes before zero', () => {
     current = t.state;
     log.push(...t.actions.map(describeAction));
   }
-  assert.deepEqual(log, ['announce-scale-down', 'close-gate', 'scale:0:exactly', 'event:ScaledToZero']);
+  assert.deepEqual(log, ['announce-scale-down', 'close-gate', 'scale:0:exactly']);
   assert.equal(current.phase, 'Cold');
 });
 
@@ -99,4 +102,17 @@ test('initial phase from replicas and readiness', () => {
   assert.equal(waking.wakeStartedMs, 5);
   assert.equal(initialPhase(1, 0, 5, 'Cold').phase, 'Waking', 'killed between the scale-up and the status write');
   assert.equal(initialPhase(1, 0, 5).phase, 'Warm', 'no status yet');
+});
+
+test('phase: wake from scale-down marks it', () => {
+  const woken = nextPhase(state('ScalingDown', { gateClosed: true }), { type: 'flow-opener', nowMs: 7 }, SETTINGS).state;
+  assert.equal(woken.interruptedScaleDownMs, 7);
+  assert.equal(nextPhase(state('Cold'), { type: 'flow-opener', nowMs: 7 }, SETTINGS).state.interruptedScaleDownMs, null, 'a wake from Cold interrupted nothing');
+
+  // The wake releases to the old pods, then the leader's zero lands.
+  const warm = nextPhase(woken, { type: 'observed', replicas: 1, readyEndpoints: 1, nowMs: 20 }, SETTINGS).state;
+  assert.equal(warm.phase, 'Warm');
+  const again = nextPhase(warm, { type: 'observed', replicas: 0, readyEndpoints: 1, nowMs: 30 }, SETTINGS);
+  assert.equal(again.state.phase, 'Waking');
+  assert.deepEqual(again.actions.map(describeAction), ['close-gate', 'scale:2:at-least', 'event:Woken']);
 });
