@@ -106,6 +106,7 @@ async function main(): Promise<void> {
     heldRingBytes: config.bpf.heldRingBytes,
     wakeRingBytes: config.bpf.wakeRingBytes,
     heldLimits: { total: config.limits.heldFlowsTotal, perService: config.limits.heldFlowsPerService, perSource: config.limits.heldFlowsPerClient },
+    reinjectLate: config.release.heldPackets === 'reinject',
   };
 
   // Lets a component ask for a restart before stop() below exists.
@@ -188,6 +189,9 @@ async function main(): Promise<void> {
     if (suppressed !== null) log.warn({ err, suppressed }, 'a ring buffer record could not be decoded or handled, and its flow may be lost; its client retransmits');
   });
   holding?.on('late-release', (result) => {
+    for (const flow of result.discarded ?? []) {
+      metrics.heldDropped.inc({ workload: owner?.workloadOf(flow.record.serviceId) ?? UNKNOWN_WORKLOAD, reason: 'drop-mode' });
+    }
     if (result.failed.length === 0) return;
     for (const { flow } of result.failed) {
       metrics.heldDropped.inc({ workload: owner?.workloadOf(flow.record.serviceId) ?? UNKNOWN_WORKLOAD, reason: 'reinject-failed' });

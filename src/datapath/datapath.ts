@@ -58,6 +58,10 @@ export interface DatapathOptions {
   heldRingBytes?: number;
   wakeRingBytes?: number;
   heldLimits?: HeldLimits;
+  // False discards the frames of a flow that reaches the agent after its
+  // release, where they would otherwise be re-injected at once, as a
+  // release with reinject false discards the held ones. Defaults to true.
+  reinjectLate?: boolean;
 }
 
 export type AttachHook =
@@ -82,7 +86,8 @@ export interface DatapathEvents {
   // decoding them.
   rejected: [number, RejectReason, () => string];
   // A record arrived for a service whose gate is already open and was
-  // re-injected at once (it raced the release).
+  // re-injected at once (it raced the release), or discarded with
+  // reinjectLate false.
   'late-release': [ReleaseResult];
   'record-error': [Error];
 }
@@ -131,6 +136,11 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // Gate state as last written, so a held record can be routed without a
   // map lookup.
   private readonly states = new Map<number, ServiceStateName>();
+  // Services whose release is reading the ring with the gate open: their
+  // records go to the held frame store, so that the release sends them,
+  // and the newest SYN of a flow replaces an older one.
+  private readonly releasing = new Set<number>();
+  private readonly reinjectLate: boolean;
   private closed = false;
   private readingStopped = false;
 
@@ -147,6 +157,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     super();
     this.netns = options.netns;
     this.pinDir = options.pinDir;
+    this.reinjectLate = options.reinjectLate ?? true;
     this.services = new ServiceTable(object.map('zh_services'), object.map('zh_svc_stats'), object.map('zh_stats'));
     this.frontends = new FrontendTable(object.map('zh_frontends'), object.map('zh_fe_index'), object.map(CONFIG_MAP), this.services.maxServiceId);
     this.held = new HeldFrameStore(options.heldLimits ?? DEFAULT_HELD_LIMITS);
@@ -313,12 +324,17 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   async release(serviceId: number, options: { reinject?: boolean } = {}): Promise<ReleaseResult> {
     this.setServiceState(serviceId, 'warm');
 
-    // Records submitted before the gate opened are read now, so they go
-    // out with this release. A straggler still being copied on another CPU
-    // arrives later and takes the late-release path in onBatch.
-    this.drain();
-
-    const flows = this.held.take(serviceId);
+    // Records submitted before the gate opened are read now into the store,
+    // so they go out with this release. A straggler still being copied on
+    // another CPU arrives later and takes the late-release path in onBatch.
+    this.releasing.add(serviceId);
+    let flows: HeldFlow[];
+    try {
+      this.drain();
+      flows = this.held.take(serviceId);
+    } finally {
+      this.releasing.delete(serviceId);
+    }
     if (options.reinject === false) return { released: [], failed: [], discarded: flows };
     return this.reinject(flows);
   }
@@ -368,12 +384,13 @@ export class Datapath extends EventEmitter<DatapathEvents> {
 
     const native = loadNative();
     let records = 0;
-    for (const { map, pinPath, ring } of rings) {
+    for (const [index, { map, pinPath, ring }] of rings.entries()) {
       // The reader numbers its one ring 0, which stands for the ring that
       // this one was.
       const ringNumbers = [RING_NUMBERS[RING_MAPS.indexOf(map)]!];
-      const reader = new native.RingBuffer([ring], (batch) => this.onBatch(batch, ringNumbers));
+      let reader: NativeRingBuffer | undefined;
       try {
+        reader = new native.RingBuffer([ring], (batch) => this.onBatch(batch, ringNumbers));
         // Each record takes at least 8 bytes of the ring, so more records
         // than that mean that a program still writes to it. Then what is
         // left stays pinned for the next start.
@@ -382,8 +399,12 @@ export class Datapath extends EventEmitter<DatapathEvents> {
         for (let count = reader.consume(); count > 0 && read <= bound; count = reader.consume()) read += count;
         records += read;
         if (read <= bound) rmSync(pinPath, { force: true });
+      } catch (err) {
+        // The rings after this one stay pinned for the next start.
+        for (const rest of rings.slice(index + 1)) rest.ring.close();
+        throw err;
       } finally {
-        reader.close();
+        reader?.close();
         ring.close();
       }
     }
@@ -430,11 +451,19 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     // Set-aside rings that were not read stay pinned for the next start.
     for (const { ring } of this.setAsideRings.splice(0)) ring.close();
     this.ring.close();
+    // One attachment that fails to detach must not leave the others
+    // attached, so each is tried, and the failures are thrown together.
+    const failures: Error[] = [];
     const attachments = this.attachments.splice(0);
-    for (const attachment of options.keepAttached ? [] : attachments) {
-      await detachAttachment(attachment);
+    try {
+      for (const attachment of options.keepAttached ? [] : attachments) {
+        await detachAttachment(attachment).catch((err: Error) => failures.push(err));
+      }
+    } finally {
+      this.object.close();
     }
-    this.object.close();
+    if (failures.length === 1) throw failures[0];
+    if (failures.length > 1) throw new AggregateError(failures, `detaching ${failures.length} programs failed: ${failures.map((err) => err.message).join('; ')}`);
   }
 
   private async reinject(flows: HeldFlow[]): Promise<ReleaseResult> {
@@ -496,7 +525,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
         // removed. Its frontend passes now, so the record goes on like a
         // late one instead of waiting for a release that will not come.
         const state = peek === undefined ? undefined : this.states.get(peek.serviceId);
-        const late = peek !== undefined && (peek.hook === Hook.Xdp || peek.hook === Hook.Tc) && (state === 'warm' || state === 'unmanaged');
+        const late = peek !== undefined && (peek.hook === Hook.Xdp || peek.hook === Hook.Tc) && (state === 'warm' || state === 'unmanaged') && !this.releasing.has(peek.serviceId);
         if (peek !== undefined && !late) {
           const reason = this.held.rejection(peek.serviceId, peek.key, peek.tcp);
           if (reason !== undefined) {
@@ -519,7 +548,9 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       }
     }
 
-    if (lateFlows.length > 0) {
+    if (lateFlows.length > 0 && !this.reinjectLate) {
+      this.emit('late-release', { released: [], failed: [], discarded: lateFlows });
+    } else if (lateFlows.length > 0) {
       // reinject() reports failures in its result and does not reject. A
       // listener that throws makes the chain reject.
       this.reinject(lateFlows)

@@ -121,7 +121,14 @@ function removeLinks(pinDir: string, select: (name: string, link: NativeLink) =>
     if (!name.startsWith(TEMPORARY_PREFIX) && !name.startsWith(LINK_PREFIX)) continue;
 
     const pinPath = path.join(pinDir, name);
-    const link = openPinnedLinkIfExists(pinPath);
+    let link: NativeLink | null;
+    try {
+      link = openPinnedLinkIfExists(pinPath);
+    } catch (err) {
+      // A pin of another kind under a link's name: left alone, as above.
+      if ((err as NodeJS.ErrnoException).code === 'EINVAL') continue;
+      throw err;
+    }
     if (link === null) continue;
 
     if (select(name, link)) {

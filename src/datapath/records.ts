@@ -162,6 +162,10 @@ function readHeldLayout(data: Buffer): HeldLayout {
   return { frameLen, l3Offset, l4Offset, l4Proto, ipv6: (data.readUInt16LE(m.flags!) & HeldFlags.Ipv6) !== 0 };
 }
 
+// NOTE: ring records carry no layout version, and zh_map_layouts records
+// none for the rings. After an upgrade that changes zh_held_hdr or
+// zh_wake_event but keeps the ring size, records that the previous
+// agent's programs left are decoded with the new layout.
 export function decodeHeldRecord(data: Buffer): HeldRecord {
   const m = HeldHeader.members;
   const { frameLen, l3Offset, l4Offset, l4Proto, ipv6 } = readHeldLayout(data);

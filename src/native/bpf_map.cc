@@ -425,8 +425,24 @@ Napi::Value BpfMap::DeleteBatch(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, deleted);
 }
 
+void BpfMap::CheckProgArray(Napi::Env env) const {
+  // The calls below pass 4-byte key and value, which the kernel would read
+  // past for a map with larger ones.
+  if (info_.type == BPF_MAP_TYPE_PROG_ARRAY && info_.key_size == 4 &&
+      info_.value_size == 4) {
+    return;
+  }
+  ThrowTypeError(env,
+                 "map " + info_.name + " has type " +
+                     std::to_string(info_.type) + ", but programs go into a "
+                     "BPF_MAP_TYPE_PROG_ARRAY (type " +
+                     std::to_string(BPF_MAP_TYPE_PROG_ARRAY) + ")",
+                 "ERR_ZH_MAP_TYPE");
+}
+
 void BpfMap::SetProgram(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  CheckProgArray(env);
   uint32_t index = Uint32Arg(info, 0, "index");
   BpfProgram* program = BpfProgram::FromValue(env, info[1], "prog");
   uint32_t prog_fd = program->Fd(env);
@@ -438,6 +454,7 @@ void BpfMap::SetProgram(const Napi::CallbackInfo& info) {
 
 Napi::Value BpfMap::ClearProgram(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  CheckProgArray(env);
   uint32_t index = Uint32Arg(info, 0, "index");
   int fd = Fd(env);
 

@@ -89,6 +89,8 @@ class BpfMap : public Napi::ObjectWrap<BpfMap> {
   // Throws unless the map is an ARRAY with BPF_F_MMAPABLE and its value
   // size fits a u32 sequence word and fields: at least 8, a multiple of 4.
   void CheckSeqlockable(Napi::Env env) const;
+  // Throws unless the map is a prog array with 4-byte keys and values.
+  void CheckProgArray(Napi::Env env) const;
 
   // Throws a RangeError unless elements [first, first + count) exist.
   void CheckIndexRange(Napi::Env env, uint32_t first, uint64_t count) const;

@@ -118,6 +118,28 @@ int RunLiveFrame(int prog_fd, const LiveFrame& frame) {
   return bpf_prog_test_run_opts(prog_fd, &opts);
 }
 
+// Names the frame in the error of its re-injection, with a hint for the
+// errors that a frame's own fields cause.
+SysError FrameSysError(const std::string& prog_name, const LiveFrame& frame,
+                       int err) {
+  std::string subject = prog_name + ", ifindex " +
+                        std::to_string(frame.ifindex) + ", rx queue " +
+                        std::to_string(frame.rx_queue) + ", " +
+                        std::to_string(frame.data.size() - frame.meta_size) +
+                        " bytes";
+  SysError error = MakeSysError("bpf_prog_test_run_opts", subject, err);
+  if (error.err == ENODEV) {
+    error.detail =
+        "no device has this ifindex in the datapath's network namespace; "
+        "it was deleted after the frame was held";
+  } else if (error.err == EINVAL) {
+    error.detail =
+        "the rx queue must be below the device's number of rx queues, and "
+        "the frame at most 3408 bytes";
+  }
+  return error;
+}
+
 // Sends frames first, first + step, ... and records each failure with
 // its frame index.
 void SendStride(int prog_fd, const std::string& prog_name,
@@ -127,8 +149,7 @@ void SendStride(int prog_fd, const std::string& prog_name,
   for (uint32_t i = first; i < frames.size(); i += step) {
     int err = RunLiveFrame(prog_fd, frames[i]);
     if (err < 0) {
-      errors->push_back(
-          {i, MakeSysError("bpf_prog_test_run_opts", prog_name, err)});
+      errors->push_back({i, FrameSysError(prog_name, frames[i], err)});
     } else {
       (*sent)++;
     }

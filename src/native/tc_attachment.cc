@@ -20,6 +20,13 @@ namespace {
 constexpr int kBpfTcxIngress = 46;
 constexpr int kBpfTcxEgress = 47;
 
+// Whether a detach failed because the device, its qdisc or the filter is
+// gone already, as when the device was deleted: then nothing is left to
+// detach.
+bool IsGone(int err) {
+  return err == -ENODEV || err == -ENOENT || err == -EINVAL || err == -ENXIO;
+}
+
 enum class TcKind { kAuto, kTcx, kClsact };
 
 TcKind ParseTcKind(Napi::Env env, const std::string& kind) {
@@ -219,7 +226,7 @@ class TcDetachWorker : public PromiseWorker {
       opts.handle = state_->handle;
       opts.priority = state_->priority;
       int err = bpf_tc_detach(&hook, &opts);
-      if (err < 0) {
+      if (err < 0 && !IsGone(err)) {
         Fail(MakeSysError("bpf_tc_detach", Subject(*state_, "clsact"), err));
         return;
       }
@@ -230,7 +237,7 @@ class TcDetachWorker : public PromiseWorker {
     // one, by this process or others. Detach them before this one.
     if (state_->created_hook) {
       int err = DestroyClsact(*state_);
-      if (err < 0) {
+      if (err < 0 && !IsGone(err)) {
         Fail(MakeSysError("bpf_tc_hook_destroy", Subject(*state_, "clsact"),
                           err));
         return;

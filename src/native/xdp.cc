@@ -56,18 +56,34 @@ class XdpAttachWorker : public PromiseWorker {
       // native mode with EOPNOTSUPP (seen on Linux 6.18). Only then does
       // auto fall back to generic mode.
       if (mode_ == XdpMode::kNative || fd != -EOPNOTSUPP) {
-        Fail(MakeSysError("bpf_link_create", Subject("native"), fd));
+        Fail(LinkError("native", fd));
         return;
       }
     }
 
     int fd = CreateLink(XDP_FLAGS_SKB_MODE);
     if (fd < 0) {
-      Fail(MakeSysError("bpf_link_create", Subject("generic"), fd));
+      Fail(LinkError("generic", fd));
       return;
     }
     link_.Reset(fd);
     attached_mode_ = "generic";
+  }
+
+  // The error of a failed link_create, with the fix for the conflicts
+  // that another program on the device causes.
+  SysError LinkError(const char* mode, int err) {
+    SysError error = MakeSysError("bpf_link_create", Subject(mode), err);
+    if (error.err == EBUSY) {
+      error.detail =
+          "another XDP program or link is attached to the device in this "
+          "mode; detach it, or attach zerohold with hook tc";
+    } else if (error.err == EEXIST) {
+      error.detail =
+          "an XDP program is attached to the device in the other mode; "
+          "detach it, or attach zerohold in that mode";
+    }
+    return error;
   }
 
   Napi::Value Result() override {

@@ -1,12 +1,15 @@
 // The datapath on devices whose frames differ from a plain Ethernet frame:
 // a tun device, which has no Ethernet header and is rejected, and a veth
 // whose receive path strips a VLAN tag before tc, which re-injection puts
-// back.
+// back. Also close() after one of the attached devices was deleted.
 
 import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 
 import { Datapath } from '../../src/datapath/datapath.js';
+import { loadNative } from '../../src/datapath/native.js';
+import { linkPinPath } from '../../src/datapath/pinned-links.js';
 import type { HeldRecord } from '../../src/datapath/records.js';
 import { counterDelta } from '../lib/harness.js';
 import { netnsPath, TestNetwork, waitFor } from '../lib/netns.js';
@@ -18,6 +21,7 @@ const ZH_MAX_FRAME = 3408;
 
 const network = new TestNetwork();
 const datapaths: Datapath[] = [];
+const pinDir = `/sys/fs/bpf/zh-test-devices-${process.pid}`;
 let client: string;
 let node: string;
 
@@ -34,6 +38,7 @@ before(async () => {
 after(async () => {
   for (const dp of datapaths) await dp.close();
   await network.cleanup();
+  rmSync(pinDir, { recursive: true, force: true });
 });
 
 async function openDatapath(): Promise<Datapath> {
@@ -78,4 +83,39 @@ test('tc leaves room for a stripped tag', async () => {
     [],
   );
   assert.equal(result.released.length, 1);
+});
+
+test('close detaches past a deleted device', async () => {
+  await network.exec(node, 'ip', ['link', 'add', 'gone0', 'type', 'veth', 'peer', 'name', 'gone1']);
+  await network.exec(node, 'ip', ['link', 'add', 'kept0', 'type', 'veth', 'peer', 'name', 'kept1']);
+  mkdirSync(pinDir, { recursive: true });
+  const dp = await Datapath.open({ maxServices: 4, netns: netnsPath(node), pinDir });
+  await dp.attach('gone0', { hook: 'tc', kind: 'clsact' });
+  await dp.attach('kept0', { hook: 'xdp', mode: 'generic' });
+  const native = loadNative();
+  const keptIndex = await native.ifNameToIndex('kept0', netnsPath(node));
+
+  // A pod's veth deleted while the agent runs takes its clsact filter
+  // with it.
+  await network.exec(node, 'ip', ['link', 'del', 'gone0']);
+  await dp.close();
+
+  assert.equal((await native.queryXdp(keptIndex, netnsPath(node))).progId, 0, 'the XDP program on kept0 stays attached');
+  assert.equal(existsSync(linkPinPath(pinDir, 'xdp', 'kept0')), false, 'the link pin of kept0 stays');
+});
+
+test('second XDP attach names the conflict', async () => {
+  const native = loadNative();
+  const dp = await openDatapath();
+  const ifindex = await native.ifNameToIndex('n0', netnsPath(node));
+  const first = await native.attachXdp(dp.program('zh_xdp_hold'), ifindex, 'generic', netnsPath(node));
+  try {
+    await assert.rejects(native.attachXdp(dp.program('zh_xdp_hold'), ifindex, 'generic', netnsPath(node)), (err: NodeJS.ErrnoException) => {
+      assert.equal(err.code, 'EBUSY');
+      assert.match(err.message, /another XDP program or link is attached to the device in this mode; detach it, or attach zerohold with hook tc/);
+      return true;
+    });
+  } finally {
+    first.detach();
+  }
 });

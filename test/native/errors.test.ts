@@ -104,3 +104,25 @@ test('pinned map opened as a link', () => {
     rmSync(pinPath, { force: true });
   }
 });
+
+test('re-injection error names the frame', () => {
+  // ifindex 0x7ffffff0 exists in no namespace.
+  const frame = Buffer.alloc(74);
+  const { sent, errors } = dp.program('zh_xdp_reinject').runLiveNow([{ frame, ifindex: 0x7ffffff0 }]);
+
+  assert.equal(sent, 0);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0]!.code, 'ENODEV');
+  assert.match(errors[0]!.message, /zh_xdp_reinject, ifindex 2147483632, rx queue 0, 74 bytes/);
+  assert.match(errors[0]!.message, /no device has this ifindex in the datapath's network namespace/);
+});
+
+test('program into a map of another type', () => {
+  assert.throws(() => dp.map('zh_frontends').setProgram(0, dp.program('zh_xdp_hold')), (err: NodeJS.ErrnoException) => {
+    assert.ok(err instanceof TypeError);
+    assert.equal(err.code, 'ERR_ZH_MAP_TYPE');
+    assert.match(err.message, /map zh_frontends has type 1, but programs go into a BPF_MAP_TYPE_PROG_ARRAY \(type 3\)/);
+    return true;
+  });
+  assert.throws(() => dp.map('zh_frontends').clearProgram(0), /map zh_frontends has type 1/);
+});
