@@ -50,13 +50,16 @@ import { NodeDatapath } from './node-datapath.js';
 import { NodeReports } from './node-reports.js';
 import { KubeScaler } from './scaler.js';
 
-async function nodeAddresses(kc: KubeConfig, nodeName: string): Promise<string[]> {
+// The node's addresses, for NodePort frontends, and the uid of its Node
+// object, for the owner of its report Lease.
+async function readNode(kc: KubeConfig, nodeName: string): Promise<{ addresses: string[]; uid?: string }> {
   try {
     const node = await kc.makeApiClient(CoreV1Api).readNode({ name: nodeName });
-    return (node.status?.addresses ?? []).filter((a) => a.type === 'InternalIP' || a.type === 'ExternalIP').map((a) => a.address);
+    const addresses = (node.status?.addresses ?? []).filter((a) => a.type === 'InternalIP' || a.type === 'ExternalIP').map((a) => a.address);
+    return { addresses, ...(node.metadata?.uid ? { uid: node.metadata.uid } : {}) };
   } catch {
     // Without a Node object (a test cluster), NodePorts get no frontends.
-    return [];
+    return { addresses: [] };
   }
 }
 
@@ -243,7 +246,12 @@ async function main(): Promise<void> {
   }
 
   const readiness = new EndpointReadiness(kc, componentLogger(root, 'readiness'));
-  const reports = new NodeReports(kc, { namespace: config.kubernetes.namespace, nodeName, staleAfterMs: 3 * config.idle.reportInterval }, componentLogger(root, 'controller'));
+  const nodeObject = await readNode(kc, nodeName);
+  const reports = new NodeReports(
+    kc,
+    { namespace: config.kubernetes.namespace, nodeName, ...(nodeObject.uid ? { nodeUid: nodeObject.uid } : {}), staleAfterMs: 3 * config.idle.reportInterval },
+    componentLogger(root, 'controller'),
+  );
   const leader = new LeaderElector(
     kc,
     {
@@ -258,7 +266,7 @@ async function main(): Promise<void> {
   );
   const controller = new Controller({
     kc,
-    nodeAddresses: await nodeAddresses(kc, nodeName),
+    nodeAddresses: nodeObject.addresses,
     datapath: port,
     readiness,
     scaler: new KubeScaler(kc),

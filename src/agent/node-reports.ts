@@ -54,6 +54,10 @@ export interface NodeReportContent {
 export interface NodeReportsOptions {
   namespace: string;
   nodeName: string;
+  // The uid of the Node object. With it, the Lease names the Node as its
+  // owner, so that the garbage collector deletes the Lease with the Node,
+  // as kubelet's Leases in kube-node-lease are.
+  nodeUid?: string;
   // A node whose report has not changed for this long counts as gone.
   staleAfterMs: number;
   // Unix time and CLOCK_MONOTONIC in milliseconds, replaced by tests.
@@ -125,6 +129,7 @@ export class NodeReports {
         name,
         namespace,
         labels: { [REPORT_LABEL]: 'true' },
+        ...(this.options.nodeUid ? { ownerReferences: [{ apiVersion: 'v1', kind: 'Node', name: nodeName, uid: this.options.nodeUid }] } : {}),
         annotations: {
           [ACTIVITY_ANNOTATION]: JSON.stringify(Object.fromEntries(content.activity)),
           [GATES_CLOSED_ANNOTATION]: JSON.stringify(Object.fromEntries(content.gatesClosed)),

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
+import { CoordinationV1Api } from '@kubernetes/client-node';
 import { pino } from 'pino';
 
 import { NodeReports } from '../../src/agent/node-reports.js';
@@ -52,3 +53,15 @@ for (const [name, skewMs] of [
     assert.ok(ageMs < 4000, `activity ${ageMs} ms old, want the 2000 ms it had plus the delivery`);
   });
 }
+
+test('report Lease is owned by its Node', async () => {
+  const uid = '5d0c2b7e-1b5a-4c8e-9a36-0f1e2d3c4b5a';
+  const reports = new NodeReports(kubeConfigFor(server.url), { namespace: 'zerohold-system', nodeName: 'owned', nodeUid: uid, staleAfterMs: 5000 }, log);
+  await reports.publish({ activity: new Map(), gatesClosed: new Map(), heldFlows: new Map() });
+
+  const lease = await kubeConfigFor(server.url).makeApiClient(CoordinationV1Api).readNamespacedLease({ name: 'zerohold-node-owned', namespace: 'zerohold-system' });
+  assert.deepEqual(
+    lease.metadata?.ownerReferences?.map((owner) => ({ ...owner })),
+    [{ apiVersion: 'v1', kind: 'Node', name: 'owned', uid }],
+  );
+});
