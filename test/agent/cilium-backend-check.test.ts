@@ -77,6 +77,17 @@ async function restBackend(): Promise<Backend> {
   };
 }
 
+// Counts the source's reads from now on.
+function countReads(source: CiliumServiceSource): () => number {
+  let reads = 0;
+  const refresh = source.refresh.bind(source);
+  source.refresh = () => {
+    reads++;
+    return refresh();
+  };
+  return () => reads;
+}
+
 const WEB: TestService = { address: '198.19.0.10', port: 80, protocol: 'tcp', revNatId: 7 };
 const DNS: TestService = { address: '198.19.0.11', port: 53, protocol: 'udp', revNatId: 8 };
 const WEB6: TestService = { address: 'fd5a::10', port: 443, protocol: 'tcp', revNatId: 300 };
@@ -187,6 +198,15 @@ for (const [name, open] of [
       assert.equal(await check.waitProgrammed([WEB_FE], 1000), true);
     });
 
+    test('frontend Cilium lacks is skipped', async () => {
+      // A NodePort on the node's ExternalIP behind 1:1 NAT, for which
+      // Cilium writes no entry, so no hook can hold its flows.
+      const check = newCheck();
+      backend.program(WEB, 1);
+
+      assert.equal(await check.waitProgrammed([WEB_FE, { address: '198.18.0.99', protocol: 'tcp', port: 30080 }], 1000), true);
+    });
+
     test('close resolves false', async () => {
       const check = newCheck();
       const wait = check.waitProgrammed([WEB_FE], 5000);
@@ -197,6 +217,16 @@ for (const [name, open] of [
 
     test('invalid address rejects', async () => {
       await assert.rejects(newCheck().waitProgrammed([{ ...WEB_FE, address: 'web.demo' }], 10), TypeError);
+    });
+
+    test('re-read interval fits the source', async () => {
+      const check = newCheck();
+      const reads = countReads(backend.source);
+      await check.waitProgrammed([WEB_FE], 500);
+
+      // 5 ms for the pinned maps, 100 ms for the REST API.
+      if (backend.source.kind === 'rest') assert.ok(reads() <= 10, `${reads()} REST reads in a 500 ms wait`);
+      else assert.ok(reads() >= 20, `${reads()} map reads in a 500 ms wait`);
     });
   });
 }

@@ -15,7 +15,8 @@ export interface CiliumBackendCheckOptions {
   source: CiliumServiceSource;
   log: Logger;
   // Interval between re-reads while a wait is pending, in milliseconds.
-  // Defaults to 5.
+  // Defaults to 5 for the pinned maps, and to 100 for the REST API, whose
+  // every read returns all of Cilium's Services.
   recheckMs?: number;
 }
 
@@ -42,14 +43,19 @@ export class CiliumBackendCheck implements BackendCheck {
   constructor(options: CiliumBackendCheckOptions) {
     this.source = options.source;
     this.log = options.log;
-    this.recheckMs = options.recheckMs ?? 5;
+    this.recheckMs = options.recheckMs ?? (options.source.kind === 'rest' ? 100 : 5);
     this.indexed = this.source.frontends();
     this.index = new CiliumFrontendIndex(this.indexed);
     this.removeListener = this.source.onChange(() => this.resolveWaiters());
   }
 
   // Resolves true once Cilium's datapath on this node has a backend for
-  // every frontend, false after timeoutMs or on close(). It re-reads the
+  // every frontend that it has an entry for, and has an entry for at least
+  // one, false after timeoutMs or on close(). A frontend without an entry
+  // can hold no flow, because the hooks pass the ids of Cilium's entries,
+  // so waiting for it would only delay the release to the timeout: Cilium
+  // programs no NodePort for a node's ExternalIP behind 1:1 NAT, and its
+  // REST API lists a NodePort only as 0.0.0.0. It re-reads the
   // source before the first result instead of trusting the last poll, which
   // may predate a scale down. Rejects with a TypeError for an address that
   // is not an IP address.
@@ -135,7 +141,8 @@ export class CiliumBackendCheck implements BackendCheck {
 
     const index = this.currentIndex();
     for (const waiter of this.waiters) {
-      if (!waiter.frontends.every((f) => index.isProgrammed(f))) continue;
+      const present = waiter.frontends.filter((f) => index.has(f));
+      if (present.length === 0 || !present.every((f) => index.isProgrammed(f))) continue;
       clearTimeout(waiter.timer);
       this.waiters.delete(waiter);
       waiter.resolve(true);

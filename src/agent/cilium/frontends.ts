@@ -96,6 +96,14 @@ export class CiliumFrontendIndex {
     }
     return false;
   }
+
+  // Whether Cilium has any entry for the frontend, with or without
+  // backends. Throws a TypeError when frontend.address is not an IP
+  // address.
+  has(frontend: Frontend): boolean {
+    const candidates = this.byAddress.get(canonicalAddress(frontend.address)) ?? [];
+    return candidates.some((c) => (frontend.port === 'any' || c.port === frontend.port) && (c.protocol === frontend.protocol || c.protocol === 'any'));
+  }
 }
 
 // Orders frontends so that two reads of the same state compare equal.
