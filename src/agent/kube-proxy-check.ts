@@ -54,6 +54,8 @@ export class KubeProxyNftables implements BackendCheck {
   private running = false;
   private stopped = false;
   private restartAttempt = 0;
+  // Set when the monitor is stopped to be restarted without a delay.
+  private restartNow = false;
   private restartTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: KubeProxyNftablesOptions) {
@@ -135,7 +137,11 @@ export class KubeProxyNftables implements BackendCheck {
   // On failure the monitor is stopped, and its exit schedules the next
   // attempt while running is set.
   private async connect(): Promise<void> {
-    const monitor = new NftMonitor({ netns: this.options.netns, onEvents: (events) => this.onEvents(monitor, events) });
+    const monitor = new NftMonitor({
+      netns: this.options.netns,
+      onEvents: (events) => this.onEvents(monitor, events),
+      onCacheMiss: (line) => this.onCacheMiss(monitor, line),
+    });
     this.monitor = monitor;
     this.synced = false;
     this.pendingEvents = [];
@@ -190,6 +196,18 @@ export class KubeProxyNftables implements BackendCheck {
     }
   }
 
+  // nft dropped an element event of a set missing from its cache, and
+  // misses that set's changes from now on. It drops a map from its cache
+  // when the last rule that uses the map goes, as when kube-proxy's full
+  // sync flushes the chain, unless the kernel announces the map again. A
+  // new monitor lists the maps again.
+  private onCacheMiss(monitor: NftMonitor, line: string): void {
+    if (monitor !== this.monitor || !this.running) return;
+    this.log.warn({ pid: monitor.pid, stderr: line }, 'nft monitor lost track of a kube-proxy map, restarting it');
+    this.restartNow = true;
+    void monitor.stop();
+  }
+
   private onMonitorExit(monitor: NftMonitor, exit: MonitorExit): void {
     if (monitor !== this.monitor) return;
     this.monitor = undefined;
@@ -198,7 +216,9 @@ export class KubeProxyNftables implements BackendCheck {
 
     if (Date.now() - monitor.startedAt >= STABLE_RUN_MS) this.restartAttempt = 0;
     this.restartAttempt += 1;
-    const delayMs = this.restartDelayMs(this.restartAttempt);
+    // A restart for a cache miss goes at once: the monitor itself is fine.
+    const delayMs = this.restartNow ? 0 : this.restartDelayMs(this.restartAttempt);
+    this.restartNow = false;
     this.log.warn({ pid: monitor.pid, exit: describeExit(exit), unparsedLines: monitor.unparsedLines, attempt: this.restartAttempt, delayMs }, 'nft monitor exited, restarting');
 
     this.restartTimer = setTimeout(() => {

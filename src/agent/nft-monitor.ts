@@ -23,6 +23,12 @@ const NFNLGRP_NFTABLES = 7;
 const SKIPPED_LINE = /^\{"(add|delete)": \{"(rule|chain)"/;
 
 const STDERR_TAIL_BYTES = 2048;
+
+// What nft 1.0.6 prints to stderr when it drops an element event because
+// its cache lacks the set, as after a rule that used the set was deleted
+// or when the set was created between its listing and its subscription.
+// It prints nothing more for that set until it restarts.
+const CACHE_MISS = /Received event for an unknown set|Unable to cache set_elem/;
 const KILL_GRACE_MS = 2000;
 
 export interface MonitorExit {
@@ -40,6 +46,10 @@ export interface NftMonitorOptions {
   netns?: string;
   // Receives the parsed objects of one read from nft's stdout, in order.
   onEvents: (events: unknown[]) => void;
+  // Called once, with the stderr line, when nft dropped an element event
+  // because its cache lacks the set. From then on it misses that set's
+  // changes, so the caller restarts it.
+  onCacheMiss?: (line: string) => void;
 }
 
 export class NftMonitor {
@@ -53,6 +63,8 @@ export class NftMonitor {
   private exit: MonitorExit | undefined;
   private partialLine = '';
   private stderrTail = '';
+  private partialStderrLine = '';
+  private cacheMissReported = false;
 
   constructor(private readonly options: NftMonitorOptions) {
     const [program, args] = nftCommand(options.netns, ['-j', 'monitor']);
@@ -63,6 +75,7 @@ export class NftMonitor {
     this.child.stderr!.setEncoding('utf8');
     this.child.stderr!.on('data', (chunk: string) => {
       this.stderrTail = (this.stderrTail + chunk).slice(-STDERR_TAIL_BYTES);
+      this.readStderr(chunk);
     });
 
     this.exited = new Promise((resolve) => {
@@ -118,6 +131,17 @@ export class NftMonitor {
     if (this.exit !== undefined) return;
     this.exit = exit;
     resolve(exit);
+  }
+
+  private readStderr(chunk: string): void {
+    const lines = (this.partialStderrLine + chunk).split('\n');
+    this.partialStderrLine = lines.pop()!.slice(-STDERR_TAIL_BYTES);
+    if (this.cacheMissReported) return;
+
+    const miss = lines.find((line) => CACHE_MISS.test(line));
+    if (miss === undefined) return;
+    this.cacheMissReported = true;
+    this.options.onCacheMiss?.(miss);
   }
 
   private read(chunk: string): void {

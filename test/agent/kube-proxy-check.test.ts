@@ -291,6 +291,24 @@ test('kube-proxy check restarts dead monitor', async (t) => {
   assert.equal(check.monitorPid, secondPid);
 });
 
+test('kube-proxy check restarts a blind monitor', async (t) => {
+  const ns = await network.addNamespace('kp');
+  await programTables(ns, [{ frontend: DNS }]);
+  // A restart after an exit would wait a minute, so only the cache-miss
+  // path can make this test pass in time.
+  const check = await startCheck(t, ns, { restartDelayMs: () => 60_000 });
+  const firstPid = check.monitorPid!;
+
+  // With the only rule that uses service-ips gone, nft 1.0.6 drops the map
+  // from its cache and reports the next element only as "Received event
+  // for an unknown set" on stderr.
+  await runNft(ns, 'flush chain ip kube-proxy services\nadd chain ip kube-proxy svc-test\n');
+  await runNft(ns, `add element ip kube-proxy service-ips { ${WEB.address} . tcp . ${WEB.port} : goto svc-test }\n`);
+
+  assert.equal(await check.waitProgrammed([WEB], 5000), true, 'the element reached the check through a new monitor');
+  assert.notEqual(check.monitorPid, firstPid);
+});
+
 test('kube-proxy check stop ends monitor', async (t) => {
   const ns = await network.addNamespace('kp');
   const check = await startCheck(t, ns);
