@@ -52,8 +52,8 @@ export class CiliumBackendCheck implements BackendCheck {
   // Resolves true once Cilium's datapath on this node has a backend for
   // every frontend that it has an entry for, and has an entry for at least
   // one, false after timeoutMs or on close(). A frontend without an entry
-  // can hold no flow, because the hooks pass the ids of Cilium's entries,
-  // so waiting for it would only delay the release to the timeout: Cilium
+  // can hold no flow, because the hooks pass the ids of Cilium's entries.
+  // So waiting for it would only delay the release to the timeout. Cilium
   // programs no NodePort for a node's ExternalIP behind 1:1 NAT, and its
   // REST API lists a NodePort only as 0.0.0.0. It re-reads the
   // source before the first result instead of trusting the last poll, which
