@@ -16,7 +16,7 @@
 import type { Logger } from 'pino';
 
 import { type Frontend, frontendToString } from '../datapath/frontends.js';
-import { type FamilyListing, KUBE_PROXY_TABLE, KubeProxyMaps, NFT_FAMILIES, NODEPORT_IPS, type NftFamily, SERVICE_IPS, SERVICE_NODEPORTS } from './kube-proxy-maps.js';
+import { type FamilyListing, KUBE_PROXY_TABLE, KubeProxyMaps, NFT_FAMILIES, NODEPORT_IPS, type NftFamily, normalizeAddress, SERVICE_IPS, SERVICE_NODEPORTS } from './kube-proxy-maps.js';
 import { listNftSet } from './nft-command.js';
 import { describeExit, type MonitorExit, NftMonitor } from './nft-monitor.js';
 import type { BackendCheck } from './ports.js';
@@ -33,10 +33,14 @@ export interface KubeProxyNftablesOptions {
   // Delay before the attempt-th restart (from 1) of a monitor that exited.
   // Defaults to 100 ms, doubling up to 10 s.
   restartDelayMs?: (attempt: number) => number;
+  // The node's addresses, on which the controller makes NodePort
+  // frontends. One that kube-proxy serves no NodePorts on is skipped.
+  nodeAddresses?: string[];
 }
 
 export class KubeProxyNftables implements BackendCheck {
   private readonly maps = new KubeProxyMaps();
+  private readonly nodeAddresses: Set<string>;
   private readonly log: Logger;
   private readonly restartDelayMs: (attempt: number) => number;
   private readonly waiters: ProgrammedWaiters;
@@ -60,6 +64,7 @@ export class KubeProxyNftables implements BackendCheck {
 
   constructor(private readonly options: KubeProxyNftablesOptions) {
     this.log = options.log;
+    this.nodeAddresses = new Set((options.nodeAddresses ?? []).map((address) => normalizeAddress(address) ?? address));
     this.waiters = new ProgrammedWaiters(options.log);
     this.restartDelayMs = options.restartDelayMs ?? ((attempt) => Math.min(100 * 2 ** (attempt - 1), 10_000));
   }
@@ -118,7 +123,7 @@ export class KubeProxyNftables implements BackendCheck {
     }
 
     const programmed = this.waiters.add(frontends, timeoutMs, onProgrammed, () => {
-      const missing = this.synced ? frontends.filter((f) => !this.maps.isProgrammed(f)) : frontends;
+      const missing = this.synced ? frontends.filter((f) => !this.isDone(f)) : frontends;
       return { missing: missing.map(frontendToString), synced: this.synced };
     });
     this.resolveWaiters();
@@ -126,11 +131,21 @@ export class KubeProxyNftables implements BackendCheck {
   }
 
   private allProgrammed(frontends: Frontend[]): boolean {
-    return frontends.every((frontend) => this.maps.isProgrammed(frontend));
+    return frontends.every((frontend) => this.isDone(frontend));
   }
 
   private resolveWaiters(): void {
-    if (this.synced) this.waiters.settle((frontend) => this.maps.isProgrammed(frontend));
+    if (this.synced) this.waiters.settle((frontend) => this.isDone(frontend));
+  }
+
+  // Whether the frontend needs no more waiting: kube-proxy programmed it,
+  // or it is a NodePort on a node address that kube-proxy serves no
+  // NodePorts on, such as a cloud node's ExternalIP, which no packet
+  // reaches as its destination.
+  private isDone(frontend: Frontend): boolean {
+    if (this.maps.isProgrammed(frontend)) return true;
+    const address = normalizeAddress(frontend.address);
+    return address !== null && this.nodeAddresses.has(address) && !this.maps.servesNodePortsOn(address);
   }
 
   // Starts a monitor, waits for its subscription, then lists the maps.

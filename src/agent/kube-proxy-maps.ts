@@ -148,6 +148,18 @@ export class KubeProxyMaps {
     return acceptsNodePorts && maps.nodePorts.has(`${frontend.protocol}|${frontend.port}`);
   }
 
+  // Whether kube-proxy matches NodePorts on address: nodeport-ips lists
+  // it, or that set does not exist. kube-proxy in nftables mode fills it
+  // with the node's primary address per family by default
+  // (--nodeport-addresses primary). Throws a RangeError for an address
+  // that is not an IP address.
+  servesNodePortsOn(address: string): boolean {
+    const normalized = normalizeAddress(address);
+    if (normalized === null) throw new RangeError(`invalid address ${JSON.stringify(address)}: expected an IPv4 or IPv6 address`);
+    const maps = this.families[normalized.includes(':') ? 'ip6' : 'ip'];
+    return maps.nodePortIps === null || maps.nodePortIps.has(normalized);
+  }
+
   // Element counts per family, for logs.
   sizes(): Record<NftFamily, { serviceIps: number; serviceNodePorts: number }> {
     return {

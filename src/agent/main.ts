@@ -228,6 +228,8 @@ async function main(): Promise<void> {
   }
   const metricsPort = await metrics.listen(config.metrics.host, config.metrics.port);
 
+  const nodeObject = await readNode(kc, nodeName);
+
   // A release waits until this node's load balancer has a backend: Cilium's
   // datapath in chained mode, kube-proxy's nftables or iptables rules on
   // request.
@@ -236,7 +238,7 @@ async function main(): Promise<void> {
     const cilium = new CiliumBackendCheck({ source: ciliumServices, log: componentLogger(root, 'readiness') });
     backendCheck = { waitProgrammed: (frontends, timeoutMs) => cilium.waitProgrammed(frontends, timeoutMs), stop: async () => cilium.close() };
   } else if (config.mode === 'standalone' && config.release.kubeProxy === 'nftables') {
-    const nftables = new KubeProxyNftables({ ...(config.netns ? { netns: config.netns } : {}), log: componentLogger(root, 'readiness') });
+    const nftables = new KubeProxyNftables({ ...(config.netns ? { netns: config.netns } : {}), nodeAddresses: nodeObject.addresses, log: componentLogger(root, 'readiness') });
     await nftables.start();
     backendCheck = nftables;
   } else if (config.mode === 'standalone' && config.release.kubeProxy === 'iptables') {
@@ -246,7 +248,6 @@ async function main(): Promise<void> {
   }
 
   const readiness = new EndpointReadiness(kc, componentLogger(root, 'readiness'));
-  const nodeObject = await readNode(kc, nodeName);
   const reports = new NodeReports(
     kc,
     { namespace: config.kubernetes.namespace, nodeName, ...(nodeObject.uid ? { nodeUid: nodeObject.uid } : {}), staleAfterMs: 3 * config.idle.reportInterval },

@@ -259,6 +259,22 @@ test('kube-proxy check matches NodePorts', async (t) => {
   assert.equal(await check.waitProgrammed([{ address: NODE_IPV4, protocol: 'udp', port: 30053 }], 100), false, 'no endpoints');
 });
 
+test('kube-proxy check skips unserved node address', async (t) => {
+  // kube-proxy serves NodePorts on NODE_IPV4 only (nodeport-ips), as with
+  // its default --nodeport-addresses primary, and the Node also reports an
+  // ExternalIP, on which the controller makes NodePort frontends too.
+  const ns = await network.addNamespace('kp');
+  await programTables(ns, [{ frontend: WEB, nodePort: 30080 }]);
+  const externalIp = '198.18.200.1';
+  const check = new KubeProxyNftables({ netns: netnsPath(ns), log, nodeAddresses: [NODE_IPV4, externalIp] });
+  await check.start();
+  t.after(() => check.stop());
+
+  const frontends: Frontend[] = [WEB, { address: NODE_IPV4, protocol: 'tcp', port: 30080 }, { address: externalIp, protocol: 'tcp', port: 30080 }];
+  assert.equal(await check.waitProgrammed(frontends, 1000), true);
+  assert.equal(await check.waitProgrammed([{ address: '198.19.9.9', protocol: 'tcp', port: 30080 }], 100), false, 'an address that is no node address still waits');
+});
+
 test('kube-proxy check port any', async (t) => {
   const ns = await network.addNamespace('kp');
   await programTables(ns, [{ frontend: WEB }]);
