@@ -17,6 +17,11 @@
 // A port without endpoints gets a no-endpoint-services element instead,
 // which this copy ignores. So an element in service-ips means that
 // kube-proxy has programmed the DNAT for that address and port.
+// NOTE: with externalTrafficPolicy Local and only remote endpoints,
+// kube-proxy keeps the service-ips and service-nodeports elements and
+// adds a drop to no-endpoint-services or no-endpoint-nodeports for
+// external traffic. This copy counts such a frontend as programmed, so a
+// held external flow is released into that drop.
 
 import ipaddr from 'ipaddr.js';
 

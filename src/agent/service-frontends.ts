@@ -47,7 +47,22 @@ export function resolveFrontends(service: V1Service, nodeAddresses: string[] = [
   }
 
   const serviceFamilies = new Set(clusterIPs.map(family));
-  const ingressIPs = (service.status?.loadBalancer?.ingress ?? []).map((ingress) => ingress.ip).filter((ip): ip is string => !!ip);
+  // kube-proxy sends no traffic for a load balancer IP whose ipMode is
+  // Proxy, which the load balancer itself rewrites, nor for an external or
+  // load balancer IP of a family the Service has no ClusterIP in.
+  const ingressIPs: string[] = [];
+  for (const ingress of service.status?.loadBalancer?.ingress ?? []) {
+    if (!ingress.ip) continue;
+    if (ingress.ipMode === 'Proxy') skipped.push(`load balancer ingress ${ingress.ip} has ipMode Proxy: the load balancer forwards to node addresses, not to this IP`);
+    else ingressIPs.push(ingress.ip);
+  }
+  const servedFamily = (ip: string, origin: string): boolean => {
+    if (headless || !ipaddr.isValid(ip) || serviceFamilies.has(family(ip))) return true;
+    skipped.push(`${origin} ${ip} is of an IP family the Service has no ClusterIP in, and kube-proxy serves none of its traffic`);
+    return false;
+  };
+  const externalIPs = (spec.externalIPs ?? []).filter((ip) => servedFamily(ip, 'externalIP'));
+  const servedIngressIPs = ingressIPs.filter((ip) => servedFamily(ip, 'load balancer ingress'));
 
   for (const port of spec.ports ?? []) {
     const protocol = (port.protocol ?? 'TCP').toLowerCase();
@@ -60,9 +75,9 @@ export function resolveFrontends(service: V1Service, nodeAddresses: string[] = [
     if (!headless) {
       for (const ip of clusterIPs) add(ip, l4, port.port, 'clusterIP');
     }
-    for (const ip of spec.externalIPs ?? []) add(ip, l4, port.port, 'externalIP');
+    for (const ip of externalIPs) add(ip, l4, port.port, 'externalIP');
     if (spec.type === 'LoadBalancer') {
-      for (const ip of ingressIPs) add(ip, l4, port.port, 'load balancer ingress');
+      for (const ip of servedIngressIPs) add(ip, l4, port.port, 'load balancer ingress');
     }
 
     // A NodePort receives traffic on every node address of the Service's families.

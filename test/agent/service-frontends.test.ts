@@ -32,6 +32,15 @@ const CASES: { name: string; service: V1Service; nodes?: string[]; want: string[
     want: ['tcp/198.18.0.1:30080', 'tcp/198.19.0.10:80'],
   },
   {
+    name: 'IPs kube-proxy does not serve',
+    service: service(
+      { type: 'LoadBalancer', clusterIPs: ['198.19.0.10'], externalIPs: ['198.19.1.1', 'fd5a:19::7'], ports: [{ port: 80, nodePort: 30080 }] },
+      { loadBalancer: { ingress: [{ ip: '198.19.2.1', ipMode: 'Proxy' }, { ip: 'fd5a:19::50' }, { ip: '198.19.2.2', ipMode: 'VIP' }] } },
+    ),
+    want: ['tcp/198.19.0.10:80', 'tcp/198.19.1.1:80', 'tcp/198.19.2.2:80'],
+    skipped: [/load balancer ingress 198\.19\.2\.1 has ipMode Proxy/, /externalIP fd5a:19::7 is of an IP family the Service has no ClusterIP in/, /load balancer ingress fd5a:19::50 is of an IP family/],
+  },
+  {
     name: 'LoadBalancer ingress and externalIPs',
     service: service(
       { type: 'LoadBalancer', clusterIPs: ['198.19.0.10'], externalIPs: ['198.19.1.1'], ports: [{ port: 80, nodePort: 30080 }] },
