@@ -159,6 +159,30 @@ test('maps poll reports unchanged state once', async () => {
   assert.equal(changes, 1);
 });
 
+test('maps follow replaced pins', async () => {
+  // Cilium re-creates a map whose size or flags changed and pins the new
+  // one under the same name.
+  const first = await CiliumLbMaps.create('zh-test-cilium-maps-repin');
+  const reader = new CiliumServiceMaps({ pinDir: first.pinDir, pollMs: 60_000, log });
+  let second: CiliumLbMaps | undefined;
+  try {
+    reader.start();
+    first.close();
+    second = await CiliumLbMaps.create('zh-test-cilium-maps-repin');
+    second.addBackend(1, '198.18.3.1', 8080);
+    second.addService({ address: '198.19.0.20', port: 80, protocol: 'tcp', revNatId: 11, backendIds: [1] });
+    await reader.refresh();
+
+    assert.deepEqual(
+      reader.frontends().map((frontend) => [frontend.revNatId, frontend.backends]),
+      [[11, 1]],
+    );
+  } finally {
+    reader.close();
+    second?.close();
+  }
+});
+
 test('maps open one family', async () => {
   const v6 = await CiliumLbMaps.create('zh-test-cilium-maps-v6', ['cilium_lb6_services_v2', 'cilium_lb6_backends_v3', 'cilium_lb6_reverse_nat']);
   try {

@@ -66,6 +66,8 @@ export function pinnedFamilies(pinDir: string = CILIUM_PIN_DIR): IpFamily[] {
   return (['ipv4', 'ipv6'] as const).filter((family) => existsSync(path.join(pinDir, LB_MAP_NAMES[family].services)));
 }
 
+const ROLES = ['services', 'backends', 'reverseNat'] as const;
+
 export class CiliumServiceMaps implements CiliumServiceSource {
   readonly kind = 'maps';
   readonly pinDir: string;
@@ -232,11 +234,32 @@ export class CiliumServiceMaps implements CiliumServiceSource {
     }
   }
 
+  // Opens a family's maps again when a pin names another map now, as after
+  // Cilium re-created a map whose size or flags changed. The old maps
+  // would go on showing a frozen state.
+  private followPins(family: IpFamily, maps: FamilyMaps): FamilyMaps {
+    const native = loadNative();
+    const replaced = ROLES.some((role) => {
+      const pinned = native.openPinnedMap(path.join(this.pinDir, LB_MAP_NAMES[family][role]));
+      const id = pinned.id;
+      pinned.close();
+      return id !== maps[role].id;
+    });
+    if (!replaced) return maps;
+
+    const fresh = this.openFamily(family);
+    for (const role of ROLES) maps[role].close();
+    this.maps.set(family, fresh);
+    this.log.info({ family, pinDir: this.pinDir }, "Cilium replaced a pinned service map, reading the new one");
+    return fresh;
+  }
+
   private read(): void {
     if (this.closed) throw new Error('Cilium service maps reader is closed');
 
     const next: CiliumFrontend[] = [];
-    for (const [family, maps] of this.maps) {
+    for (const family of [...this.maps.keys()]) {
+      const maps = this.followPins(family, this.maps.get(family)!);
       const { keys, values, count } = maps.services.lookupBatch();
       const keySize = maps.services.keySize;
       const valueSize = maps.services.valueBufferSize;
