@@ -786,8 +786,7 @@ export class Controller {
   // eventMs is when the event that caused the action was observed, so the
   // release overhead runs from the Ready endpoint to the re-injection.
   private async apply(key: WorkloadKey, workload: Workload, before: PhaseState, action: PhaseAction, eventMs: number): Promise<void> {
-    const { datapath, events, log, metrics } = this.options;
-    const ref = this.referenceOf(workload);
+    const { datapath, log, metrics } = this.options;
 
     try {
       switch (action.type) {
@@ -797,7 +796,6 @@ export class Controller {
         case 'release': {
           workload.releasing = true;
           let outcome;
-          let gateClosedMeanwhile = false;
           const waitStartedMs = this.now();
           let backendReadyMs = waitStartedMs;
           // Flows to frontends that the load balancer programmed first go
@@ -829,8 +827,7 @@ export class Controller {
             backendReadyMs = this.now();
             // The workload went back to zero while the release waited: the
             // gate stays closed, and its held flows wake it again.
-            gateClosedMeanwhile = workload.state.gateClosed;
-            if (!gateClosedMeanwhile) outcome = await datapath.release(key);
+            if (!workload.state.gateClosed) outcome = await datapath.release(key);
           } finally {
             workload.releasing = false;
           }
@@ -885,14 +882,9 @@ export class Controller {
           log.warn({ workload: key, dropped: dropped.length, reason: action.reason }, 'dropped held flows');
           return;
         }
-        case 'event': {
-          // On the ScaleToZero and on its target, where `kubectl describe
-          // deployment` shows why the replica count changed.
-          const type = action.warning ? 'Warning' : 'Normal';
-          const target = { ...workload.spec.target, namespace: workload.spec.namespace };
-          await Promise.all([events.record(ref, type, action.reason, action.message), events.record(target, type, action.reason, action.message)]);
+        case 'event':
+          await this.recordEvent(workload, action.warning ? 'Warning' : 'Normal', action.reason, action.message);
           return;
-        }
       }
     } catch (err) {
       metrics?.apiErrors.inc({ operation: action.type });
@@ -915,7 +907,7 @@ export class Controller {
       });
     }
 
-    const target = this.targets.get(`${workload.spec.target.kind}|${workload.spec.namespace}/${workload.spec.target.name}`);
+    const target = this.targets.get(targetKey(workload.spec.namespace, workload.spec.target.kind, workload.spec.target.name));
     const known = target?.metadata?.resourceVersion ? { replicas: target.spec?.replicas ?? 0, resourceVersion: target.metadata.resourceVersion } : undefined;
     let changed: boolean;
     try {
@@ -942,7 +934,7 @@ export class Controller {
   // ended the scale-down meanwhile. A failed write leaves the phase
   // ScalingDown, which checkScaleDown takes over again on the next tick.
   private async scaleToZero(key: WorkloadKey, workload: Workload, replicas: number): Promise<void> {
-    const { scaler, events, metrics, log } = this.options;
+    const { scaler, metrics, log } = this.options;
     if (statusOf(workload).phase !== 'ScalingDown') {
       log.info({ workload: key, status: statusOf(workload).phase }, 'a wake ended the scale-down before the write of zero, leaving the replicas');
       return;
@@ -957,11 +949,16 @@ export class Controller {
     this.scaleTargets.refresh(workload.spec.namespace, workload.spec.target);
     metrics?.scaleDowns.inc({ workload: key });
 
-    // On the ScaleToZero and on its target, once for all nodes.
-    const message = 'scaled to zero after the idle timeout';
-    const target = { ...workload.spec.target, namespace: workload.spec.namespace };
-    void Promise.all([events.record(this.referenceOf(workload), 'Normal', 'ScaledToZero', message), events.record(target, 'Normal', 'ScaledToZero', message)]);
+    // Once for all nodes.
+    void this.recordEvent(workload, 'Normal', 'ScaledToZero', 'scaled to zero after the idle timeout');
     await this.patchStatus(workload, { phase: 'Cold', scaleDownId: null });
+  }
+
+  // Records an Event on the ScaleToZero and on its target, where `kubectl
+  // describe deployment` shows why the replica count changed.
+  private async recordEvent(workload: Workload, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    const target = { ...workload.spec.target, namespace: workload.spec.namespace };
+    await Promise.all([this.options.events.record(this.referenceOf(workload), type, reason, message), this.options.events.record(target, type, reason, message)]);
   }
 
   // Counts the held flows that a release did not send on, and logs the
