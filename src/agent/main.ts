@@ -171,16 +171,17 @@ async function main(): Promise<void> {
     await detachLeftovers(log, datapath);
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
+  // The loaded object, none in signal mode.
+  const holding = node instanceof ChainedDatapath ? node.datapath : datapath;
   const metrics = new AgentMetrics(
-    node instanceof SignalDatapath
+    node instanceof SignalDatapath || holding === undefined
       ? { held: () => new Map() }
-      : { held: () => node.heldTotals(), datapath: () => node.datapathCounters(), datapathGlobal: () => node.datapathGlobalCounters() },
+      : { held: () => node.heldTotals(), datapath: () => node.datapathCounters(), datapathGlobal: () => holding.services.readGlobalCounters() },
   );
 
   // Flow openers over a held flow bound are dropped by the datapath and
   // retransmitted by their clients; they are counted and logged here.
   const heldRejections = node instanceof SignalDatapath ? undefined : new HeldRejections({ log: componentLogger(root, 'datapath'), metrics, workloadOf: (id) => node.workloadOf(id) });
-  const holding = node instanceof ChainedDatapath ? node.datapath : datapath;
   holding?.on('rejected', (serviceId, reason, clientOf) => heldRejections?.record(serviceId, reason, clientOf));
   // A record that could not be decoded or handled may be a lost flow
   // opener. A late record raced a release, and its re-injection may fail.

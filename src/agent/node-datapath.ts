@@ -175,12 +175,6 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     });
   }
 
-  // The datapath's node-wide counters, indexed by GlobalStat, for the
-  // metrics.
-  datapathGlobalCounters(): bigint[] {
-    return this.datapath.services.readGlobalCounters();
-  }
-
   // The datapath's counters of each workload, for the metrics.
   datapathCounters(): Map<WorkloadKey, ServiceCounters> {
     return new Map([...this.ids].map(([workload, id]) => [workload, this.datapath.services.readCounters(id)]));

@@ -216,12 +216,6 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     return heldTotalsByWorkload(this.datapath.held.list(), (id) => this.owners.get(id));
   }
 
-  // The datapath's node-wide counters, indexed by GlobalStat, for the
-  // metrics.
-  datapathGlobalCounters(): bigint[] {
-    return this.datapath.services.readGlobalCounters();
-  }
-
   // The datapath's counters of each workload, summed over the ids of its
   // Services, for the metrics. An id past zh_svc_stats has none.
   datapathCounters(): Map<WorkloadKey, ServiceCounters> {
