@@ -36,8 +36,7 @@ interface NodeReport {
   // so that neither skew between nodes nor a jump of this node's wall
   // clock makes a live node look dead.
   seenMs: number;
-  renewTime: string;
-  // renewTime in Unix ms on the node's clock, or NaN.
+  // The Lease's renewTime in Unix ms on the node's clock, or NaN.
   renewMs: number;
   activity: Record<WorkloadKey, number>;
   gatesClosed: Record<WorkloadKey, string>;
@@ -207,13 +206,11 @@ export class NodeReports {
     let renewMs = NaN;
     if (renew instanceof Date) renewMs = renew.getTime();
     else if (typeof renew === 'string') renewMs = Date.parse(renew);
-    const renewTime = Number.isNaN(renewMs) ? '' : String(renewMs);
     const previous = this.reports.get(node);
     const annotations = lease.metadata?.annotations ?? {};
     this.reports.set(node, {
       node,
-      seenMs: previous && previous.renewTime === renewTime ? previous.seenMs : this.monotonicNow(),
-      renewTime,
+      seenMs: previous && Object.is(previous.renewMs, renewMs) ? previous.seenMs : this.monotonicNow(),
       renewMs,
       activity: parseJson(annotations[ACTIVITY_ANNOTATION], {}),
       gatesClosed: parseJson(annotations[GATES_CLOSED_ANNOTATION], {}),

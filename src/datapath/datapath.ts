@@ -455,13 +455,10 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     // attached, so each is tried, and the failures are thrown together.
     const failures: Error[] = [];
     const attachments = this.attachments.splice(0);
-    try {
-      for (const attachment of options.keepAttached ? [] : attachments) {
-        await detachAttachment(attachment).catch((err: Error) => failures.push(err));
-      }
-    } finally {
-      this.object.close();
+    for (const attachment of options.keepAttached ? [] : attachments) {
+      await detachAttachment(attachment).catch((err: Error) => failures.push(err));
     }
+    this.object.close();
     if (failures.length === 1) throw failures[0];
     if (failures.length > 1) throw new AggregateError(failures, `detaching ${failures.length} programs failed: ${failures.map((err) => err.message).join('; ')}`);
   }
