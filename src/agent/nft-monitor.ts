@@ -25,9 +25,10 @@ const SKIPPED_LINE = /^\{"(add|delete)": \{"(rule|chain)"/;
 const STDERR_TAIL_BYTES = 2048;
 
 // The warnings of nft 1.0.6 on stderr when it drops an element event
-// because its cache lacks the set, as after a rule that used the set was
-// deleted or when the set was created between its listing and its
-// subscription. It prints nothing more for that set until it restarts.
+// because its cache lacks the set. That happens after the last rule that
+// used the set was deleted, or when the set was created between the
+// monitor's listing and its subscription. nft then prints nothing more
+// for that set until it restarts.
 const CACHE_MISS = /Received event for an unknown set|Unable to cache set_elem/;
 const KILL_GRACE_MS = 2000;
 

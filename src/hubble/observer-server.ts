@@ -215,10 +215,10 @@ export class ObserverServer {
     this.endWhenFlushed(follower);
   }
 
-  // The buffered flows that a request selects, as Hubble selects them:
-  // with `since`, those from that time on, at most `number` of them; else
-  // the last or first `number`; else every one in the time range, or none
-  // for a bare follow.
+  // Returns the buffered flows that a request selects, as Hubble selects
+  // them. With `since`, those from that time on, at most `number` of them.
+  // Else the last or first `number`. Else every one in the time range, or
+  // none for a bare follow.
   private replayOf(request: GetFlowsRequest, matches: (flow: Flow) => boolean, sinceMs: number | undefined, untilMs: number | undefined): RingEntry[] {
     const inRange = this.ring
       .list()

@@ -60,8 +60,8 @@ test('tc leaves room for a stripped tag', async () => {
   await dp.attach('n0', { hook: 'tc' });
   dp.configureService(SERVICE, { state: 'cold', wakeIntervalMs: 0 });
   dp.frontends.set({ address: SERVICE_IP, protocol: 'udp', port: 53 }, SERVICE);
-  const held: HeldRecord[] = [];
-  dp.on('held', (record) => held.push(record));
+  const heldRecords: HeldRecord[] = [];
+  dp.on('held', (record) => heldRecords.push(record));
   dp.start();
 
   // Two tagged UDP datagrams, sent raw on c0. The receiving stack moves
@@ -73,10 +73,10 @@ test('tc leaves room for a stripped tag', async () => {
   const sender = ['import socket, sys', 's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)', 's.bind(("c0", 0))', 'for frame in sys.argv[1:]: s.send(bytes.fromhex(frame))'].join('\n');
   const before = dp.services.readCounters(SERVICE);
   await network.exec(client, 'python3', ['-c', sender, tagged(ZH_MAX_FRAME - 4).toString('hex'), tagged(ZH_MAX_FRAME).toString('hex')]);
-  await waitFor('the datapath to count both frames', () => (counterDelta(before, dp.services.readCounters(SERVICE)).too_large === 1n && held.length === 1 ? true : undefined));
+  await waitFor('the datapath to count both frames', () => (counterDelta(before, dp.services.readCounters(SERVICE)).too_large === 1n && heldRecords.length === 1 ? true : undefined));
 
-  assert.equal(held[0]!.frame.length, ZH_MAX_FRAME - 4);
-  assert.deepEqual(held[0]!.vlan, { proto: ETH_P_8021Q, tci: 7 });
+  assert.equal(heldRecords[0]!.frame.length, ZH_MAX_FRAME - 4);
+  assert.deepEqual(heldRecords[0]!.vlan, { proto: ETH_P_8021Q, tci: 7 });
   const result = await dp.release(SERVICE);
   assert.deepEqual(
     result.failed.map((flow) => flow.error),
