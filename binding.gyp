@@ -11,6 +11,7 @@
         "src/native/bpf_object.cc",
         "src/native/bpf_program.cc",
         "src/native/btf_layout.cc",
+        "src/native/connect_probe.cc",
         "src/native/if_index.cc",
         "src/native/libbpf_log.cc",
         "src/native/live_frames.cc",

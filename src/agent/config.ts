@@ -213,6 +213,10 @@ export const agentConfigSchema = z.strictObject({
       // Maximum wait for that programming. After it the packets are
       // re-injected anyway, and the client retransmits if they miss.
       timeout: duration('10s', ABOVE_ZERO),
+      // Before a release, probe the endpoints that held TCP flows go to
+      // and wait while they refuse connections: a pod without a readiness
+      // probe turns Ready before its server listens.
+      checkListening: z.boolean().default(true),
       // 'reinject' sends the held packets on at release. 'drop' discards
       // them, so clients connect at their next retransmission: the
       // behaviour of earlier proxyless designs, kept for benchmarks.

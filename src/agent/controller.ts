@@ -29,6 +29,7 @@ import { Autoscalers } from './autoscalers.js';
 import type { EndpointReadiness } from './endpoint-readiness.js';
 import type { EventRecorder } from './events.js';
 import { restartOnError } from './informers.js';
+import { type ListenCheck, type ListenTarget, listenTargetToString } from './listen-check.js';
 import type { AgentMetrics } from './metrics.js';
 import type { NodeReports } from './node-reports.js';
 import { initialPhase, nextPhase, type PhaseAction, type PhaseEvent, type PhaseState } from './phase.js';
@@ -64,6 +65,9 @@ const STATUS_WRITES_PER_TICK = 10;
 const SCALE_UP_RETRY_FIRST_MS = 500;
 const SCALE_UP_RETRY_MAX_MS = 10_000;
 
+// The IP family of an EndpointSlice's addressType. FQDN slices have none.
+const FAMILY_OF_ADDRESS_TYPE: Record<string, 4 | 6 | undefined> = { IPv4: 4, IPv6: 6 };
+
 // How long start() waits for the first /scale reads of targets other than
 // Deployments and StatefulSets.
 const SCALE_READ_AT_START_MS = 5000;
@@ -83,6 +87,9 @@ export interface ControllerOptions {
   // How long a release waits for the backend check before it re-injects
   // anyway; the client then retransmits if the packet missed.
   backendCheckTimeoutMs?: number;
+  // Checked before a release too, so that re-injected SYNs find a server
+  // that listens. Without it, the Ready endpoint alone allows the release.
+  listenCheck?: ListenCheck;
   isLeader: () => boolean;
   log: Logger;
   metrics?: AgentMetrics;
@@ -802,8 +809,14 @@ export class Controller {
           // out before the rest, with the gate still closed: a dual-stack
           // Service gets one EndpointSlice and one sync per IP family.
           const early: Promise<{ released: number; failed: number }>[] = [];
+          // The backends must listen before anything goes out. Frontends
+          // programmed before that are left to the release itself.
+          let listened = false;
+          const listening = this.waitListening(key, workload, before)
+            .catch((err: Error) => log.error({ err, workload: key }, 'checking whether the backend listens failed, releasing on its Ready condition'))
+            .finally(() => (listened = true));
           const releaseEarly = (frontends: Frontend[]) => {
-            if (!datapath.releaseEarly) return;
+            if (!datapath.releaseEarly || !listened) return;
             const startedMs = this.now();
             early.push(
               datapath.releaseEarly(key, frontends).then(
@@ -823,7 +836,7 @@ export class Controller {
             );
           };
           try {
-            await this.waitForBackend(key, workload, releaseEarly);
+            await Promise.all([listening, this.waitForBackend(key, workload, releaseEarly)]);
             backendReadyMs = this.now();
             // The workload went back to zero while the release waited: the
             // gate stays closed, and its held flows wake it again.
@@ -971,6 +984,74 @@ export class Controller {
     }
     const discarded = outcome.discarded?.length ?? 0;
     if (discarded > 0) metrics?.heldDropped.inc({ workload: key, reason: 'drop-mode' }, discarded);
+  }
+
+  // Waits until the Ready endpoints that the workload's held TCP flows go
+  // to accept connections, for at most what is left of wakeTimeout, or
+  // until the gate closes again. One still refusing then is reported, and
+  // the flows go out anyway: their clients get the refusal at once rather
+  // than after their wait.
+  private async waitListening(key: WorkloadKey, workload: Workload, before: PhaseState): Promise<void> {
+    const check = this.options.listenCheck;
+    if (!check) return;
+    const targets = this.listenTargets(key, workload);
+    if (targets.length === 0) return;
+
+    const startedMs = this.now();
+    const timeoutMs = Math.max(0, (before.wakeStartedMs ?? startedMs) + workload.spec.wakeTimeoutMs - startedMs);
+    const outcome = await check.wait(targets, timeoutMs, () => workload.state.gateClosed);
+    const waitedMs = this.now() - startedMs;
+
+    const { log } = this.options;
+    if (outcome.unknown.length > 0) {
+      const first = outcome.unknown[0]!;
+      log.info({ workload: key, endpoints: outcome.unknown.map(({ target }) => listenTargetToString(target)), error: first.error }, 'the probe of the backend got neither a handshake nor a reset, releasing on its Ready condition');
+    }
+    if (outcome.refusing.length > 0 && !workload.state.gateClosed) {
+      const endpoints = outcome.refusing.map(listenTargetToString).join(', ');
+      log.warn({ workload: key, endpoints: outcome.refusing.map(listenTargetToString), waitedMs }, 'the backend is Ready but refuses connections, releasing anyway');
+      void this.recordEvent(
+        workload,
+        'Warning',
+        'BackendNotListening',
+        `${endpoints} refused connections for ${Math.round(waitedMs / 1000)}s after turning Ready, and the held flows went out to it anyway. Give the pods a readiness probe on the port they serve, or check the Service's targetPort`,
+      );
+      return;
+    }
+    if (outcome.listening.length > 0 && waitedMs >= 1) {
+      log.info({ workload: key, endpoints: outcome.listening.map(listenTargetToString), waitedMs }, 'the backend listens');
+    }
+  }
+
+  // The Ready endpoints that the held TCP flows of the workload go to: for
+  // each Service port whose port or nodePort a flow was sent to, the
+  // endpoints of the flow's IP family on that port's target port. UDP
+  // has no handshake to probe.
+  private listenTargets(key: WorkloadKey, workload: Workload): ListenTarget[] {
+    const sent = new Set<string>();
+    for (const { record } of this.options.datapath.heldFlows(key)) {
+      const flow = record.flow;
+      if (flow.protocol === 'tcp') sent.add(`${flow.destination.includes(':') ? 6 : 4}|${flow.destinationPort}`);
+    }
+    if (sent.size === 0) return [];
+
+    const targets = new Map<string, ListenTarget>();
+    for (const name of workload.services) {
+      const service = this.services.get(`${workload.spec.namespace}/${name}`) as V1Service | undefined;
+      for (const backends of this.options.readiness.readyBackends(`${workload.spec.namespace}/${name}`)) {
+        const family = FAMILY_OF_ADDRESS_TYPE[backends.addressType];
+        if (family === undefined) continue;
+        for (const servicePort of service?.spec?.ports ?? []) {
+          if ((servicePort.protocol ?? 'TCP') !== 'TCP') continue;
+          const used = sent.has(`${family}|${servicePort.port}`) || (servicePort.nodePort !== undefined && sent.has(`${family}|${servicePort.nodePort}`));
+          if (!used) continue;
+          const port = backends.ports.find((p) => (p.name ?? '') === (servicePort.name ?? '') && (p.protocol ?? 'TCP') === 'TCP')?.port;
+          if (port === undefined) continue;
+          for (const address of backends.addresses) targets.set(`${address}|${port}`, { address, port });
+        }
+      }
+    }
+    return [...targets.values()];
   }
 
   // Waits until this node's load balancer has a backend for every

@@ -7,6 +7,7 @@ import {
   ADD,
   DELETE,
   DiscoveryV1Api,
+  type DiscoveryV1EndpointPort,
   type Informer,
   KubeConfig,
   makeInformer,
@@ -20,14 +21,23 @@ import type { ReleaseCheck, WorkloadKey } from './ports.js';
 
 const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
-function readyEndpoints(slice: V1EndpointSlice): number {
-  return (slice.endpoints ?? []).filter((e) => e.conditions?.ready !== false).length;
+// The Ready endpoints of one EndpointSlice and the ports they serve.
+export interface ReadyBackends {
+  addressType: string;
+  // The first address of each Ready endpoint, the one kube-proxy uses.
+  addresses: string[];
+  ports: DiscoveryV1EndpointPort[];
+}
+
+function readyBackends(slice: V1EndpointSlice): ReadyBackends {
+  const ready = (slice.endpoints ?? []).filter((e) => e.conditions?.ready !== false);
+  return { addressType: slice.addressType, addresses: ready.flatMap((e) => e.addresses.slice(0, 1)), ports: slice.ports ?? [] };
 }
 
 export class EndpointReadiness implements ReleaseCheck {
   private readonly informer: Informer<V1EndpointSlice>;
-  // "namespace/service" -> slice name -> Ready endpoint count.
-  private readonly ready = new Map<string, Map<string, number>>();
+  // "namespace/service" -> slice name -> its Ready endpoints.
+  private readonly ready = new Map<string, Map<string, ReadyBackends>>();
   private readonly services = new Map<WorkloadKey, string[]>();
   private readonly listeners: ((workload: WorkloadKey) => void)[] = [];
   private stopped = false;
@@ -39,9 +49,9 @@ export class EndpointReadiness implements ReleaseCheck {
     const api = kc.makeApiClient(DiscoveryV1Api);
     this.informer = makeInformer(kc, '/apis/discovery.k8s.io/v1/endpointslices', () => api.listEndpointSliceForAllNamespaces());
 
-    this.informer.on(ADD, (slice) => this.record(slice, readyEndpoints(slice)));
-    this.informer.on(UPDATE, (slice) => this.record(slice, readyEndpoints(slice)));
-    this.informer.on(DELETE, (slice) => this.record(slice, 0));
+    this.informer.on(ADD, (slice) => this.record(slice, readyBackends(slice)));
+    this.informer.on(UPDATE, (slice) => this.record(slice, readyBackends(slice)));
+    this.informer.on(DELETE, (slice) => this.record(slice, null));
     restartOnError(this.informer, log, 'EndpointSlice', () => this.stopped);
   }
 
@@ -71,9 +81,15 @@ export class EndpointReadiness implements ReleaseCheck {
   readyCount(workload: WorkloadKey): number {
     let count = 0;
     for (const service of this.services.get(workload) ?? []) {
-      for (const n of this.ready.get(service)?.values() ?? []) count += n;
+      for (const backends of this.ready.get(service)?.values() ?? []) count += backends.addresses.length;
     }
     return count;
+  }
+
+  // The Ready endpoints of a Service, "namespace/name", one entry per
+  // EndpointSlice that has any.
+  readyBackends(service: string): ReadyBackends[] {
+    return [...(this.ready.get(service)?.values() ?? [])];
   }
 
   // Calls listener with each tracked workload whose Ready count may have
@@ -82,7 +98,7 @@ export class EndpointReadiness implements ReleaseCheck {
     this.listeners.push(listener);
   }
 
-  private record(slice: V1EndpointSlice, count: number): void {
+  private record(slice: V1EndpointSlice, backends: ReadyBackends | null): void {
     const service = slice.metadata?.labels?.[SERVICE_NAME_LABEL];
     if (!service || !slice.metadata?.name) return;
 
@@ -92,8 +108,8 @@ export class EndpointReadiness implements ReleaseCheck {
       slices = new Map();
       this.ready.set(key, slices);
     }
-    if (count === 0) slices.delete(slice.metadata.name);
-    else slices.set(slice.metadata.name, count);
+    if (backends === null || backends.addresses.length === 0) slices.delete(slice.metadata.name);
+    else slices.set(slice.metadata.name, backends);
     if (slices.size === 0) this.ready.delete(key);
 
     for (const [workload, services] of this.services) {

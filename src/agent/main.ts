@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 
 import { ensureBpffs } from '../datapath/bpffs.js';
 import { frontendToString } from '../datapath/frontends.js';
-import type { ClsactSweep } from '../datapath/native.js';
+import { type ClsactSweep, loadNative } from '../datapath/native.js';
 import { parseLinkPinPath, removeUnlistedClsactFilters, removeUnlistedLinks } from '../datapath/pinned-links.js';
 import { HubbleActivity } from '../hubble/activity.js';
 import type { HubbleEndpoint } from '../hubble/endpoint.js';
@@ -40,6 +40,7 @@ import { KeepAliveKubeConfig } from './kube-config.js';
 import { KubeProxyIptables } from './kube-proxy-iptables-check.js';
 import { KubeProxyNftables } from './kube-proxy-check.js';
 import { LeaderElector } from './leader.js';
+import { ListenCheck } from './listen-check.js';
 import { Liveness } from './liveness.js';
 import { LocalApi } from './local-api.js';
 import { LocalState } from './local-state.js';
@@ -248,6 +249,13 @@ async function main(): Promise<void> {
     backendCheck = iptables;
   }
 
+  // Signal mode holds nothing, so it never releases.
+  let listenCheck: ListenCheck | undefined;
+  if (config.mode !== 'signal' && config.release.checkListening) {
+    const native = loadNative();
+    listenCheck = new ListenCheck({ probe: (...args) => native.connectProbe(...args), log: componentLogger(root, 'readiness'), ...(config.netns ? { netns: config.netns } : {}) });
+  }
+
   const readiness = new EndpointReadiness(kc, componentLogger(root, 'readiness'));
   const reports = new NodeReports(
     kc,
@@ -275,6 +283,7 @@ async function main(): Promise<void> {
     events: new EventRecorder(kc, nodeName, componentLogger(root, 'events')),
     activity,
     ...(backendCheck ? { backendCheck, backendCheckTimeoutMs: config.release.timeout } : {}),
+    ...(listenCheck ? { listenCheck } : {}),
     isLeader: () => leader.isLeader,
     log: componentLogger(root, 'controller'),
     metrics,

@@ -12,6 +12,7 @@
 #include "bpf_map.h"
 #include "bpf_object.h"
 #include "bpf_program.h"
+#include "connect_probe.h"
 #include "if_index.h"
 #include "libbpf_log.h"
 #include "ring_buffer.h"
@@ -86,6 +87,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RingBuffer::Init(env, exports);
   InitXdp(env, exports);
   InitIfIndex(env, exports);
+  InitConnectProbe(env, exports);
 
   exports.Set("numPossibleCpus",
               Napi::Function::New<NumPossibleCpus>(env, "numPossibleCpus"));

@@ -104,6 +104,30 @@ describe('cold start', () => {
     assert.equal(await syns.read(), 1, `SYNs entering node-1, want 1 (no retransmission after the release)\n${timelineSince(result.startedUnixMs)}`);
   });
 
+  it('pod without readiness probe connects', async () => {
+    // Without a probe the pod turns Ready as its container starts, 1.5 s
+    // before the server listens. A SYN re-injected at Ready would meet no
+    // listener, and the reset in reply fails curl with "connection refused".
+    const startupDelayMs = 1500;
+    const workload = await deployCold(nodeHttpWorkload({ workDir: testbed.workloadDir, name: 'noprobe', startupDelayMs, readinessProbe: false }), 'node-0');
+    const syns = await testbed.synCounter('node-0', { address: workload.clusterIPv4, port: 80 });
+
+    const result = await testbed.run(testbed.externalClient(), 'curl', curlArgs(workload.clusterIPv4, 80));
+    const { body, timing } = parseCurl(result.stdout);
+
+    assert.ok(result.ok, `${describeResult(result)}\n${timelineSince(result.startedUnixMs)}`);
+    assert.equal(timing?.httpCode, 200);
+    assert.match(body, /^hello from noprobe-/);
+    assert.equal(await syns.read(), 1, `SYNs entering node-0, want 1 (the held one)\n${timelineSince(result.startedUnixMs)}`);
+    const [pod] = await testbed.readyPods(workload);
+    const listening = Number(/listening (\d+)/.exec(testbed.kubelet('node-0').logs(workload.namespace, pod!))?.[1]);
+    const readyMs = testbed.podReadyUnixMs(workload, result.startedUnixMs);
+    assert.ok(readyMs !== undefined, 'no pod-ready event of noprobe');
+    assert.ok(listening - readyMs >= startupDelayMs - 100, `pod Ready at ${readyMs}, server listening at ${listening}: want Ready before the server listens`);
+    const connectedMs = result.startedUnixMs + timing!.connectSeconds * 1000;
+    assert.ok(connectedMs - listening < READY_TO_CONNECT_MAX_MS, `handshake ${Math.round(connectedMs - listening)} ms after the server listened, want under ${READY_TO_CONNECT_MAX_MS}`);
+  });
+
   it('Redis wakes for redis-cli PING', async () => {
     const workload = await deployCold(redisWorkload({ workDir: testbed.workloadDir, name: 'cache' }));
     const syns = await testbed.synCounter('node-0', { address: workload.clusterIPv4, port: 6379 });

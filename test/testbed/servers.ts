@@ -204,6 +204,9 @@ export interface NodeHttpOptions extends SampleOptions {
   // listen() backlog: accepted connections waiting for the server. Node.js
   // defaults to 511, and the pod's net.core.somaxconn (4096) caps it.
   backlog?: number;
+  // false leaves out the readiness probe, so the pod turns Ready as its
+  // container starts, before the server listens. Defaults to true.
+  readinessProbe?: boolean;
 }
 
 // The Node.js server: it waits STARTUP_DELAY_MS, binds port 8080 on every
@@ -228,7 +231,7 @@ export function nodeHttpWorkload(options: NodeHttpOptions): SampleWorkload {
     command: [process.execPath, '-e', NODE_HTTP_SERVER],
     env: [POD_NAME_ENV, { name: 'STARTUP_DELAY_MS', value: String(options.startupDelayMs ?? 0) }, { name: 'LISTEN_BACKLOG', value: String(options.backlog ?? 511) }],
     ports: [{ name: 'http', containerPort: 8080 }],
-    readinessProbe: { tcpSocket: { port: 'http' }, periodSeconds: 1 },
+    ...(options.readinessProbe === false ? {} : { readinessProbe: { tcpSocket: { port: 'http' }, periodSeconds: 1 } }),
   };
   return {
     workload: deployment(name, options.replicas ?? 1, container),

@@ -1,0 +1,97 @@
+// ListenCheck with the native probe against real sockets, from the client
+// namespace of test/lib/probe-targets.ts to its node namespace, where one
+// test starts a server during the wait.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { pino } from 'pino';
+
+import { ListenCheck } from '../../src/agent/listen-check.js';
+import { loadNative } from '../../src/datapath/native.js';
+import { netnsPath } from '../lib/netns.js';
+import { buildProbeTargets, CLOSED_PORT, DROPPED_PORT, LISTENING_PORT } from '../lib/probe-targets.js';
+import { startHttpServer } from '../lib/servers.js';
+import { NODE_V4, NODE_V6, type Topology } from '../lib/topology.js';
+
+const native = loadNative();
+const log = pino({ level: process.env.ZH_TEST_LOG ?? 'silent' });
+
+const LATE_PORT = 8081;
+
+let topology: Topology;
+let check: ListenCheck;
+
+before(async () => {
+  topology = await buildProbeTargets();
+  check = new ListenCheck({ probe: (...args) => native.connectProbe(...args), log, netns: netnsPath(topology.client), probeTimeoutMs: 100 });
+});
+
+after(() => topology?.network.cleanup());
+
+test('listening endpoints pass at once', async () => {
+  const startedMs = performance.now();
+
+  const outcome = await check.wait([{ address: NODE_V4, port: LISTENING_PORT }, { address: NODE_V6, port: LISTENING_PORT }], 5000);
+
+  assert.equal(outcome.listening.length, 2);
+  assert.deepEqual([outcome.unknown, outcome.refusing], [[], []]);
+  assert.ok(performance.now() - startedMs < 100);
+});
+
+test('wait ends once the server listens', async () => {
+  const startedMs = performance.now();
+  const late = new Promise<number>((resolve) => {
+    setTimeout(() => void startHttpServer(topology.network, topology.node, NODE_V4, LATE_PORT, 'late').then(() => resolve(performance.now())), 300);
+  });
+
+  const outcome = await check.wait([{ address: NODE_V4, port: LATE_PORT }], 5000);
+  const endedMs = performance.now();
+  const listeningMs = await late;
+
+  assert.deepEqual(outcome.listening, [{ address: NODE_V4, port: LATE_PORT }]);
+  assert.ok(endedMs - startedMs >= 300, `ended ${(endedMs - startedMs).toFixed(0)} ms after the start, before the server listened`);
+  // The server's "listening" line reaches this process a little after its
+  // listen(), so the wait may end before the line arrives.
+  assert.ok(endedMs - listeningMs < 100, `ended ${(endedMs - listeningMs).toFixed(0)} ms after the server listened`);
+});
+
+test('refusing port reported at timeout', async () => {
+  const startedMs = performance.now();
+
+  const outcome = await check.wait([{ address: NODE_V4, port: CLOSED_PORT }], 300);
+
+  const elapsedMs = performance.now() - startedMs;
+  assert.deepEqual(outcome.refusing, [{ address: NODE_V4, port: CLOSED_PORT }]);
+  assert.ok(elapsedMs >= 280, `refusing reported after ${elapsedMs.toFixed(0)} ms, before the 300 ms timeout`);
+  assert.ok(elapsedMs < 600, `refusing reported after ${elapsedMs.toFixed(0)} ms, want about 300`);
+});
+
+test('unanswered probe cannot tell', async () => {
+  const startedMs = performance.now();
+
+  const outcome = await check.wait([{ address: NODE_V4, port: DROPPED_PORT }, { address: NODE_V4, port: LISTENING_PORT }], 5000);
+
+  assert.deepEqual(outcome.unknown, [{ target: { address: NODE_V4, port: DROPPED_PORT }, error: 'ETIMEDOUT' }]);
+  assert.deepEqual(outcome.listening, [{ address: NODE_V4, port: LISTENING_PORT }]);
+  assert.ok(performance.now() - startedMs < 500, 'one probe timeout, not the wait timeout');
+});
+
+test('cancelled wait stops probing', async () => {
+  let cancelled = false;
+  setTimeout(() => (cancelled = true), 100);
+  const startedMs = performance.now();
+
+  const outcome = await check.wait([{ address: NODE_V4, port: CLOSED_PORT }], 5000, () => cancelled);
+
+  assert.deepEqual(outcome.refusing, [{ address: NODE_V4, port: CLOSED_PORT }]);
+  assert.ok(performance.now() - startedMs < 500, 'ended soon after the cancellation');
+});
+
+test('probe failing to start is unknown', async () => {
+  const broken = new ListenCheck({ probe: (...args) => native.connectProbe(...args), log, netns: '/run/netns/zh-no-such-netns' });
+
+  const outcome = await broken.wait([{ address: NODE_V4, port: LISTENING_PORT }], 5000);
+
+  assert.deepEqual(outcome.unknown, [{ target: { address: NODE_V4, port: LISTENING_PORT }, error: 'ENOENT' }]);
+});
