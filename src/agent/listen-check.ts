@@ -33,7 +33,8 @@ export interface ListenOutcome {
 }
 
 // One connection attempt: null when the handshake completed, else the
-// errno name that ended it. The native addon's connectProbe fits.
+// errno name that ended it. connectProbe() in connect-probe.ts is the
+// real one.
 export type ConnectProbe = (address: string, port: number, timeoutMs: number, netns?: string) => Promise<string | null>;
 
 export interface ListenCheckOptions {

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 
 import { ensureBpffs } from '../datapath/bpffs.js';
 import { frontendToString } from '../datapath/frontends.js';
-import { type ClsactSweep, loadNative } from '../datapath/native.js';
+import type { ClsactSweep } from '../datapath/native.js';
 import { parseLinkPinPath, removeUnlistedClsactFilters, removeUnlistedLinks } from '../datapath/pinned-links.js';
 import { HubbleActivity } from '../hubble/activity.js';
 import type { HubbleEndpoint } from '../hubble/endpoint.js';
@@ -31,6 +31,7 @@ import { openCiliumServiceSource } from './cilium/open-service-source.js';
 import { CiliumServiceIds } from './cilium/service-ids.js';
 import { ConfigError, loadConfig, type AgentConfig } from './config.js';
 import { formatDuration } from './duration.js';
+import { connectProbe } from './connect-probe.js';
 import { Controller } from './controller.js';
 import { DatapathDrops } from './datapath-drops.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
@@ -252,8 +253,7 @@ async function main(): Promise<void> {
   // Signal mode holds nothing, so it never releases.
   let listenCheck: ListenCheck | undefined;
   if (config.mode !== 'signal' && config.release.checkListening) {
-    const native = loadNative();
-    listenCheck = new ListenCheck({ probe: (...args) => native.connectProbe(...args), log: componentLogger(root, 'readiness'), ...(config.netns ? { netns: config.netns } : {}) });
+    listenCheck = new ListenCheck({ probe: connectProbe, log: componentLogger(root, 'readiness'), ...(config.netns ? { netns: config.netns } : {}) });
   }
 
   const readiness = new EndpointReadiness(kc, componentLogger(root, 'readiness'));

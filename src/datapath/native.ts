@@ -106,15 +106,12 @@ export interface NativeBinding {
   interfaceLinkType(name: string, netns?: string): Promise<number>;
 
   /**
-   * Opens a TCP connection to address:port from inside the network
-   * namespace bound at netns (the process's own when omitted), on a worker
-   * thread, and closes it again. Resolves with null once the handshake
-   * completed, else with the errno name that ended it: ECONNREFUSED for a
-   * reset, ETIMEDOUT when no reply came within timeoutMs (1 to 10,000),
-   * EHOSTUNREACH and the like. Rejects only when the attempt cannot start,
-   * such as for an address that is not numeric.
+   * Creates an unconnected TCP socket of the given IP family inside the
+   * network namespace bound at netns and returns its file descriptor,
+   * which the caller owns. A net.Socket opened on it connects from that
+   * namespace. Throws with code ENOENT for a path that does not exist.
    */
-  connectProbe(address: string, port: number, timeoutMs: number, netns?: string): Promise<string | null>;
+  netnsSocket(family: 4 | 6, netns: string): number;
 
   /**
    * Attaches an XDP program with a bpf_link. 'auto' tries native mode and

@@ -12,7 +12,7 @@
 #include "bpf_map.h"
 #include "bpf_object.h"
 #include "bpf_program.h"
-#include "connect_probe.h"
+#include "netns_socket.h"
 #include "if_index.h"
 #include "libbpf_log.h"
 #include "ring_buffer.h"
@@ -87,7 +87,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RingBuffer::Init(env, exports);
   InitXdp(env, exports);
   InitIfIndex(env, exports);
-  InitConnectProbe(env, exports);
+  InitNetnsSocket(env, exports);
 
   exports.Set("numPossibleCpus",
               Napi::Function::New<NumPossibleCpus>(env, "numPossibleCpus"));

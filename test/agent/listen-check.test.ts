@@ -1,4 +1,4 @@
-// ListenCheck with the native probe against real sockets, from the client
+// ListenCheck with connectProbe() against real sockets, from the client
 // namespace of test/lib/probe-targets.ts to its node namespace, where one
 // test starts a server during the wait.
 
@@ -7,14 +7,13 @@ import { after, before, test } from 'node:test';
 
 import { pino } from 'pino';
 
+import { connectProbe } from '../../src/agent/connect-probe.js';
 import { ListenCheck } from '../../src/agent/listen-check.js';
-import { loadNative } from '../../src/datapath/native.js';
 import { netnsPath } from '../lib/netns.js';
 import { buildProbeTargets, CLOSED_PORT, DROPPED_PORT, LISTENING_PORT } from '../lib/probe-targets.js';
 import { startHttpServer } from '../lib/servers.js';
 import { NODE_V4, NODE_V6, type Topology } from '../lib/topology.js';
 
-const native = loadNative();
 const log = pino({ level: process.env.ZH_TEST_LOG ?? 'silent' });
 
 const LATE_PORT = 8081;
@@ -24,7 +23,7 @@ let check: ListenCheck;
 
 before(async () => {
   topology = await buildProbeTargets();
-  check = new ListenCheck({ probe: (...args) => native.connectProbe(...args), log, netns: netnsPath(topology.client), probeTimeoutMs: 100 });
+  check = new ListenCheck({ probe: connectProbe, log, netns: netnsPath(topology.client), probeTimeoutMs: 100 });
 });
 
 after(() => topology?.network.cleanup());
@@ -89,7 +88,7 @@ test('cancelled wait stops probing', async () => {
 });
 
 test('probe failing to start is unknown', async () => {
-  const broken = new ListenCheck({ probe: (...args) => native.connectProbe(...args), log, netns: '/run/netns/zh-no-such-netns' });
+  const broken = new ListenCheck({ probe: connectProbe, log, netns: '/run/netns/zh-no-such-netns' });
 
   const outcome = await broken.wait([{ address: NODE_V4, port: LISTENING_PORT }], 5000);
 

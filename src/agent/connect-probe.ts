@@ -1,0 +1,38 @@
+// One TCP connection attempt, as kubelet's tcpSocket probe makes: connect,
+// then close at once. It runs on the event loop and occupies no thread
+// while it waits. With a network namespace, the socket is created there
+// through the native addon and connects from there, while the process
+// stays in its own namespace.
+
+import net from 'node:net';
+
+import { loadNative } from '../datapath/native.js';
+
+// Resolves with null once the handshake completed, else with the errno
+// name that ended the attempt: ECONNREFUSED for a reset, ETIMEDOUT when
+// no reply came within timeoutMs, EHOSTUNREACH and the like. Rejects
+// only when the attempt cannot start: for an address that is not a
+// numeric IP address, or a namespace that cannot be entered.
+export function connectProbe(address: string, port: number, timeoutMs: number, netns?: string): Promise<string | null> {
+  const family = net.isIP(address);
+  if (family === 0) return Promise.reject(new TypeError(`invalid probe address ${JSON.stringify(address)}: expected a numeric IPv4 or IPv6 address`));
+
+  let socket: net.Socket;
+  try {
+    socket = netns === undefined ? new net.Socket() : new net.Socket({ fd: loadNative().netnsSocket(family as 4 | 6, netns) });
+  } catch (err) {
+    return Promise.reject(err as Error);
+  }
+
+  return new Promise((resolve) => {
+    const finish = (outcome: string | null) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(outcome);
+    };
+    const timer = setTimeout(() => finish('ETIMEDOUT'), timeoutMs);
+    socket.once('connect', () => finish(null));
+    socket.once('error', (err: NodeJS.ErrnoException) => finish(err.code ?? err.message));
+    socket.connect({ host: address, port });
+  });
+}
