@@ -291,6 +291,27 @@ describe('chained service list', () => {
     setup.chained.removeWorkload('default/older');
   });
 
+  test('removed frontend frees an unreported id', () => {
+    // Cilium deletes a deleted Service's entry before the agent's Service
+    // informer removes the frontend from the cold workload.
+    const gone: Frontend = { address: '198.19.0.14', protocol: 'tcp', port: 80 };
+    const kept: Frontend = { address: '198.19.0.15', protocol: 'tcp', port: 80 };
+    setup.ids.set(gone, [9]);
+    setup.ids.set(kept, [10]);
+    setup.chained.setFrontends('default/pair', [gone, kept], true);
+    assert.deepEqual(setup.chained.serviceIdsOf('default/pair'), [9, 10]);
+
+    setup.ids.set(gone, []);
+    assert.deepEqual(setup.chained.serviceIdsOf('default/pair'), [9, 10], 'a cold workload keeps an id that the source stops reporting');
+    setup.chained.setFrontends('default/pair', [kept], true);
+
+    assert.deepEqual(setup.chained.serviceIdsOf('default/pair'), [10]);
+    assert.equal(setup.host.listed(9), false);
+    assert.equal(setup.chained.datapath.services.get(9).state, 'unmanaged');
+    assert.equal(setup.chained.workloadOf(9), undefined);
+    setup.chained.removeWorkload('default/pair');
+  });
+
   test('id past maxServices is not claimed', () => {
     const frontend: Frontend = { address: '198.19.0.11', protocol: 'tcp', port: 80 };
     setup.ids.set(frontend, [100]);

@@ -43,6 +43,11 @@ interface ChainedWorkload {
   frontends: Frontend[];
   // Ids this workload configured and listed.
   ids: Set<number>;
+  // The frontends, as frontendToString(), that mapped to each listed id
+  // when the source last reported it. A cold workload keeps an id that
+  // the source stops reporting, so this is how the id's frontends are
+  // still known when the controller removes them.
+  idFrontends: Map<number, Set<string>>;
   state: GateState;
   // Bounds for each id's held flows, once the controller set them.
   limits?: HeldFlowLimits;
@@ -114,7 +119,7 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
   setFrontends(workload: WorkloadKey, frontends: Frontend[], gateClosed: boolean): void {
     let entry = this.workloads.get(workload);
     if (entry === undefined) {
-      entry = { frontends, ids: new Set(), state: gateClosed ? 'cold' : 'warm' };
+      entry = { frontends, ids: new Set(), idFrontends: new Map(), state: gateClosed ? 'cold' : 'warm' };
       this.workloads.set(workload, entry);
     }
     const released = this.releaseRemovedIds(workload, entry, frontends);
@@ -128,19 +133,26 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
   // Lets go of the ids of frontends that the controller took out of the
   // workload, such as a Service that moved to another workload, at once
   // and also while the gate is closed. Unlike an id that the source stops
-  // reporting for a while, such an id does not come back. Returns whether
-  // any id was released.
+  // reporting for a while, such an id does not come back. The host may
+  // have deleted the id's entry first, as Cilium does for a deleted
+  // Service, so the id's frontends come from what the source reported
+  // when the id was listed. Returns whether any id was released.
   private releaseRemovedIds(workload: WorkloadKey, entry: ChainedWorkload, frontends: Frontend[]): boolean {
     const kept = new Set(frontends.map(frontendToString));
     const removed = entry.frontends.filter((frontend) => !kept.has(frontendToString(frontend)));
     if (removed.length === 0) return false;
 
     const stillUsed = new Set(this.ids.revNatIdsOf(frontends));
+    const removedIds = new Set(this.ids.revNatIdsOf(removed));
+    for (const [id, sources] of entry.idFrontends) {
+      if (![...sources].some((source) => kept.has(source))) removedIds.add(id);
+    }
     let released = false;
-    for (const id of this.ids.revNatIdsOf(removed)) {
+    for (const id of removedIds) {
       if (stillUsed.has(id) || !entry.ids.has(id)) continue;
       const dropped = this.unclaim(id);
       entry.ids.delete(id);
+      entry.idFrontends.delete(id);
       released = true;
       if (dropped.length > 0) this.options.log.warn({ workload, serviceId: id, dropped: dropped.length }, 'dropped held flows of a Service that left its workload; the clients retransmit');
     }
@@ -284,6 +296,7 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     const current = this.resolve(workload, entry.frontends);
     const stateChanged = entry.state !== state;
     entry.state = state;
+    this.recordIdFrontends(entry, current);
 
     for (const id of current) {
       if (entry.ids.has(id)) continue;
@@ -305,11 +318,27 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
         if (current.has(id)) continue;
         const dropped = this.unclaim(id);
         entry.ids.delete(id);
+        entry.idFrontends.delete(id);
         // The gate is open, so the workload has released its flows, and
         // these are stragglers; their clients retransmit.
         if (dropped.length > 0) this.options.log.warn({ workload, serviceId: id, dropped: dropped.length }, 'dropped held flows of a service id that left its workload');
       }
     }
+  }
+
+  // Records which of the workload's frontends map to each of its current
+  // ids, replacing the earlier records of those ids.
+  private recordIdFrontends(entry: ChainedWorkload, current: Set<number>): void {
+    const reported = new Map<number, Set<string>>();
+    for (const frontend of entry.frontends) {
+      for (const id of this.ids.revNatIdsOf([frontend])) {
+        if (!current.has(id)) continue;
+        const sources = reported.get(id) ?? new Set<string>();
+        sources.add(frontendToString(frontend));
+        reported.set(id, sources);
+      }
+    }
+    for (const [id, sources] of reported) entry.idFrontends.set(id, sources);
   }
 
   private resolveAll(): void {
