@@ -253,6 +253,38 @@ test('source factory falls back to REST', async () => {
   }
 });
 
+test('REST source switches to maps once pinned', async () => {
+  // The agent started before Cilium pinned its maps, as on a node that
+  // boots. The maps of this test stand in for the ones Cilium pins later.
+  const api = await FakeCiliumApi.start();
+  api.services = [{ id: 7, ip: '198.19.0.10', port: 80, protocol: 'TCP', backends: [] }];
+  // The directory that CiliumLbMaps.create('zh-test-cilium-later') pins in.
+  const pinDir = `/sys/fs/bpf/zh-test-cilium-later-${process.pid}`;
+  const source = await openCiliumServiceSource({ pinDir, socketPath: api.socketPath, pinCheckMs: 20, log });
+  const seen: (readonly CiliumFrontend[])[] = [];
+  source.onChange((frontends) => seen.push(frontends));
+  let pinned: CiliumLbMaps | undefined;
+  try {
+    assert.equal(source.kind, 'rest');
+
+    pinned = await CiliumLbMaps.create('zh-test-cilium-later');
+    assert.equal(pinned.pinDir, pinDir);
+    pinned.addBackend(101, '198.18.1.1', 8080);
+    pinned.addService(DNS);
+    await waitFor('the switch to the maps', () => (source.kind === 'maps' ? true : undefined));
+
+    assert.deepEqual(source.frontends().map((f) => f.revNatId), [DNS.revNatId]);
+    assert.deepEqual(seen.at(-1)?.map((f) => f.revNatId), [DNS.revNatId], 'listeners got the maps list');
+    const requests = api.requests;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(api.requests, requests, 'the REST API is not polled any more');
+  } finally {
+    source.close();
+    pinned?.close();
+    await api.close();
+  }
+});
+
 test('source factory reports both failures', async () => {
   await assert.rejects(
     openCiliumServiceSource({ pinDir: '/sys/fs/bpf/zh-test-cilium-none', socketPath: '/nonexistent/cilium.sock', log }),

@@ -29,7 +29,9 @@ interface Waiter {
 export class CiliumBackendCheck implements BackendCheck {
   private readonly source: CiliumServiceSource;
   private readonly log: Logger;
-  private readonly recheckMs: number;
+  // When undefined, the interval follows the source's kind, which changes
+  // when a REST source switches to the maps.
+  private readonly recheckMs: number | undefined;
   private readonly waiters = new Set<Waiter>();
   private readonly removeListener: () => void;
   private index: CiliumFrontendIndex;
@@ -43,7 +45,7 @@ export class CiliumBackendCheck implements BackendCheck {
   constructor(options: CiliumBackendCheckOptions) {
     this.source = options.source;
     this.log = options.log;
-    this.recheckMs = options.recheckMs ?? (options.source.kind === 'rest' ? 100 : 5);
+    this.recheckMs = options.recheckMs;
     this.indexed = this.source.frontends();
     this.index = new CiliumFrontendIndex(this.indexed);
     this.removeListener = this.source.onChange(() => this.resolveWaiters());
@@ -124,7 +126,7 @@ export class CiliumBackendCheck implements BackendCheck {
     }
 
     this.resolveWaiters();
-    this.scheduleRecheck(this.recheckMs);
+    this.scheduleRecheck(this.recheckMs ?? (this.source.kind === 'rest' ? 100 : 5));
   }
 
   private currentIndex(): CiliumFrontendIndex {

@@ -1,11 +1,13 @@
 // Chooses where chained mode reads Cilium's services: the pinned
 // load-balancer maps when they exist and open, since they are what the
-// datapath uses, and otherwise the Cilium agent's REST API.
+// datapath uses, and otherwise the Cilium agent's REST API until the maps
+// are pinned.
 
 import type { Logger } from 'pino';
 
 import type { CiliumServiceSource } from './frontends.js';
 import { CiliumRestServices } from './rest-services.js';
+import { RestUntilPinned } from './rest-until-pinned.js';
 import { CILIUM_PIN_DIR, CiliumServiceMaps, pinnedFamilies } from './service-maps.js';
 
 export interface CiliumServiceSourceOptions {
@@ -18,6 +20,9 @@ export interface CiliumServiceSourceOptions {
   mapsPollMs?: number;
   // Poll interval of the REST API in milliseconds. Defaults to 1000.
   restPollMs?: number;
+  // While on the REST API, how often to look for the pinned maps, in
+  // milliseconds. Defaults to 10,000.
+  pinCheckMs?: number;
   log: Logger;
 }
 
@@ -53,5 +58,5 @@ export async function openCiliumServiceSource(options: CiliumServiceSourceOption
     throw new Error(`cannot read Cilium's services: ${mapsFailure}, and ${(err as Error).message}`, { cause: err });
   }
   log.info({ source: 'rest', socketPath: rest.socketPath, frontends: rest.frontends().length }, 'reading Cilium services from the Cilium agent API');
-  return rest;
+  return new RestUntilPinned({ rest, pinDir, mapsPollMs: options.mapsPollMs, checkIntervalMs: options.pinCheckMs, log });
 }

@@ -1,0 +1,92 @@
+// Cilium's services from its agent's REST API until Cilium pins its
+// load-balancer maps, then from the maps. On a node that boots, the
+// zerohold agent can start before Cilium has pinned them, and the REST
+// API lists NodePorts only as 0.0.0.0, so a source chosen once would stay
+// on the weaker one until the next restart.
+
+import type { Logger } from 'pino';
+
+import type { CiliumFrontend, CiliumServiceSource } from './frontends.js';
+import { CiliumServiceMaps, pinnedFamilies } from './service-maps.js';
+
+export interface RestUntilPinnedOptions {
+  rest: CiliumServiceSource;
+  pinDir: string;
+  // Poll interval for the maps once they are read, in milliseconds.
+  mapsPollMs?: number;
+  // How often to look for the pinned maps, in milliseconds.
+  checkIntervalMs?: number;
+  log: Logger;
+}
+
+const DEFAULT_CHECK_INTERVAL_MS = 10_000;
+
+export class RestUntilPinned implements CiliumServiceSource {
+  private current: CiliumServiceSource;
+  private removeCurrentListener: () => void;
+  private readonly listeners = new Set<(frontends: readonly CiliumFrontend[]) => void>();
+  private timer: NodeJS.Timeout | undefined;
+  // Whether opening the pinned maps failed, logged once.
+  private openFailed = false;
+
+  constructor(private readonly options: RestUntilPinnedOptions) {
+    this.current = options.rest;
+    this.removeCurrentListener = this.current.onChange((frontends) => this.notify(frontends));
+    this.timer = setInterval(() => this.check(), options.checkIntervalMs ?? DEFAULT_CHECK_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  get kind(): 'maps' | 'rest' {
+    return this.current.kind;
+  }
+
+  frontends(): readonly CiliumFrontend[] {
+    return this.current.frontends();
+  }
+
+  refresh(): Promise<void> {
+    return this.current.refresh();
+  }
+
+  onChange(listener: (frontends: readonly CiliumFrontend[]) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.removeCurrentListener();
+    this.current.close();
+  }
+
+  // Switches to the maps once they are pinned and open. A pinned set that
+  // cannot be opened, such as another Cilium version's layout, is tried
+  // again at each check, because a Cilium upgrade pins new maps.
+  private check(): void {
+    if (this.timer === undefined || this.current.kind === 'maps') return;
+    if (pinnedFamilies(this.options.pinDir).length === 0) return;
+
+    let maps: CiliumServiceMaps;
+    try {
+      maps = new CiliumServiceMaps({ pinDir: this.options.pinDir, pollMs: this.options.mapsPollMs, log: this.options.log });
+      maps.start();
+    } catch (err) {
+      if (!this.openFailed) this.options.log.warn({ err, pinDir: this.options.pinDir }, 'Cilium pinned its service maps, but they cannot be read; staying on the Cilium agent API');
+      this.openFailed = true;
+      return;
+    }
+
+    this.removeCurrentListener();
+    this.current.close();
+    this.current = maps;
+    this.removeCurrentListener = maps.onChange((frontends) => this.notify(frontends));
+    clearInterval(this.timer);
+    this.options.log.info({ source: 'maps', pinDir: this.options.pinDir, families: maps.families, frontends: maps.frontends().length }, 'Cilium pinned its service maps, reading services from them now');
+    this.notify(maps.frontends());
+  }
+
+  private notify(frontends: readonly CiliumFrontend[]): void {
+    for (const listener of this.listeners) listener(frontends);
+  }
+}
