@@ -12,6 +12,7 @@
 #include <net/if.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include <set>
 #include <string>
@@ -42,6 +43,15 @@ struct DeviceError {
   SysError error;
 };
 
+// Replies to earlier requests that a query skips before it gives up. Each
+// request gets one reply, so more than a few means a confused socket.
+constexpr int kMaxStrayReplies = 8;
+
+// How long a query waits for its reply. rtnetlink queues the reply before
+// send() returns, so this only bounds a worker thread in the unexpected
+// case.
+constexpr time_t kReplyTimeoutSeconds = 5;
+
 // Returns the attribute of type in the attributes from start to end, or
 // nullptr.
 const rtattr* FindAttribute(const void* start, size_t length, uint16_t type) {
@@ -57,9 +67,11 @@ const rtattr* FindAttribute(const void* start, size_t length, uint16_t type) {
 // bpf_prog_get_fd_by_id(), which would name the program from its id, the
 // request needs no capability. Returns 0 or a negative errno: -ENOENT for
 // no filter there, -EINVAL for a device without a clsact qdisc, -ENODEV
-// for a device that is gone.
-int QueryFilterProgram(int socket_fd, uint32_t ifindex, uint32_t handle,
-                       uint32_t priority, FilterProgram* program) {
+// for a device that is gone. seq must differ from earlier requests on the
+// socket, so that a late reply to one of them is not taken for this one.
+int QueryFilterProgram(int socket_fd, uint32_t seq, uint32_t ifindex,
+                       uint32_t handle, uint32_t priority,
+                       FilterProgram* program) {
   struct {
     nlmsghdr header;
     tcmsg tc;
@@ -68,6 +80,7 @@ int QueryFilterProgram(int socket_fd, uint32_t ifindex, uint32_t handle,
   request.header.nlmsg_len = NLMSG_LENGTH(sizeof(tcmsg));
   request.header.nlmsg_type = RTM_GETTFILTER;
   request.header.nlmsg_flags = NLM_F_REQUEST;
+  request.header.nlmsg_seq = seq;
   request.tc.tcm_family = AF_UNSPEC;
   request.tc.tcm_ifindex = static_cast<int>(ifindex);
   request.tc.tcm_parent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
@@ -85,11 +98,19 @@ int QueryFilterProgram(int socket_fd, uint32_t ifindex, uint32_t handle,
   if (send(socket_fd, &request, request.header.nlmsg_len, 0) < 0) return -errno;
 
   alignas(nlmsghdr) char reply[8192];
-  ssize_t length = recv(socket_fd, reply, sizeof(reply), 0);
-  if (length < 0) return -errno;
+  const nlmsghdr* message = nullptr;
+  for (int stray = 0; message == nullptr; stray++) {
+    if (stray > kMaxStrayReplies) return -EBADMSG;
+    // MSG_TRUNC returns the datagram's full length, so that a reply
+    // larger than the buffer is an error instead of a cut message.
+    ssize_t length = recv(socket_fd, reply, sizeof(reply), MSG_TRUNC);
+    if (length < 0) return errno == EAGAIN ? -ETIMEDOUT : -errno;
+    if (static_cast<size_t>(length) > sizeof(reply)) return -EMSGSIZE;
 
-  auto* message = reinterpret_cast<const nlmsghdr*>(reply);
-  if (!NLMSG_OK(message, static_cast<uint32_t>(length))) return -EBADMSG;
+    auto* candidate = reinterpret_cast<const nlmsghdr*>(reply);
+    if (!NLMSG_OK(candidate, static_cast<uint32_t>(length))) return -EBADMSG;
+    if (candidate->nlmsg_seq == seq) message = candidate;
+  }
   if (message->nlmsg_type == NLMSG_ERROR) {
     auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(message));
     return error->error != 0 ? error->error : -ENOENT;
@@ -140,6 +161,11 @@ class SweepWorker : public PromiseWorker {
       Fail(MakeSysError("socket", "NETLINK_ROUTE", errno));
       return;
     }
+    struct timeval timeout = {kReplyTimeoutSeconds, 0};
+    if (setsockopt(socket_fd.Get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) != 0) {
+      Fail(MakeSysError("setsockopt", "SO_RCVTIMEO", errno));
+      return;
+    }
     struct if_nameindex* devices = if_nameindex();
     if (devices == nullptr) {
       Fail(MakeSysError("if_nameindex", netns_, errno));
@@ -181,7 +207,7 @@ class SweepWorker : public PromiseWorker {
   // the sweep goes on with the next one.
   void DetachIfOurs(int socket_fd, uint32_t ifindex, const char* ifname) {
     FilterProgram program;
-    int err = QueryFilterProgram(socket_fd, ifindex, handle_, priority_, &program);
+    int err = QueryFilterProgram(socket_fd, ++seq_, ifindex, handle_, priority_, &program);
     if (IsNothingThere(err)) return;
     if (err < 0) {
       errors_.push_back({ifname, MakeSysError("RTM_GETTFILTER", std::string(ifname) + " ingress", err)});
@@ -216,6 +242,7 @@ class SweepWorker : public PromiseWorker {
   uint32_t handle_;
   uint32_t priority_;
   std::string netns_;
+  uint32_t seq_ = 0;
   std::vector<DetachedFilter> detached_;
   std::vector<DeviceError> errors_;
 };
