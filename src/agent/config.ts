@@ -205,11 +205,14 @@ export const agentConfigSchema = z.strictObject({
       // held packets are re-injected. 'nftables' waits until kube-proxy's
       // nftables mode has a service-ips or service-nodeports element for
       // each frontend, so the first SYN meets the DNAT. 'iptables' waits
-      // for kube-proxy's iptables rules in the same way. 'none' releases
-      // on the Ready endpoint alone.
+      // for kube-proxy's iptables rules in the same way. 'auto' finds the
+      // mode from what kube-proxy wrote on the node (kube-proxy-auto.ts),
+      // and releases on the Ready endpoint alone until it finds one.
+      // 'none' releases on the Ready endpoint alone. Chained and signal
+      // modes ignore 'auto'.
       // TODO: kube-proxy in IPVS mode has no check; its virtual servers would
       // have to be read through ipvsadm or IPVS netlink.
-      kubeProxy: z.enum(['nftables', 'iptables', 'none']).default('none'),
+      kubeProxy: z.enum(['auto', 'nftables', 'iptables', 'none']).default('auto'),
       // Maximum wait for that programming. After it the packets are
       // re-injected anyway, and the client retransmits if they miss.
       timeout: duration('10s', ABOVE_ZERO),
@@ -306,11 +309,12 @@ function crossFieldProblems(config: AgentConfig): string[] {
 
   // The agent follows kube-proxy's nftables rules in standalone mode only.
   const kubeProxy = config.release.kubeProxy;
-  if (config.mode === 'chained' && kubeProxy !== 'none') {
-    problems.push(`release.kubeProxy: "${kubeProxy}" is not used in chained mode, where the agent checks Cilium's datapath for a backend instead; remove it or set it to none`);
+  const kubeProxyMode = kubeProxy === 'nftables' || kubeProxy === 'iptables';
+  if (config.mode === 'chained' && kubeProxyMode) {
+    problems.push(`release.kubeProxy: "${kubeProxy}" is not used in chained mode, where the agent checks Cilium's datapath for a backend instead; remove it or set it to auto or none`);
   }
-  if (config.mode === 'signal' && kubeProxy !== 'none') {
-    problems.push(`release.kubeProxy: "${kubeProxy}" is not used in signal mode, where nothing is held to release; remove it or set it to none`);
+  if (config.mode === 'signal' && kubeProxyMode) {
+    problems.push(`release.kubeProxy: "${kubeProxy}" is not used in signal mode, where nothing is held to release; remove it or set it to auto or none`);
   }
 
   if (config.mode === 'signal' && config.shutdown.handover > 0) {

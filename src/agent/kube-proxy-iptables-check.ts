@@ -98,6 +98,21 @@ export class KubeProxyIptables implements BackendCheck {
     this.log.info({ backend, ...rules.sizes() }, "reading kube-proxy's iptables rules before each release");
   }
 
+  // Returns whether kube-proxy's KUBE-SERVICES chain exists in either family on
+  // either backend, for release.kubeProxy: auto. A family whose listing
+  // fails, such as ip6tables without IPv6, counts as without the chain.
+  async hasKubeProxyRules(): Promise<boolean> {
+    for (const family of ['ipv4', 'ipv6'] as const) {
+      try {
+        const backend = await this.findKubeProxyBackend(family);
+        if (backend !== undefined) return true;
+      } catch (err) {
+        this.logSearchError(err as Error, "looking for kube-proxy's iptables rules failed, so this family counts as without them");
+      }
+    }
+    return false;
+  }
+
   waitProgrammed(frontends: Frontend[], timeoutMs: number, onProgrammed?: (frontends: Frontend[]) => void): Promise<boolean> {
     if (frontends.length === 0) return Promise.resolve(true);
     if (this.stopped) return Promise.resolve(false);
@@ -206,10 +221,10 @@ export class KubeProxyIptables implements BackendCheck {
     return undefined;
   }
 
-  private logSearchError(err: Error): void {
+  private logSearchError(err: Error, message = "looking for kubelet's iptables chains failed, so this backend and family are skipped"): void {
     if (this.loggedSearchErrors.has(err.message)) return;
     this.loggedSearchErrors.add(err.message);
-    this.log.warn({ err }, "looking for kubelet's iptables chains failed, so this backend and family are skipped");
+    this.log.warn({ err }, message);
   }
 
   // Returns the first backend, nf_tables before legacy, that has

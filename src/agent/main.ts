@@ -38,14 +38,13 @@ import { EndpointReadiness } from './endpoint-readiness.js';
 import { EventRecorder } from './events.js';
 import { HeldRejections, UNKNOWN_WORKLOAD } from './held-rejections.js';
 import { KeepAliveKubeConfig } from './kube-config.js';
-import { KubeProxyIptables } from './kube-proxy-iptables-check.js';
-import { KubeProxyNftables } from './kube-proxy-check.js';
+import { KubeProxyAuto, type RunningCheck, startKubeProxyCheck } from './kube-proxy-auto.js';
 import { LeaderElector } from './leader.js';
 import { ListenCheck } from './listen-check.js';
 import { Liveness } from './liveness.js';
 import { LocalApi } from './local-api.js';
 import { LocalState } from './local-state.js';
-import type { BackendCheck, DatapathPort } from './ports.js';
+import type { DatapathPort } from './ports.js';
 import { componentLogger, createLogger, parseLogLevel } from './log.js';
 import { AgentMetrics } from './metrics.js';
 import { NodeDatapath } from './node-datapath.js';
@@ -236,18 +235,17 @@ async function main(): Promise<void> {
   // A release waits until this node's load balancer has a backend: Cilium's
   // datapath in chained mode, kube-proxy's nftables or iptables rules on
   // request.
-  let backendCheck: (BackendCheck & { stop(): Promise<void> }) | undefined;
+  let backendCheck: RunningCheck | undefined;
+  const kubeProxyCheckOptions = { ...(config.netns ? { netns: config.netns } : {}), nodeAddresses: nodeObject.addresses, log: componentLogger(root, 'readiness') };
   if (ciliumServices) {
     const cilium = new CiliumBackendCheck({ source: ciliumServices, log: componentLogger(root, 'readiness') });
     backendCheck = { waitProgrammed: (frontends, timeoutMs) => cilium.waitProgrammed(frontends, timeoutMs), stop: async () => cilium.close() };
-  } else if (config.mode === 'standalone' && config.release.kubeProxy === 'nftables') {
-    const nftables = new KubeProxyNftables({ ...(config.netns ? { netns: config.netns } : {}), nodeAddresses: nodeObject.addresses, log: componentLogger(root, 'readiness') });
-    await nftables.start();
-    backendCheck = nftables;
-  } else if (config.mode === 'standalone' && config.release.kubeProxy === 'iptables') {
-    const iptables = new KubeProxyIptables({ ...(config.netns ? { netns: config.netns } : {}), log: componentLogger(root, 'readiness') });
-    await iptables.start();
-    backendCheck = iptables;
+  } else if (config.mode === 'standalone' && (config.release.kubeProxy === 'nftables' || config.release.kubeProxy === 'iptables')) {
+    backendCheck = await startKubeProxyCheck(config.release.kubeProxy, kubeProxyCheckOptions);
+  } else if (config.mode === 'standalone' && config.release.kubeProxy === 'auto') {
+    const auto = new KubeProxyAuto(kubeProxyCheckOptions);
+    await auto.start();
+    backendCheck = auto;
   }
 
   // Signal mode holds nothing, so it never releases.

@@ -20,7 +20,7 @@ test('config fills defaults', () => {
   assert.equal(config.leaderElection.leaseDuration, 15_000);
   assert.equal(config.kubernetes.namespace, 'zerohold-system');
   assert.equal(config.metrics.port, 9464);
-  assert.equal(config.release.kubeProxy, 'none');
+  assert.equal(config.release.kubeProxy, 'auto');
   assert.equal(config.release.timeout, 10_000);
 });
 
@@ -79,7 +79,7 @@ test('config names release problems', () => {
   const problems = problemsOf(`${MINIMAL}release: { kubeProxy: ipvs, timeout: 10 seconds }\n`);
 
   assert.equal(problems.length, 2, problems.join('\n'));
-  assert.match(problems.find((p) => p.startsWith('release.kubeProxy'))!, /"nftables".*"iptables".*"none".*got "ipvs"/);
+  assert.match(problems.find((p) => p.startsWith('release.kubeProxy'))!, /"auto".*"nftables".*"iptables".*"none".*got "ipvs"/);
   assert.match(problems.find((p) => p.startsWith('release.timeout'))!, /Go duration.*got "10 seconds"/);
 });
 
@@ -123,16 +123,22 @@ test('config rejects interfaces chained', () => {
 test('config rejects kube-proxy check chained', () => {
   const problems = problemsOf('mode: chained\nrelease: { kubeProxy: nftables }\n');
   assert.deepEqual(problems, [
-    'release.kubeProxy: "nftables" is not used in chained mode, where the agent checks Cilium\'s datapath for a backend instead; remove it or set it to none',
+    'release.kubeProxy: "nftables" is not used in chained mode, where the agent checks Cilium\'s datapath for a backend instead; remove it or set it to auto or none',
   ]);
 });
 
 test('config rejects kube-proxy check signal', () => {
   const problems = problemsOf('mode: signal\nrelease: { kubeProxy: nftables }\n');
-  assert.deepEqual(problems, ['release.kubeProxy: "nftables" is not used in signal mode, where nothing is held to release; remove it or set it to none']);
+  assert.deepEqual(problems, ['release.kubeProxy: "nftables" is not used in signal mode, where nothing is held to release; remove it or set it to auto or none']);
   assert.deepEqual(problemsOf('mode: chained\nrelease: { kubeProxy: iptables }\n'), [
-    'release.kubeProxy: "iptables" is not used in chained mode, where the agent checks Cilium\'s datapath for a backend instead; remove it or set it to none',
+    'release.kubeProxy: "iptables" is not used in chained mode, where the agent checks Cilium\'s datapath for a backend instead; remove it or set it to auto or none',
   ]);
+});
+
+test('config accepts auto kube-proxy in every mode', () => {
+  // Chained and signal modes ignore it, so that the default fits them.
+  assert.equal(parseConfig('mode: chained\nrelease: { kubeProxy: auto }\n').release.kubeProxy, 'auto');
+  assert.equal(parseConfig('mode: signal\nrelease: { kubeProxy: auto }\n').release.kubeProxy, 'auto');
 });
 
 test('config rejects hand-over signal', () => {
