@@ -4,6 +4,7 @@
 // through the native addon and connects from there, while the process
 // stays in its own namespace.
 
+import { closeSync } from 'node:fs';
 import net from 'node:net';
 
 import { loadNative } from '../datapath/native.js';
@@ -12,15 +13,20 @@ import { loadNative } from '../datapath/native.js';
 // name that ended the attempt: ECONNREFUSED for a reset, ETIMEDOUT when
 // no reply came within timeoutMs, EHOSTUNREACH and the like. Rejects
 // only when the attempt cannot start: for an address that is not a
-// numeric IP address, or a namespace that cannot be entered.
+// numeric IP address, a port out of range, or a namespace that cannot be
+// entered.
 export function connectProbe(address: string, port: number, timeoutMs: number, netns?: string): Promise<string | null> {
   const family = net.isIP(address);
   if (family === 0) return Promise.reject(new TypeError(`invalid probe address ${JSON.stringify(address)}: expected a numeric IPv4 or IPv6 address`));
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return Promise.reject(new RangeError(`invalid probe port ${port}: expected an integer from 1 to 65535`));
 
   let socket: net.Socket;
+  let fd: number | undefined;
   try {
-    socket = netns === undefined ? new net.Socket() : new net.Socket({ fd: loadNative().netnsSocket(family as 4 | 6, netns) });
+    if (netns !== undefined) fd = loadNative().netnsSocket(family as 4 | 6, netns);
+    socket = new net.Socket(fd === undefined ? {} : { fd });
   } catch (err) {
+    if (fd !== undefined) closeSync(fd);
     return Promise.reject(err as Error);
   }
 

@@ -28,8 +28,10 @@ import type { Logger } from 'pino';
 import { Autoscalers } from './autoscalers.js';
 import type { EndpointReadiness } from './endpoint-readiness.js';
 import type { EventRecorder } from './events.js';
+import { formatDuration } from './duration.js';
 import { restartOnError } from './informers.js';
-import { type ListenCheck, type ListenTarget, listenTargetToString } from './listen-check.js';
+import { type ListenCheck, type ListenOutcome, ListenRounds, listenTargetToString } from './listen-check.js';
+import { listenTargetsOf } from './listen-targets.js';
 import type { AgentMetrics } from './metrics.js';
 import type { NodeReports } from './node-reports.js';
 import { initialPhase, nextPhase, type PhaseAction, type PhaseEvent, type PhaseState } from './phase.js';
@@ -64,9 +66,6 @@ const STATUS_WRITES_PER_TICK = 10;
 // with each attempt up to the maximum.
 const SCALE_UP_RETRY_FIRST_MS = 500;
 const SCALE_UP_RETRY_MAX_MS = 10_000;
-
-// The IP family of an EndpointSlice's addressType. FQDN slices have none.
-const FAMILY_OF_ADDRESS_TYPE: Record<string, 4 | 6 | undefined> = { IPv4: 4, IPv6: 6 };
 
 // How long start() waits for the first /scale reads of targets other than
 // Deployments and StatefulSets.
@@ -122,10 +121,11 @@ interface Workload {
   services: string[];
   frontends: Frontend[];
   state: PhaseState;
-  // True from the release decision until the datapath opened the gate:
-  // the phase is already Warm, but the gate must stay closed while the
-  // release waits for the backend check.
-  releasing: boolean;
+  // Releases in progress, from the release decision until the datapath
+  // opened the gate: the phase is already Warm, but the gate must stay
+  // closed while a release waits for the backend check. A count, because
+  // the gate can close and open again while one waits.
+  releasing: number;
   replicas: number;
   // The replica count of the last observation fed to the phase.
   observedReplicas: number;
@@ -556,7 +556,7 @@ export class Controller {
         services,
         frontends,
         state: initialPhase(replicas, this.options.readiness.readyCount(key), this.now(), readStatus(spec.source, object).phase),
-        releasing: false,
+        releasing: 0,
         replicas,
         observedReplicas: replicas,
         appliedScaleDownId: null,
@@ -572,7 +572,7 @@ export class Controller {
     }
     Object.assign(workload, { spec, object, services, frontends, replicas });
 
-    this.options.datapath.setFrontends(key, frontends, workload.state.gateClosed || workload.releasing);
+    this.options.datapath.setFrontends(key, frontends, workload.state.gateClosed || workload.releasing > 0);
     this.options.datapath.setHeldLimits(key, { perService: spec.heldFlowsPerService, perClient: spec.heldFlowsPerClient });
     this.followStatus(key, workload);
     this.observe(key);
@@ -618,7 +618,10 @@ export class Controller {
       // Only a leader scales down, and never while an autoscaler keeps
       // the workload above zero for reasons other than traffic.
       const mayScaleDown = leader && this.autoscalers.heldAboveZeroBy(workload.spec.namespace, workload.spec.target) === null;
-      this.feed(key, { type: 'idle-check', lastActivityMs: this.lastActivity(key, workload, now), nowMs: now, leader: mayScaleDown });
+      // A release in progress holds flows that count as no activity yet,
+      // and a backend that takes long to listen must not be scaled away
+      // while they wait for it.
+      if (workload.releasing === 0) this.feed(key, { type: 'idle-check', lastActivityMs: this.lastActivity(key, workload, now), nowMs: now, leader: mayScaleDown });
       if (leader) {
         this.checkScaleDown(key, workload, now);
         if (statusWrites < STATUS_WRITES_PER_TICK && this.syncStatus(key, workload)) statusWrites++;
@@ -801,48 +804,41 @@ export class Controller {
           datapath.closeGate(key);
           return;
         case 'release': {
-          workload.releasing = true;
+          workload.releasing++;
           let outcome;
           const waitStartedMs = this.now();
           let backendReadyMs = waitStartedMs;
+          const cancelled = () => workload.state.gateClosed || this.stopped;
+          // The backends must listen before anything goes out, so flows
+          // to frontends that the load balancer programmed meanwhile wait
+          // for the end of the first round of probes.
+          const rounds = this.listenRounds(key, workload, before, cancelled);
+          let listened = false;
+          let programmedAll = false;
+          const deferred: Frontend[] = [];
           // Flows to frontends that the load balancer programmed first go
           // out before the rest, with the gate still closed: a dual-stack
           // Service gets one EndpointSlice and one sync per IP family.
           const early: Promise<{ released: number; failed: number }>[] = [];
-          // The backends must listen before anything goes out. Frontends
-          // programmed before that are left to the release itself.
-          let listened = false;
-          const listening = this.waitListening(key, workload, before)
-            .catch((err: Error) => log.error({ err, workload: key }, 'checking whether the backend listens failed, releasing on its Ready condition'))
-            .finally(() => (listened = true));
           const releaseEarly = (frontends: Frontend[]) => {
-            if (!datapath.releaseEarly || !listened) return;
-            const startedMs = this.now();
-            early.push(
-              datapath.releaseEarly(key, frontends).then(
-                (result) => {
-                  this.countUnsent(key, result);
-                  const counts = { released: result.released.length, failed: result.failed.length };
-                  if (counts.released + counts.failed > 0) {
-                    log.info({ workload: key, ...counts, frontends: frontends.map(frontendToString), releaseMs: this.now() - startedMs }, 'released held flows early');
-                  }
-                  return counts;
-                },
-                (err: Error) => {
-                  log.error({ err, workload: key }, 're-injecting held flows early failed, the clients retransmit');
-                  return { released: 0, failed: 0 };
-                },
-              ),
-            );
+            if (!datapath.releaseEarly || cancelled()) return;
+            if (!listened) deferred.push(...frontends);
+            else early.push(this.releaseEarly(key, frontends));
           };
+          const listening = this.runListenRounds(key, rounds).finally(() => {
+            listened = true;
+            if (deferred.length > 0 && !programmedAll) releaseEarly(deferred.splice(0));
+          });
           try {
-            await Promise.all([listening, this.waitForBackend(key, workload, releaseEarly)]);
+            await Promise.all([listening, this.waitForBackend(key, workload, releaseEarly).finally(() => (programmedAll = true))]);
+            await this.runListenRounds(key, rounds);
+            if (rounds) this.reportListening(key, workload, rounds.outcome, this.now() - waitStartedMs);
             backendReadyMs = this.now();
             // The workload went back to zero while the release waited: the
             // gate stays closed, and its held flows wake it again.
-            if (!workload.state.gateClosed) outcome = await datapath.release(key);
+            if (!cancelled()) outcome = await datapath.release(key);
           } finally {
-            workload.releasing = false;
+            workload.releasing--;
           }
           if (outcome === undefined) {
             log.info({ workload: key, phase: workload.state.phase }, 'the gate closed again while the release waited for the backend, so the held flows stay held');
@@ -986,72 +982,82 @@ export class Controller {
     if (discarded > 0) metrics?.heldDropped.inc({ workload: key, reason: 'drop-mode' }, discarded);
   }
 
-  // Waits until the Ready endpoints that the workload's held TCP flows go
-  // to accept connections, for at most what is left of wakeTimeout, or
-  // until the gate closes again. One still refusing then is reported, and
-  // the flows go out anyway: their clients get the refusal at once rather
-  // than after their wait.
-  private async waitListening(key: WorkloadKey, workload: Workload, before: PhaseState): Promise<void> {
-    const check = this.options.listenCheck;
-    if (!check) return;
-    const targets = this.listenTargets(key, workload);
-    if (targets.length === 0) return;
-
+  // Re-injects, with the gate still closed, the held flows to frontends
+  // that the load balancer programmed before the others.
+  private releaseEarly(key: WorkloadKey, frontends: Frontend[]): Promise<{ released: number; failed: number }> {
+    const { datapath, log } = this.options;
     const startedMs = this.now();
-    const timeoutMs = Math.max(0, (before.wakeStartedMs ?? startedMs) + workload.spec.wakeTimeoutMs - startedMs);
-    const outcome = await check.wait(targets, timeoutMs, () => workload.state.gateClosed);
-    const waitedMs = this.now() - startedMs;
+    return datapath.releaseEarly!(key, frontends).then(
+      (result) => {
+        this.countUnsent(key, result);
+        const counts = { released: result.released.length, failed: result.failed.length };
+        if (counts.released + counts.failed > 0) {
+          log.info({ workload: key, ...counts, frontends: frontends.map(frontendToString), releaseMs: this.now() - startedMs }, 'released held flows early');
+        }
+        return counts;
+      },
+      (err: Error) => {
+        log.error({ err, workload: key }, 're-injecting held flows early failed, the clients retransmit');
+        return { released: 0, failed: 0 };
+      },
+    );
+  }
 
+  // The probes of one release, or undefined without a listen check. They
+  // may take what is left of wakeTimeout since the wake began (the whole
+  // wakeTimeout for a release outside a wake).
+  private listenRounds(key: WorkloadKey, workload: Workload, before: PhaseState, cancelled: () => boolean): ListenRounds | undefined {
+    const check = this.options.listenCheck;
+    if (!check) return undefined;
+
+    const deadlineMs = (before.wakeStartedMs ?? this.now()) + workload.spec.wakeTimeoutMs;
+    const targets = () => {
+      const namespace = workload.spec.namespace;
+      const services = workload.services.flatMap((name) => {
+        const service = this.services.get(`${namespace}/${name}`) as V1Service | undefined;
+        return service ? [{ service, backends: this.options.readiness.readyBackends(`${namespace}/${name}`) }] : [];
+      });
+      return listenTargetsOf(
+        this.options.datapath.heldFlows(key).map((held) => held.record.flow),
+        services,
+      );
+    };
+    return new ListenRounds(check, targets, () => deadlineMs - this.now(), cancelled);
+  }
+
+  // Runs the rounds that have new targets. A failure is logged, and the
+  // release goes on as if the backends listened.
+  private async runListenRounds(key: WorkloadKey, rounds: ListenRounds | undefined): Promise<void> {
+    try {
+      await rounds?.run();
+    } catch (err) {
+      this.options.log.error({ err, workload: key }, 'checking whether the backend listens failed, releasing on its Ready condition');
+    }
+  }
+
+  // Logs what the probes of a release found, and records a Warning for
+  // endpoints that still refused: their clients get the refusal at once
+  // rather than after their wait.
+  private reportListening(key: WorkloadKey, workload: Workload, outcome: ListenOutcome, waitedMs: number): void {
     const { log } = this.options;
     if (outcome.unknown.length > 0) {
       const first = outcome.unknown[0]!;
       log.info({ workload: key, endpoints: outcome.unknown.map(({ target }) => listenTargetToString(target)), error: first.error }, 'the probe of the backend got neither a handshake nor a reset, releasing on its Ready condition');
     }
     if (outcome.refusing.length > 0 && !workload.state.gateClosed) {
-      const endpoints = outcome.refusing.map(listenTargetToString).join(', ');
-      log.warn({ workload: key, endpoints: outcome.refusing.map(listenTargetToString), waitedMs }, 'the backend is Ready but refuses connections, releasing anyway');
+      const endpoints = outcome.refusing.map(listenTargetToString);
+      log.warn({ workload: key, endpoints, waitedMs }, 'the backend is Ready but refuses connections, releasing anyway');
       void this.recordEvent(
         workload,
         'Warning',
         'BackendNotListening',
-        `${endpoints} refused connections for ${Math.round(waitedMs / 1000)}s after turning Ready, and the held flows went out to it anyway. Give the pods a readiness probe on the port they serve, or check the Service's targetPort`,
+        `${endpoints.join(', ')} refused connections for ${formatDuration(Math.round(waitedMs))} after turning Ready, and the held flows went out anyway. Give the pods a readiness probe on the port they serve, or check the Service's targetPort`,
       );
       return;
     }
     if (outcome.listening.length > 0 && waitedMs >= 1) {
       log.info({ workload: key, endpoints: outcome.listening.map(listenTargetToString), waitedMs }, 'the backend listens');
     }
-  }
-
-  // The Ready endpoints that the held TCP flows of the workload go to: for
-  // each Service port whose port or nodePort a flow was sent to, the
-  // endpoints of the flow's IP family on that port's target port. UDP
-  // has no handshake to probe.
-  private listenTargets(key: WorkloadKey, workload: Workload): ListenTarget[] {
-    const sent = new Set<string>();
-    for (const { record } of this.options.datapath.heldFlows(key)) {
-      const flow = record.flow;
-      if (flow.protocol === 'tcp') sent.add(`${flow.destination.includes(':') ? 6 : 4}|${flow.destinationPort}`);
-    }
-    if (sent.size === 0) return [];
-
-    const targets = new Map<string, ListenTarget>();
-    for (const name of workload.services) {
-      const service = this.services.get(`${workload.spec.namespace}/${name}`) as V1Service | undefined;
-      for (const backends of this.options.readiness.readyBackends(`${workload.spec.namespace}/${name}`)) {
-        const family = FAMILY_OF_ADDRESS_TYPE[backends.addressType];
-        if (family === undefined) continue;
-        for (const servicePort of service?.spec?.ports ?? []) {
-          if ((servicePort.protocol ?? 'TCP') !== 'TCP') continue;
-          const used = sent.has(`${family}|${servicePort.port}`) || (servicePort.nodePort !== undefined && sent.has(`${family}|${servicePort.nodePort}`));
-          if (!used) continue;
-          const port = backends.ports.find((p) => (p.name ?? '') === (servicePort.name ?? '') && (p.protocol ?? 'TCP') === 'TCP')?.port;
-          if (port === undefined) continue;
-          for (const address of backends.addresses) targets.set(`${address}|${port}`, { address, port });
-        }
-      }
-    }
-    return [...targets.values()];
   }
 
   // Waits until this node's load balancer has a backend for every

@@ -46,37 +46,67 @@ export interface ListenCheckOptions {
   // replies within a millisecond, one elsewhere within a network round
   // trip, so a longer silence means that something drops the probe.
   probeTimeoutMs?: number;
+  // How long the others may still refuse once each group of targets has
+  // one that listens. Defaults to 1 s.
+  graceMs?: number;
 }
 
 const DEFAULT_PROBE_TIMEOUT_MS = 200;
 
-// Attempts while a target refuses come every FAST_RETRY_MS during the
-// first FAST_PERIOD_MS, so that most servers are found within 10 ms of
-// their listen(), and then every SLOW_RETRY_MS for slow starters.
-const FAST_RETRY_MS = 10;
-const FAST_PERIOD_MS = 2000;
-const SLOW_RETRY_MS = 50;
+// Once every group of targets (same IP family and port) has one that
+// listens, or cannot tell, the others get this much longer. kube-proxy
+// picks any Ready endpoint, so one that keeps refusing should not hold
+// the flows that the others can serve for the rest of the wake.
+const DEFAULT_GRACE_MS = 1000;
+
+// A target that refuses is tried again after a delay that grows with the
+// time it has refused: most servers are found within 10 ms of listen(),
+// and one that takes minutes is not tried 100 times a second.
+const RETRY_DELAYS: { untilMs: number; delayMs: number }[] = [
+  { untilMs: 2000, delayMs: 10 },
+  { untilMs: 10_000, delayMs: 50 },
+  { untilMs: Infinity, delayMs: 200 },
+];
+
+// All waits share one budget of attempts, a token bucket of BURST tokens
+// that refills at RATE_PER_S. The burst covers the first round of a wake
+// with many endpoints, and the rate bounds the CPU that many refusing
+// endpoints cost the agent's event loop (each attempt takes about 0.1 ms).
+const ATTEMPT_BURST = 64;
+const ATTEMPT_RATE_PER_S = 1000;
 
 export class ListenCheck {
   private readonly probeTimeoutMs: number;
+  private readonly graceMs: number;
+  private tokens = ATTEMPT_BURST;
+  private tokensAtMs = performance.now();
 
   constructor(private readonly options: ListenCheckOptions) {
     this.probeTimeoutMs = options.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
+    this.graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
   }
 
   // Probes every target until it completes a handshake or cannot tell,
   // for at most timeoutMs, or until cancelled() returns true between two
-  // attempts. Targets are probed in parallel.
+  // attempts. Targets are probed in parallel. Once each group of targets
+  // with the same IP family and port has one that listens or cannot tell,
+  // the wait ends at most graceMs later.
   async wait(targets: ListenTarget[], timeoutMs: number, cancelled: () => boolean = () => false): Promise<ListenOutcome> {
     const outcome: ListenOutcome = { listening: [], unknown: [], refusing: [] };
-    const deadline = performance.now() + timeoutMs;
+    const state = { deadline: performance.now() + timeoutMs };
+    const groups = new Set(targets.map(groupOf));
+    const served = new Set<string>();
 
     await Promise.all(
       targets.map(async (target) => {
-        const error = await this.untilAnswered(target, deadline, cancelled);
+        const error = await this.untilAnswered(target, state, cancelled);
         if (error === null) outcome.listening.push(target);
         else if (error === 'ECONNREFUSED') outcome.refusing.push(target);
         else outcome.unknown.push({ target, error });
+
+        if (error === 'ECONNREFUSED') return;
+        served.add(groupOf(target));
+        if (served.size === groups.size) state.deadline = Math.min(state.deadline, performance.now() + this.graceMs);
       }),
     );
     return outcome;
@@ -84,20 +114,21 @@ export class ListenCheck {
 
   // Returns the last attempt's outcome: null or an errno name other than
   // ECONNREFUSED as soon as one comes, else ECONNREFUSED at the deadline.
-  private async untilAnswered(target: ListenTarget, deadline: number, cancelled: () => boolean): Promise<string | null> {
+  private async untilAnswered(target: ListenTarget, state: { deadline: number }, cancelled: () => boolean): Promise<string | null> {
     const startedMs = performance.now();
     for (;;) {
       const error = await this.attempt(target);
       if (error !== 'ECONNREFUSED') return error;
 
       const now = performance.now();
-      const delayMs = now - startedMs < FAST_PERIOD_MS ? FAST_RETRY_MS : SLOW_RETRY_MS;
-      if (now + delayMs >= deadline || cancelled()) return error;
-      await new Promise((resolve) => setTimeout(resolve, delayMs).unref());
+      const delayMs = RETRY_DELAYS.find((step) => now - startedMs < step.untilMs)!.delayMs;
+      if (now + delayMs >= state.deadline || cancelled()) return error;
+      await sleep(delayMs);
     }
   }
 
   private async attempt(target: ListenTarget): Promise<string | null> {
+    await this.takeToken();
     try {
       return await this.options.probe(target.address, target.port, this.probeTimeoutMs, this.options.netns);
     } catch (err) {
@@ -105,6 +136,61 @@ export class ListenCheck {
       // file descriptors left). The check cannot tell, and logs why.
       this.options.log.warn({ err, address: target.address, port: target.port }, 'probing whether the backend listens failed');
       return (err as NodeJS.ErrnoException).code ?? 'EPROBE';
+    }
+  }
+
+  // Waits until the shared budget has an attempt left, and takes it.
+  private async takeToken(): Promise<void> {
+    for (;;) {
+      const now = performance.now();
+      this.tokens = Math.min(ATTEMPT_BURST, this.tokens + ((now - this.tokensAtMs) * ATTEMPT_RATE_PER_S) / 1000);
+      this.tokensAtMs = now;
+      if (this.tokens >= 1) {
+        this.tokens -= 1;
+        return;
+      }
+      await sleep(((1 - this.tokens) * 1000) / ATTEMPT_RATE_PER_S);
+    }
+  }
+}
+
+function groupOf(target: ListenTarget): string {
+  return `${target.address.includes(':') ? 6 : 4}|${target.port}`;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+// The probing of one release: rounds of ListenCheck.wait() over the
+// targets that targets() returns, each round over those not probed yet,
+// until a round finds none. Endpoints that turn Ready while a release
+// waits, such as those of the other IP family, are probed too.
+export class ListenRounds {
+  readonly outcome: ListenOutcome = { listening: [], unknown: [], refusing: [] };
+  private readonly probed = new Set<string>();
+
+  constructor(
+    private readonly check: ListenCheck,
+    private readonly targets: () => ListenTarget[],
+    // The time left for the whole release, in milliseconds.
+    private readonly remainingMs: () => number,
+    private readonly cancelled: () => boolean,
+  ) {}
+
+  // Runs rounds until no target is new, the time is up or the release is
+  // cancelled. Call it again to probe targets that appeared since.
+  async run(): Promise<void> {
+    for (;;) {
+      if (this.cancelled()) return;
+      const fresh = this.targets().filter((target) => !this.probed.has(listenTargetToString(target)));
+      if (fresh.length === 0) return;
+
+      for (const target of fresh) this.probed.add(listenTargetToString(target));
+      const round = await this.check.wait(fresh, Math.max(0, this.remainingMs()), this.cancelled);
+      this.outcome.listening.push(...round.listening);
+      this.outcome.unknown.push(...round.unknown);
+      this.outcome.refusing.push(...round.refusing);
     }
   }
 }

@@ -39,12 +39,13 @@ bool NetnsScope::Enter(const std::string& path, SysError* error) {
 NetnsScope::~NetnsScope() {
   if (!original_.Valid()) return;
 
-  // A pool thread left in the wrong namespace would make later, unrelated
-  // calls act on the wrong devices. That must never go unnoticed.
+  // A thread left in the wrong namespace would make later, unrelated
+  // calls act on the wrong devices or open sockets there. That must never
+  // go unnoticed.
   if (setns(original_.Get(), CLONE_NEWNET) != 0) {
     fprintf(stderr,
-            "zerohold: cannot return a worker thread to its network "
-            "namespace: %s\n",
+            "zerohold: cannot return a thread to its network namespace: "
+            "%s\n",
             ErrnoDescription(errno));
     abort();
   }

@@ -60,6 +60,10 @@ test('host name is rejected unresolved', async () => {
   await assert.rejects(connectProbe('web.demo', 80, 1000), /invalid probe address "web\.demo": expected a numeric IPv4 or IPv6 address/);
 });
 
+test('port out of range is rejected', async () => {
+  await assert.rejects(connectProbe(NODE_V4, 70000, 1000), /invalid probe port 70000: expected an integer from 1 to 65535/);
+});
+
 test('missing namespace rejects with its path', async () => {
   await assert.rejects(connectProbe(NODE_V4, 80, 1000, '/run/netns/zh-no-such-netns'), (err: NodeJS.ErrnoException) => {
     assert.equal(err.code, 'ENOENT');

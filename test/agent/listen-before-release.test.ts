@@ -1,19 +1,20 @@
 // The controller's wait, before a release, for the endpoints that held TCP
 // flows go to to accept connections. The test API server provides the
-// Service and its EndpointSlices; the datapath is the fake one, and the
-// ListenCheck gets a scripted probe, so each test decides how the
+// Services and their EndpointSlices, and the datapath is the fake one.
+// The ListenCheck gets a scripted probe, so each test decides how the
 // endpoints reply. test/agent/listen-check.test.ts probes real sockets.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { AppsV1Api, CoreV1Api, DiscoveryV1Api, type KubeConfig, type V1Service } from '@kubernetes/client-node';
+import { AppsV1Api, type CoreV1Event, CoreV1Api, DiscoveryV1Api, type KubeConfig, type V1Service } from '@kubernetes/client-node';
 import { pino } from 'pino';
 
 import { Controller } from '../../src/agent/controller.js';
 import { EndpointReadiness } from '../../src/agent/endpoint-readiness.js';
 import { EventRecorder } from '../../src/agent/events.js';
 import { ListenCheck } from '../../src/agent/listen-check.js';
+import type { BackendCheck } from '../../src/agent/ports.js';
 import { KubeScaler } from '../../src/agent/scaler.js';
 import { deploymentFixture } from '../apiserver/fixtures.js';
 import { kubeConfigFor } from '../apiserver/kubeconfig.js';
@@ -27,7 +28,7 @@ let server: TestApiServer;
 let kc: KubeConfig;
 
 before(async () => {
-  server = await startApiServer({ namespaces: ['listens', 'refuses', 'silent'] });
+  server = await startApiServer({ namespaces: ['listens', 'refuses', 'silent', 'shared-port', 'late-v6', 'one-slow'] });
   kc = kubeConfigFor(server.url);
   await installScaleToZeroCrd(kc);
 });
@@ -36,18 +37,17 @@ after(async () => {
   await server.close();
 });
 
-// A dual-stack Service with an HTTP port, which the fake datapath's held
-// flow (TCP to port 80) goes to, an admin port that no held flow uses, and
-// a UDP port.
-function webService(): V1Service {
+// A dual-stack Service with an HTTP port, an admin port that no held
+// flow uses, and a UDP port.
+function webService(name = 'web', httpPortName = 'http'): V1Service {
   return {
-    metadata: { name: 'web' },
+    metadata: { name },
     spec: {
       selector: { app: 'web' },
       ipFamilies: ['IPv4', 'IPv6'],
       ipFamilyPolicy: 'RequireDualStack',
       ports: [
-        { name: 'http', port: 80, protocol: 'TCP' },
+        { name: httpPortName, port: 80, protocol: 'TCP' },
         { name: 'admin', port: 9000, protocol: 'TCP' },
         { name: 'dns', port: 53, protocol: 'UDP' },
       ],
@@ -55,27 +55,26 @@ function webService(): V1Service {
   };
 }
 
-// One Ready endpoint per IP family, as the EndpointSlice controller writes
-// them: one slice per family, ports named after the Service's.
-async function createReadySlices(namespace: string): Promise<void> {
-  const ports = [
-    { name: 'http', port: 8080, protocol: 'TCP' },
-    { name: 'admin', port: 9090, protocol: 'TCP' },
-    { name: 'dns', port: 5353, protocol: 'UDP' },
-  ];
-  const discovery = kc.makeApiClient(DiscoveryV1Api);
-  for (const [family, address] of [['IPv4', '198.18.7.1'], ['IPv6', 'fd5a:18::7:1']] as const) {
-    await discovery.createNamespacedEndpointSlice({
-      namespace,
-      body: {
-        metadata: { name: `web-${family.toLowerCase()}`, labels: { 'kubernetes.io/service-name': 'web' } },
-        addressType: family,
-        endpoints: [{ addresses: [address], conditions: { ready: true } }],
-        ports,
-      },
-    });
-  }
+// Ready endpoints in one EndpointSlice of the Service, as the EndpointSlice
+// controller writes them: one slice per family, ports named after the
+// Service's.
+async function createReadySlice(namespace: string, service: string, family: 'IPv4' | 'IPv6', addresses: string[], ports = WEB_ENDPOINT_PORTS): Promise<void> {
+  await kc.makeApiClient(DiscoveryV1Api).createNamespacedEndpointSlice({
+    namespace,
+    body: {
+      metadata: { name: `${service}-${family.toLowerCase()}`, labels: { 'kubernetes.io/service-name': service } },
+      addressType: family,
+      endpoints: addresses.map((address) => ({ addresses: [address], conditions: { ready: true } })),
+      ports,
+    },
+  });
 }
+
+const WEB_ENDPOINT_PORTS = [
+  { name: 'http', port: 8080, protocol: 'TCP' },
+  { name: 'admin', port: 9090, protocol: 'TCP' },
+  { name: 'dns', port: 5353, protocol: 'UDP' },
+];
 
 interface Probe {
   address: string;
@@ -83,19 +82,32 @@ interface Probe {
   atMs: number;
 }
 
+interface RunOptions {
+  wakeTimeout: string;
+  // The probe's reply to the nth probe, counting from 0, of address:port.
+  reply: (n: number, address: string, port: number) => string | null;
+  // The Services of the workload. Defaults to one webService().
+  services?: V1Service[];
+  // The IP family of the held flow, to the first Service's ClusterIP of
+  // that family on port 80. Defaults to 4.
+  flowFamily?: 4 | 6;
+  backendCheck?: BackendCheck;
+}
+
 // Starts a controller whose ListenCheck records each probe and returns
-// reply(n) for the nth, counting from 0.
-async function run(namespace: string, wakeTimeout: string, reply: (n: number) => string | null) {
+// options.reply() for it, holds one TCP flow and wakes the workload.
+async function run(namespace: string, options: RunOptions) {
   await kc.makeApiClient(AppsV1Api).createNamespacedDeployment({ namespace, body: deploymentFixture('web', 0) });
-  await kc.makeApiClient(CoreV1Api).createNamespacedService({ namespace, body: webService() });
-  await createScaleToZero(kc, namespace, 'web', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' }, idleTimeout: '1h', wakeTimeout });
+  const created: V1Service[] = [];
+  for (const service of options.services ?? [webService()]) created.push(await kc.makeApiClient(CoreV1Api).createNamespacedService({ namespace, body: service }));
+  await createScaleToZero(kc, namespace, 'web', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' }, idleTimeout: '1h', wakeTimeout: options.wakeTimeout });
 
   const probes: Probe[] = [];
   const listenCheck = new ListenCheck({
     log,
     probe: async (address, port) => {
       probes.push({ address, port, atMs: performance.now() });
-      return reply(probes.length - 1);
+      return options.reply(probes.length - 1, address, port);
     },
   });
   const readiness = new EndpointReadiness(kc, log);
@@ -110,6 +122,7 @@ async function run(namespace: string, wakeTimeout: string, reply: (n: number) =>
     events: new EventRecorder(kc, 'node-1', log),
     activity: { lastActivity: () => undefined },
     listenCheck,
+    ...(options.backendCheck ? { backendCheck: options.backendCheck } : {}),
     isLeader: () => true,
     log,
     tickMs: 50,
@@ -117,17 +130,19 @@ async function run(namespace: string, wakeTimeout: string, reply: (n: number) =>
   await controller.start();
 
   const key = `${namespace}/web`;
+  const flowFamily = options.flowFamily ?? 4;
+  const destination = created[0]!.spec!.clusterIPs!.find((address) => address.includes(':') === (flowFamily === 6))!;
+  datapath.heldFlow.set(key, { protocol: 'tcp', source: flowFamily === 6 ? 'fd5a:18::100' : '198.18.0.100', sourcePort: 40000, destination, destinationPort: 80 });
   await waitFor('the gate closed', () => (datapath.gateClosed.get(key) === true ? true : undefined));
   datapath.held.set(key, 1);
   datapath.wake(key);
   await waitFor('the scale-up', () => (controller.phaseOf(key)?.phase === 'Waking' ? true : undefined));
-  const readyMs = performance.now();
-  await createReadySlices(namespace);
 
   return {
     probes,
     datapath,
-    readyMs,
+    readiness,
+    readyMs: performance.now(),
     stop: async () => {
       await controller.stop();
       await readiness.stop();
@@ -135,17 +150,25 @@ async function run(namespace: string, wakeTimeout: string, reply: (n: number) =>
   };
 }
 
+const released = (agent: { datapath: FakeDatapath }) => (agent.datapath.releases.length > 0 ? true : undefined);
+
+async function backendNotListening(namespace: string): Promise<CoreV1Event> {
+  return waitFor('the BackendNotListening Event', async () =>
+    (await kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace })).items.find((e) => e.reason === 'BackendNotListening' && e.involvedObject.kind === 'ScaleToZero'),
+  );
+}
+
 test('release waits for a listener', async () => {
-  const agent = await run('listens', '2m', (n) => (n < 5 ? 'ECONNREFUSED' : null));
+  const agent = await run('listens', { wakeTimeout: '2m', reply: (n) => (n < 5 ? 'ECONNREFUSED' : null) });
   try {
-    await waitFor('the release', () => (agent.datapath.releases.length > 0 ? true : undefined));
+    await createReadySlice('listens', 'web', 'IPv4', ['198.18.7.1']);
+    await createReadySlice('listens', 'web', 'IPv6', ['fd5a:18::7:1']);
+    await waitFor('the release', () => released(agent));
 
     // Only the HTTP target port, and only the IPv4 endpoint: the held flow
     // is IPv4, to port 80.
     assert.deepEqual(new Set(agent.probes.map((p) => `${p.address}:${p.port}`)), new Set(['198.18.7.1:8080']));
     assert.equal(agent.probes.length, 6, 'five refusals, then the accepted probe');
-    // The release came after the accepted probe, and the refusals were
-    // about 10 ms apart.
     const accepted = agent.probes[5]!.atMs;
     assert.ok(accepted - agent.probes[0]!.atMs >= 40, `five retries took ${(accepted - agent.probes[0]!.atMs).toFixed(1)} ms, want about 50`);
     assert.deepEqual(agent.datapath.earlyReleases, [], 'nothing re-injected early, before the endpoint listened');
@@ -157,29 +180,86 @@ test('release waits for a listener', async () => {
 test('refusing endpoint released at wakeTimeout', async () => {
   // Long enough that the wake does not time out before the slices exist
   // on a busy machine, which would drop the held flow and probe nothing.
-  const agent = await run('refuses', '3s', () => 'ECONNREFUSED');
+  const agent = await run('refuses', { wakeTimeout: '3s', reply: () => 'ECONNREFUSED' });
   try {
-    await waitFor('the release', () => (agent.datapath.releases.length > 0 ? true : undefined), 8000);
+    await createReadySlice('refuses', 'web', 'IPv4', ['198.18.7.1']);
+    await waitFor('the release', () => released(agent), 8000);
 
     assert.ok(agent.probes.length > 10, `${agent.probes.length} probes`);
     const lastProbe = agent.probes.at(-1)!.atMs;
     assert.ok(lastProbe - agent.readyMs < 3000, 'no probe after the wake timeout');
-    const event = await waitFor('the BackendNotListening Event', async () =>
-      (await kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'refuses' })).items.find((e) => e.reason === 'BackendNotListening' && e.involvedObject.kind === 'ScaleToZero'),
-    );
+    const event = await backendNotListening('refuses');
     assert.equal(event.type, 'Warning');
-    assert.match(event.message ?? '', /^198\.18\.7\.1:8080 refused connections for \d+s after turning Ready.*readiness probe/);
+    assert.match(event.message ?? '', /^198\.18\.7\.1:8080 refused connections for [\d.]+m?s after turning Ready.*readiness probe/);
   } finally {
     await agent.stop();
   }
 });
 
 test('unanswered probe releases at once', async () => {
-  const agent = await run('silent', '2m', () => 'ETIMEDOUT');
+  const agent = await run('silent', { wakeTimeout: '2m', reply: () => 'ETIMEDOUT' });
   try {
-    await waitFor('the release', () => (agent.datapath.releases.length > 0 ? true : undefined));
+    await createReadySlice('silent', 'web', 'IPv4', ['198.18.7.1']);
+    await waitFor('the release', () => released(agent));
 
     assert.equal(agent.probes.length, 1, 'one probe, which cannot tell');
+  } finally {
+    await agent.stop();
+  }
+});
+
+test('flow probes only its own Service', async () => {
+  // Two Services of the workload share port 80. The held flow went to
+  // web, whose pods listen; web-debug's target port never does.
+  const services = [webService(), webService('web-debug', 'debug')];
+  const agent = await run('shared-port', { wakeTimeout: '2m', services, reply: (_n, _address, port) => (port === 8080 ? null : 'ECONNREFUSED') });
+  try {
+    await createReadySlice('shared-port', 'web', 'IPv4', ['198.18.7.1']);
+    await createReadySlice('shared-port', 'web-debug', 'IPv4', ['198.18.7.1'], [{ name: 'debug', port: 5005, protocol: 'TCP' }]);
+    await waitFor('the release', () => released(agent));
+
+    assert.deepEqual(new Set(agent.probes.map((p) => `${p.address}:${p.port}`)), new Set(['198.18.7.1:8080']));
+  } finally {
+    await agent.stop();
+  }
+});
+
+test('endpoints Ready during the wait are probed', async () => {
+  // The held flow is IPv6, and the IPv4 slice turns Ready first. The
+  // backend check passes only once the IPv6 slice exists, as kube-proxy's
+  // rule for the IPv6 ClusterIP would.
+  let programmed: (value: boolean) => void = () => undefined;
+  const backendCheck: BackendCheck = { waitProgrammed: () => new Promise((resolve) => (programmed = resolve)) };
+  const agent = await run('late-v6', { wakeTimeout: '2m', flowFamily: 6, backendCheck, reply: () => null });
+  try {
+    await createReadySlice('late-v6', 'web', 'IPv4', ['198.18.7.1']);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(released(agent), undefined, 'released before the backend check passed');
+    assert.equal(agent.probes.length, 0, 'no IPv4 endpoint probed for an IPv6 flow');
+
+    await createReadySlice('late-v6', 'web', 'IPv6', ['fd5a:18::7:1']);
+    await waitFor('the IPv6 slice at the agent', () => (agent.readiness.readyBackends('late-v6/web').length === 2 ? true : undefined));
+    programmed(true);
+    await waitFor('the release', () => released(agent));
+
+    assert.deepEqual(agent.probes.map((p) => `${p.address}:${p.port}`), ['fd5a:18::7:1:8080']);
+  } finally {
+    await agent.stop();
+  }
+});
+
+test('one listener cuts the wait short', async () => {
+  // Of two endpoints, one listens and one keeps refusing. The flows go
+  // out about 1 s after the first listens, not at wakeTimeout.
+  const agent = await run('one-slow', { wakeTimeout: '2m', reply: (_n, address) => (address === '198.18.7.1' ? null : 'ECONNREFUSED') });
+  try {
+    await createReadySlice('one-slow', 'web', 'IPv4', ['198.18.7.1', '198.18.7.2']);
+    const readyMs = performance.now();
+    await waitFor('the release', () => released(agent), 5000);
+
+    assert.ok(performance.now() - readyMs < 3000, `released ${(performance.now() - readyMs).toFixed(0)} ms after the slice`);
+    const event = await backendNotListening('one-slow');
+    assert.match(event.message ?? '', /^198\.18\.7\.2:8080 refused connections/);
   } finally {
     await agent.stop();
   }

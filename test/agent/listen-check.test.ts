@@ -17,6 +17,7 @@ import { NODE_V4, NODE_V6, type Topology } from '../lib/topology.js';
 const log = pino({ level: process.env.ZH_TEST_LOG ?? 'silent' });
 
 const LATE_PORT = 8081;
+const SHARED_PORT = 8085;
 
 let topology: Topology;
 let check: ListenCheck;
@@ -94,3 +95,44 @@ test('probe failing to start is unknown', async () => {
 
   assert.deepEqual(outcome.unknown, [{ target: { address: NODE_V4, port: LISTENING_PORT }, error: 'ENOENT' }]);
 });
+
+test('one listener shortens the others\' wait', async () => {
+  // Two endpoints on the same port: one listens, the other refuses.
+  const second = '198.18.1.3';
+  await topology.network.exec(topology.node, 'ip', ['addr', 'add', `${second}/24`, 'dev', 'n0']);
+  await startHttpServer(topology.network, topology.node, NODE_V4, SHARED_PORT, 'one');
+  const graced = new ListenCheck({ probe: connectProbe, log, netns: netnsPath(topology.client), graceMs: 300 });
+  const startedMs = performance.now();
+
+  const outcome = await graced.wait([{ address: NODE_V4, port: SHARED_PORT }, { address: second, port: SHARED_PORT }], 5000);
+
+  const elapsedMs = performance.now() - startedMs;
+  assert.deepEqual(outcome.listening, [{ address: NODE_V4, port: SHARED_PORT }]);
+  assert.deepEqual(outcome.refusing, [{ address: second, port: SHARED_PORT }]);
+  assert.ok(elapsedMs >= 280, `ended after ${elapsedMs.toFixed(0)} ms, before the 300 ms grace`);
+  assert.ok(elapsedMs < 1000, `ended after ${elapsedMs.toFixed(0)} ms, want about 300`);
+});
+
+test('attempts share one rate limit', async () => {
+  // 200 endpoints that all refuse: each is tried at least once, and all
+  // together no more than the burst plus 1,000 a second.
+  let attempts = 0;
+  const counting = new ListenCheck({
+    probe: (...args) => {
+      attempts++;
+      return connectProbe(...args);
+    },
+    log,
+    netns: netnsPath(topology.client),
+  });
+  const targets = Array.from({ length: 200 }, (_, i) => ({ address: NODE_V4, port: 20000 + i }));
+  const startedMs = performance.now();
+
+  const outcome = await counting.wait(targets, 500);
+
+  const elapsedMs = performance.now() - startedMs;
+  assert.equal(outcome.refusing.length, 200);
+  assert.ok(attempts >= 200, `${attempts} attempts`);
+  assert.ok(attempts <= 64 + elapsedMs + 50, `${attempts} attempts in ${elapsedMs.toFixed(0)} ms, want at most 64 plus 1 per ms`);
+});
+

@@ -3,6 +3,7 @@
 
 import type { Frontend } from '../../../src/datapath/frontends.js';
 import type { HeldFlow } from '../../../src/datapath/held-frames.js';
+import type { Flow } from '../../../src/datapath/records.js';
 import type { DatapathPort, HeldFlowLimits, ReleaseOutcome, WakeSignal, WorkloadKey } from '../../../src/agent/ports.js';
 
 const PLACEHOLDER_FLOW = { protocol: 'tcp' as const, source: '198.18.0.1', sourcePort: 40000, destination: '198.19.0.10', destinationPort: 80 };
@@ -18,6 +19,9 @@ export class FakeDatapath implements DatapathPort {
   readonly held = new Map<WorkloadKey, number>();
   // Workloads whose release fails to re-inject every held flow.
   readonly failing = new Set<WorkloadKey>();
+  // The flow of a workload's held flows, where a test needs another than
+  // the placeholder.
+  readonly heldFlow = new Map<WorkloadKey, Flow>();
   private readonly listeners: ((signal: WakeSignal) => void)[] = [];
 
   setFrontends(workload: WorkloadKey, frontends: Frontend[], gateClosed: boolean): void {
@@ -65,7 +69,8 @@ export class FakeDatapath implements DatapathPort {
   // Placeholder flows: the controller counts them and reads their flow.
   heldFlows(workload?: WorkloadKey): HeldFlow[] {
     const count = workload === undefined ? [...this.held.values()].reduce((a, b) => a + b, 0) : (this.held.get(workload) ?? 0);
-    return Array.from({ length: count }, () => ({ frames: 1, firstTimestampNs: 0n, record: { flow: PLACEHOLDER_FLOW } }) as HeldFlow);
+    const flow = (workload === undefined ? undefined : this.heldFlow.get(workload)) ?? PLACEHOLDER_FLOW;
+    return Array.from({ length: count }, () => ({ frames: 1, firstTimestampNs: 0n, record: { flow } }) as HeldFlow);
   }
 
   onWake(listener: (signal: WakeSignal) => void): void {
