@@ -3,13 +3,15 @@
 // and then runs that mode's check:
 //
 //   nftables  the service-ips map of its table `kube-proxy`, ip or ip6
-//   iptables  its KUBE-SERVICES chain in the nat table, on the nf_tables
-//             or the legacy backend
 //   ipvs      its kube-ipvs0 device. IPVS mode has no check, so releases
 //             wait for the Ready endpoint alone, as with 'none'.
+//   iptables  its KUBE-SERVICES chain in the nat table, on the nf_tables
+//             or the legacy backend
 //
-// nftables is looked for first, because kube-proxy in nftables mode may
-// leave the chains of an earlier iptables mode behind. Until a mode is
+// They are looked for in this order. kube-proxy in nftables mode may leave
+// the chains of an earlier iptables mode behind, and IPVS mode writes a
+// KUBE-SERVICES chain of its own (for its ipset matches), without the
+// per-Service chains that the iptables check reads. Until a mode is
 // found, as on a node that boots or whose Services go through something
 // other than kube-proxy, releases wait for the Ready endpoint alone, and
 // the search repeats every searchIntervalMs.
@@ -58,18 +60,18 @@ export async function detectKubeProxyMode(options: { netns?: string; log: Logger
     if ((await listNftSet(options.netns, family, KUBE_PROXY_TABLE, 'map', SERVICE_IPS)) !== null) return 'nftables';
   }
 
-  const iptables = new KubeProxyIptables({ ...(options.netns === undefined ? {} : { netns: options.netns }), log: options.log });
-  try {
-    if (await iptables.hasKubeProxyRules()) return 'iptables';
-  } finally {
-    await iptables.stop();
-  }
-
   try {
     await loadNative().ifNameToIndex(IPVS_DEVICE, options.netns);
     return 'ipvs';
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENODEV') throw err;
+  }
+
+  const iptables = new KubeProxyIptables({ ...(options.netns === undefined ? {} : { netns: options.netns }), log: options.log });
+  try {
+    if (await iptables.hasKubeProxyRules()) return 'iptables';
+  } finally {
+    await iptables.stop();
   }
   return undefined;
 }

@@ -79,8 +79,10 @@ test('iptables chain on either backend', async () => {
 });
 
 test('IPVS device means IPVS mode', async () => {
+  // IPVS mode writes a KUBE-SERVICES chain too, for its ipset matches.
   const ns = await network.addNamespace('auto-ipvs');
   await addIpvsDevice(ns);
+  await network.exec(ns, 'iptables-nft', ['-t', 'nat', '-N', 'KUBE-SERVICES']);
 
   assert.equal(await detectKubeProxyMode({ netns: netnsPath(ns), log }), 'ipvs');
 });
