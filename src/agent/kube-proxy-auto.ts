@@ -3,18 +3,21 @@
 // and then runs that mode's check:
 //
 //   nftables  the service-ips map of its table `kube-proxy`, ip or ip6
-//   ipvs      its kube-ipvs0 device. IPVS mode has no check, so releases
-//             wait for the Ready endpoint alone, as with 'none'.
 //   iptables  its KUBE-SERVICES chain in the nat table, on the nf_tables
-//             or the legacy backend
+//             or the legacy backend, with jumps to per-Service chains
+//   ipvs      the same chain with matches on its KUBE-CLUSTER-IP ipset
+//             instead, or else its kube-ipvs0 device. IPVS mode has no
+//             check, so releases wait for the Ready endpoint alone.
 //
-// They are looked for in this order. kube-proxy in nftables mode may leave
-// the chains of an earlier iptables mode behind, and IPVS mode writes a
-// KUBE-SERVICES chain of its own (for its ipset matches), without the
-// per-Service chains that the iptables check reads. Until a mode is
-// found, as on a node that boots or whose Services go through something
-// other than kube-proxy, releases wait for the Ready endpoint alone, and
-// the search repeats every searchIntervalMs.
+// nftables is looked for first, because kube-proxy in nftables mode may
+// leave the chains of an earlier iptables mode behind. The device comes
+// last, because kube-proxy switched from IPVS to iptables mode leaves it.
+// Until a mode is found, as on a node that boots or whose Services go
+// through something other than kube-proxy, releases wait for the Ready
+// endpoint alone, and the search repeats, every 10 s at first and then
+// less often, up to every 5 min.
+// NOTE: the mode found is kept until the agent restarts, so a node whose
+// kube-proxy changes mode needs a restart of its agent too.
 
 import type { Logger } from 'pino';
 
@@ -32,6 +35,10 @@ export type KubeProxyMode = 'nftables' | 'iptables' | 'ipvs';
 const IPVS_DEVICE = 'kube-ipvs0';
 
 const DEFAULT_SEARCH_INTERVAL_MS = 10_000;
+const MAX_SEARCH_INTERVAL_MS = 5 * 60_000;
+const SEARCHES_PER_INTERVAL = 6;
+// A search lists one map tersely, so a longer run means a stuck command.
+const SEARCH_COMMAND_TIMEOUT_MS = 5000;
 
 export interface KubeProxyCheckOptions {
   // Network namespace file of kube-proxy's tables, such as /run/netns/node1.
@@ -54,11 +61,17 @@ export async function startKubeProxyCheck(mode: 'nftables' | 'iptables', options
 }
 
 // Returns the mode whose tables, chains or device kube-proxy created in
-// the namespace, or undefined when none exists yet.
-export async function detectKubeProxyMode(options: { netns?: string; log: Logger }): Promise<KubeProxyMode | undefined> {
+// the namespace, or undefined when none exists yet. iptables reads the
+// chains, and keeps the messages of failures it logged between calls.
+// Rejects when nft or iptables cannot run, such as without CAP_NET_RAW.
+export async function detectKubeProxyMode(options: { netns?: string; iptables: KubeProxyIptables }): Promise<KubeProxyMode | undefined> {
   for (const family of NFT_FAMILIES) {
-    if ((await listNftSet(options.netns, family, KUBE_PROXY_TABLE, 'map', SERVICE_IPS)) !== null) return 'nftables';
+    const map = await listNftSet(options.netns, family, KUBE_PROXY_TABLE, 'map', SERVICE_IPS, { terse: true, timeoutMs: SEARCH_COMMAND_TIMEOUT_MS });
+    if (map !== null) return 'nftables';
   }
+
+  const rules = await options.iptables.kubeProxyRulesMode();
+  if (rules !== undefined) return rules;
 
   try {
     await loadNative().ifNameToIndex(IPVS_DEVICE, options.netns);
@@ -66,33 +79,32 @@ export async function detectKubeProxyMode(options: { netns?: string; log: Logger
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENODEV') throw err;
   }
-
-  const iptables = new KubeProxyIptables({ ...(options.netns === undefined ? {} : { netns: options.netns }), log: options.log });
-  try {
-    if (await iptables.hasKubeProxyRules()) return 'iptables';
-  } finally {
-    await iptables.stop();
-  }
   return undefined;
 }
 
 export interface KubeProxyAutoOptions extends KubeProxyCheckOptions {
-  // Time between two searches while no mode was found. Defaults to 10 s.
+  // Time between the first searches while no mode was found, doubling
+  // after every SEARCHES_PER_INTERVAL searches up to MAX_SEARCH_INTERVAL_MS.
+  // Defaults to 10 s.
   searchIntervalMs?: number;
 }
 
 export class KubeProxyAuto implements BackendCheck {
   private readonly log: Logger;
+  // Reads kube-proxy's chains for the searches; it is not a check.
+  private readonly iptables: KubeProxyIptables;
   private inner: RunningCheck | undefined;
   private found: KubeProxyMode | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private searching = false;
+  private searches = 0;
+  private search: Promise<void> | undefined;
   private stopped = false;
   // The message of the last failed search that was logged.
   private loggedError: string | undefined;
 
   constructor(private readonly options: KubeProxyAutoOptions) {
     this.log = options.log;
+    this.iptables = new KubeProxyIptables({ ...(options.netns === undefined ? {} : { netns: options.netns }), log: options.log });
   }
 
   // The mode found so far.
@@ -101,14 +113,14 @@ export class KubeProxyAuto implements BackendCheck {
   }
 
   // Searches once, and keeps searching in the background until a mode is
-  // found. Rejects only when the found mode's check fails to start.
+  // found. A failed search is logged and retried. Rejects only when the
+  // found mode's check fails to start.
   async start(): Promise<void> {
-    await this.search();
+    await this.searchOnce();
     if (this.found !== undefined || this.stopped) return;
 
-    this.log.info({ searchIntervalMs: this.options.searchIntervalMs ?? DEFAULT_SEARCH_INTERVAL_MS }, "found no kube-proxy tables, chains or IPVS device; releasing on Ready endpoints alone until they appear");
-    this.timer = setInterval(() => void this.searchInBackground(), this.options.searchIntervalMs ?? DEFAULT_SEARCH_INTERVAL_MS);
-    this.timer.unref();
+    this.log.info('found no kube-proxy tables, chains or IPVS device, so releases wait for Ready endpoints alone until they appear');
+    this.scheduleSearch();
   }
 
   waitProgrammed(frontends: Frontend[], timeoutMs: number, onProgrammed?: (frontends: Frontend[]) => void): Promise<boolean> {
@@ -118,45 +130,59 @@ export class KubeProxyAuto implements BackendCheck {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.timer);
+    clearTimeout(this.timer);
+    await this.iptables.stop();
+    await this.search?.catch(() => undefined);
     await this.inner?.stop();
   }
 
-  private async searchInBackground(): Promise<void> {
-    try {
-      await this.search();
-    } catch (err) {
-      const error = err as Error;
-      if (error.message === this.loggedError) return;
-      this.loggedError = error.message;
-      this.log.warn({ err: error }, 'looking for the mode that kube-proxy runs in failed, trying again');
-    }
+  private scheduleSearch(): void {
+    const first = this.options.searchIntervalMs ?? DEFAULT_SEARCH_INTERVAL_MS;
+    const delayMs = Math.min(first * 2 ** Math.floor(this.searches / SEARCHES_PER_INTERVAL), Math.max(first, MAX_SEARCH_INTERVAL_MS));
+    this.timer = setTimeout(() => {
+      this.searchOnce().then(
+        () => {
+          if (this.found === undefined && !this.stopped) this.scheduleSearch();
+        },
+        (err: Error) => {
+          // The found mode's check failed to start: search again later.
+          this.log.error({ err }, "starting the check of kube-proxy's mode failed, searching again");
+          if (!this.stopped) this.scheduleSearch();
+        },
+      );
+    }, delayMs);
+    this.timer.unref();
   }
 
-  // Runs one search, unless one runs already, and starts the check of the
-  // mode it finds.
-  private async search(): Promise<void> {
-    if (this.searching || this.found !== undefined) return;
-    this.searching = true;
-    try {
-      const mode = await detectKubeProxyMode(this.options);
-      if (mode === undefined || this.stopped) return;
+  // Runs one search and starts the check of the mode it finds. A search
+  // that fails is logged, once per message.
+  private async searchOnce(): Promise<void> {
+    this.searches++;
+    let mode: KubeProxyMode | undefined;
+    this.search = detectKubeProxyMode({ ...(this.options.netns === undefined ? {} : { netns: this.options.netns }), iptables: this.iptables }).then(
+      (found) => {
+        mode = found;
+      },
+      (err: Error) => {
+        if (err.message === this.loggedError || this.stopped) return;
+        this.loggedError = err.message;
+        this.log.warn({ err }, 'looking for the mode that kube-proxy runs in failed, trying again later');
+      },
+    );
+    await this.search;
+    if (mode === undefined || this.stopped) return;
 
-      if (mode === 'ipvs') {
-        this.log.warn({ device: IPVS_DEVICE }, 'kube-proxy runs in IPVS mode, which has no release check; releasing on Ready endpoints alone, so a SYN re-injected before its sync meets an ICMP port unreachable');
-      } else {
-        const check = await startKubeProxyCheck(mode, this.options);
-        if (this.stopped) {
-          await check.stop();
-          return;
-        }
-        this.inner = check;
-        this.log.info({ mode }, "found kube-proxy's mode, releases now wait for its rules");
+    if (mode === 'ipvs') {
+      this.log.warn({ device: IPVS_DEVICE }, 'kube-proxy runs in IPVS mode, which has no release check, so releases wait for Ready endpoints alone and a SYN re-injected before its sync meets an ICMP port unreachable');
+    } else {
+      const check = await startKubeProxyCheck(mode, this.options);
+      if (this.stopped) {
+        await check.stop();
+        return;
       }
-      this.found = mode;
-      clearInterval(this.timer);
-    } finally {
-      this.searching = false;
+      this.inner = check;
+      this.log.info({ mode }, "found kube-proxy's mode, releases now wait for its rules");
     }
+    this.found = mode;
   }
 }

@@ -98,19 +98,30 @@ export class KubeProxyIptables implements BackendCheck {
     this.log.info({ backend, ...rules.sizes() }, "reading kube-proxy's iptables rules before each release");
   }
 
-  // Returns whether kube-proxy's KUBE-SERVICES chain exists in either family on
-  // either backend, for release.kubeProxy: auto. A family whose listing
-  // fails, such as ip6tables without IPv6, counts as without the chain.
-  async hasKubeProxyRules(): Promise<boolean> {
+  // Returns the kube-proxy mode whose rules kube-proxy's KUBE-SERVICES
+  // chain in the nat table holds, in either family on either backend, for
+  // release.kubeProxy: auto. IPVS mode writes that chain too, with matches
+  // on its KUBE-CLUSTER-IP ipset instead of jumps to per-Service chains.
+  // Returns undefined while the chain is missing or has neither, as
+  // before kube-proxy's first sync. A family whose listing fails, such as
+  // ip6tables without IPv6, counts as without the chain, except for a
+  // missing CAP_NET_RAW, which rejects.
+  async kubeProxyRulesMode(): Promise<'iptables' | 'ipvs' | undefined> {
+    let ipvs = false;
     for (const family of ['ipv4', 'ipv6'] as const) {
+      let services: string | null = null;
       try {
         const backend = await this.findKubeProxyBackend(family);
-        if (backend !== undefined) return true;
+        if (backend !== undefined) services = await this.listChain(family, backend, 'nat', 'KUBE-SERVICES');
       } catch (err) {
+        if (/CAP_NET_RAW/.test((err as Error).message)) throw err;
         this.logSearchError(err as Error, "looking for kube-proxy's iptables rules failed, so this family counts as without them");
       }
+      const mode = services === null ? undefined : servicesChainMode(services);
+      if (mode === 'iptables') return mode;
+      if (mode === 'ipvs') ipvs = true;
     }
-    return false;
+    return ipvs ? 'ipvs' : undefined;
   }
 
   waitProgrammed(frontends: Frontend[], timeoutMs: number, onProgrammed?: (frontends: Frontend[]) => void): Promise<boolean> {
@@ -182,6 +193,7 @@ export class KubeProxyIptables implements BackendCheck {
       backend = await this.findKubeProxyBackend(family);
       if (backend === undefined) return IptablesFrontends.parse('', '');
       this.backends.set(family, backend);
+      this.log.info({ family, backend }, "found kube-proxy's iptables rules, and no kubelet chains name a backend");
     }
 
     // A legacy table that does not exist has no rules, and listing it
@@ -230,14 +242,8 @@ export class KubeProxyIptables implements BackendCheck {
   // Returns the first backend, nf_tables before legacy, that has
   // kube-proxy's KUBE-SERVICES chain in this family.
   private async findKubeProxyBackend(family: Family): Promise<IptablesBackend | undefined> {
-    if ((await this.listChain(family, 'nft', 'nat', 'KUBE-SERVICES')) !== null) {
-      this.log.info({ family, backend: 'nft' }, "found kube-proxy's iptables rules, and no kubelet chains name a backend");
-      return 'nft';
-    }
-    if ((await this.legacyTables(family)).has('nat') && (await this.listChain(family, 'legacy', 'nat', 'KUBE-SERVICES')) !== null) {
-      this.log.info({ family, backend: 'legacy' }, "found kube-proxy's iptables rules, and no kubelet chains name a backend");
-      return 'legacy';
-    }
+    if ((await this.listChain(family, 'nft', 'nat', 'KUBE-SERVICES')) !== null) return 'nft';
+    if ((await this.legacyTables(family)).has('nat') && (await this.listChain(family, 'legacy', 'nat', 'KUBE-SERVICES')) !== null) return 'legacy';
     return undefined;
   }
 
@@ -295,6 +301,17 @@ export class KubeProxyIptables implements BackendCheck {
       throw new Error(`${command} ${args.join(' ')} failed: ${e.stderr?.trim() || e.message}${hint}`);
     }
   }
+}
+
+// Returns the kube-proxy mode that wrote a KUBE-SERVICES chain of the nat
+// table, from its `iptables -S` listing: iptables mode jumps to
+// per-Service chains (KUBE-SVC-*, KUBE-EXT-*) and to KUBE-NODEPORTS, and
+// IPVS mode matches its KUBE-CLUSTER-IP ipset and jumps to KUBE-NODE-PORT.
+// Returns undefined for a chain with neither, as before the first sync.
+export function servicesChainMode(listing: string): 'iptables' | 'ipvs' | undefined {
+  if (/ -j (KUBE-SVC-|KUBE-EXT-|KUBE-NODEPORTS\b)/.test(listing)) return 'iptables';
+  if (/--match-set KUBE-CLUSTER-IP /.test(listing)) return 'ipvs';
+  return undefined;
 }
 
 function familyOf(frontend: Frontend): Family {

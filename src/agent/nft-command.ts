@@ -19,18 +19,23 @@ export function nftCommand(netns: string | undefined, args: string[]): [string, 
 }
 
 // Lists one set or map with `nft -j list`. Returns the "set" or "map"
-// object that nft prints, with its elements, or null when the table or the
-// object does not exist.
-export async function listNftSet(netns: string | undefined, family: string, table: string, kind: 'set' | 'map', name: string, timeoutMs = 30_000): Promise<Record<string, unknown> | null> {
-  const [program, args] = nftCommand(netns, ['-j', 'list', kind, family, table, name]);
+// object that nft prints, with its elements unless terse is set, or null
+// when the table or the object does not exist. Rejects when nft cannot
+// run, such as when it is not installed.
+export async function listNftSet(netns: string | undefined, family: string, table: string, kind: 'set' | 'map', name: string, options: { timeoutMs?: number; terse?: boolean } = {}): Promise<Record<string, unknown> | null> {
+  const [program, args] = nftCommand(netns, [...(options.terse ? ['-t'] : []), '-j', 'list', kind, family, table, name]);
 
   let stdout: string;
   try {
-    ({ stdout } = await execFileAsync(program, args, { timeout: timeoutMs, maxBuffer: MAX_OUTPUT_BYTES }));
+    ({ stdout } = await execFileAsync(program, args, { timeout: options.timeoutMs ?? 30_000, maxBuffer: MAX_OUTPUT_BYTES }));
   } catch (err) {
-    const e = err as Error & { stderr?: string };
-    // nft 1.0.6 reports a missing table, set or map as ENOENT.
-    if (e.stderr?.includes('No such file or directory')) return null;
+    const e = err as NodeJS.ErrnoException & { stderr?: string };
+    // nft 1.0.6 reports a missing table, set or map as ENOENT. nsenter
+    // reports a missing nft or namespace file the same way, in a line of
+    // its own ("nsenter: failed to execute nft: No such file or
+    // directory"), and without nsenter a missing nft fails to spawn.
+    const notRun = e.code === 'ENOENT' || /^nsenter: /m.test(e.stderr ?? '');
+    if (!notRun && e.stderr?.includes('No such file or directory')) return null;
     throw new Error(`nft list ${kind} ${family} ${table} ${name} failed: ${e.stderr?.trim() || e.message}`);
   }
 

@@ -9,7 +9,8 @@ import { after, test, type TestContext } from 'node:test';
 
 import { pino } from 'pino';
 
-import { detectKubeProxyMode, KubeProxyAuto } from '../../src/agent/kube-proxy-auto.js';
+import { detectKubeProxyMode, KubeProxyAuto, type KubeProxyMode } from '../../src/agent/kube-proxy-auto.js';
+import { KubeProxyIptables, servicesChainMode } from '../../src/agent/kube-proxy-iptables-check.js';
 import type { Frontend } from '../../src/datapath/frontends.js';
 import { netnsPath, TestNetwork, waitFor } from '../lib/netns.js';
 import { runNft } from '../lib/topology.js';
@@ -45,6 +46,19 @@ async function addIpvsDevice(ns: string): Promise<void> {
   await network.exec(ns, 'ip', ['link', 'add', 'kube-ipvs0', 'type', 'veth', 'peer', 'name', 'ipvs-peer']);
 }
 
+function detect(ns: string): Promise<KubeProxyMode | undefined> {
+  return detectKubeProxyMode({ netns: netnsPath(ns), iptables: new KubeProxyIptables({ netns: netnsPath(ns), log }) });
+}
+
+// Writes a KUBE-SERVICES chain as kube-proxy in iptables mode does: a jump
+// to a per-Service chain.
+async function addIptablesModeChains(ns: string, command: string): Promise<void> {
+  const clusterIP = command.startsWith('ip6tables') ? 'fd5a:19::1:10/128' : '198.19.1.10/32';
+  await network.exec(ns, command, ['-t', 'nat', '-N', 'KUBE-SVC-TESTWEB']);
+  await network.exec(ns, command, ['-t', 'nat', '-N', 'KUBE-SERVICES']);
+  await network.exec(ns, command, ['-t', 'nat', '-A', 'KUBE-SERVICES', '-d', clusterIP, '-p', 'tcp', '--dport', '80', '-j', 'KUBE-SVC-TESTWEB']);
+}
+
 async function startAuto(t: TestContext, ns: string): Promise<KubeProxyAuto> {
   const auto = new KubeProxyAuto({ netns: netnsPath(ns), nodeAddresses: [], log, searchIntervalMs: 50 });
   await auto.start();
@@ -55,36 +69,94 @@ async function startAuto(t: TestContext, ns: string): Promise<KubeProxyAuto> {
 test('empty node has no mode', async () => {
   const ns = await network.addNamespace('auto-none');
 
-  assert.equal(await detectKubeProxyMode({ netns: netnsPath(ns), log }), undefined);
+  assert.equal(await detect(ns), undefined);
 });
 
 test('nftables table wins over iptables chains', async () => {
   // kube-proxy switched from iptables to nftables mode and left its old
   // chains behind.
   const ns = await network.addNamespace('auto-nft');
-  await network.exec(ns, 'iptables-nft', ['-t', 'nat', '-N', 'KUBE-SERVICES']);
+  await addIptablesModeChains(ns, 'iptables-nft');
   await programTables(ns, [WEB]);
 
-  assert.equal(await detectKubeProxyMode({ netns: netnsPath(ns), log }), 'nftables');
+  assert.equal(await detect(ns), 'nftables');
 });
 
-test('iptables chain on either backend', async () => {
+test('iptables chains on either backend', async () => {
   const nft = await network.addNamespace('auto-ipt');
-  await network.exec(nft, 'iptables-nft', ['-t', 'nat', '-N', 'KUBE-SERVICES']);
+  await addIptablesModeChains(nft, 'iptables-nft');
   const legacy = await network.addNamespace('auto-ipt-legacy');
-  await network.exec(legacy, 'ip6tables-legacy', ['-t', 'nat', '-N', 'KUBE-SERVICES']);
+  await addIptablesModeChains(legacy, 'ip6tables-legacy');
 
-  assert.equal(await detectKubeProxyMode({ netns: netnsPath(nft), log }), 'iptables');
-  assert.equal(await detectKubeProxyMode({ netns: netnsPath(legacy), log }), 'iptables');
+  assert.equal(await detect(nft), 'iptables');
+  assert.equal(await detect(legacy), 'iptables');
+});
+
+test('empty KUBE-SERVICES chain is no mode yet', async () => {
+  // kube-proxy created its chains and has not synced yet.
+  const ns = await network.addNamespace('auto-ipt-empty');
+  await network.exec(ns, 'iptables-nft', ['-t', 'nat', '-N', 'KUBE-SERVICES']);
+
+  assert.equal(await detect(ns), undefined);
 });
 
 test('IPVS device means IPVS mode', async () => {
-  // IPVS mode writes a KUBE-SERVICES chain too, for its ipset matches.
+  // IPVS mode writes a KUBE-SERVICES chain too, without per-Service
+  // chains. Its ipset match needs the ip_set module, so only its
+  // NodePort jump is written here.
   const ns = await network.addNamespace('auto-ipvs');
   await addIpvsDevice(ns);
+  await network.exec(ns, 'iptables-nft', ['-t', 'nat', '-N', 'KUBE-NODE-PORT']);
   await network.exec(ns, 'iptables-nft', ['-t', 'nat', '-N', 'KUBE-SERVICES']);
+  await network.exec(ns, 'iptables-nft', ['-t', 'nat', '-A', 'KUBE-SERVICES', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'KUBE-NODE-PORT']);
 
-  assert.equal(await detectKubeProxyMode({ netns: netnsPath(ns), log }), 'ipvs');
+  assert.equal(await detect(ns), 'ipvs');
+});
+
+test('leftover IPVS device on an iptables node', async () => {
+  // kube-proxy switched from IPVS to iptables mode keeps kube-ipvs0.
+  const ns = await network.addNamespace('auto-ipvs-left');
+  await addIpvsDevice(ns);
+  await addIptablesModeChains(ns, 'iptables-nft');
+
+  assert.equal(await detect(ns), 'iptables');
+});
+
+test('search that cannot run nft rejects', async () => {
+  // A namespace file that does not exist reads as nsenter's error, not as
+  // a node without kube-proxy's table.
+  const missing = '/run/netns/zh-no-such-netns';
+  await assert.rejects(detectKubeProxyMode({ netns: missing, iptables: new KubeProxyIptables({ netns: missing, log }) }), /nft list map ip kube-proxy service-ips failed: nsenter: cannot open \/run\/netns\/zh-no-such-netns/);
+});
+
+test('auto check outlives a failing search', async (t) => {
+  const auto = new KubeProxyAuto({ netns: '/run/netns/zh-no-such-netns', nodeAddresses: [], log, searchIntervalMs: 50 });
+  t.after(() => auto.stop());
+
+  await auto.start();
+
+  assert.equal(auto.mode, undefined);
+  assert.equal(await auto.waitProgrammed([WEB], 5000), true, 'released on the Ready endpoint alone');
+});
+
+test('KUBE-SERVICES listings by mode', () => {
+  // Lines as `iptables -t nat -S KUBE-SERVICES` prints them for each mode
+  // (kube-proxy v1.31, pkg/proxy/iptables and pkg/proxy/ipvs).
+  const iptables = [
+    '-N KUBE-SERVICES',
+    '-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m comment --comment "default/kubernetes:https cluster IP" -m tcp --dport 443 -j KUBE-SVC-NPX46M4PTMTKRN6Y',
+    '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS',
+  ].join('\n');
+  const ipvs = [
+    '-N KUBE-SERVICES',
+    '-A KUBE-SERVICES -m comment --comment "Kubernetes service cluster ip + port for masquerade purpose" -m set --match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ',
+    '-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT',
+    '-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT',
+  ].join('\n');
+
+  assert.equal(servicesChainMode(iptables), 'iptables');
+  assert.equal(servicesChainMode(ipvs), 'ipvs');
+  assert.equal(servicesChainMode('-N KUBE-SERVICES\n'), undefined);
 });
 
 test('auto check waits once kube-proxy appears', async (t) => {
