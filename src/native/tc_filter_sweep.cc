@@ -99,17 +99,21 @@ int QueryFilterProgram(int socket_fd, uint32_t seq, uint32_t ifindex,
 
   alignas(nlmsghdr) char reply[8192];
   const nlmsghdr* message = nullptr;
-  for (int stray = 0; message == nullptr; stray++) {
-    if (stray > kMaxStrayReplies) return -EBADMSG;
+  for (int stray = 0; message == nullptr;) {
+    if (stray >= kMaxStrayReplies) return -EBADMSG;
     // MSG_TRUNC returns the datagram's full length, so that a reply
-    // larger than the buffer is an error instead of a cut message.
+    // larger than the buffer is an error instead of a cut message. With
+    // SO_RCVTIMEO, a signal handler interrupts recv() even under
+    // SA_RESTART.
     ssize_t length = recv(socket_fd, reply, sizeof(reply), MSG_TRUNC);
+    if (length < 0 && errno == EINTR) continue;
     if (length < 0) return errno == EAGAIN ? -ETIMEDOUT : -errno;
     if (static_cast<size_t>(length) > sizeof(reply)) return -EMSGSIZE;
 
     auto* candidate = reinterpret_cast<const nlmsghdr*>(reply);
     if (!NLMSG_OK(candidate, static_cast<uint32_t>(length))) return -EBADMSG;
     if (candidate->nlmsg_seq == seq) message = candidate;
+    else stray++;
   }
   if (message->nlmsg_type == NLMSG_ERROR) {
     auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(message));

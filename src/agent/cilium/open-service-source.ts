@@ -36,12 +36,14 @@ export async function openCiliumServiceSource(options: CiliumServiceSourceOption
 
   let mapsFailure: string;
   if (pinnedFamilies(pinDir).length > 0) {
+    let maps: CiliumServiceMaps | undefined;
     try {
-      const maps = new CiliumServiceMaps({ pinDir, pollMs: options.mapsPollMs, log });
+      maps = new CiliumServiceMaps({ pinDir, pollMs: options.mapsPollMs, log });
       maps.start();
       log.info({ source: 'maps', pinDir, families: maps.families, frontends: maps.frontends().length }, 'reading Cilium services from its pinned maps');
       return maps;
     } catch (err) {
+      maps?.close();
       mapsFailure = (err as Error).message;
       log.warn({ err, pinDir }, 'cannot read Cilium service maps, falling back to the Cilium agent API');
     }

@@ -60,20 +60,30 @@ export class RestUntilPinned implements CiliumServiceSource {
     this.current.close();
   }
 
-  // Switches to the maps once they are pinned and open. A pinned set that
-  // cannot be opened, such as another Cilium version's layout, is tried
-  // again at each check, because a Cilium upgrade pins new maps.
+  // Switches to the maps once they are pinned, open, and hold every
+  // rev-NAT id that the API lists. Cilium pins its maps before it fills
+  // them, and the maps of a family pinned later would never be read, so a
+  // switch to maps that lack some of the API's ids waits for the next
+  // check. A pinned set that cannot be opened, such as another Cilium
+  // version's layout, is tried again at each check, because a Cilium
+  // upgrade pins new maps.
   private check(): void {
     if (this.timer === undefined || this.current.kind === 'maps') return;
     if (pinnedFamilies(this.options.pinDir).length === 0) return;
 
-    let maps: CiliumServiceMaps;
+    let maps: CiliumServiceMaps | undefined;
     try {
       maps = new CiliumServiceMaps({ pinDir: this.options.pinDir, pollMs: this.options.mapsPollMs, log: this.options.log });
       maps.start();
     } catch (err) {
-      if (!this.openFailed) this.options.log.warn({ err, pinDir: this.options.pinDir }, 'Cilium pinned its service maps, but they cannot be read; staying on the Cilium agent API');
+      maps?.close();
+      if (!this.openFailed) this.options.log.warn({ err, pinDir: this.options.pinDir }, 'Cilium pinned its service maps, but they cannot be read, so services still come from the Cilium agent API');
       this.openFailed = true;
+      return;
+    }
+    const inMaps = new Set(maps.frontends().map((frontend) => frontend.revNatId));
+    if (this.current.frontends().some((frontend) => !inMaps.has(frontend.revNatId))) {
+      maps.close();
       return;
     }
 
