@@ -555,7 +555,7 @@ export class Controller {
         object,
         services,
         frontends,
-        state: initialPhase(replicas, this.options.readiness.readyCount(key), this.now(), readStatus(spec.source, object).phase),
+        state: initialPhase(replicas, this.options.readiness.readyCount(key), this.now(), readStatus(spec.source, object).phase, this.options.datapath.pinnedGateClosed?.(frontends) ?? false),
         releasing: 0,
         replicas,
         observedReplicas: replicas,

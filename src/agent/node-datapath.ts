@@ -47,6 +47,13 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
     return this.ids.get(workload);
   }
 
+  pinnedGateClosed(frontends: Frontend[]): boolean {
+    return frontends.some((frontend) => {
+      const id = this.pinnedIds.get(frontendToString(frontend));
+      return id !== undefined && id <= this.datapath.services.maxServiceId && this.datapath.services.get(id).state === 'cold';
+    });
+  }
+
   setFrontends(workload: WorkloadKey, frontends: Frontend[], gateClosed: boolean): void {
     const known = this.ids.get(workload);
     const id = known ?? this.allocate(workload, frontends);

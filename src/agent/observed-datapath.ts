@@ -42,6 +42,10 @@ export class ObservedDatapath implements DatapathPort {
     this.inner.setFrontends(workload, frontends, gateClosed);
   }
 
+  pinnedGateClosed(frontends: Frontend[]): boolean {
+    return this.inner.pinnedGateClosed?.(frontends) ?? false;
+  }
+
   setHeldLimits(workload: WorkloadKey, limits: HeldFlowLimits): void {
     this.inner.setHeldLimits(workload, limits);
   }

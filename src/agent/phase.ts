@@ -67,14 +67,17 @@ export interface Transition {
 }
 
 // The phase of a workload that an agent starts to track. recordedPhase is
-// status.phase as the cluster last wrote it. An agent restarted during a
-// wake finds replicas but no Ready endpoint yet: it resumes the wake with
-// the gate closed, so retransmitted SYNs are held instead of meeting a
-// Service without a backend. A wake writes Waking only after its scale-up,
-// so a recorded Cold or ScalingDown with replicas counts as a wake too.
-export function initialPhase(replicas: number, readyEndpoints = replicas, nowMs = 0, recordedPhase?: Phase): PhaseState {
+// status.phase as the cluster last wrote it, and gateWasClosed whether the
+// gate that an earlier agent left in this node's datapath is closed. An
+// agent restarted during a wake finds replicas but no Ready endpoint yet:
+// it resumes the wake with the gate closed, so retransmitted SYNs are held
+// instead of meeting a Service without a backend. A wake writes Waking
+// only after its scale-up, so a recorded Cold or ScalingDown with replicas
+// counts as a wake too, and so does a closed gate, for a workload whose
+// first wake has written no phase yet.
+export function initialPhase(replicas: number, readyEndpoints = replicas, nowMs = 0, recordedPhase?: Phase, gateWasClosed = false): PhaseState {
   if (replicas === 0) return { phase: 'Cold', gateClosed: true, wakeStartedMs: null, warmSinceMs: null };
-  const waking = recordedPhase === 'Waking' || recordedPhase === 'Cold' || recordedPhase === 'ScalingDown';
+  const waking = recordedPhase === 'Waking' || recordedPhase === 'Cold' || recordedPhase === 'ScalingDown' || gateWasClosed;
   if (readyEndpoints === 0 && waking) return { phase: 'Waking', gateClosed: true, wakeStartedMs: nowMs, warmSinceMs: null };
   return { phase: 'Warm', gateClosed: false, wakeStartedMs: null, warmSinceMs: null };
 }

@@ -34,6 +34,10 @@ export interface DatapathPort {
   // Installs the frontends of a workload, replacing the previous set, with
   // the gate closed (hold) or open (pass).
   setFrontends(workload: WorkloadKey, frontends: Frontend[], gateClosed: boolean): void;
+  // Returns whether the gate that an earlier agent left in the datapath
+  // for any of these frontends is closed, before this agent installs
+  // them. A datapath that keeps no state across restarts returns false.
+  pinnedGateClosed?(frontends: Frontend[]): boolean;
   // Sets the bounds on the flows held for the workload, from its
   // heldFlowLimits. Call it after setFrontends.
   setHeldLimits(workload: WorkloadKey, limits: HeldFlowLimits): void;

@@ -121,6 +121,28 @@ test('node datapath keeps ids on restart', async () => {
   }
 });
 
+test('node datapath reads the gate it left pinned', async () => {
+  rmSync(pinDir, { recursive: true, force: true });
+  mkdirSync(pinDir, { recursive: true });
+  const first = await Datapath.open({ maxServices: 16, pinDir });
+  const before = new NodeDatapath(first, 0);
+  before.setFrontends('default/db', [DB], true);
+  before.setFrontends('default/web', [WEB], false);
+  await first.close();
+
+  const second = await Datapath.open({ maxServices: 16, pinDir });
+  try {
+    const after = new NodeDatapath(second, 0);
+
+    assert.equal(after.pinnedGateClosed([DB]), true);
+    assert.equal(after.pinnedGateClosed([WEB]), false);
+    assert.equal(after.pinnedGateClosed([WEB_TLS]), false, 'a frontend that was never pinned');
+  } finally {
+    await second.close();
+    rmSync(pinDir, { recursive: true, force: true });
+  }
+});
+
 test('node datapath reports warm activity', async () => {
   await withNode(async ({ node, runner }) => {
     node.setFrontends('default/db', [DB], false);

@@ -102,6 +102,8 @@ test('initial phase from replicas and readiness', () => {
   assert.equal(waking.wakeStartedMs, 5);
   assert.equal(initialPhase(1, 0, 5, 'Cold').phase, 'Waking', 'killed between the scale-up and the status write');
   assert.equal(initialPhase(1, 0, 5).phase, 'Warm', 'no status yet');
+  assert.equal(initialPhase(1, 0, 5, undefined, true).phase, 'Waking', 'first wake killed before its status write, gate left closed');
+  assert.equal(initialPhase(1, 1, 5, undefined, true).phase, 'Warm', 'gate left closed, but a Ready endpoint');
 });
 
 test('phase: wake from scale-down marks it', () => {

@@ -112,6 +112,12 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     return this.reinserter.check();
   }
 
+  // An id that another workload owns is not this one's gate.
+  pinnedGateClosed(frontends: Frontend[]): boolean {
+    const max = this.datapath.services.maxServiceId;
+    return this.ids.revNatIdsOf(frontends).some((id) => id >= 1 && id <= max && !this.owners.has(id) && this.datapath.services.get(id).state === 'cold');
+  }
+
   serviceIdsOf(workload: WorkloadKey): number[] {
     return [...(this.workloads.get(workload)?.ids ?? [])];
   }
