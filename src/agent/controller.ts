@@ -803,72 +803,9 @@ export class Controller {
         case 'close-gate':
           datapath.closeGate(key);
           return;
-        case 'release': {
-          workload.releasing++;
-          let outcome;
-          const waitStartedMs = this.now();
-          let backendReadyMs = waitStartedMs;
-          const cancelled = () => workload.state.gateClosed || this.stopped;
-          // The backends must listen before anything goes out, so flows
-          // to frontends that the load balancer programmed meanwhile wait
-          // for the end of the first round of probes.
-          const rounds = this.listenRounds(key, workload, before, cancelled);
-          let listened = false;
-          let programmedAll = false;
-          const deferred: Frontend[] = [];
-          // Flows to frontends that the load balancer programmed first go
-          // out before the rest, with the gate still closed: a dual-stack
-          // Service gets one EndpointSlice and one sync per IP family.
-          const early: Promise<{ released: number; failed: number }>[] = [];
-          const releaseEarly = (frontends: Frontend[]) => {
-            if (!datapath.releaseEarly || cancelled()) return;
-            if (!listened) deferred.push(...frontends);
-            else early.push(this.releaseEarly(key, frontends));
-          };
-          const listening = this.runListenRounds(key, rounds).finally(() => {
-            listened = true;
-            if (deferred.length > 0 && !programmedAll) releaseEarly(deferred.splice(0));
-          });
-          try {
-            await Promise.all([listening, this.waitForBackend(key, workload, releaseEarly).finally(() => (programmedAll = true))]);
-            await this.runListenRounds(key, rounds);
-            if (rounds) this.reportListening(key, workload, rounds.outcome, this.now() - waitStartedMs);
-            backendReadyMs = this.now();
-            // The workload went back to zero while the release waited: the
-            // gate stays closed, and its held flows wake it again.
-            if (!cancelled()) outcome = await datapath.release(key);
-          } finally {
-            workload.releasing--;
-          }
-          if (outcome === undefined) {
-            log.info({ workload: key, phase: workload.state.phase }, 'the gate closed again while the release waited for the backend, so the held flows stay held');
-            return;
-          }
-          this.countUnsent(key, outcome);
-          const released = (await Promise.all(early)).reduce((sum, part) => ({ released: sum.released + part.released, failed: sum.failed + part.failed }), { released: 0, failed: 0 });
-          const now = this.now();
-          const coldStartMs = before.wakeStartedMs === null ? null : now - before.wakeStartedMs;
-          metrics?.releaseOverhead.observe({ workload: key }, (now - eventMs) / 1000);
-          // backendWaitMs is the node's load balancer catching up, and
-          // releaseMs the gate opening and the re-injection.
-          log.info(
-            {
-              workload: key,
-              released: outcome.released.length + released.released,
-              releasedEarly: released.released,
-              failed: outcome.failed.length + released.failed,
-              coldStartMs,
-              backendWaitMs: backendReadyMs - waitStartedMs,
-              releaseMs: now - backendReadyMs,
-            },
-            'released held flows',
-          );
-          if (coldStartMs !== null) {
-            metrics?.coldStart.observe({ workload: key }, coldStartMs / 1000);
-            await this.patchStatus(workload, { phase: 'Warm', lastColdStartSeconds: Math.round(coldStartMs) / 1000 });
-          }
+        case 'release':
+          await this.release(key, workload, before, eventMs);
           return;
-        }
         case 'scale':
           if (action.mode === 'at-least') await this.scaleUp(key, workload, action.replicas);
           else if (this.options.isLeader()) await this.scaleToZero(key, workload, action.replicas);
@@ -982,6 +919,87 @@ export class Controller {
     if (discarded > 0) metrics?.heldDropped.inc({ workload: key, reason: 'drop-mode' }, discarded);
   }
 
+  // Opens the gate and re-injects the held flows, once the backends that
+  // they go to listen and this node's load balancer has programmed them.
+  // eventMs is when the event that caused the release was observed.
+  private async release(key: WorkloadKey, workload: Workload, before: PhaseState, eventMs: number): Promise<void> {
+    const { datapath, log, metrics } = this.options;
+    workload.releasing++;
+    let outcome;
+    const waitStartedMs = this.now();
+    let backendReadyMs = waitStartedMs;
+    const cancelled = () => workload.state.gateClosed || this.stopped;
+    // The backends must listen before anything goes out, so flows
+    // to frontends that the load balancer programmed meanwhile wait
+    // for the end of the first round of probes.
+    const rounds = this.listenRounds(key, workload, before, cancelled);
+    let listened = false;
+    let programmedAll = false;
+    const deferred: Frontend[] = [];
+    // Flows to frontends that the load balancer programmed first go
+    // out before the rest, with the gate still closed: a dual-stack
+    // Service gets one EndpointSlice and one sync per IP family.
+    const early: Promise<{ released: number; failed: number }>[] = [];
+    const releaseEarly = (frontends: Frontend[]) => {
+      if (!datapath.releaseEarly || cancelled()) return;
+      if (!listened) deferred.push(...frontends);
+      else early.push(this.releaseEarly(key, frontends));
+    };
+    // When the probes ended, if there were any.
+    let listenedMs = eventMs;
+    const listening = this.runListenRounds(key, rounds).finally(() => {
+      listened = true;
+      if (rounds && rounds.probed > 0) listenedMs = this.now();
+      if (deferred.length > 0 && !programmedAll) releaseEarly(deferred.splice(0));
+    });
+    try {
+      await Promise.all([listening, this.waitForBackend(key, workload, releaseEarly).finally(() => (programmedAll = true))]);
+      const probedBefore = rounds?.probed ?? 0;
+      await this.runListenRounds(key, rounds);
+      if (rounds && rounds.probed > probedBefore) listenedMs = this.now();
+      if (rounds && rounds.probed > 0) {
+        metrics?.listenWait.observe({ workload: key }, (listenedMs - waitStartedMs) / 1000);
+        this.reportListening(key, workload, rounds.outcome, listenedMs - waitStartedMs);
+      }
+      backendReadyMs = this.now();
+      // The workload went back to zero while the release waited: the
+      // gate stays closed, and its held flows wake it again.
+      if (!cancelled()) outcome = await datapath.release(key);
+    } finally {
+      workload.releasing--;
+    }
+    if (outcome === undefined) {
+      log.info({ workload: key, phase: workload.state.phase }, 'the gate closed again while the release waited for the backend, so the held flows stay held');
+      return;
+    }
+    this.countUnsent(key, outcome);
+    const released = (await Promise.all(early)).reduce((sum, part) => ({ released: sum.released + part.released, failed: sum.failed + part.failed }), { released: 0, failed: 0 });
+    const now = this.now();
+    const coldStartMs = before.wakeStartedMs === null ? null : now - before.wakeStartedMs;
+    // The wait for the backends to listen is the workload's own start,
+    // as a readiness probe's would be, so the overhead starts after it.
+    metrics?.releaseOverhead.observe({ workload: key }, (now - listenedMs) / 1000);
+    // backendWaitMs is the node's load balancer catching up (and the
+    // backends starting to listen), and releaseMs the gate opening
+    // and the re-injection.
+    log.info(
+      {
+        workload: key,
+        released: outcome.released.length + released.released,
+        releasedEarly: released.released,
+        failed: outcome.failed.length + released.failed,
+        coldStartMs,
+        backendWaitMs: backendReadyMs - waitStartedMs,
+        releaseMs: now - backendReadyMs,
+      },
+      'released held flows',
+    );
+    if (coldStartMs !== null) {
+      metrics?.coldStart.observe({ workload: key }, coldStartMs / 1000);
+      await this.patchStatus(workload, { phase: 'Warm', lastColdStartSeconds: Math.round(coldStartMs) / 1000 });
+    }
+  }
+
   // Re-injects, with the gate still closed, the held flows to frontends
   // that the load balancer programmed before the others.
   private releaseEarly(key: WorkloadKey, frontends: Frontend[]): Promise<{ released: number; failed: number }> {
@@ -1047,6 +1065,7 @@ export class Controller {
     if (outcome.refusing.length > 0 && !workload.state.gateClosed) {
       const endpoints = outcome.refusing.map(listenTargetToString);
       log.warn({ workload: key, endpoints, waitedMs }, 'the backend is Ready but refuses connections, releasing anyway');
+      this.options.metrics?.backendRefused.inc({ workload: key });
       void this.recordEvent(
         workload,
         'Warning',

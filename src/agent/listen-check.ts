@@ -168,7 +168,7 @@ function sleep(ms: number): Promise<void> {
 // waits, such as those of the other IP family, are probed too.
 export class ListenRounds {
   readonly outcome: ListenOutcome = { listening: [], unknown: [], refusing: [] };
-  private readonly probed = new Set<string>();
+  private readonly probedTargets = new Set<string>();
 
   constructor(
     private readonly check: ListenCheck,
@@ -178,15 +178,20 @@ export class ListenRounds {
     private readonly cancelled: () => boolean,
   ) {}
 
+  // The targets probed so far.
+  get probed(): number {
+    return this.probedTargets.size;
+  }
+
   // Runs rounds until no target is new, the time is up or the release is
   // cancelled. Call it again to probe targets that appeared since.
   async run(): Promise<void> {
     for (;;) {
       if (this.cancelled()) return;
-      const fresh = this.targets().filter((target) => !this.probed.has(listenTargetToString(target)));
+      const fresh = this.targets().filter((target) => !this.probedTargets.has(listenTargetToString(target)));
       if (fresh.length === 0) return;
 
-      for (const target of fresh) this.probed.add(listenTargetToString(target));
+      for (const target of fresh) this.probedTargets.add(listenTargetToString(target));
       const round = await this.check.wait(fresh, Math.max(0, this.remainingMs()), this.cancelled);
       this.outcome.listening.push(...round.listening);
       this.outcome.unknown.push(...round.unknown);

@@ -91,11 +91,26 @@ export class AgentMetrics {
 
   readonly releaseOverhead = new Histogram({
     name: 'zerohold_release_overhead_seconds',
-    help: 'A Ready endpoint observed to the held flows re-injected.',
+    help: 'A Ready endpoint observed, or the end of the wait for it to accept connections when there was one, to the held flows re-injected.',
     labelNames: ['workload'] as const,
     // Up to release.timeout's default of 10 s, the longest wait for the
     // node's load balancer.
     buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+
+  readonly listenWait = new Histogram({
+    name: 'zerohold_release_listen_wait_seconds',
+    help: 'A release decided to the end of its probes of the Ready endpoints that held TCP flows go to: the time the backends took to accept connections after turning Ready. Releases without such an endpoint are not counted.',
+    labelNames: ['workload'] as const,
+    buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
+
+  readonly backendRefused = new Counter({
+    name: 'zerohold_release_backend_refused_total',
+    help: 'Releases whose held flows went out while a Ready endpoint still refused connections, at the end of wakeTimeout or of the grace after another endpoint listened (Event BackendNotListening).',
+    labelNames: ['workload'] as const,
     registers: [this.registry],
   });
 
@@ -172,6 +187,8 @@ export class AgentMetrics {
       for (const reason of WORKLOAD_DROP_REASONS) this.heldDropped.remove({ workload, reason });
       this.coldStart.remove({ workload });
       this.releaseOverhead.remove({ workload });
+      this.listenWait.remove({ workload });
+      this.backendRefused.remove({ workload });
     }, this.untrackDelayMs);
     timer.unref();
     this.untrackTimers.set(workload, timer);

@@ -13,6 +13,7 @@ import { pino } from 'pino';
 import { Controller } from '../../src/agent/controller.js';
 import { EndpointReadiness } from '../../src/agent/endpoint-readiness.js';
 import { EventRecorder } from '../../src/agent/events.js';
+import { AgentMetrics } from '../../src/agent/metrics.js';
 import { ListenCheck } from '../../src/agent/listen-check.js';
 import type { BackendCheck } from '../../src/agent/ports.js';
 import { KubeScaler } from '../../src/agent/scaler.js';
@@ -112,6 +113,7 @@ async function run(namespace: string, options: RunOptions) {
   });
   const readiness = new EndpointReadiness(kc, log);
   const datapath = new FakeDatapath();
+  const metrics = new AgentMetrics({ held: () => new Map() });
   await readiness.start();
   const controller = new Controller({
     kc,
@@ -125,6 +127,7 @@ async function run(namespace: string, options: RunOptions) {
     ...(options.backendCheck ? { backendCheck: options.backendCheck } : {}),
     isLeader: () => true,
     log,
+    metrics,
     tickMs: 50,
   });
   await controller.start();
@@ -142,6 +145,7 @@ async function run(namespace: string, options: RunOptions) {
     probes,
     datapath,
     readiness,
+    metrics,
     readyMs: performance.now(),
     stop: async () => {
       await controller.stop();
@@ -190,6 +194,9 @@ test('refusing endpoint released at wakeTimeout', async () => {
     assert.ok(lastProbe - agent.readyMs < 3000, 'no probe after the wake timeout');
     const event = await backendNotListening('refuses');
     assert.equal(event.type, 'Warning');
+    assert.equal((await agent.metrics.backendRefused.get()).values.find((v) => v.labels.workload === 'refuses/web')?.value, 1);
+    const waits = (await agent.metrics.listenWait.get()).values.find((v) => v.labels.workload === 'refuses/web' && v.metricName === 'zerohold_release_listen_wait_seconds_count');
+    assert.equal(waits?.value, 1, 'one release that waited for a listener');
     assert.match(event.message ?? '', /^198\.18\.7\.1:8080 refused connections for [\d.]+m?s after turning Ready.*readiness probe/);
   } finally {
     await agent.stop();
@@ -203,6 +210,7 @@ test('unanswered probe releases at once', async () => {
     await waitFor('the release', () => released(agent));
 
     assert.equal(agent.probes.length, 1, 'one probe, which cannot tell');
+    assert.equal((await agent.metrics.backendRefused.get()).values.length, 0, 'no release to a refusing backend');
   } finally {
     await agent.stop();
   }
