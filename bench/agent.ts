@@ -5,6 +5,8 @@
 // what it costs to start on a cluster of 5,000 Services. The API server
 // runs in the same process as the agent, so its request handling is part
 // of every latency here, as a network round trip would be in a cluster.
+// Run as root, it also times the probe that a release makes to see
+// whether a backend listens, between two network namespaces of its own.
 // The last line is one JSON object for scripts.
 
 import { spawn } from 'node:child_process';
@@ -19,6 +21,7 @@ import { ApiextensionsV1Api, DiscoveryV1Api, type KubeConfig, type V1CustomResou
 import { pino } from 'pino';
 import { parse as parseYaml } from 'yaml';
 
+import { connectProbe } from '../src/agent/connect-probe.js';
 import { Controller } from '../src/agent/controller.js';
 import { EndpointReadiness } from '../src/agent/endpoint-readiness.js';
 import { EventRecorder } from '../src/agent/events.js';
@@ -30,6 +33,8 @@ import { deploymentFixture, serviceFixture } from '../test/apiserver/fixtures.js
 import { kubeConfigFor } from '../test/apiserver/kubeconfig.js';
 import { createObject } from '../test/apiserver/object-writes.js';
 import { startApiServer, type TestApiServer } from '../test/apiserver/server.js';
+import { netnsPath, TestNetwork } from '../test/lib/netns.js';
+import { startHttpServer } from '../test/lib/servers.js';
 import { percentile } from './report.js';
 
 const NAMESPACE = 'bench';
@@ -320,6 +325,44 @@ function runStartupChild(): Promise<StartupResult | { error: string }> {
 const fixed = (value: number, digits = 3) => value.toFixed(digits);
 const verdict = (value: number, target: number) => (value <= target ? 'ok' : 'over');
 
+const PROBES = 1000;
+const WARMUP_PROBES = 200;
+
+interface ProbeResult {
+  listening: number[];
+  refused: number[];
+}
+
+// Times connectProbe() from one namespace to a listening and to a closed
+// port in another, over a veth pair, as a release probes an endpoint on
+// its node. Returns null without root, which namespaces need.
+async function measureListenProbe(): Promise<ProbeResult | null> {
+  if (process.getuid?.() !== 0) return null;
+
+  const network = new TestNetwork();
+  try {
+    const node = await network.addNamespace('bench-node');
+    const pod = await network.addNamespace('bench-pod');
+    await network.addVeth(node, 'bn0', pod, 'bp0');
+    await network.exec(node, 'ip', ['addr', 'add', '198.18.220.1/24', 'dev', 'bn0']);
+    await network.exec(pod, 'ip', ['addr', 'add', '198.18.220.2/24', 'dev', 'bp0']);
+    await startHttpServer(network, pod, '198.18.220.2', 8080, 'up');
+
+    const result: ProbeResult = { listening: [], refused: [] };
+    for (const [port, times] of [[8080, result.listening], [8081, result.refused]] as const) {
+      for (let i = 0; i < WARMUP_PROBES + PROBES; i++) {
+        const startedMs = performance.now();
+        const outcome = await connectProbe('198.18.220.2', port, 200, netnsPath(node));
+        if (outcome !== (port === 8080 ? null : 'ECONNREFUSED')) throw new Error(`probe of port ${port} returned ${outcome}`);
+        if (i >= WARMUP_PROBES) times.push(performance.now() - startedMs);
+      }
+    }
+    return result;
+  } finally {
+    await network.cleanup();
+  }
+}
+
 async function main(): Promise<void> {
   if (process.argv.includes('--startup')) {
     process.stdout.write(`${JSON.stringify(await measureStartup())}\n`);
@@ -328,6 +371,7 @@ async function main(): Promise<void> {
 
   const reactions = await measureReactions();
   const startup = await runStartupChild();
+  const probes = await measureListenProbe();
 
   const rows: [string, string, string, string][] = [];
   const latency = (label: string, values: number[], target?: number) => {
@@ -353,6 +397,12 @@ async function main(): Promise<void> {
     rows.push(['5k agent heap delta', `${fixed(startup.heapDeltaMb, 1)} MB`, '-', '']);
     rows.push(['5k start -> ready', `${fixed(readyS, 2)} s`, `${TARGET_READY_S} s`, verdict(readyS, TARGET_READY_S)]);
   }
+  if (probes === null) {
+    rows.push(['listen probe', 'skipped: needs root for its namespaces', '', '']);
+  } else {
+    latency('listen probe, port listening', probes.listening);
+    latency('listen probe, port refusing', probes.refused);
+  }
 
   console.log(`zerohold agent controller, test API server in process, node ${process.version}`);
   console.log(`${WAKES} wakes after ${WARMUP_WAKES} warm-up wakes, one at a time; latencies are p50 / p99`);
@@ -368,6 +418,7 @@ async function main(): Promise<void> {
       ready_to_gate_p99_ms: Number(fixed(percentile(reactions.changeToRelease, 99))),
       rss_mb_5k: rssDelta === null ? null : Number(fixed(rssDelta, 1)),
       ready_s_5k: readyS === null ? null : Number(fixed(readyS, 2)),
+      listen_probe_p99_ms: probes === null ? null : Number(fixed(percentile(probes.listening, 99))),
     }),
   );
 }
