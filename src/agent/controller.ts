@@ -28,7 +28,6 @@ import type { Logger } from 'pino';
 import { Autoscalers } from './autoscalers.js';
 import type { EndpointReadiness } from './endpoint-readiness.js';
 import type { EventRecorder } from './events.js';
-import { formatDuration } from './duration.js';
 import { restartOnError } from './informers.js';
 import { type ListenCheck, type ListenOutcome, ListenRounds, listenTargetToString } from './listen-check.js';
 import { listenTargetsOf } from './listen-targets.js';
@@ -928,7 +927,8 @@ export class Controller {
     let outcome;
     const waitStartedMs = this.now();
     let backendReadyMs = waitStartedMs;
-    const cancelled = () => workload.state.gateClosed || this.stopped;
+    // A workload that was forgotten meanwhile is another object in the map.
+    const cancelled = () => workload.state.gateClosed || this.stopped || this.workloads.get(key) !== workload;
     // The backends must listen before anything goes out, so flows
     // to frontends that the load balancer programmed meanwhile wait
     // for the end of the first round of probes.
@@ -943,9 +943,10 @@ export class Controller {
     const releaseEarly = (frontends: Frontend[]) => {
       if (!datapath.releaseEarly || cancelled()) return;
       if (!listened) deferred.push(...frontends);
-      else early.push(this.releaseEarly(key, frontends));
+      // Endpoints that turned Ready since the last round are probed first.
+      else early.push(this.runListenRounds(key, rounds).then(() => (cancelled() ? { released: 0, failed: 0 } : this.releaseEarly(key, frontends))));
     };
-    // When the probes ended, if there were any.
+    // When the probes ended, or eventMs when nothing was probed.
     let listenedMs = eventMs;
     const listening = this.runListenRounds(key, rounds).finally(() => {
       listened = true;
@@ -957,7 +958,7 @@ export class Controller {
       const probedBefore = rounds?.probed ?? 0;
       await this.runListenRounds(key, rounds);
       if (rounds && rounds.probed > probedBefore) listenedMs = this.now();
-      if (rounds && rounds.probed > 0) {
+      if (rounds && rounds.probed > 0 && !cancelled()) {
         metrics?.listenWait.observe({ workload: key }, (listenedMs - waitStartedMs) / 1000);
         this.reportListening(key, workload, rounds.outcome, listenedMs - waitStartedMs);
       }
@@ -1070,7 +1071,7 @@ export class Controller {
         workload,
         'Warning',
         'BackendNotListening',
-        `${endpoints.join(', ')} refused connections for ${formatDuration(Math.round(waitedMs))} after turning Ready, and the held flows went out anyway. Give the pods a readiness probe on the port they serve, or check the Service's targetPort`,
+        `${endpoints.join(', ')} refused connections after turning Ready, and the held flows went out anyway. Give the pods a readiness probe on the port they serve, or check the Service's targetPort`,
       );
       return;
     }

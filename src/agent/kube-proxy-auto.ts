@@ -63,22 +63,40 @@ export async function startKubeProxyCheck(mode: 'nftables' | 'iptables', options
 // Returns the mode whose tables, chains or device kube-proxy created in
 // the namespace, or undefined when none exists yet. iptables reads the
 // chains, and keeps the messages of failures it logged between calls.
-// Rejects when nft or iptables cannot run, such as without CAP_NET_RAW.
+// A step that fails, such as nft that cannot run or iptables without
+// CAP_NET_RAW, does not stop the later steps. The search rejects with the
+// first failure only when no step found a mode.
 export async function detectKubeProxyMode(options: { netns?: string; iptables: KubeProxyIptables }): Promise<KubeProxyMode | undefined> {
-  for (const family of NFT_FAMILIES) {
-    const map = await listNftSet(options.netns, family, KUBE_PROXY_TABLE, 'map', SERVICE_IPS, { terse: true, timeoutMs: SEARCH_COMMAND_TIMEOUT_MS });
-    if (map !== null) return 'nftables';
-  }
+  const steps: (() => Promise<KubeProxyMode | undefined>)[] = [
+    async () => {
+      for (const family of NFT_FAMILIES) {
+        const map = await listNftSet(options.netns, family, KUBE_PROXY_TABLE, 'map', SERVICE_IPS, { terse: true, timeoutMs: SEARCH_COMMAND_TIMEOUT_MS });
+        if (map !== null) return 'nftables';
+      }
+      return undefined;
+    },
+    () => options.iptables.kubeProxyRulesMode(),
+    async () => {
+      try {
+        await loadNative().ifNameToIndex(IPVS_DEVICE, options.netns);
+        return 'ipvs';
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENODEV') return undefined;
+        throw err;
+      }
+    },
+  ];
 
-  const rules = await options.iptables.kubeProxyRulesMode();
-  if (rules !== undefined) return rules;
-
-  try {
-    await loadNative().ifNameToIndex(IPVS_DEVICE, options.netns);
-    return 'ipvs';
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENODEV') throw err;
+  let failure: Error | undefined;
+  for (const step of steps) {
+    try {
+      const mode = await step();
+      if (mode !== undefined) return mode;
+    } catch (err) {
+      failure ??= err as Error;
+    }
   }
+  if (failure !== undefined) throw failure;
   return undefined;
 }
 
@@ -116,10 +134,10 @@ export class KubeProxyAuto implements BackendCheck {
   // found. A failed search is logged and retried. Rejects only when the
   // found mode's check fails to start.
   async start(): Promise<void> {
-    await this.searchOnce();
+    const searched = await this.searchOnce();
     if (this.found !== undefined || this.stopped) return;
 
-    this.log.info('found no kube-proxy tables, chains or IPVS device, so releases wait for Ready endpoints alone until they appear');
+    if (searched) this.log.info('found no kube-proxy tables, chains or IPVS device, so releases wait for Ready endpoints alone until they appear');
     this.scheduleSearch();
   }
 
@@ -138,7 +156,7 @@ export class KubeProxyAuto implements BackendCheck {
 
   private scheduleSearch(): void {
     const first = this.options.searchIntervalMs ?? DEFAULT_SEARCH_INTERVAL_MS;
-    const delayMs = Math.min(first * 2 ** Math.floor(this.searches / SEARCHES_PER_INTERVAL), Math.max(first, MAX_SEARCH_INTERVAL_MS));
+    const delayMs = Math.min(first * 2 ** Math.floor((this.searches - 1) / SEARCHES_PER_INTERVAL), Math.max(first, MAX_SEARCH_INTERVAL_MS));
     this.timer = setTimeout(() => {
       this.searchOnce().then(
         () => {
@@ -155,22 +173,24 @@ export class KubeProxyAuto implements BackendCheck {
   }
 
   // Runs one search and starts the check of the mode it finds. A search
-  // that fails is logged, once per message.
-  private async searchOnce(): Promise<void> {
+  // that fails is logged, once per message. Returns false when it failed.
+  private async searchOnce(): Promise<boolean> {
     this.searches++;
     let mode: KubeProxyMode | undefined;
+    let failed = false;
     this.search = detectKubeProxyMode({ ...(this.options.netns === undefined ? {} : { netns: this.options.netns }), iptables: this.iptables }).then(
       (found) => {
         mode = found;
       },
       (err: Error) => {
+        failed = true;
         if (err.message === this.loggedError || this.stopped) return;
         this.loggedError = err.message;
         this.log.warn({ err }, 'looking for the mode that kube-proxy runs in failed, trying again later');
       },
     );
     await this.search;
-    if (mode === undefined || this.stopped) return;
+    if (mode === undefined || this.stopped) return !failed;
 
     if (mode === 'ipvs') {
       this.log.warn({ device: IPVS_DEVICE }, 'kube-proxy runs in IPVS mode, which has no release check, so releases wait for Ready endpoints alone and a SYN re-injected before its sync meets an ICMP port unreachable');
@@ -178,11 +198,12 @@ export class KubeProxyAuto implements BackendCheck {
       const check = await startKubeProxyCheck(mode, this.options);
       if (this.stopped) {
         await check.stop();
-        return;
+        return true;
       }
       this.inner = check;
       this.log.info({ mode }, "found kube-proxy's mode, releases now wait for its rules");
     }
     this.found = mode;
+    return true;
   }
 }

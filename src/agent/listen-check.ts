@@ -45,6 +45,7 @@ export interface ListenCheckOptions {
   // How long one attempt waits for a reply. An endpoint on this node
   // replies within a millisecond, one elsewhere within a network round
   // trip, so a longer silence means that something drops the probe.
+  // Defaults to 200 ms.
   probeTimeoutMs?: number;
   // How long the others may still refuse once each group of targets has
   // one that listens. Defaults to 1 s.
@@ -60,16 +61,16 @@ const DEFAULT_PROBE_TIMEOUT_MS = 200;
 const DEFAULT_GRACE_MS = 1000;
 
 // A target that refuses is tried again after a delay that grows with the
-// time it has refused: most servers are found within 10 ms of listen(),
-// and one that takes minutes is not tried 100 times a second.
+// time it has refused. A server that starts to listen is found within
+// about 10 ms, and one that takes minutes is tried 5 times a second.
 const RETRY_DELAYS: { untilMs: number; delayMs: number }[] = [
   { untilMs: 2000, delayMs: 10 },
   { untilMs: 10_000, delayMs: 50 },
   { untilMs: Infinity, delayMs: 200 },
 ];
 
-// All waits share one budget of attempts, a token bucket of BURST tokens
-// that refills at RATE_PER_S. The burst covers the first round of a wake
+// All waits share one budget of attempts, a token bucket of ATTEMPT_BURST
+// tokens that refills at ATTEMPT_RATE_PER_S. The burst covers the first round of a wake
 // with many endpoints, and the rate bounds the CPU that many refusing
 // endpoints cost the agent's event loop (each attempt takes about 0.1 ms).
 const ATTEMPT_BURST = 64;
@@ -169,6 +170,8 @@ function sleep(ms: number): Promise<void> {
 export class ListenRounds {
   readonly outcome: ListenOutcome = { listening: [], unknown: [], refusing: [] };
   private readonly probedTargets = new Set<string>();
+  // The rounds in progress: calls of run() take turns.
+  private running: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly check: ListenCheck,
@@ -184,8 +187,14 @@ export class ListenRounds {
   }
 
   // Runs rounds until no target is new, the time is up or the release is
-  // cancelled. Call it again to probe targets that appeared since.
-  async run(): Promise<void> {
+  // cancelled, after the rounds of earlier calls. Call it again to probe
+  // targets that appeared since.
+  run(): Promise<void> {
+    this.running = this.running.catch(() => undefined).then(() => this.runRounds());
+    return this.running;
+  }
+
+  private async runRounds(): Promise<void> {
     for (;;) {
       if (this.cancelled()) return;
       const fresh = this.targets().filter((target) => !this.probedTargets.has(listenTargetToString(target)));

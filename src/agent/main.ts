@@ -30,8 +30,8 @@ import type { CiliumServiceSource } from './cilium/frontends.js';
 import { openCiliumServiceSource } from './cilium/open-service-source.js';
 import { CiliumServiceIds } from './cilium/service-ids.js';
 import { ConfigError, loadConfig, type AgentConfig } from './config.js';
-import { formatDuration } from './duration.js';
 import { connectProbe } from './connect-probe.js';
+import { formatDuration } from './duration.js';
 import { Controller } from './controller.js';
 import { DatapathDrops } from './datapath-drops.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
@@ -233,8 +233,8 @@ async function main(): Promise<void> {
   const nodeObject = await readNode(kc, nodeName);
 
   // A release waits until this node's load balancer has a backend: Cilium's
-  // datapath in chained mode, kube-proxy's nftables or iptables rules on
-  // request.
+  // datapath in chained mode, and in standalone mode kube-proxy's rules
+  // with release.kubeProxy auto (the default), nftables or iptables.
   let backendCheck: RunningCheck | undefined;
   const kubeProxyCheckOptions = { ...(config.netns ? { netns: config.netns } : {}), nodeAddresses: nodeObject.addresses, log: componentLogger(root, 'readiness') };
   if (ciliumServices) {

@@ -101,7 +101,7 @@ export class AgentMetrics {
 
   readonly listenWait = new Histogram({
     name: 'zerohold_release_listen_wait_seconds',
-    help: 'A release decided to the end of its probes of the Ready endpoints that held TCP flows go to: the time the backends took to accept connections after turning Ready. Releases without such an endpoint are not counted.',
+    help: 'Seconds from a release decision to the end of its connection probes of the Ready endpoints that held TCP flows go to: the time the backends took to accept connections after turning Ready. Releases that probed no endpoint are not observed.',
     labelNames: ['workload'] as const,
     buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120],
     registers: [this.registry],
@@ -173,6 +173,8 @@ export class AgentMetrics {
     for (const reason of WORKLOAD_DROP_REASONS) this.heldDropped.inc({ workload, reason }, 0);
     this.coldStart.zero({ workload });
     this.releaseOverhead.zero({ workload });
+    this.listenWait.zero({ workload });
+    this.backendRefused.inc({ workload }, 0);
   }
 
   // Removes the series of a workload that no longer opts in, once the

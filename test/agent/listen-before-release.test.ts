@@ -16,6 +16,7 @@ import { EventRecorder } from '../../src/agent/events.js';
 import { AgentMetrics } from '../../src/agent/metrics.js';
 import { ListenCheck } from '../../src/agent/listen-check.js';
 import type { BackendCheck } from '../../src/agent/ports.js';
+import type { Frontend } from '../../src/datapath/frontends.js';
 import { KubeScaler } from '../../src/agent/scaler.js';
 import { deploymentFixture } from '../apiserver/fixtures.js';
 import { kubeConfigFor } from '../apiserver/kubeconfig.js';
@@ -29,7 +30,7 @@ let server: TestApiServer;
 let kc: KubeConfig;
 
 before(async () => {
-  server = await startApiServer({ namespaces: ['listens', 'refuses', 'silent', 'shared-port', 'late-v6', 'one-slow'] });
+  server = await startApiServer({ namespaces: ['listens', 'refuses', 'silent', 'shared-port', 'late-v6', 'early-v6', 'one-slow'] });
   kc = kubeConfigFor(server.url);
   await installScaleToZeroCrd(kc);
 });
@@ -197,7 +198,7 @@ test('refusing endpoint released at wakeTimeout', async () => {
     assert.equal((await agent.metrics.backendRefused.get()).values.find((v) => v.labels.workload === 'refuses/web')?.value, 1);
     const waits = (await agent.metrics.listenWait.get()).values.find((v) => v.labels.workload === 'refuses/web' && v.metricName === 'zerohold_release_listen_wait_seconds_count');
     assert.equal(waits?.value, 1, 'one release that waited for a listener');
-    assert.match(event.message ?? '', /^198\.18\.7\.1:8080 refused connections for [\d.]+m?s after turning Ready.*readiness probe/);
+    assert.match(event.message ?? '', /^198\.18\.7\.1:8080 refused connections after turning Ready.*readiness probe/);
   } finally {
     await agent.stop();
   }
@@ -210,7 +211,7 @@ test('unanswered probe releases at once', async () => {
     await waitFor('the release', () => released(agent));
 
     assert.equal(agent.probes.length, 1, 'one probe, which cannot tell');
-    assert.equal((await agent.metrics.backendRefused.get()).values.length, 0, 'no release to a refusing backend');
+    assert.equal((await agent.metrics.backendRefused.get()).values.find((v) => v.labels.workload === 'silent/web')?.value, 0, 'no release to a refusing backend');
   } finally {
     await agent.stop();
   }
@@ -251,6 +252,45 @@ test('endpoints Ready during the wait are probed', async () => {
     await waitFor('the release', () => released(agent));
 
     assert.deepEqual(agent.probes.map((p) => `${p.address}:${p.port}`), ['fd5a:18::7:1:8080']);
+  } finally {
+    await agent.stop();
+  }
+});
+
+test('early release probes new endpoints first', async () => {
+  // As above, but the load balancer reports the IPv6 frontend programmed
+  // on its own before the whole check passes, as kube-proxy does per IP
+  // family. The early release of the IPv6 flow must wait for the IPv6
+  // endpoint, which refuses three times before it listens.
+  let programmed: (value: boolean) => void = () => undefined;
+  let reportV6: ((frontends: Frontend[]) => void) | undefined;
+  const backendCheck: BackendCheck = {
+    waitProgrammed: (_frontends, _timeoutMs, onProgrammed) => {
+      reportV6 = onProgrammed;
+      return new Promise((resolve) => (programmed = resolve));
+    },
+  };
+  const agent = await run('early-v6', { wakeTimeout: '2m', flowFamily: 6, backendCheck, reply: (n) => (n < 3 ? 'ECONNREFUSED' : null) });
+  let probesAtEarlyRelease = -1;
+  const releaseEarly = agent.datapath.releaseEarly.bind(agent.datapath);
+  agent.datapath.releaseEarly = (workload, frontends) => {
+    probesAtEarlyRelease = agent.probes.length;
+    return releaseEarly(workload, frontends);
+  };
+  try {
+    await createReadySlice('early-v6', 'web', 'IPv4', ['198.18.7.1']);
+    await waitFor('the first round of probes', () => (reportV6 !== undefined ? true : undefined));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await createReadySlice('early-v6', 'web', 'IPv6', ['fd5a:18::7:1']);
+    await waitFor('the IPv6 slice at the agent', () => (agent.readiness.readyBackends('early-v6/web').length === 2 ? true : undefined));
+
+    reportV6!([{ address: agent.datapath.heldFlow.get('early-v6/web')!.destination, protocol: 'tcp', port: 80 }]);
+    await waitFor('the early release', () => (agent.datapath.earlyReleases.length > 0 ? true : undefined));
+    programmed(true);
+    await waitFor('the release', () => released(agent));
+
+    assert.equal(probesAtEarlyRelease, 4, 'three refusals and the accepted probe of the IPv6 endpoint before the early release');
+    assert.deepEqual(new Set(agent.probes.map((p) => p.address)), new Set(['fd5a:18::7:1']));
   } finally {
     await agent.stop();
   }

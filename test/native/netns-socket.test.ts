@@ -42,7 +42,7 @@ function receiveFrom(family: 4 | 6, host: string, port: number): Promise<string>
   });
 }
 
-test('sockets of both families connect inside the namespace', async () => {
+test('sockets connect inside the namespace', async () => {
   // The listener is on the namespace's loopback, which this process's own
   // loopback does not reach.
   const server = network.spawn(namespace, process.execPath, ['-e', "require('node:net').createServer((s) => s.end('inside')).listen(7070, '::', () => console.log('listening'))"]);

@@ -28,6 +28,8 @@ export class RestUntilPinned implements CiliumServiceSource {
   private timer: NodeJS.Timeout | undefined;
   // Whether opening the pinned maps failed, logged once.
   private openFailed = false;
+  // Whether pinned maps without all of the API's ids were logged, once.
+  private incompleteLogged = false;
 
   constructor(private readonly options: RestUntilPinnedOptions) {
     this.current = options.rest;
@@ -82,8 +84,11 @@ export class RestUntilPinned implements CiliumServiceSource {
       return;
     }
     const inMaps = new Set(maps.frontends().map((frontend) => frontend.revNatId));
-    if (this.current.frontends().some((frontend) => !inMaps.has(frontend.revNatId))) {
+    const missing = [...new Set(this.current.frontends().map((frontend) => frontend.revNatId))].filter((id) => !inMaps.has(id));
+    if (missing.length > 0) {
       maps.close();
+      if (!this.incompleteLogged) this.options.log.info({ pinDir: this.options.pinDir, missing: missing.slice(0, 20) }, "Cilium's pinned maps lack services that its API lists, so services still come from the API");
+      this.incompleteLogged = true;
       return;
     }
 
