@@ -718,7 +718,11 @@ export class Controller {
     const gatesClosed = new Map<WorkloadKey, string>();
     for (const [key, workload] of this.workloads) {
       const local = this.options.activity.lastActivity(key);
-      if (local !== undefined) activity.set(key, Date.now() - (now - local));
+      // Flows held here, such as those of a release that waits for its
+      // backend to listen, are clients too, which the datapath counts as
+      // warm traffic only once they go out.
+      if (heldFlows.has(key) || workload.releasing > 0) activity.set(key, Date.now());
+      else if (local !== undefined) activity.set(key, Date.now() - (now - local));
       if (workload.state.phase === 'ScalingDown' && workload.state.gateClosed && workload.appliedScaleDownId) {
         gatesClosed.set(key, workload.appliedScaleDownId);
       }
