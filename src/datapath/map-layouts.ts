@@ -32,12 +32,27 @@ export function layoutDigest(layout: string): Buffer {
   return createHash('sha256').update(layout).digest().subarray(0, DIGEST_LENGTH);
 }
 
+// The struct of the records in each ring buffer. A ring has no value type
+// of its own, so the layout recorded for it is its record's.
+export const RING_RECORD_STRUCTS: Readonly<Record<string, string>> = {
+  zh_held_ring: 'zh_held_hdr',
+  zh_wake_ring: 'zh_wake_event',
+};
+
 // Returns the definitions of the given maps in object, to record after the
-// load. Read them before the load: libbpf replaces a reused map's BTF type
-// ids with the ids in the pinned map's BTF, so afterwards they would be
-// resolved in the wrong BTF.
+// load, with the layout of its records as a ring's value layout. Read them
+// before the load: libbpf replaces a reused map's BTF type ids with the
+// ids in the pinned map's BTF, so afterwards they would be resolved in the
+// wrong BTF.
 export function layoutsBeforeLoad(object: NativeObject, maps: readonly string[]): Map<string, MapDefinition> {
-  return new Map(maps.map((map) => [map, object.mapDefinition(map)]));
+  return new Map(
+    maps.map((map) => {
+      const definition = object.mapDefinition(map);
+      const record = RING_RECORD_STRUCTS[map];
+      const layout = record === undefined ? null : object.structLayout(record);
+      return [map, layout === null ? definition : { ...definition, valueLayout: `record ${record} ${JSON.stringify(layout)}` }];
+    }),
+  );
 }
 
 // Writes the digests of the definitions' layouts to layouts, the object's

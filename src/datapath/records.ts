@@ -162,10 +162,10 @@ function readHeldLayout(data: Buffer): HeldLayout {
   return { frameLen, l3Offset, l4Offset, l4Proto, ipv6: (data.readUInt16LE(m.flags!) & HeldFlags.Ipv6) !== 0 };
 }
 
-// NOTE: ring records carry no layout version, and zh_map_layouts records
-// none for the rings. After an upgrade that changes zh_held_hdr or
-// zh_wake_event but keeps the ring size, records that the previous
-// agent's programs left are decoded with the new layout.
+// Ring records carry no layout version. zh_map_layouts records the
+// layouts of zh_held_hdr and zh_wake_event for their rings instead, and a
+// ring whose record layout changed is replaced at start, unread
+// (stale-pins.ts).
 export function decodeHeldRecord(data: Buffer): HeldRecord {
   const m = HeldHeader.members;
   const { frameLen, l3Offset, l4Offset, l4Proto, ipv6 } = readHeldLayout(data);

@@ -16,7 +16,10 @@
 // programs of the previous agent write to them until the new programs are
 // attached, so they stay pinned until the caller has read them. A ring
 // that a process left set aside when it stopped before reading it is
-// read by the next one. A set-aside pin whose map has no pin any more, as
+// read by the next one. A ring whose record layout changed cannot be read
+// with this release's layout, so it is unlinked like the other maps, and
+// the flows that the previous programs held in it are lost: their clients
+// retransmit. A set-aside pin whose map has no pin any more, as
 // after a crash between the rename and the load, is put back.
 
 import { existsSync, readdirSync, renameSync, unlinkSync } from 'node:fs';
@@ -147,8 +150,9 @@ export class StalePins {
   release(): SetAsideRing[] {
     const native = loadNative();
     const rings: SetAsideRing[] = this.leftoverRings.map(({ map, pinPath }) => ({ map, pinPath, ring: native.openPinnedMap(pinPath) }));
-    for (const { map, setAsidePath } of this.replaced) {
-      if (this.rings.includes(map)) rings.push({ map, pinPath: setAsidePath, ring: native.openPinnedMap(setAsidePath) });
+    for (const { map, setAsidePath, pinned } of this.replaced) {
+      const readable = this.rings.includes(map) && pinned.valueLayout === undefined;
+      if (readable) rings.push({ map, pinPath: setAsidePath, ring: native.openPinnedMap(setAsidePath) });
       else unlinkSync(setAsidePath);
     }
     return rings;

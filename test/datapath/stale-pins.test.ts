@@ -250,6 +250,44 @@ describe('stale pinned maps', () => {
     }
   });
 
+  test('changed ring record layout drops the ring', async () => {
+    // The previous agent's program keeps a SYN in its ring, and that
+    // agent recorded another layout of zh_held_hdr for the ring.
+    await withDatapath({ maxServices: 128 }, (previous) => {
+      previous.configureService(7, { state: 'cold', wakeIntervalMs: 3_600_000 });
+      assert.equal(previous.program('zh_xdp_hold').testRunSync({ data: SYN }).retval, XDP_DROP);
+    });
+    const layouts = loadNative().openPinnedMap(path.join(pinDir, LAYOUTS_MAP));
+    const otherLayout = 'record zh_held_hdr {"size":40,"members":[]}';
+    try {
+      const key = Buffer.alloc(16);
+      key.write('zh_held_ring', 'latin1');
+      const value = Buffer.alloc(32);
+      layoutDigest(otherLayout).copy(value, 16);
+      layouts.update(key, value);
+    } finally {
+      layouts.close();
+    }
+
+    const datapath = await Datapath.open({ pinDir, maxServices: 128 });
+    try {
+      const heldRecords: HeldRecord[] = [];
+      datapath.on('held', (record) => heldRecords.push(record));
+
+      assert.deepEqual(datapath.replacedPins.map((pin) => pin.map), ['zh_held_ring']);
+      assert.deepEqual(datapath.replacedPins[0]!.pinned, { valueLayout: `recorded digest ${layoutDigest(otherLayout).toString('hex')}` });
+      assert.match(String(datapath.replacedPins[0]!.defined.valueLayout), /^record zh_held_hdr \{/);
+      assert.equal(datapath.drainReplacedRings(), 0, 'a ring of another record layout is not read');
+      assert.deepEqual(setAsidePins(), [], 'and its pin is gone');
+      datapath.drain();
+      assert.deepEqual(heldRecords, []);
+    } finally {
+      await datapath.close();
+    }
+    const reused = await withDatapath({ maxServices: 128 }, (datapath) => datapath.replacedPins);
+    assert.deepEqual(reused, [], 'the load recorded the current record layout');
+  });
+
   test('load records every layout', () => {
     const object = new (loadNative().BpfObject)(path.join(repoRoot, 'build/bpf/zerohold.o'));
     const recorded = RecordedLayouts.open(pinDir);
@@ -261,8 +299,11 @@ describe('stale pinned maps', () => {
 
       const swapped = { ...definition, valueLayout: 'struct(16){flags:u32@0,state:u32@32,wake_interval_ns:u64@64}' };
       assert.deepEqual(Object.keys(recorded.differences('zh_services', swapped).recorded), ['valueLayout'], 'a record exists to differ from');
-      assert.deepEqual(recorded.differences('zh_held_ring', object.mapDefinition('zh_held_ring')), { recorded: {}, defined: {} });
       assert.equal(object.mapDefinition('zh_held_ring').valueLayout, '', 'a ring buffer has no value type');
+      const rings = layoutsBeforeLoad(object, ['zh_held_ring', 'zh_wake_ring']);
+      assert.match(rings.get('zh_held_ring')!.valueLayout, /^record zh_held_hdr \{"size":40,/);
+      assert.match(rings.get('zh_wake_ring')!.valueLayout, /^record zh_wake_event \{"size":56,/);
+      assert.deepEqual(recorded.differences('zh_held_ring', rings.get('zh_held_ring')!), { recorded: {}, defined: {} }, 'the ring record layout was recorded');
     } finally {
       recorded.close();
       object.close();
