@@ -144,9 +144,9 @@ export class StalePins {
     return errors;
   }
 
-  // Unlinks the set-aside pins of every map but the rings after a
-  // successful load, and returns the set-aside rings, this load's and
-  // those an earlier process left, opened.
+  // Unlinks the set-aside pins after a successful load, except those of
+  // rings whose record layout is unchanged, and returns those rings, this
+  // load's and those an earlier process left, opened.
   release(): SetAsideRing[] {
     const native = loadNative();
     const rings: SetAsideRing[] = this.leftoverRings.map(({ map, pinPath }) => ({ map, pinPath, ring: native.openPinnedMap(pinPath) }));
