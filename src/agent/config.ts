@@ -89,6 +89,9 @@ export const agentConfigSchema = z.strictObject({
   // API in the DaemonSet.
   nodeName: z.string().min(1).optional(),
   mode: z.enum(['standalone', 'chained', 'signal']).default('standalone'),
+  // TODO: names are fixed, so pods' veths, whose names differ per pod, can
+  // only be listed one by one, and pods on the node are not held. Name
+  // patterns attached to devices as they appear would hold them too.
   interfaces: z.array(interfaceSchema).default([]),
   // Network namespace of the interfaces, such as /run/netns/node1. Unset
   // in a cluster, where the agent runs with hostNetwork.
