@@ -1043,6 +1043,7 @@ export class Controller {
       return listenTargetsOf(
         this.options.datapath.heldFlows(key).map((held) => held.record.flow),
         services,
+        this.options.nodeAddresses,
       );
     };
     return new ListenRounds(check, targets, () => deadlineMs - this.now(), cancelled);
@@ -1067,7 +1068,7 @@ export class Controller {
       const first = outcome.unknown[0]!;
       log.info({ workload: key, endpoints: outcome.unknown.map(({ target }) => listenTargetToString(target)), error: first.error }, 'the probe of the backend got neither a handshake nor a reset, releasing on its Ready condition');
     }
-    if (outcome.refusing.length > 0 && !workload.state.gateClosed) {
+    if (outcome.refusing.length > 0) {
       const endpoints = outcome.refusing.map(listenTargetToString);
       log.warn({ workload: key, endpoints, waitedMs }, 'the backend is Ready but refuses connections, releasing anyway');
       this.options.metrics?.backendRefused.inc({ workload: key });

@@ -8,9 +8,11 @@
 import type { V1Service } from '@kubernetes/client-node';
 import ipaddr from 'ipaddr.js';
 
+import { frontendToString } from '../datapath/frontends.js';
 import type { Flow } from '../datapath/records.js';
 import type { ReadyBackends } from './endpoint-readiness.js';
 import type { ListenTarget } from './listen-check.js';
+import { resolveFrontends } from './service-frontends.js';
 
 // The IP family of an EndpointSlice's addressType. FQDN slices have none.
 const FAMILY_OF_ADDRESS_TYPE: Record<string, 4 | 6 | undefined> = { IPv4: 4, IPv6: 6 };
@@ -21,22 +23,23 @@ export interface ServiceBackends {
   backends: ReadyBackends[];
 }
 
-export function listenTargetsOf(flows: Flow[], services: ServiceBackends[]): ListenTarget[] {
-  const tcpFlows = flows.filter((flow) => flow.protocol === 'tcp').map((flow) => ({ address: normalize(flow.destination), port: flow.destinationPort }));
-  if (tcpFlows.length === 0) return [];
+// nodeAddresses are the addresses on which the agent installs NodePort
+// frontends, as for resolveFrontends().
+export function listenTargetsOf(flows: Flow[], services: ServiceBackends[], nodeAddresses: string[]): ListenTarget[] {
+  const sent = new Set(flows.filter((flow) => flow.protocol === 'tcp').map((flow) => frontendToString({ address: normalize(flow.destination), protocol: 'tcp', port: flow.destinationPort })));
+  if (sent.size === 0) return [];
 
   const targets = new Map<string, ListenTarget>();
   for (const { service, backends } of services) {
-    const addresses = serviceAddresses(service);
     for (const servicePort of service.spec?.ports ?? []) {
       if ((servicePort.protocol ?? 'TCP') !== 'TCP') continue;
 
-      // The IP families of the held flows that went to this Service port.
+      // The IP families of the held flows that went to this Service port,
+      // through one of the frontends that the agent installs for it.
+      const onePort: V1Service = { ...service, spec: { ...service.spec, ports: [servicePort] } };
       const families = new Set<4 | 6>();
-      for (const flow of tcpFlows) {
-        const viaService = flow.port === servicePort.port && addresses.has(flow.address);
-        const viaNode = servicePort.nodePort !== undefined && flow.port === servicePort.nodePort && !addresses.has(flow.address);
-        if (viaService || viaNode) families.add(flow.address.includes(':') ? 6 : 4);
+      for (const frontend of resolveFrontends(onePort, nodeAddresses).frontends) {
+        if (sent.has(frontendToString(frontend))) families.add(frontend.address.includes(':') ? 6 : 4);
       }
       if (families.size === 0) continue;
 
@@ -52,20 +55,7 @@ export function listenTargetsOf(flows: Flow[], services: ServiceBackends[]): Lis
   return [...targets.values()];
 }
 
-// The addresses on which the Service itself receives traffic, in
-// ipaddr.js's canonical form.
-function serviceAddresses(service: V1Service): Set<string> {
-  const spec = service.spec ?? {};
-  let clusterIPs = spec.clusterIPs ?? [];
-  if (clusterIPs.length === 0 && spec.clusterIP) clusterIPs = [spec.clusterIP];
-  const ingress = (service.status?.loadBalancer?.ingress ?? []).flatMap((entry) => (entry.ip ? [entry.ip] : []));
-  const addresses = new Set<string>();
-  for (const address of [...clusterIPs, ...(spec.externalIPs ?? []), ...ingress]) {
-    if (ipaddr.isValid(address)) addresses.add(normalize(address));
-  }
-  return addresses;
-}
-
+// resolveFrontends() writes addresses in ipaddr.js's canonical form.
 function normalize(address: string): string {
   return ipaddr.parse(address).toString();
 }

@@ -26,6 +26,9 @@ const WEB: V1Service = {
   status: { loadBalancer: { ingress: [{ ip: '198.19.9.9' }] } },
 };
 
+// The node's addresses, where NodePorts are served.
+const NODE_ADDRESSES = ['198.18.0.1', 'fd5a:18::1'];
+
 const V4: ReadyBackends = {
   addressType: 'IPv4',
   addresses: ['198.18.7.1', '198.18.7.2'],
@@ -43,7 +46,7 @@ function tcp(destination: string, destinationPort: number): Flow {
 }
 
 function targets(flows: Flow[], services = [{ service: WEB, backends: [V4, V6, FQDN] }]): string[] {
-  return listenTargetsOf(flows, services)
+  return listenTargetsOf(flows, services, NODE_ADDRESSES)
     .map((t) => `${t.address}:${t.port}`)
     .sort();
 }
