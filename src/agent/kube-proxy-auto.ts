@@ -109,7 +109,7 @@ export interface KubeProxyAutoOptions extends KubeProxyCheckOptions {
 
 export class KubeProxyAuto implements BackendCheck {
   private readonly log: Logger;
-  // Reads kube-proxy's chains for the searches; it is not a check.
+  // Reads kube-proxy's chains for the searches, and runs no check itself.
   private readonly iptables: KubeProxyIptables;
   private inner: RunningCheck | undefined;
   private found: KubeProxyMode | undefined;

@@ -294,16 +294,16 @@ describe('chained service list', () => {
   test('removed frontend frees an unreported id', () => {
     // Cilium deletes a deleted Service's entry before the agent's Service
     // informer removes the frontend from the cold workload.
-    const gone: Frontend = { address: '198.19.0.14', protocol: 'tcp', port: 80 };
-    const kept: Frontend = { address: '198.19.0.15', protocol: 'tcp', port: 80 };
-    setup.ids.set(gone, [9]);
-    setup.ids.set(kept, [10]);
-    setup.chained.setFrontends('default/pair', [gone, kept], true);
+    const removed: Frontend = { address: '198.19.0.14', protocol: 'tcp', port: 80 };
+    const remaining: Frontend = { address: '198.19.0.15', protocol: 'tcp', port: 80 };
+    setup.ids.set(removed, [9]);
+    setup.ids.set(remaining, [10]);
+    setup.chained.setFrontends('default/pair', [removed, remaining], true);
     assert.deepEqual(setup.chained.serviceIdsOf('default/pair'), [9, 10]);
 
-    setup.ids.set(gone, []);
+    setup.ids.set(removed, []);
     assert.deepEqual(setup.chained.serviceIdsOf('default/pair'), [9, 10], 'a cold workload keeps an id that the source stops reporting');
-    setup.chained.setFrontends('default/pair', [kept], true);
+    setup.chained.setFrontends('default/pair', [remaining], true);
 
     assert.deepEqual(setup.chained.serviceIdsOf('default/pair'), [10]);
     assert.equal(setup.host.listed(9), false);

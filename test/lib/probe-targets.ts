@@ -1,7 +1,7 @@
-// A test topology for TCP connection probes: from its client namespace to
-// the node namespace, where one server listens on both IP families, one
-// port has no listener, and nftables drops SYNs to another, as a network
-// policy that drops a node's traffic would.
+// A test topology for TCP connection probes, from its client namespace to
+// its node namespace. There one server listens on both IP families, one
+// port has no listener, and nftables drops SYNs to another port, as a
+// network policy that drops a node's traffic would.
 
 import { startHttpServer } from './servers.js';
 import { buildTopology, type Topology } from './topology.js';

@@ -62,7 +62,7 @@ export class RestUntilPinned implements CiliumServiceSource {
     this.current.close();
   }
 
-  // Switches to the maps once they are pinned, open, and hold every
+  // Switches to the maps once they are pinned, open, and contain every
   // rev-NAT id that the API lists. Cilium pins its maps before it fills
   // them, and the maps of a family pinned later would never be read, so a
   // switch to maps that lack some of the API's ids waits for the next
