@@ -139,7 +139,9 @@ test('scale-down waits for every node', async () => {
   assert.equal(b.gatesAtScaleDown, null, 'the follower never scaled');
   await waitFor('both agents cold', () => (a.controller.phaseOf('shop/web')?.phase === 'Cold' && b.controller.phaseOf('shop/web')?.phase === 'Cold' ? true : undefined));
 
-  assert.equal((await statusOf()).phase, 'Cold');
+  // The leader writes the phase after the replicas, which both agents may
+  // see first.
+  await waitFor('status.phase Cold', async () => ((await statusOf()).phase === 'Cold' ? true : undefined));
 
   // Flows held on both nodes add up in status.heldFlows. Their wake
   // scales the workload up again, and with the pods gone, as the
