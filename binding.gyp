@@ -12,6 +12,7 @@
         "src/native/bpf_program.cc",
         "src/native/btf_layout.cc",
         "src/native/if_index.cc",
+        "src/native/interfaces.cc",
         "src/native/libbpf_log.cc",
         "src/native/live_frames.cc",
         "src/native/mapped_array.cc",

@@ -106,6 +106,23 @@ export interface NativeBinding {
   interfaceLinkType(name: string, netns?: string): Promise<number>;
 
   /**
+   * Lists the interfaces of the network namespace bound at netns, or of
+   * the process's namespace when omitted, from one consistent RTM_GETLINK
+   * dump. Rejects with code EAGAIN when interfaces kept changing during
+   * five dumps.
+   */
+  listInterfaces(netns?: string): Promise<InterfaceInfo[]>;
+
+  /**
+   * Watches the interfaces of the network namespace bound at netns, or of
+   * the process's namespace when omitted. onChange runs on the event loop
+   * with the notifications read in one wakeup. overrun is true when the
+   * kernel dropped notifications because the socket's queue was full, so
+   * the caller lists the interfaces again.
+   */
+  InterfaceMonitor: new (netns: string | undefined, onChange: (events: InterfaceEvent[], overrun: boolean) => void) => NativeInterfaceMonitor;
+
+  /**
    * Creates an unconnected TCP socket of the given IP family inside the
    * network namespace bound at netns and returns its file descriptor,
    * which the caller owns. A net.Socket opened on it connects from that
@@ -420,6 +437,30 @@ export interface NativeTcAttachment {
  * reaches RINGBUF_BATCH_MAX_BYTES. The rest waits for the next wakeup. An
  * exception thrown by onBatch during polling becomes an uncaught exception.
  */
+/** An interface of a network namespace. */
+export interface InterfaceInfo {
+  ifindex: number;
+  name: string;
+  linkType: number; // ARPHRD_* in <linux/if_arp.h>, 1 for Ethernet
+}
+
+/**
+ * An rtnetlink link notification. 'new' also reports a change of flags,
+ * state or name of an interface that already exists.
+ */
+export interface InterfaceEvent {
+  type: 'new' | 'del';
+  ifindex: number;
+  name: string;
+}
+
+export interface NativeInterfaceMonitor {
+  /** Polls the socket; while started, the handle keeps the event loop alive. */
+  start(): void;
+  /** Stops polling and closes the socket. Idempotent. */
+  close(): void;
+}
+
 export interface NativeRingBuffer {
   /** Polls the rings; while started, the handle keeps the event loop alive. */
   start(): void;

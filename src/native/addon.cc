@@ -14,6 +14,7 @@
 #include "bpf_program.h"
 #include "netns_socket.h"
 #include "if_index.h"
+#include "interfaces.h"
 #include "libbpf_log.h"
 #include "ring_buffer.h"
 #include "sys_error.h"
@@ -87,6 +88,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RingBuffer::Init(env, exports);
   InitXdp(env, exports);
   InitIfIndex(env, exports);
+  InitInterfaces(env, exports);
   InitNetnsSocket(env, exports);
 
   exports.Set("numPossibleCpus",

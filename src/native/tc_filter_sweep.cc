@@ -12,7 +12,6 @@
 #include <net/if.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 
 #include <set>
 #include <string>
@@ -20,6 +19,7 @@
 
 #include "args.h"
 #include "promise_worker.h"
+#include "rtnetlink.h"
 #include "unique_fd.h"
 
 namespace zerohold {
@@ -51,16 +51,6 @@ constexpr int kMaxStrayReplies = 8;
 // send() returns, so this only bounds a worker thread in the unexpected
 // case.
 constexpr time_t kReplyTimeoutSeconds = 5;
-
-// Returns the attribute of type in the attributes from start to end, or
-// nullptr.
-const rtattr* FindAttribute(const void* start, size_t length, uint16_t type) {
-  for (auto* attribute = static_cast<const rtattr*>(start);
-       RTA_OK(attribute, length); attribute = RTA_NEXT(attribute, length)) {
-    if ((attribute->rta_type & NLA_TYPE_MASK) == type) return attribute;
-  }
-  return nullptr;
-}
 
 // Reads the program of the bpf filter at handle and priority on the
 // ingress of ifindex with an RTM_GETTFILTER request. Unlike
@@ -160,14 +150,10 @@ class SweepWorker : public PromiseWorker {
     NetnsScope scope;
     if (!EnterNetns(&scope, netns_)) return;
 
-    UniqueFd socket_fd(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+    SysError error;
+    UniqueFd socket_fd = OpenRequestSocket(kReplyTimeoutSeconds, &error);
     if (!socket_fd.Valid()) {
-      Fail(MakeSysError("socket", "NETLINK_ROUTE", errno));
-      return;
-    }
-    struct timeval timeout = {kReplyTimeoutSeconds, 0};
-    if (setsockopt(socket_fd.Get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) != 0) {
-      Fail(MakeSysError("setsockopt", "SO_RCVTIMEO", errno));
+      Fail(std::move(error));
       return;
     }
     struct if_nameindex* devices = if_nameindex();
