@@ -78,8 +78,18 @@ const powerOfTwo = (fallback: number) =>
     .default(fallback)
     .refine((n) => Number.isInteger(n) && n >= 1 && n <= 2 ** 31 && (n & (n - 1)) === 0, { message: POWER_OF_TWO_RANGE });
 
+// An interface name, or with a trailing "+" every name that starts with
+// what precedes it, as in Cilium's devices and iptables' -i. Linux limits
+// names to 15 bytes and rejects "/", ":" and whitespace in them.
+const interfaceName = z
+  .string()
+  .min(1)
+  .max(15, 'expected an interface name of at most 15 characters')
+  .refine((name) => !/[/:\s]/.test(name), { message: 'expected an interface name without "/", ":" or whitespace' })
+  .refine((name) => !name.slice(0, -1).includes('+'), { message: 'expected "+" only at the end, where it matches every interface whose name starts with what precedes it' });
+
 const interfaceSchema = z.strictObject({
-  name: z.string().min(1).max(15, 'expected an interface name of at most 15 characters'),
+  name: interfaceName,
   hook: z.enum(['xdp', 'tc']).default('xdp'),
   xdpMode: z.enum(['native', 'generic', 'auto']).default('auto'),
 });
@@ -89,9 +99,8 @@ export const agentConfigSchema = z.strictObject({
   // API in the DaemonSet.
   nodeName: z.string().min(1).optional(),
   mode: z.enum(['standalone', 'chained', 'signal']).default('standalone'),
-  // TODO: names are fixed, so pods' veths, whose names differ per pod, can
-  // only be listed one by one, and pods on the node are not held. Name
-  // patterns attached to devices as they appear would hold them too.
+  // An interface gets the hook of the entry with its exact name, or else
+  // of the first pattern that matches it.
   interfaces: z.array(interfaceSchema).default([]),
   // Network namespace of the interfaces, such as /run/netns/node1. Unset
   // in a cluster, where the agent runs with hostNetwork.
@@ -308,6 +317,11 @@ function crossFieldProblems(config: AgentConfig): string[] {
   }
   if (config.mode === 'signal' && config.interfaces.length > 0) {
     problems.push('interfaces: not used in signal mode, where Hubble drop events wake workloads; remove the list');
+  }
+  const seen = new Set<string>();
+  for (const [index, { name }] of config.interfaces.entries()) {
+    if (seen.has(name)) problems.push(`interfaces[${index}].name: "${name}" is listed twice; keep one entry`);
+    seen.add(name);
   }
 
   // The agent follows kube-proxy's nftables rules in standalone mode only.

@@ -1,6 +1,6 @@
 // zerohold-agent: the node agent. Usage: node dist/src/agent/main.js
 // --config /etc/zerohold/agent.yaml. It loads the datapath and, in
-// standalone mode, attaches it to the configured interfaces, or in chained
+// standalone mode, attaches it to the configured interfaces as they appear, or in chained
 // mode inserts it into the host datapath's prog arrays. It runs the
 // controller until SIGTERM or SIGINT. Then it detaches its programs and
 // exits, unless a SIGTERM with shutdown.handover leaves them to the next
@@ -37,6 +37,7 @@ import { DatapathDrops } from './datapath-drops.js';
 import { EndpointReadiness } from './endpoint-readiness.js';
 import { EventRecorder } from './events.js';
 import { HeldRejections, UNKNOWN_WORKLOAD } from './held-rejections.js';
+import { InterfaceAttacher } from './interface-attacher.js';
 import { KeepAliveKubeConfig } from './kube-config.js';
 import { KubeProxyAuto, type RunningCheck, startKubeProxyCheck } from './kube-proxy-auto.js';
 import { LeaderElector } from './leader.js';
@@ -119,6 +120,7 @@ async function main(): Promise<void> {
   let datapath: Datapath | undefined;
   let ciliumServices: CiliumServiceSource | undefined;
   let liveness: Liveness | undefined;
+  let attacher: InterfaceAttacher | undefined;
   // Reports the pins that the load replaced and starts renewing the
   // deadline, before the new programs run: without a deadline, they would
   // hold for an agent that died.
@@ -165,10 +167,10 @@ async function main(): Promise<void> {
     mkdirSync(config.bpf.pinDir, { recursive: true });
     datapath = await Datapath.open(datapathOptions);
     startLiveness(datapath);
-    for (const iface of config.interfaces) {
-      await datapath.attach(iface.name, iface.hook === 'xdp' ? { hook: 'xdp', mode: iface.xdpMode } : { hook: 'tc' });
-      log.info({ interface: iface.name, hook: iface.hook }, 'attached');
-    }
+    attacher = new InterfaceAttacher({ datapath, selectors: config.interfaces, ...(config.netns ? { netns: config.netns } : {}), log: componentLogger(root, 'datapath') });
+    await attacher.start();
+    // After the first pass, which took over the links that the previous
+    // agent pinned for the interfaces present now.
     await detachLeftovers(log, datapath);
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
@@ -177,7 +179,12 @@ async function main(): Promise<void> {
   const metrics = new AgentMetrics(
     node instanceof SignalDatapath || holding === undefined
       ? { held: () => new Map() }
-      : { held: () => node.heldTotals(), datapath: () => node.datapathCounters(), datapathGlobal: () => holding.services.readGlobalCounters() },
+      : {
+          held: () => node.heldTotals(),
+          datapath: () => node.datapathCounters(),
+          datapathGlobal: () => holding.services.readGlobalCounters(),
+          ...(attacher ? { interfaces: () => interfaceCounts(attacher!) } : {}),
+        },
   );
 
   // Flow openers over a held flow bound are dropped by the datapath and
@@ -371,6 +378,7 @@ async function main(): Promise<void> {
     await attempt('metrics', () => metrics.close());
     await attempt('held flow rejections', () => heldRejections?.close());
     await attempt('datapath drops', () => datapathDrops?.stop());
+    await attempt('interface attacher', () => attacher?.stop());
     // Flows read from the ring exist in this process only, so the clients
     // of the ones still held retransmit to the next agent.
     const stillHeld = owner?.heldTotals() ?? new Map();
@@ -391,7 +399,7 @@ async function main(): Promise<void> {
       log.info({ handover: formatDuration(config.shutdown.handover), until }, `leaving the programs attached and holding for the next agent until ${until}; after that they let flow openers pass`);
     } else {
       liveness?.stop();
-      if (!(node instanceof SignalDatapath)) log.info({ interfaces: config.interfaces.map((iface) => iface.name) }, 'detaching the programs');
+      if (!(node instanceof SignalDatapath)) log.info({ interfaces: [...(attacher?.interfaces().values() ?? [])].map((iface) => iface.name) }, 'detaching the programs');
     }
     if (node instanceof ChainedDatapath) await attempt('chained datapath', () => node.close({ keepAttached: handover }));
     else if (node instanceof SignalDatapath) await attempt('signal datapath', () => node.stop());
@@ -425,6 +433,10 @@ class RestartRequest {
     this.handler = handler;
     if (this.isRequested) handler();
   }
+}
+
+function interfaceCounts(attacher: InterfaceAttacher): { hooks: ('xdp' | 'tc')[]; failures: { xdp: number; tc: number } } {
+  return { hooks: [...attacher.interfaces().values()].map((iface) => iface.hook), failures: attacher.attachFailures() };
 }
 
 // Detaches what an earlier configuration attached to interfaces or hooks

@@ -21,6 +21,9 @@ export interface MetricSources {
   // The datapath's node-wide counters, indexed by GlobalStat; none in
   // signal mode.
   datapathGlobal?: () => bigint[];
+  // The hooks of the interfaces with the hold program, and the failed
+  // attachments by hook; standalone mode only.
+  interfaces?: () => { hooks: ('xdp' | 'tc')[]; failures: { xdp: number; tc: number } };
 }
 
 // The outcomes of a workload's flow openers that met a closed gate, each
@@ -122,7 +125,7 @@ export class AgentMetrics {
     sources: MetricSources,
     private readonly untrackDelayMs = UNTRACK_DELAY_MS,
   ) {
-    const { held, datapath, datapathGlobal } = sources;
+    const { held, datapath, datapathGlobal, interfaces } = sources;
     this.heldGauge('zerohold_held_flows', 'Flows held on this node now, waiting for their workload.', held, (totals) => totals.flows);
     this.heldGauge('zerohold_held_bytes', 'Bytes of the frames held on this node now, the packet data that the held flow limits bound.', held, (totals) => totals.bytes);
     if (datapath) {
@@ -156,6 +159,7 @@ export class AgentMetrics {
       );
     }
     if (datapathGlobal) this.datapathGlobalCounters(datapathGlobal);
+    if (interfaces) this.interfaceMetrics(interfaces);
     collectDefaultMetrics({ register: this.registry, prefix: 'zerohold_agent_' });
     // Like trackWorkload(), for the drops that belong to no workload.
     this.heldDropped.inc({ workload: UNKNOWN_WORKLOAD, reason: 'record-error' }, 0);
@@ -244,6 +248,34 @@ export class AgentMetrics {
         for (const [workload, counters] of datapath()) {
           for (const [labels, value] of values(counters)) counter.inc({ workload, ...labels } as Partial<Record<L | 'workload', string>>, Number(value));
         }
+      },
+    });
+  }
+
+  // Registers the gauge of attached interfaces and the counter of failed
+  // attachments, read from the interface attacher on each scrape.
+  private interfaceMetrics(read: NonNullable<MetricSources['interfaces']>): void {
+    const attached = new Gauge({
+      name: 'zerohold_interfaces_attached',
+      help: 'Interfaces of the node with the hold program, by hook (xdp or tc). Clients whose packets enter other interfaces are not held.',
+      labelNames: ['hook'] as const,
+      registers: [this.registry],
+      collect() {
+        const { hooks } = read();
+        attached.set({ hook: 'xdp' }, hooks.filter((hook) => hook === 'xdp').length);
+        attached.set({ hook: 'tc' }, hooks.filter((hook) => hook === 'tc').length);
+      },
+    });
+    const failures = new Counter({
+      name: 'zerohold_interface_attach_failures_total',
+      help: 'Attachments of the hold program to an interface that an interfaces pattern selects that failed, by hook. The agent retries every minute, and clients behind such an interface are not held meanwhile.',
+      labelNames: ['hook'] as const,
+      registers: [this.registry],
+      collect() {
+        const counts = read().failures;
+        failures.reset();
+        failures.inc({ hook: 'xdp' }, counts.xdp);
+        failures.inc({ hook: 'tc' }, counts.tc);
       },
     });
   }

@@ -10,7 +10,7 @@
 // while the gate stays closed.
 
 import { EventEmitter } from 'node:events';
-import { rmSync } from 'node:fs';
+import { renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
 import { FrontendTable } from './frontends.js';
@@ -24,6 +24,7 @@ import {
   attachPinnedXdp,
   detachAttachment,
   linkPinPath,
+  parseLinkPinPath,
   removeDefunctLinks,
   removeUnlistedClsactFilters,
   removeUnlistedLinks,
@@ -125,7 +126,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // Names of the attached interfaces by ifindex, for reports of held flows.
   readonly interfaceNames = new Map<number, string>();
 
-  private readonly attachments: Attachment[] = [];
+  // The hold program's attachments by ifindex.
+  private readonly attachments = new Map<number, Attachment>();
   // Interfaces where a re-injected frame does not pass the hold program
   // again, so releaseEarly() may send their frames with the gate closed.
   private readonly reinjectionBypasses = new Set<number>();
@@ -239,12 +241,13 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // Attaches the hold program to an interface of this datapath's netns.
   // With a pinDir, the XDP or tcx link is pinned there and a link that a
   // previous process pinned for the interface is taken over with an
-  // atomic program swap (see pinned-links.ts).
-  async attach(ifname: string, how: AttachHook = { hook: 'xdp' }): Promise<void> {
+  // atomic program swap (see pinned-links.ts). Returns the interface's
+  // ifindex. Rejects for an interface that this datapath attached to.
+  async attach(ifname: string, how: AttachHook = { hook: 'xdp' }): Promise<number> {
     const native = loadNative();
     const ifindex = await native.ifNameToIndex(ifname, this.netns);
+    if (this.attachments.has(ifindex)) throw new Error(`interface ${ifname} (ifindex ${ifindex}) already has the hold program of this agent`);
     await checkEthernet(ifname, this.netns);
-    this.interfaceNames.set(ifindex, ifname);
 
     if (how.hook === 'xdp') {
       const prog = this.object.program('zh_xdp_hold');
@@ -252,7 +255,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       const attachment = this.pinDir
         ? await attachPinnedXdp(prog, ifindex, mode, this.netns, linkPinPath(this.pinDir, 'xdp', ifname))
         : { handle: await native.attachXdp(prog, ifindex, mode, this.netns) };
-      this.attachments.push(attachment);
+      this.attachments.set(ifindex, attachment);
 
       // Only generic XDP runs on the stack's receive path, where a
       // re-injected frame would meet the hold program again.
@@ -266,12 +269,45 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       const kind = how.kind ?? 'auto';
       if (this.pinDir) {
         const attachment = await attachPinnedTc(prog, ifindex, kind, this.netns, linkPinPath(this.pinDir, 'tcx', ifname));
-        this.attachments.push(attachment);
+        this.attachments.set(ifindex, attachment);
         if ((attachment.handle as NativeTcAttachment).kind === 'clsact') this.clsactIfindexes.add(ifindex);
       } else {
-        this.attachments.push({ handle: await native.attachTc(prog, ifindex, 'ingress', kind, this.netns) });
+        this.attachments.set(ifindex, { handle: await native.attachTc(prog, ifindex, 'ingress', kind, this.netns) });
       }
     }
+    this.interfaceNames.set(ifindex, ifname);
+    return ifindex;
+  }
+
+  // Detaches the hold program from the interface ifindex and removes its
+  // link pin. The interface may be gone: the kernel has then ended its
+  // XDP or tcx link and removed its clsact filter, and only the pin and
+  // the descriptor are left to release.
+  async detach(ifindex: number): Promise<void> {
+    const attachment = this.attachments.get(ifindex);
+    if (attachment === undefined) return;
+
+    await detachAttachment(attachment);
+    this.attachments.delete(ifindex);
+    this.interfaceNames.delete(ifindex);
+    this.reinjectionBypasses.delete(ifindex);
+    this.clsactIfindexes.delete(ifindex);
+  }
+
+  // Records that the interface ifindex is now called ifname, and moves its
+  // link pin to the pin path of the new name, so that the next agent
+  // takes the link over under that name.
+  rename(ifindex: number, ifname: string): void {
+    const attachment = this.attachments.get(ifindex);
+    if (attachment === undefined) return;
+
+    if (attachment.pinPath !== undefined && this.pinDir !== undefined) {
+      const hook = parseLinkPinPath(attachment.pinPath)?.hook ?? 'xdp';
+      const pinPath = linkPinPath(this.pinDir, hook, ifname);
+      renameSync(attachment.pinPath, pinPath);
+      attachment.pinPath = pinPath;
+    }
+    this.interfaceNames.set(ifindex, ifname);
   }
 
   // Inserts the chained entries at index 0 of the host's prog arrays
@@ -417,7 +453,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // pinDir there is nothing to find.
   removeUnlistedLinks(): string[] {
     if (this.pinDir === undefined) return [];
-    const attachedPins = new Set(this.attachments.flatMap((attachment) => (attachment.pinPath === undefined ? [] : [attachment.pinPath])));
+    const attachedPins = new Set([...this.attachments.values()].flatMap((attachment) => (attachment.pinPath === undefined ? [] : [attachment.pinPath])));
     return removeUnlistedLinks(this.pinDir, attachedPins);
   }
 
@@ -454,7 +490,8 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     // One attachment that fails to detach must not leave the others
     // attached, so each is tried, and the failures are thrown together.
     const failures: Error[] = [];
-    const attachments = this.attachments.splice(0);
+    const attachments = [...this.attachments.values()];
+    this.attachments.clear();
     for (const attachment of options.keepAttached ? [] : attachments) {
       await detachAttachment(attachment).catch((err: Error) => failures.push(err));
     }

@@ -271,6 +271,23 @@ test('config accepts map size limits', () => {
   assert.equal(config.bpf.indexBuckets, 2 ** 31);
 });
 
+test('config accepts interface patterns', () => {
+  const config = parseConfig('interfaces:\n  - { name: eth0 }\n  - { name: veth+, hook: tc }\n  - { name: "+" }\n');
+  assert.deepEqual(
+    config.interfaces.map((iface) => [iface.name, iface.hook]),
+    [
+      ['eth0', 'xdp'],
+      ['veth+', 'tc'],
+      ['+', 'xdp'],
+    ],
+  );
+});
+
+test('config rejects repeated interface', () => {
+  const problems = problemsOf('interfaces:\n  - { name: veth+ }\n  - { name: eth0 }\n  - { name: veth+, hook: tc }\n');
+  assert.deepEqual(problems, ['interfaces[2].name: "veth+" is listed twice; keep one entry']);
+});
+
 test('config errors name YAML forms', () => {
   const cases: [string, string][] = [
     ['hubble: {relay: {address: "relay:80", tls: {}}}', 'hubble.relay.tls.ca: missing, expected a string (got missing)'],
@@ -280,6 +297,8 @@ test('config errors name YAML forms', () => {
     ['bpf: {pinDir: /tmp/zerohold}', 'bpf.pinDir: expected a path under /sys/fs/bpf/ (got "/tmp/zerohold")'],
     ['hubble: {activity: "yes"}', 'hubble.activity: expected true or false (got "yes")'],
     ['interfaces: eth0', 'interfaces: expected a list (got "eth0")'],
+    ['interfaces: [{name: "eth 0"}]', 'interfaces[0].name: expected an interface name without "/", ":" or whitespace (got "eth 0")'],
+    ['interfaces: [{name: "ve+th"}]', 'interfaces[0].name: expected "+" only at the end, where it matches every interface whose name starts with what precedes it (got "ve+th")'],
     ['metrics: {port: 70000}', 'metrics.port: expected at most 65535 (got 70000)'],
     ['metrics: {port: -1}', 'metrics.port: expected at least 0 (got -1)'],
     ['limits: {heldFlowsTotal: 1e300}', 'limits.heldFlowsTotal: expected at most 9007199254740991 (got 1e+300)'],
