@@ -1,12 +1,15 @@
 // The agent process failing and coming back, on a one-node testbed: a
-// SIGKILL in the middle of a wake, a SIGTERM that must detach every XDP
+// SIGKILL in the middle of a wake, a SIGTERM that must detach every
 // program, and a close() that must leave no agent process, bpffs pin or
 // namespace behind.
 
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
+import { loadNative } from '../../src/datapath/native.js';
+import { parseLinkPinPath } from '../../src/datapath/pinned-links.js';
 import { run, waitFor } from '../lib/netns.js';
 import type { ClientResult } from '../testbed/client-run.js';
 import { describeResult } from '../testbed/client-run.js';
@@ -42,8 +45,19 @@ describe('agent restart', () => {
     return links.filter((link) => link.xdp !== undefined).map((link) => link.ifname);
   }
 
-  function attachedInterfaces(): string[] {
-    return ['eth0', testbed.clientPods.get('node-0')![0]!.hostInterface].sort();
+  // Returns the interfaces whose tcx link is pinned in the agent's pinDir
+  // and still attached.
+  function tcxInterfaces(node: string): string[] {
+    const pinDir = testbed.agent(node).pinDir;
+    const names: string[] = [];
+    for (const name of readdirSync(pinDir)) {
+      const parsed = parseLinkPinPath(name);
+      if (parsed?.hook !== 'tcx') continue;
+      const link = loadNative().openPinnedLink(path.join(pinDir, name));
+      if ((link.info().ifindex ?? 0) !== 0) names.push(parsed.ifname);
+      link.close();
+    }
+    return names.sort();
   }
 
   // The agent pins its XDP links in its pinDir, so they outlive the
@@ -66,7 +80,9 @@ describe('agent restart', () => {
     assert.equal(exit.signal, 'SIGKILL');
     // The gate must outlive the process: with no XDP program, the clients'
     // retransmitted SYNs meet no DNAT rule and get ICMP unreachable.
-    assert.deepEqual((await xdpInterfaces('node-0')).sort(), attachedInterfaces(), 'interfaces with XDP after the SIGKILL');
+    assert.deepEqual(await xdpInterfaces('node-0'), ['eth0'], 'interfaces with XDP after the SIGKILL');
+    const clientVeth = testbed.clientPods.get('node-0')![0]!.hostInterface;
+    assert.ok(tcxInterfaces('node-0').includes(clientVeth), `the client pod's ${clientVeth} keeps its tcx link after the SIGKILL`);
     // Down for a while, as a crashed DaemonSet pod is until it restarts.
     await new Promise((resolve) => setTimeout(resolve, 500));
     await testbed.restartAgent('node-0');
@@ -77,16 +93,19 @@ describe('agent restart', () => {
     assert.equal(agent.runs, 2);
   });
 
-  it('SIGTERM detaches every XDP program', async () => {
+  it('SIGTERM detaches every program', async () => {
     // A fresh agent, whatever the test before left.
     await testbed.restartAgent('node-0');
     const agent = testbed.agent('node-0');
-    assert.deepEqual((await xdpInterfaces('node-0')).sort(), attachedInterfaces());
+    assert.deepEqual(await xdpInterfaces('node-0'), ['eth0']);
+    const clientVeth = testbed.clientPods.get('node-0')![0]!.hostInterface;
+    assert.ok(tcxInterfaces('node-0').includes(clientVeth), `${clientVeth} has a tcx link`);
 
     const exit = await testbed.killAgent('node-0', 'SIGTERM');
 
     assert.equal(exit.code, 0, agent.output.slice(-4000));
     assert.deepEqual(await xdpInterfaces('node-0'), []);
+    assert.deepEqual(tcxInterfaces('node-0'), []);
   });
 
   it('close leaves nothing behind', async () => {

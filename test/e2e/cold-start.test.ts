@@ -81,6 +81,22 @@ describe('cold start', () => {
     assert.match(body, /Welcome to nginx/);
   });
 
+  it('client pod started later is held', async () => {
+    const workload = await deployCold(nginxWorkload({ workDir: testbed.workloadDir, name: 'web-late' }), 'node-0');
+
+    // The agent of node-1 attaches to the new pod's veth as the kernel
+    // reports it, without a restart or a change of its configuration, and
+    // the pod's first SYN, sent right after its network is set up, is held.
+    const origin = Date.now();
+    const index = await testbed.addClientPod('node-1');
+    const body = await checkCurlColdStart(workload, testbed.clientPod('node-1', index), 'node-1', workload.clusterIPv4, 80);
+
+    assert.match(body, /Welcome to nginx/);
+    const veth = testbed.clientPods.get('node-1')![index]!.hostInterface;
+    const attached = testbed.events.since(origin).find((event) => event.source === 'agent' && event.node === 'node-1' && event.type === 'attached' && event.fields.interface === veth);
+    assert.ok(attached, `no log line of the agent of node-1 attaching to ${veth}\n${timelineSince(origin)}`);
+  });
+
   it('IPv6 ClusterIP wakes for curl -6', async () => {
     const workload = await deployCold(nodeHttpWorkload({ workDir: testbed.workloadDir, name: 'web6' }));
     assert.notEqual(workload.clusterIPv6, '');

@@ -27,8 +27,10 @@ export interface AgentProcessOptions {
   nodeName: string;
   // Name of the node's network namespace, under /run/netns.
   netns: string;
-  // Interfaces in that namespace that the agent attaches XDP to.
-  interfaces: string[];
+  // Entries of the agent's interfaces setting: names in that namespace,
+  // or prefixes followed by "+", with the hook to attach there.
+  interfaces: { name: string; hook: 'xdp' | 'tc' }[];
+  // XDP attach mode of the entries with the xdp hook.
   xdpMode: XdpMode;
   kubeconfigPath: string;
   // Directory for the configuration file and the API socket. It must exist.
@@ -322,7 +324,7 @@ export class AgentProcess extends EventEmitter {
 
   private renderConfig(kubeconfigPath: string): string {
     const options = this.options;
-    const interfaces = options.interfaces.map((name) => `  - { name: ${name}, hook: xdp, xdpMode: ${options.xdpMode} }`);
+    const interfaces = options.interfaces.map(({ name, hook }) => (hook === 'xdp' ? `  - { name: "${name}", hook: xdp, xdpMode: ${options.xdpMode} }` : `  - { name: "${name}", hook: tc }`));
     return [
       `nodeName: ${options.nodeName}`,
       ...(options.capabilities === undefined ? [`netns: ${netnsPath(options.netns)}`] : []),

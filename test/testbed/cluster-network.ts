@@ -80,6 +80,8 @@ interface PodState {
 
 // The node's interface on the fabric, in every node namespace.
 export const NODE_INTERFACE = 'eth0';
+// Names the host end of each pod's veth pair, followed by the pod's slot.
+export const POD_INTERFACE_PREFIX = 'veth';
 
 const BRIDGE = 'br0';
 
@@ -197,7 +199,7 @@ export class ClusterNetwork implements PodNetwork {
       ipv4: podAddressV4(nodeState.index, slot),
       ipv6: this.ipv6 ? podAddressV6(nodeState.index, slot) : '',
       // Unique per node because the slot is, and short of IFNAMSIZ (15).
-      hostInterface: `veth${slot}`,
+      hostInterface: `${POD_INTERFACE_PREFIX}${slot}`,
     };
     try {
       addresses.netns = await this.testNetwork.addNamespace(namespaceRole(pod));

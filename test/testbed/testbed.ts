@@ -34,7 +34,7 @@ import { startApiServer, type TestApiServer } from '../apiserver/server.js';
 import { waitFor } from '../lib/netns.js';
 import { AgentProcess, type AgentLogLine, type XdpMode } from './agent-process.js';
 import { type ClientResult, type ClientRunOptions, runClient } from './client-run.js';
-import { ClusterNetwork, NODE_INTERFACE } from './cluster-network.js';
+import { ClusterNetwork, NODE_INTERFACE, POD_INTERFACE_PREFIX } from './cluster-network.js';
 import { EndpointSliceController } from './endpointslice-controller.js';
 import { Kubelet, type KubeletEvent } from './kubelet.js';
 import type { PodAddresses } from './pod-network.js';
@@ -52,12 +52,16 @@ export interface TestbedOptions {
   // External client namespaces on the fabric. Defaults to 1.
   externalClients?: number;
   // Client pod namespaces behind each node, outside the API server. The
-  // agent of the node attaches to their host-side veths. Defaults to 1.
+  // agent of the node attaches to their host-side veths, as to those of
+  // the workloads' pods, through the pattern veth+. Defaults to 1.
   clientPodsPerNode?: number;
   // Whether to run one agent per node. Defaults to true.
   agents?: boolean;
-  // XDP attach mode of every agent interface. Defaults to 'native'.
+  // XDP attach mode of the agents' XDP interfaces. Defaults to 'native'.
   xdpMode?: XdpMode;
+  // The hook on the host ends of the pods' veths. Defaults to 'tc', which
+  // keeps the pods' GSO, as docs/deploy.md recommends.
+  podHook?: 'xdp' | 'tc';
   // Readiness probe period of every pod, in milliseconds. Defaults to 100.
   probeIntervalMs?: number;
   // Kubernetes namespace for the workloads. Defaults to 'demo'.
@@ -397,6 +401,15 @@ export class Testbed {
     return this.teardown.run();
   }
 
+  // Adds a client pod behind node, as a pod that starts after the agents,
+  // and returns its index for clientPod().
+  async addClientPod(node: string): Promise<number> {
+    const pods = this.clientPods.get(node) ?? [];
+    pods.push(await this.network.addPod(node, `client/${node}/${pods.length}`));
+    this.clientPods.set(node, pods);
+    return pods.length - 1;
+  }
+
   private async addClientPods(perNode: number): Promise<void> {
     for (const node of this.nodes) {
       const pods: PodAddresses[] = [];
@@ -484,7 +497,10 @@ export class Testbed {
       const agent = new AgentProcess({
         nodeName: node,
         netns: this.network.nodeNetns(node),
-        interfaces: [NODE_INTERFACE, ...(this.clientPods.get(node) ?? []).map((pod) => pod.hostInterface)],
+        interfaces: [
+          { name: NODE_INTERFACE, hook: 'xdp' },
+          { name: `${POD_INTERFACE_PREFIX}+`, hook: options.podHook ?? 'tc' },
+        ],
         xdpMode: options.xdpMode ?? 'native',
         kubeconfigPath: this.kubeconfigPath,
         workDir: this.workDir,
