@@ -22,8 +22,8 @@ const ARPHRD_ETHER = 1;
 
 const DEFAULT_RESYNC_INTERVAL_MS = 60_000;
 
-// Delay before a pass that follows a failed listing.
-const RETRY_AFTER_LIST_FAILURE_MS = 1_000;
+// Delay before the pass that follows a failed one.
+const RETRY_AFTER_PASS_FAILURE_MS = 1_000;
 
 export interface InterfaceSelector {
   // An interface name, or a prefix followed by "+".
@@ -133,14 +133,9 @@ export class InterfaceAttacher {
     return { ...this.failures };
   }
 
-  // Resolves once the passes requested so far have run.
-  async settled(): Promise<void> {
-    while (this.running) await this.running;
-  }
-
   // The entry for an interface name: the one that names it exactly, or
   // else the first pattern that matches it.
-  selectorFor(name: string): InterfaceSelector | undefined {
+  private selectorFor(name: string): InterfaceSelector | undefined {
     const { selectors } = this.options;
     return selectors.find((selector) => selector.name === name) ?? selectors.find((selector) => isPattern(selector) && name.startsWith(selector.name.slice(0, -1)));
   }
@@ -174,17 +169,16 @@ export class InterfaceAttacher {
 
     do {
       this.passRequested = false;
-      let present: InterfaceInfo[];
       try {
-        present = await loadNative().listInterfaces(netns);
+        const present = await loadNative().listInterfaces(netns);
+        if (this.stopped) return;
+        await this.apply(present, { strict: false });
       } catch (err) {
-        log.warn({ err, netns }, 'listing the interfaces failed; trying again in 1 s');
+        log.warn({ err, netns }, 'a pass over the interfaces failed; trying again in 1 s');
         clearTimeout(this.retryTimer);
-        this.retryTimer = setTimeout(() => this.requestPass(), RETRY_AFTER_LIST_FAILURE_MS);
+        this.retryTimer = setTimeout(() => this.requestPass(), RETRY_AFTER_PASS_FAILURE_MS);
         return;
       }
-      if (this.stopped) return;
-      await this.apply(present, { strict: false });
     } while (this.passRequested && !this.stopped);
   }
 
