@@ -6,13 +6,14 @@
 // runs in the same process as the agent, so its request handling is part
 // of every latency here, as a network round trip would be in a cluster.
 // Run as root, it also times the probe that a release makes to see
-// whether a backend listens, between two network namespaces of its own.
+// whether a backend listens, between two network namespaces of its own,
+// and how soon the hold program is on a new pod's veth in standalone mode.
 // The last line is one JSON object for scripts.
 
 import { spawn } from 'node:child_process';
 import { subscribe } from 'node:diagnostics_channel';
 import type { ClientRequest } from 'node:http';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -25,8 +26,10 @@ import { connectProbe } from '../src/agent/connect-probe.js';
 import { Controller } from '../src/agent/controller.js';
 import { EndpointReadiness } from '../src/agent/endpoint-readiness.js';
 import { EventRecorder } from '../src/agent/events.js';
+import { InterfaceAttacher } from '../src/agent/interface-attacher.js';
 import type { ReleaseOutcome, ScalePort, WorkloadKey } from '../src/agent/ports.js';
 import { KubeScaler } from '../src/agent/scaler.js';
+import { Datapath } from '../src/datapath/datapath.js';
 import { repoRoot } from '../src/paths.js';
 import { FakeDatapath } from '../test/agent/testing/fake-datapath.js';
 import { deploymentFixture, serviceFixture } from '../test/apiserver/fixtures.js';
@@ -363,6 +366,71 @@ async function measureListenProbe(): Promise<ProbeResult | null> {
   }
 }
 
+const NEW_INTERFACES = 100;
+
+interface AttachResult {
+  // Start of `ip link add` to the attacher's log line, per hook.
+  tc: number[];
+  xdp: number[];
+  // The run of `ip link add` alone, which the figures above include.
+  ipLinkAdd: number[];
+}
+
+// Times InterfaceAttacher on veth pairs created one at a time in a
+// namespace of its own, as a CNI plugin creates a pod's: the time until
+// the hold program is attached, with tc (tcx) and with native XDP. The
+// peers' names match no pattern, as a pod's end, which the CNI plugin
+// moves into the pod's namespace, matches none. Returns null without
+// root.
+async function measureInterfaceAttach(): Promise<AttachResult | null> {
+  if (process.getuid?.() !== 0) return null;
+
+  const network = new TestNetwork();
+  const pinDir = `/sys/fs/bpf/zh-bench-attach-${process.pid}`;
+  mkdirSync(pinDir, { recursive: true });
+  const attachedAt = new Map<string, number>();
+  const log = pino({ level: 'info' }, {
+    write: (line: string) => {
+      const fields = JSON.parse(line) as { msg?: string; interface?: string };
+      if (fields.msg === 'attached' && fields.interface) attachedAt.set(fields.interface, performance.now());
+    },
+  });
+  let datapath: Datapath | undefined;
+  let attacher: InterfaceAttacher | undefined;
+  try {
+    const node = await network.addNamespace('bench-attach');
+    datapath = await Datapath.open({ netns: netnsPath(node), pinDir, maxServices: 8 });
+    attacher = new InterfaceAttacher({
+      datapath,
+      selectors: [
+        { name: 'pt+', hook: 'tc', xdpMode: 'auto' },
+        { name: 'px+', hook: 'xdp', xdpMode: 'native' },
+      ],
+      netns: netnsPath(node),
+      log,
+    });
+    await attacher.start();
+
+    const result: AttachResult = { tc: [], xdp: [], ipLinkAdd: [] };
+    for (let i = 0; i < NEW_INTERFACES; i++) {
+      for (const [prefix, times] of [['pt', result.tc], ['px', result.xdp]] as const) {
+        const name = `${prefix}${i}`;
+        const startedMs = performance.now();
+        await network.exec(node, 'ip', ['link', 'add', name, 'type', 'veth', 'peer', 'name', `peer-${prefix}${i}`]);
+        result.ipLinkAdd.push(performance.now() - startedMs);
+        while (!attachedAt.has(name)) await new Promise((resolve) => setTimeout(resolve, 1));
+        times.push(attachedAt.get(name)! - startedMs);
+      }
+    }
+    return result;
+  } finally {
+    await attacher?.stop();
+    await datapath?.close();
+    rmSync(pinDir, { recursive: true, force: true });
+    await network.cleanup();
+  }
+}
+
 async function main(): Promise<void> {
   if (process.argv.includes('--startup')) {
     process.stdout.write(`${JSON.stringify(await measureStartup())}\n`);
@@ -372,6 +440,7 @@ async function main(): Promise<void> {
   const reactions = await measureReactions();
   const startup = await runStartupChild();
   const probes = await measureListenProbe();
+  const attaches = await measureInterfaceAttach();
 
   const rows: [string, string, string, string][] = [];
   const latency = (label: string, values: number[], target?: number) => {
@@ -403,6 +472,13 @@ async function main(): Promise<void> {
     latency('listen probe, port listening', probes.listening);
     latency('listen probe, port refusing', probes.refused);
   }
+  if (attaches === null) {
+    rows.push(['new veth -> attached', 'skipped: needs root for its namespace', '', '']);
+  } else {
+    latency('ip link add veth (included below)', attaches.ipLinkAdd);
+    latency('ip link add -> attached, tc', attaches.tc);
+    latency('ip link add -> attached, native XDP', attaches.xdp);
+  }
 
   console.log(`zerohold agent controller, test API server in process, node ${process.version}`);
   console.log(`${WAKES} wakes after ${WARMUP_WAKES} warm-up wakes, one at a time; latencies are p50 / p99`);
@@ -419,6 +495,7 @@ async function main(): Promise<void> {
       rss_mb_5k: rssDelta === null ? null : Number(fixed(rssDelta, 1)),
       ready_s_5k: readyS === null ? null : Number(fixed(readyS, 2)),
       listen_probe_p99_ms: probes === null ? null : Number(fixed(percentile(probes.listening, 99))),
+      attach_tc_p99_ms: attaches === null ? null : Number(fixed(percentile(attaches.tc, 99))),
     }),
   );
 }
