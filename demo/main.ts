@@ -56,7 +56,7 @@ function removeOnSignal(signal: 'SIGINT' | 'SIGTERM', status: number): void {
 
   process.once(signal, () => {
     interrupted = true;
-    process.stdout.write(`\n${dim('interrupted: removing the namespaces, XDP programs, pins and processes ...')}\n`);
+    process.stdout.write(`\n${dim('interrupted: removing the namespaces, BPF programs, pins and processes ...')}\n`);
     if (!testbed) {
       // Exit handlers run in the order they were registered, and those of
       // the testbed's parts were registered at import, so this line comes
@@ -84,7 +84,7 @@ async function main(): Promise<number> {
   process.stdout.write(`${bold('zerohold demo')}: scale to zero, wake on the first packet, no proxy in the path\n`);
 
   report.begin('Starting a simulated cluster in network namespaces');
-  report.line(dim('API server, 2 nodes, a stand-in for kube-proxy in nftables mode, kubelets, a zerohold agent per node (standalone mode, XDP)'));
+  report.line(dim('API server, 2 nodes, a stand-in for kube-proxy in nftables mode, kubelets, a zerohold agent per node (standalone mode: XDP on the uplink, tc on the pod veths)'));
   testbed = await Testbed.start({ nodes: 2, externalClients: 1, clientPodsPerNode: 1, probeIntervalMs: 50, agentLogLevel: 'info' });
   report.done();
 
@@ -233,7 +233,7 @@ async function cliStatus(testbed: Testbed): Promise<string> {
 const started = performance.now();
 main()
   .then(async (code) => {
-    process.stdout.write(`\n${dim('removing the namespaces, XDP programs, pins and processes ...')}\n`);
+    process.stdout.write(`\n${dim('removing the namespaces, BPF programs, pins and processes ...')}\n`);
     await testbed?.close();
     process.stdout.write(`${code === 0 ? 'demo finished' : red('demo finished with failures')} in ${((performance.now() - started) / 1000).toFixed(0)} s\n`);
     process.exit(code);
