@@ -118,9 +118,10 @@ export interface NativeBinding {
    * the process's namespace when omitted. onChange runs on the event loop
    * with the notifications read in one wakeup. overrun is true when the
    * kernel dropped notifications because the socket's queue was full, so
-   * the caller lists the interfaces again.
+   * the caller lists the interfaces again. receiveBufferBytes sets the
+   * socket's SO_RCVBUF (1 MiB by default, capped by net.core.rmem_max).
    */
-  InterfaceMonitor: new (netns: string | undefined, onChange: (events: InterfaceEvent[], overrun: boolean) => void) => NativeInterfaceMonitor;
+  InterfaceMonitor: new (netns: string | undefined, onChange: (events: InterfaceEvent[], overrun: boolean) => void, receiveBufferBytes?: number) => NativeInterfaceMonitor;
 
   /**
    * Creates an unconnected TCP socket of the given IP family inside the

@@ -7,7 +7,10 @@
 #include <linux/rtnetlink.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -34,8 +37,12 @@ struct InterfaceEntry {
 constexpr size_t kReceiveBufferBytes = 64 << 10;
 
 // Dumps that the kernel marked as inconsistent (NLM_F_DUMP_INTR, because
-// an interface changed during the dump) before listInterfaces gives up.
-constexpr int kMaxDumpAttempts = 5;
+// an interface changed during the dump) before listInterfaces gives up,
+// and the pause before the first retry, which doubles with each retry. A
+// CNI plugin that sets up several pods at once changes interfaces every
+// few milliseconds, so back-to-back dumps can all be interrupted.
+constexpr int kMaxDumpAttempts = 6;
+constexpr useconds_t kFirstRetryPauseMicroseconds = 2000;
 
 // Bounds one wait of a dump for its next reply. rtnetlink queues each part
 // when the previous one is read, so this only bounds a worker thread in
@@ -50,7 +57,7 @@ constexpr int kMaxDatagramsPerWakeup = 256;
 // Receive queue that the monitor requests, capped by net.core.rmem_max. A
 // node that creates many pods at once sends a few notifications per
 // interface.
-constexpr int kMonitorReceiveBufferBytes = 1 << 20;
+constexpr uint32_t kMonitorReceiveBufferBytes = 1 << 20;
 
 // Reads ifindex, link type and name from an RTM_NEWLINK or RTM_DELLINK
 // message. Returns false for a message too short to be one.
@@ -102,8 +109,16 @@ int DumpInterfaces(int socket_fd, uint32_t seq, std::vector<InterfaceEntry>* ent
       if (message->nlmsg_seq != seq) continue;
 
       if ((message->nlmsg_flags & NLM_F_DUMP_INTR) != 0) interrupted = true;
-      if (message->nlmsg_type == NLMSG_DONE) return interrupted ? -EAGAIN : 0;
+      // NLMSG_DONE carries the dump's status, negative when the kernel
+      // ended it early, so the list would be incomplete.
+      if (message->nlmsg_type == NLMSG_DONE) {
+        int status = 0;
+        if (message->nlmsg_len >= NLMSG_LENGTH(sizeof(status))) memcpy(&status, NLMSG_DATA(message), sizeof(status));
+        if (status < 0) return status;
+        return interrupted ? -EAGAIN : 0;
+      }
       if (message->nlmsg_type == NLMSG_ERROR) {
+        if (message->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) return -EBADMSG;
         auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(message));
         return error->error != 0 ? error->error : -EBADMSG;
       }
@@ -135,7 +150,12 @@ class ListWorker : public PromiseWorker {
     // Each attempt has its own sequence number, so that the rest of an
     // abandoned dump is skipped.
     int err = -EAGAIN;
+    useconds_t pause = kFirstRetryPauseMicroseconds;
     for (uint32_t attempt = 1; attempt <= kMaxDumpAttempts && err == -EAGAIN; attempt++) {
+      if (attempt > 1) {
+        usleep(pause);
+        pause *= 2;
+      }
       entries_.clear();
       err = DumpInterfaces(socket_fd.Get(), attempt, &entries_);
     }
@@ -183,6 +203,7 @@ InterfaceMonitor::InterfaceMonitor(const Napi::CallbackInfo& info) : ObjectWrap(
   Napi::Env env = info.Env();
   std::string netns = OptionalStringArg(info, 0, "netns");
   if (!info[1].IsFunction()) ThrowTypeError(env, "onChange must be a function", "ERR_INVALID_ARG_TYPE");
+  uint32_t receive_buffer = OptionalUint32Arg(info, 2, "receiveBufferBytes", kMonitorReceiveBufferBytes);
 
   // A netlink socket stays in the namespace it was created in. The JS
   // thread leaves its own only for the socket() call.
@@ -198,8 +219,8 @@ InterfaceMonitor::InterfaceMonitor(const Napi::CallbackInfo& info) : ObjectWrap(
 
   // A smaller queue only makes an overrun more likely, which the caller
   // handles, so a failure here is not an error.
-  int receive_buffer = kMonitorReceiveBufferBytes;
-  setsockopt(socket_.Get(), SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+  int receive_buffer_size = static_cast<int>(std::min<uint32_t>(receive_buffer, INT32_MAX));
+  setsockopt(socket_.Get(), SOL_SOCKET, SO_RCVBUF, &receive_buffer_size, sizeof(receive_buffer_size));
 
   sockaddr_nl address = {};
   address.nl_family = AF_NETLINK;
@@ -208,6 +229,7 @@ InterfaceMonitor::InterfaceMonitor(const Napi::CallbackInfo& info) : ObjectWrap(
     ThrowSysError(env, "bind", "RTMGRP_LINK", errno);
   }
 
+  buffer_.resize(kReceiveBufferBytes);
   on_change_ = Napi::Persistent(info[1].As<Napi::Function>());
   async_context_ = std::make_unique<Napi::AsyncContext>(env, "zerohold.InterfaceMonitor");
 
@@ -265,10 +287,9 @@ void InterfaceMonitor::Release() {
   on_change_.Reset();
 }
 
-void InterfaceMonitor::Drain(Napi::Env env) {
+void InterfaceMonitor::Drain(Napi::Env env, bool overrun) {
   Napi::Array events = Napi::Array::New(env);
-  bool overrun = false;
-  std::vector<char> buffer(kReceiveBufferBytes);
+  std::vector<char>& buffer = buffer_;
 
   for (int datagram = 0; datagram < kMaxDatagramsPerWakeup; datagram++) {
     sockaddr_nl sender = {};
@@ -320,8 +341,21 @@ void InterfaceMonitor::OnReadable(uv_poll_t* handle, int status, int) {
   // There is no JS caller to throw to: an exception from onChange or a
   // failed read becomes an uncaught exception, as in RingBuffer.
   try {
-    if (status < 0) ThrowSysError(env, "uv_poll", "interface monitor", -status);
-    self->Drain(env);
+    if (status >= 0) {
+      self->Drain(env, false);
+      return;
+    }
+
+    // libuv reports POLLERR as UV_EBADF and stops the handle. A netlink
+    // socket raises it when its queue overflowed and notifications were
+    // lost: the next read returns that error (ENOBUFS) and clears it. So
+    // the monitor reports an overrun and polls again. An error that is not
+    // cleared fails the read in Drain().
+    self->Drain(env, true);
+    if (self->poll_ != nullptr && self->started_) {
+      int err = uv_poll_start(self->poll_, UV_READABLE, OnReadable);
+      if (err != 0) ThrowSysError(env, "uv_poll_start", "interface monitor", -err);
+    }
   } catch (const Napi::Error& error) {
     napi_fatal_exception(env, error.Value());
   }

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <memory>
+#include <vector>
 
 #include "unique_fd.h"
 
@@ -32,8 +33,10 @@ class InterfaceMonitor : public Napi::ObjectWrap<InterfaceMonitor> {
   void Start(const Napi::CallbackInfo& info);
   void Close(const Napi::CallbackInfo& info);
 
-  // Reads up to a bounded number of datagrams and calls onChange.
-  void Drain(Napi::Env env);
+  // Reads up to a bounded number of datagrams and calls onChange, with
+  // overrun set when the poll reported an error or a read found the
+  // queue overflowed.
+  void Drain(Napi::Env env, bool overrun);
 
   void StopPolling();
 
@@ -45,6 +48,7 @@ class InterfaceMonitor : public Napi::ObjectWrap<InterfaceMonitor> {
   bool started_ = false;
   Napi::FunctionReference on_change_;
   std::unique_ptr<Napi::AsyncContext> async_context_;
+  std::vector<char> buffer_;  // one datagram
 };
 
 // Registers listInterfaces(netns?), which resolves with the interfaces of

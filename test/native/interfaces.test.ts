@@ -4,6 +4,7 @@
 // nothing from the test's own namespace.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 
 import { type InterfaceEvent, loadNative, type NativeInterfaceMonitor } from '../../src/datapath/native.js';
@@ -25,13 +26,17 @@ before(async () => {
 after(() => network.cleanup());
 
 // Starts a monitor of the test namespace that collects its events.
-function watch(): { monitor: NativeInterfaceMonitor; events: InterfaceEvent[]; overruns: number[] } {
+function watch(receiveBufferBytes?: number): { monitor: NativeInterfaceMonitor; events: InterfaceEvent[]; overruns: number[] } {
   const events: InterfaceEvent[] = [];
   const overruns: number[] = [];
-  const monitor = new native.InterfaceMonitor(netnsPath(ns), (batch, overrun) => {
-    events.push(...batch);
-    if (overrun) overruns.push(events.length);
-  });
+  const monitor = new native.InterfaceMonitor(
+    netnsPath(ns),
+    (batch, overrun) => {
+      events.push(...batch);
+      if (overrun) overruns.push(events.length);
+    },
+    receiveBufferBytes,
+  );
   monitor.start();
   return { monitor, events, overruns };
 }
@@ -111,4 +116,26 @@ test('monitor close stops events', async () => {
   assert.deepEqual(events, []);
   assert.throws(() => monitor.start(), /interface monitor is closed/);
   await network.exec(ns, 'ip', ['link', 'del', 'zhc0']);
+});
+
+test('monitor reports overrun and recovers', async () => {
+  const { monitor, events, overruns } = watch(4096);
+  const pairs = 100;
+  try {
+    // The synchronous ip call blocks the event loop while the kernel
+    // queues a notification per interface, so the small queue overflows.
+    const commands = Array.from({ length: pairs }, (_, i) => `link add zhov${i} type veth peer name zhow${i}`);
+    execFileSync('nsenter', [`--net=${netnsPath(ns)}`, 'ip', '-batch', '-'], { input: commands.join('\n') });
+    await waitFor('the overrun', () => (overruns.length > 0 ? true : undefined));
+    assert.ok(events.length < 2 * pairs, `some notifications were lost, got ${events.length} of ${2 * pairs}`);
+
+    // The monitor keeps reading after the overrun.
+    await network.exec(ns, 'ip', ['tuntap', 'add', 'dev', 'zhafter', 'mode', 'tap']);
+    await waitFor('a notification after the overrun', () => events.find((event) => event.name === 'zhafter'));
+  } finally {
+    monitor.close();
+    const deletions = Array.from({ length: pairs }, (_, i) => `link del zhov${i}`);
+    execFileSync('nsenter', [`--net=${netnsPath(ns)}`, 'ip', '-batch', '-'], { input: deletions.join('\n') });
+    await network.exec(ns, 'ip', ['link', 'del', 'zhafter']);
+  }
 });
