@@ -10,25 +10,16 @@
 // while the gate stays closed.
 
 import { EventEmitter } from 'node:events';
-import { renameSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 
 import { FrontendTable } from './frontends.js';
 import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, type RejectReason, DEFAULT_HELD_LIMITS } from './held-frames.js';
 import { Hook, Liveness } from './layout.js';
 import { LAYOUTS_MAP, layoutsBeforeLoad, recordLayouts } from './map-layouts.js';
-import { type ClsactSweep, loadNative, type MapDefinition, type NativeLink, type NativeMap, type NativeObject, type NativeRingBuffer, type NativeTcAttachment } from './native.js';
-import {
-  type Attachment,
-  attachPinnedTc,
-  attachPinnedXdp,
-  detachAttachment,
-  linkPinPath,
-  parseLinkPinPath,
-  removeDefunctLinks,
-  removeUnlistedClsactFilters,
-  removeUnlistedLinks,
-} from './pinned-links.js';
+import { type AttachHook, InterfaceAttachments } from './attachments.js';
+import { type ClsactSweep, loadNative, type MapDefinition, type NativeMap, type NativeObject, type NativeRingBuffer } from './native.js';
+import { removeDefunctLinks } from './pinned-links.js';
 import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
 import { buildLiveFrame, type LiveFrame } from './reinject.js';
 import { ServiceTable, type ServiceSettings, type ServiceStateName } from './services.js';
@@ -65,9 +56,7 @@ export interface DatapathOptions {
   reinjectLate?: boolean;
 }
 
-export type AttachHook =
-  | { hook: 'xdp'; mode?: 'native' | 'generic' | 'auto' }
-  | { hook: 'tc'; kind?: 'auto' | 'tcx' | 'clsact' };
+export type { AttachHook } from './attachments.js';
 
 export interface ReleaseResult {
   released: HeldFlow[];
@@ -123,17 +112,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   readonly services: ServiceTable;
   readonly held: HeldFrameStore;
   readonly netns: string | undefined;
-  // Names of the attached interfaces by ifindex, for reports of held flows.
-  readonly interfaceNames = new Map<number, string>();
-
-  // The hold program's attachments by ifindex.
-  private readonly attachments = new Map<number, Attachment>();
-  // Interfaces where a re-injected frame does not pass the hold program
-  // again, so releaseEarly() may send their frames with the gate closed.
-  private readonly reinjectionBypasses = new Set<number>();
-  // Devices where this datapath attached a clsact filter at CLSACT_FILTER.
-  private readonly clsactIfindexes = new Set<number>();
-  private readonly pinDir: string | undefined;
+  readonly attachments: InterfaceAttachments;
   private readonly ring: NativeRingBuffer;
   // Gate state as last written, so a held record can be routed without a
   // map lookup.
@@ -158,7 +137,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   ) {
     super();
     this.netns = options.netns;
-    this.pinDir = options.pinDir;
+    this.attachments = new InterfaceAttachments({ xdp: () => object.program('zh_xdp_hold'), tc: () => object.program('zh_tc_hold') }, options.netns, options.pinDir);
     this.reinjectLate = options.reinjectLate ?? true;
     this.services = new ServiceTable(object.map('zh_services'), object.map('zh_svc_stats'), object.map('zh_stats'));
     this.frontends = new FrontendTable(object.map('zh_frontends'), object.map('zh_fe_index'), object.map(CONFIG_MAP), this.services.maxServiceId);
@@ -238,76 +217,27 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     return this.object.map(name);
   }
 
-  // Attaches the hold program to an interface of this datapath's netns.
-  // With a pinDir, the XDP or tcx link is pinned there and a link that a
-  // previous process pinned for the interface is taken over with an
-  // atomic program swap (see pinned-links.ts). Returns the interface's
-  // ifindex. Rejects for an interface that this datapath attached to.
-  async attach(ifname: string, how: AttachHook = { hook: 'xdp' }): Promise<number> {
-    const native = loadNative();
-    const ifindex = await native.ifNameToIndex(ifname, this.netns);
-    if (this.attachments.has(ifindex)) throw new Error(`interface ${ifname} (ifindex ${ifindex}) already has the hold program of this agent`);
-    await checkEthernet(ifname, this.netns);
-
-    if (how.hook === 'xdp') {
-      const prog = this.object.program('zh_xdp_hold');
-      const mode = how.mode ?? 'auto';
-      const attachment = this.pinDir
-        ? await attachPinnedXdp(prog, ifindex, mode, this.netns, linkPinPath(this.pinDir, 'xdp', ifname))
-        : { handle: await native.attachXdp(prog, ifindex, mode, this.netns) };
-      this.attachments.set(ifindex, attachment);
-
-      // Only generic XDP runs on the stack's receive path, where a
-      // re-injected frame would meet the hold program again.
-      const query = await native.queryXdp(ifindex, this.netns);
-      if (query.nativeProgId !== 0 && query.nativeProgId === (attachment.handle as NativeLink).info().progId) this.reinjectionBypasses.add(ifindex);
-      else this.reinjectionBypasses.delete(ifindex);
-    } else {
-      // The tc program passes frames that carry the re-injection mark.
-      this.reinjectionBypasses.add(ifindex);
-      const prog = this.object.program('zh_tc_hold');
-      const kind = how.kind ?? 'auto';
-      if (this.pinDir) {
-        const attachment = await attachPinnedTc(prog, ifindex, kind, this.netns, linkPinPath(this.pinDir, 'tcx', ifname));
-        this.attachments.set(ifindex, attachment);
-        if ((attachment.handle as NativeTcAttachment).kind === 'clsact') this.clsactIfindexes.add(ifindex);
-      } else {
-        this.attachments.set(ifindex, { handle: await native.attachTc(prog, ifindex, 'ingress', kind, this.netns) });
-      }
-    }
-    this.interfaceNames.set(ifindex, ifname);
-    return ifindex;
+  // Names of the attached interfaces by ifindex, for reports of held flows.
+  get interfaceNames(): ReadonlyMap<number, string> {
+    return this.attachments.names;
   }
 
-  // Detaches the hold program from the interface ifindex and removes its
-  // link pin. The interface may be gone: the kernel has then ended its
-  // XDP or tcx link and removed its clsact filter, and only the pin and
-  // the descriptor are left to release.
-  async detach(ifindex: number): Promise<void> {
-    const attachment = this.attachments.get(ifindex);
-    if (attachment === undefined) return;
-
-    await detachAttachment(attachment);
-    this.attachments.delete(ifindex);
-    this.interfaceNames.delete(ifindex);
-    this.reinjectionBypasses.delete(ifindex);
-    this.clsactIfindexes.delete(ifindex);
+  // Attaches the hold program to an interface of this datapath's netns
+  // and returns its ifindex (see InterfaceAttachments.attach()).
+  attach(ifname: string, how: AttachHook = { hook: 'xdp' }): Promise<number> {
+    return this.attachments.attach(ifname, how);
   }
 
-  // Records that the interface ifindex is now called ifname, and moves its
-  // link pin to the pin path of the new name, so that the next agent
-  // takes the link over under that name.
+  detach(ifindex: number, options: { gone?: boolean } = {}): Promise<void> {
+    return this.attachments.detach(ifindex, options);
+  }
+
   rename(ifindex: number, ifname: string): void {
-    const attachment = this.attachments.get(ifindex);
-    if (attachment === undefined) return;
+    this.attachments.rename(ifindex, ifname);
+  }
 
-    if (attachment.pinPath !== undefined && this.pinDir !== undefined) {
-      const hook = parseLinkPinPath(attachment.pinPath)?.hook ?? 'xdp';
-      const pinPath = linkPinPath(this.pinDir, hook, ifname);
-      renameSync(attachment.pinPath, pinPath);
-      attachment.pinPath = pinPath;
-    }
-    this.interfaceNames.set(ifindex, ifname);
+  attachmentLive(ifindex: number): boolean | undefined {
+    return this.attachments.live(ifindex);
   }
 
   // Inserts the chained entries at index 0 of the host's prog arrays
@@ -385,7 +315,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   async releaseEarly(serviceId: number, matches: (flow: HeldFlow) => boolean, options: { reinject?: boolean } = {}): Promise<ReleaseResult> {
     this.drain();
 
-    const flows = this.held.takeMatching(serviceId, (flow) => this.reinjectionBypasses.has(flow.record.ifindex) && matches(flow));
+    const flows = this.held.takeMatching(serviceId, (flow) => this.attachments.bypassesReinjection(flow.record.ifindex) && matches(flow));
     if (options.reinject === false) return { released: [], failed: [], discarded: flows };
     return this.reinject(flows);
   }
@@ -452,18 +382,15 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // removed pin paths. Call it once every interface is attached. Without a
   // pinDir there is nothing to find.
   removeUnlistedLinks(): string[] {
-    if (this.pinDir === undefined) return [];
-    const attachedPins = new Set([...this.attachments.values()].flatMap((attachment) => (attachment.pinPath === undefined ? [] : [attachment.pinPath])));
-    return removeUnlistedLinks(this.pinDir, attachedPins);
+    return this.attachments.removeUnlistedLinks();
   }
 
   // Detaches the clsact filters, which tc uses on kernels before 6.6, that
   // a previous agent left on devices of this netns where this one attached
   // no clsact filter, and returns them. Call it once every interface is
   // attached. Without a pinDir the filters have no fixed position to find.
-  async removeUnlistedClsactFilters(): Promise<ClsactSweep> {
-    if (this.pinDir === undefined) return { detached: [], errors: [] };
-    return removeUnlistedClsactFilters(this.clsactIfindexes, this.netns);
+  removeUnlistedClsactFilters(): Promise<ClsactSweep> {
+    return this.attachments.removeUnlistedClsactFilters();
   }
 
   // Sets the time after which the programs pass flow openers instead of
@@ -487,17 +414,11 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     // Set-aside rings that were not read stay pinned for the next start.
     for (const { ring } of this.setAsideRings.splice(0)) ring.close();
     this.ring.close();
-    // One attachment that fails to detach must not leave the others
-    // attached, so each is tried, and the failures are thrown together.
-    const failures: Error[] = [];
-    const attachments = [...this.attachments.values()];
-    this.attachments.clear();
-    for (const attachment of options.keepAttached ? [] : attachments) {
-      await detachAttachment(attachment).catch((err: Error) => failures.push(err));
+    try {
+      await this.attachments.close(options);
+    } finally {
+      this.object.close();
     }
-    this.object.close();
-    if (failures.length === 1) throw failures[0];
-    if (failures.length > 1) throw new AggregateError(failures, `detaching ${failures.length} programs failed: ${failures.map((err) => err.message).join('; ')}`);
   }
 
   private async reinject(flows: HeldFlow[]): Promise<ReleaseResult> {
@@ -592,21 +513,4 @@ export class Datapath extends EventEmitter<DatapathEvents> {
         .catch((err: Error) => this.emit('record-error', err));
     }
   }
-}
-
-// Link types of devices whose frames start with an Ethernet header, from
-// <linux/if_arp.h>. Loopback frames carry a zeroed one.
-const ARPHRD_ETHER = 1;
-const ARPHRD_LOOPBACK = 772;
-
-// Rejects a device without an Ethernet header, such as tun, ipip or
-// WireGuard. The programs parse Ethernet frames, so on such a device they
-// would classify nothing: its Services would pass unheld and count no
-// warm traffic.
-async function checkEthernet(ifname: string, netns: string | undefined): Promise<void> {
-  const linkType = await loadNative().interfaceLinkType(ifname, netns);
-  if (linkType === ARPHRD_ETHER || linkType === ARPHRD_LOOPBACK) return;
-  throw new Error(
-    `interface ${ifname} has link type ${linkType}, but zerohold parses Ethernet frames only (link type ${ARPHRD_ETHER}): list the Ethernet device that carries the Service traffic instead, such as the physical or veth device under the tunnel`,
-  );
 }

@@ -53,6 +53,13 @@ export function linkPinPath(pinDir: string, hook: 'xdp' | 'tcx', ifname: string)
   return path.join(pinDir, LINK_PREFIX + name);
 }
 
+// Returns a temporary pin path next to pinPath, for a link on its way to
+// or from pinPath. tag keeps the paths of concurrent moves apart. A crash
+// can leave such a pin, which the next removeDefunctLinks() removes.
+export function temporaryPinPath(pinPath: string, tag = ''): string {
+  return path.join(path.dirname(pinPath), TEMPORARY_PREFIX + tag + path.basename(pinPath).slice(LINK_PREFIX.length));
+}
+
 // Returns the hook and interface that linkPinPath() encoded in a pin's
 // name, or null for another name.
 export function parseLinkPinPath(pinPath: string): { hook: 'xdp' | 'tcx'; ifname: string } | null {
@@ -261,7 +268,7 @@ function adoptLink(link: NativeLink, prog: NativeProgram): void {
 // pinPath, so a pin is there at every moment. On failure the new link is
 // detached and the old one stays attached and pinned.
 async function replacePinOrDetach(link: NativeLink | NativeTcAttachment, pinPath: string, old: NativeLink | null): Promise<void> {
-  const temporary = path.join(path.dirname(pinPath), TEMPORARY_PREFIX + path.basename(pinPath).slice(LINK_PREFIX.length));
+  const temporary = temporaryPinPath(pinPath);
 
   try {
     rmSync(temporary, { force: true });
