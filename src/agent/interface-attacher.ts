@@ -6,10 +6,13 @@
 // kernel reports them, which is before the pod's first packet in the usual
 // case.
 //
-// The kernel's link notifications only trigger a pass. Each pass lists the
+// The kernel's link notifications trigger a pass. Each pass lists the
 // interfaces and compares them with the attachments, so a lost
 // notification, an overrun or a pass that fails is repaired by the next
-// pass, and a periodic pass retries attachments that failed.
+// pass, and a periodic pass retries attachments that failed. A deletion
+// notification also marks its ifindex, because a new interface can take
+// the ifindex of a deleted one before the pass lists them, and would
+// otherwise pass for the old one or for a rename of it.
 
 import type { Logger } from 'pino';
 
@@ -22,8 +25,10 @@ const ARPHRD_ETHER = 1;
 
 const DEFAULT_RESYNC_INTERVAL_MS = 60_000;
 
-// Delay before the pass that follows a failed one.
+// Delay before the pass that follows a failed one, and after a listing
+// that the kernel kept interrupting (EAGAIN) while interfaces changed.
 const RETRY_AFTER_PASS_FAILURE_MS = 1_000;
+const RETRY_AFTER_BUSY_LISTING_MS = 50;
 
 export interface InterfaceSelector {
   // An interface name, or a prefix followed by "+".
@@ -35,8 +40,9 @@ export interface InterfaceSelector {
 // The part of Datapath that attaching needs.
 export interface AttachPort {
   attach(ifname: string, how: AttachHook): Promise<number>;
-  detach(ifindex: number): Promise<void>;
+  detach(ifindex: number, options?: { gone?: boolean }): Promise<void>;
   rename(ifindex: number, ifname: string): void;
+  attachmentLive(ifindex: number): boolean | undefined;
 }
 
 export interface InterfaceAttacherOptions {
@@ -46,6 +52,10 @@ export interface InterfaceAttacherOptions {
   netns?: string;
   log: Logger;
   resyncIntervalMs?: number;
+  // Runs once after the first pass, before any other: the agent's removal
+  // of what an earlier agent attached and this one did not, which must
+  // not race a pass.
+  afterFirstPass?: () => Promise<void>;
 }
 
 interface Attached {
@@ -55,9 +65,10 @@ interface Attached {
 
 export class InterfaceAttacher {
   private readonly attached = new Map<number, Attached>();
-  // Interfaces whose attachment failed, with the error message, so that
-  // each failure is logged once and retried only by the periodic pass.
-  private readonly failed = new Map<number, string>();
+  // Interfaces whose attachment failed, with their name and the error
+  // message, so that each failure is logged once and retried only by the
+  // periodic pass, or when the interface is renamed.
+  private readonly failed = new Map<number, { name: string; message: string }>();
   // Interfaces that a pattern selects but that are not Ethernet, logged
   // once each.
   private readonly skipped = new Set<number>();
@@ -68,6 +79,11 @@ export class InterfaceAttacher {
   private running: Promise<void> | undefined;
   private passRequested = false;
   private retryFailed = false;
+  // Ifindexes of deletion notifications since the running pass began.
+  private deleted = new Set<number>();
+  // Set when notifications may have been lost, so that the next pass
+  // checks with the kernel that each attachment still runs.
+  private checkAll = false;
   private stopped = false;
 
   constructor(private readonly options: InterfaceAttacherOptions) {}
@@ -82,13 +98,20 @@ export class InterfaceAttacher {
     // The monitor starts first, so that no change between the listing and
     // the subscription goes unseen.
     this.monitor = new (loadNative().InterfaceMonitor)(netns, (events, overrun) => {
-      if (overrun) log.warn('the kernel dropped interface notifications because the agent read them too slowly; listing the interfaces again');
       log.debug({ events }, 'interface notifications');
+      for (const event of events) {
+        if (event.type === 'del') this.deleted.add(event.ifindex);
+      }
+      if (overrun) {
+        log.warn('the kernel dropped interface notifications because the agent read them too slowly; listing the interfaces again');
+        this.checkAll = true;
+      }
       this.requestPass();
     });
     this.monitor.start();
 
-    // Notifications during the first pass wait for it, as during any pass.
+    // Notifications during the first pass and the hook after it wait for
+    // them, as during any pass.
     const first = this.startingPass();
     this.running = first.then(
       () => undefined,
@@ -97,16 +120,24 @@ export class InterfaceAttacher {
     try {
       await first;
     } catch (err) {
+      this.running = undefined;
       await this.stop();
       throw err;
-    } finally {
-      this.running = undefined;
     }
-    if (this.passRequested) this.requestPass();
+    this.running = undefined;
+    if (this.stopped) return;
+
+    // Removing an earlier agent's link can free a device for the attach
+    // that failed on it, as an XDP attach does next to another program.
+    if (this.passRequested || this.failed.size > 0) {
+      this.retryFailed = this.failed.size > 0;
+      this.requestPass();
+    }
 
     const interval = this.options.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
     this.resyncTimer = setInterval(() => {
       this.retryFailed = true;
+      this.checkAll = true;
       this.requestPass();
     }, interval);
     this.resyncTimer.unref();
@@ -148,7 +179,8 @@ export class InterfaceAttacher {
         throw new Error(`interface ${selector.name} not found${this.options.netns ? ` in ${this.options.netns}` : ''}: list an interface of the node (ip link shows them), or end the name with "+" to attach to interfaces with that prefix as they appear`);
       }
     }
-    await this.apply(present, { strict: true });
+    await this.apply(present, new Set(), { strict: true });
+    await this.options.afterFirstPass?.();
   }
 
   // Runs a pass now, or after the running one. Requests that arrive during
@@ -169,14 +201,22 @@ export class InterfaceAttacher {
 
     do {
       this.passRequested = false;
+      // Taken before the listing, so that a deletion it does not show yet
+      // stays marked for the next pass.
+      const deleted = this.deleted;
+      this.deleted = new Set();
       try {
         const present = await loadNative().listInterfaces(netns);
         if (this.stopped) return;
-        await this.apply(present, { strict: false });
+        await this.apply(present, deleted, { strict: false });
       } catch (err) {
-        log.warn({ err, netns }, 'a pass over the interfaces failed; trying again in 1 s');
+        for (const ifindex of deleted) this.deleted.add(ifindex);
+        if (this.stopped) return;
+        const busy = (err as NodeJS.ErrnoException).code === 'EAGAIN';
+        if (busy) log.debug({ err, netns }, 'the interfaces kept changing during the listing; listing them again shortly');
+        else log.warn({ err, netns }, 'a pass over the interfaces failed; trying again in 1 s');
         clearTimeout(this.retryTimer);
-        this.retryTimer = setTimeout(() => this.requestPass(), RETRY_AFTER_PASS_FAILURE_MS);
+        this.retryTimer = setTimeout(() => this.requestPass(), busy ? RETRY_AFTER_BUSY_LISTING_MS : RETRY_AFTER_PASS_FAILURE_MS);
         return;
       }
     } while (this.passRequested && !this.stopped);
@@ -184,20 +224,30 @@ export class InterfaceAttacher {
 
   // Detaches from interfaces that are gone or no longer selected, follows
   // renames, and attaches to selected interfaces without the program.
-  private async apply(present: InterfaceInfo[], { strict }: { strict: boolean }): Promise<void> {
+  // deleted lists the ifindexes of deletion notifications.
+  private async apply(present: InterfaceInfo[], deleted: ReadonlySet<number>, { strict }: { strict: boolean }): Promise<void> {
     const byIndex = new Map(present.map((iface) => [iface.ifindex, iface]));
+    const checkAll = this.checkAll;
+    this.checkAll = false;
 
+    // An attachment is gone with its interface. A listed ifindex may
+    // belong to a new interface, after a deletion notification for it or
+    // lost notifications, unless the kernel shows that the attachment
+    // runs there. The new interface is attached below.
     for (const [ifindex, attached] of [...this.attached]) {
       const current = byIndex.get(ifindex);
-      if (current === undefined) {
-        await this.detach(ifindex, attached, 'the interface is gone');
-      } else if (current.name !== attached.name) {
-        await this.followRename(ifindex, attached, current.name);
+      const suspect = deleted.has(ifindex) || checkAll;
+      if (current === undefined || (suspect && this.options.datapath.attachmentLive(ifindex) !== true)) {
+        await this.detach(ifindex, attached, current === undefined ? 'the interface is gone' : 'the interface was replaced by another with the same ifindex', { gone: true });
       }
     }
+    for (const [ifindex, attached] of [...this.attached]) {
+      const current = byIndex.get(ifindex);
+      if (current !== undefined && current.name !== attached.name) await this.followRename(ifindex, attached, current.name);
+    }
 
-    for (const ifindex of [...this.failed.keys()]) {
-      if (!byIndex.has(ifindex)) this.failed.delete(ifindex);
+    for (const [ifindex, failure] of [...this.failed]) {
+      if (byIndex.get(ifindex)?.name !== failure.name) this.failed.delete(ifindex);
     }
     for (const ifindex of [...this.skipped]) {
       if (!byIndex.has(ifindex)) this.skipped.delete(ifindex);
@@ -208,7 +258,7 @@ export class InterfaceAttacher {
     for (const iface of present) {
       if (this.stopped) return;
       if (this.attached.has(iface.ifindex)) continue;
-      if (this.failed.has(iface.ifindex) && !retryFailed && !strict) continue;
+      if (this.failed.has(iface.ifindex) && !retryFailed) continue;
 
       const selector = this.selectorFor(iface.name);
       if (selector === undefined) continue;
@@ -236,10 +286,10 @@ export class InterfaceAttacher {
 
       this.failures[selector.hook]++;
       const message = (err as Error).message;
-      if (this.failed.get(iface.ifindex) !== message) {
+      if (this.failed.get(iface.ifindex)?.message !== message) {
         log.warn({ err, interface: iface.name, ifindex: iface.ifindex, hook: selector.hook, entry: selector.name }, 'attaching the hold program failed, so clients behind this interface are not held; retrying every minute');
       }
-      this.failed.set(iface.ifindex, message);
+      this.failed.set(iface.ifindex, { name: iface.name, message });
       return;
     }
 
@@ -248,10 +298,10 @@ export class InterfaceAttacher {
     log.info({ interface: iface.name, ifindex, hook: selector.hook, entry: selector.name }, 'attached');
   }
 
-  private async detach(ifindex: number, attached: Attached, reason: string): Promise<void> {
+  private async detach(ifindex: number, attached: Attached, reason: string, options: { gone?: boolean } = {}): Promise<void> {
     const { datapath, log } = this.options;
     try {
-      await datapath.detach(ifindex);
+      await datapath.detach(ifindex, options);
     } catch (err) {
       // Kept, so that the next pass tries again.
       log.warn({ err, interface: attached.name, ifindex }, 'detaching the hold program failed; trying again at the next pass');

@@ -167,11 +167,17 @@ async function main(): Promise<void> {
     mkdirSync(config.bpf.pinDir, { recursive: true });
     datapath = await Datapath.open(datapathOptions);
     startLiveness(datapath);
-    attacher = new InterfaceAttacher({ datapath, selectors: config.interfaces, ...(config.netns ? { netns: config.netns } : {}), log: componentLogger(root, 'datapath') });
+    const opened = datapath;
+    attacher = new InterfaceAttacher({
+      datapath,
+      selectors: config.interfaces,
+      ...(config.netns ? { netns: config.netns } : {}),
+      log: componentLogger(root, 'datapath'),
+      // After the first pass, which took over the links that the previous
+      // agent pinned for the interfaces present now.
+      afterFirstPass: () => detachLeftovers(log, opened),
+    });
     await attacher.start();
-    // After the first pass, which took over the links that the previous
-    // agent pinned for the interfaces present now.
-    await detachLeftovers(log, datapath);
     node = new NodeDatapath(datapath, config.limits.wakeInterval, config.release.heldPackets === 'reinject');
   }
   // The loaded object, none in signal mode.

@@ -5,6 +5,7 @@
 // kernel.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 
@@ -37,25 +38,37 @@ interface Setup {
   attacher: InterfaceAttacher;
   pinDir: string;
   logs: Record<string, unknown>[];
-  close: () => Promise<void>;
+  close: (options?: { keepAttached?: boolean }) => Promise<void>;
 }
 
 // Opens a datapath for a new namespace, runs prepare() there, and starts
-// an attacher with the selectors.
-async function setUp(selectors: InterfaceSelector[], prepare: (ns: string) => Promise<void>, resyncIntervalMs?: number): Promise<Setup> {
-  const ns = await network.addNamespace('attach');
+// an attacher with the selectors. reuse takes the namespace and pinDir of
+// an earlier setup instead, as a restarted agent does.
+async function setUp(selectors: InterfaceSelector[], prepare: (ns: string) => Promise<void>, resyncIntervalMs?: number, reuse?: { ns: string; pinDir: string }): Promise<Setup> {
+  const ns = reuse?.ns ?? (await network.addNamespace('attach'));
   await prepare(ns);
-  const pinDir = `${pinRoot}/${pinCount++}`;
-  mkdirSync(pinDir);
+  const pinDir = reuse?.pinDir ?? `${pinRoot}/${pinCount++}`;
+  mkdirSync(pinDir, { recursive: true });
   const datapath = await Datapath.open({ netns: netnsPath(ns), pinDir, maxServices: 8 });
   const logs: Record<string, unknown>[] = [];
   const log = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line) as Record<string, unknown>) });
   const attacher = new InterfaceAttacher({ datapath, selectors, netns: netnsPath(ns), log, ...(resyncIntervalMs ? { resyncIntervalMs } : {}) });
-  const close = async () => {
+  const close = async (options: { keepAttached?: boolean } = {}) => {
     await attacher.stop();
-    await datapath.close();
+    await datapath.close(options);
   };
   return { ns, datapath, attacher, pinDir, logs, close };
+}
+
+// Runs ip commands in one process, so that a pass lists the interfaces
+// only after all of them, as it may when changes come in a burst.
+function ipBatch(ns: string, commands: string[]): void {
+  execFileSync('nsenter', [`--net=${netnsPath(ns)}`, 'ip', '-batch', '-'], { input: commands.join('\n') });
+}
+
+// Reads the ifindex of the link pinned at path, or null without a pin.
+function pinnedIfindexIfAny(path: string): number | null {
+  return existsSync(path) ? pinnedIfindex(path) : null;
 }
 
 const veth = (ns: string, name: string, peer: string) => network.exec(ns, 'ip', ['link', 'add', name, 'type', 'veth', 'peer', 'name', peer]);
@@ -166,4 +179,82 @@ test('attacher detaches everything on close', async () => {
   assert.deepEqual(readdirSync(pinDir).filter((name) => name.startsWith('link_')), []);
   const { stdout } = await network.exec(ns, 'ip', ['-o', 'link', 'show', 'pod0']);
   assert.doesNotMatch(stdout, /xdp/, 'no XDP program left on pod0');
+});
+
+test('attacher handles a reused ifindex', async () => {
+  const setup = await setUp([{ name: 'pod+', hook: 'xdp', xdpMode: 'auto' }], async (ns) => {
+    await veth(ns, 'pod0', 'peer0');
+    await veth(ns, 'pod1', 'peer1');
+  });
+  const { ns, attacher, pinDir } = setup;
+  try {
+    await attacher.start();
+    const index0 = await ifindexOf(ns, 'pod0');
+    const index1 = await ifindexOf(ns, 'pod1');
+
+    // A new name on the old ifindex: the new interface gets the program,
+    // and the old pin goes.
+    ipBatch(ns, ['link del pod0', `link add pod9 index ${index0} type veth peer name peer9`]);
+    await waitFor('pod9 attached', () => (attacher.interfaces().get(index0)?.name === 'pod9' ? true : undefined));
+    await waitFor('the pin of pod9 on its device', () => (pinnedIfindexIfAny(linkPinPath(pinDir, 'xdp', 'pod9')) === index0 ? true : undefined));
+    assert.equal(existsSync(linkPinPath(pinDir, 'xdp', 'pod0')), false, 'pin of the deleted pod0 removed');
+    const { stdout } = await network.exec(ns, 'ip', ['-d', 'link', 'show', 'pod9']);
+    assert.match(stdout, /prog\/xdp id/, 'pod9 runs an XDP program');
+
+    // The same name on the old ifindex.
+    ipBatch(ns, ['link del pod1', `link add pod1 index ${index1} type veth peer name peer1`]);
+    await waitFor('the new pod1 attached', () => (pinnedIfindexIfAny(linkPinPath(pinDir, 'xdp', 'pod1')) === index1 ? true : undefined));
+    const replaced = await network.exec(ns, 'ip', ['-d', 'link', 'show', 'pod1']);
+    assert.match(replaced.stdout, /prog\/xdp id/, 'the new pod1 runs an XDP program');
+    assert.deepEqual(names(attacher), ['pod1', 'pod9']);
+  } finally {
+    await setup.close();
+  }
+});
+
+test('attacher swaps two pinned names', async () => {
+  const setup = await setUp([{ name: 'pod+', hook: 'tc', xdpMode: 'auto' }], async (ns) => {
+    await veth(ns, 'pod0', 'peer0');
+    await veth(ns, 'pod1', 'peer1');
+  });
+  const { ns, attacher, pinDir } = setup;
+  try {
+    await attacher.start();
+    const index0 = await ifindexOf(ns, 'pod0');
+    const index1 = await ifindexOf(ns, 'pod1');
+
+    ipBatch(ns, ['link set pod0 name podswap', 'link set pod1 name pod0', 'link set podswap name pod1']);
+    await waitFor('both renames followed', () => (attacher.interfaces().get(index0)?.name === 'pod1' && attacher.interfaces().get(index1)?.name === 'pod0' ? true : undefined));
+    assert.equal(pinnedIfindex(linkPinPath(pinDir, 'tcx', 'pod0')), index1, 'the pin of pod0 holds the link of the device now named pod0');
+    assert.equal(pinnedIfindex(linkPinPath(pinDir, 'tcx', 'pod1')), index0, 'the pin of pod1 holds the link of the device now named pod1');
+    assert.deepEqual(
+      readdirSync(pinDir).filter((name) => name.includes('link_')),
+      ['link_tcx_ingress_pod0', 'link_tcx_ingress_pod1'],
+      'no temporary pin left',
+    );
+  } finally {
+    await setup.close();
+  }
+});
+
+test('attacher adopts XDP link renamed between agents', async () => {
+  const selectors: InterfaceSelector[] = [{ name: 'pod+', hook: 'xdp', xdpMode: 'auto' }];
+  const first = await setUp(selectors, (ns) => veth(ns, 'pod0', 'peer0').then(() => undefined));
+  await first.attacher.start();
+  const ifindex = await ifindexOf(first.ns, 'pod0');
+  // A hand-over leaves the program attached, and the interface is renamed
+  // while no agent runs.
+  await first.close({ keepAttached: true });
+  await network.exec(first.ns, 'ip', ['link', 'set', 'pod0', 'name', 'pod7']);
+
+  const second = await setUp(selectors, async () => {}, undefined, { ns: first.ns, pinDir: first.pinDir });
+  try {
+    await second.attacher.start();
+    assert.deepEqual(names(second.attacher), ['pod7']);
+    assert.equal(second.attacher.attachFailures().xdp, 0, 'the attach took the pinned link over instead of failing');
+    assert.equal(pinnedIfindex(linkPinPath(first.pinDir, 'xdp', 'pod7')), ifindex);
+    assert.equal(existsSync(linkPinPath(first.pinDir, 'xdp', 'pod0')), false, 'the pin moved to the new name');
+  } finally {
+    await second.close();
+  }
 });

@@ -46,15 +46,17 @@ describe('agent restart', () => {
   }
 
   // Returns the interfaces whose tcx link is pinned in the agent's pinDir
-  // and still attached.
-  function tcxInterfaces(node: string): string[] {
+  // under their name and attached to them.
+  async function tcxInterfaces(node: string): Promise<string[]> {
     const pinDir = testbed.agent(node).pinDir;
+    const { stdout } = await testbed.network.exec(testbed.network.nodeNetns(node), 'ip', ['-j', 'link', 'show']);
+    const ifindexes = new Map((JSON.parse(stdout) as { ifname: string; ifindex: number }[]).map((link) => [link.ifname, link.ifindex]));
     const names: string[] = [];
     for (const name of readdirSync(pinDir)) {
       const parsed = parseLinkPinPath(name);
       if (parsed?.hook !== 'tcx') continue;
       const link = loadNative().openPinnedLink(path.join(pinDir, name));
-      if ((link.info().ifindex ?? 0) !== 0) names.push(parsed.ifname);
+      if (link.info().ifindex === ifindexes.get(parsed.ifname)) names.push(parsed.ifname);
       link.close();
     }
     return names.sort();
@@ -82,7 +84,7 @@ describe('agent restart', () => {
     // retransmitted SYNs meet no DNAT rule and get ICMP unreachable.
     assert.deepEqual(await xdpInterfaces('node-0'), ['eth0'], 'interfaces with XDP after the SIGKILL');
     const clientVeth = testbed.clientPods.get('node-0')![0]!.hostInterface;
-    assert.ok(tcxInterfaces('node-0').includes(clientVeth), `the client pod's ${clientVeth} keeps its tcx link after the SIGKILL`);
+    assert.ok((await tcxInterfaces('node-0')).includes(clientVeth), `the client pod's ${clientVeth} keeps its tcx link after the SIGKILL`);
     // Down for a while, as a crashed DaemonSet pod is until it restarts.
     await new Promise((resolve) => setTimeout(resolve, 500));
     await testbed.restartAgent('node-0');
@@ -99,13 +101,13 @@ describe('agent restart', () => {
     const agent = testbed.agent('node-0');
     assert.deepEqual(await xdpInterfaces('node-0'), ['eth0']);
     const clientVeth = testbed.clientPods.get('node-0')![0]!.hostInterface;
-    assert.ok(tcxInterfaces('node-0').includes(clientVeth), `${clientVeth} has a tcx link`);
+    assert.ok((await tcxInterfaces('node-0')).includes(clientVeth), `${clientVeth} has a tcx link`);
 
     const exit = await testbed.killAgent('node-0', 'SIGTERM');
 
     assert.equal(exit.code, 0, agent.output.slice(-4000));
     assert.deepEqual(await xdpInterfaces('node-0'), []);
-    assert.deepEqual(tcxInterfaces('node-0'), []);
+    assert.deepEqual(await tcxInterfaces('node-0'), []);
   });
 
   it('close leaves nothing behind', async () => {
