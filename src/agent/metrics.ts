@@ -268,7 +268,7 @@ export class AgentMetrics {
     });
     const failures = new Counter({
       name: 'zerohold_interface_attach_failures_total',
-      help: 'Attachments of the hold program to an interface that an interfaces pattern selects that failed, by hook. The agent retries every minute, and clients behind such an interface are not held meanwhile.',
+      help: 'Attaches of the hold program that failed on an interface that the interfaces setting selects, by hook, other than the failures at start that stop the agent. The agent retries every minute, and clients behind such an interface are not held meanwhile.',
       labelNames: ['hook'] as const,
       registers: [this.registry],
       collect() {
