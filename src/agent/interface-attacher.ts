@@ -17,6 +17,7 @@
 import type { Logger } from 'pino';
 
 import type { AttachHook } from '../datapath/datapath.js';
+import type { InterfaceSummary } from './local-api.js';
 import { loadNative, type InterfaceInfo, type NativeInterfaceMonitor } from '../datapath/native.js';
 
 // ARPHRD_ETHER in <linux/if_arp.h>. The programs parse Ethernet frames, so
@@ -68,7 +69,7 @@ export class InterfaceAttacher {
   // Interfaces whose attachment failed, with their name and the error
   // message, so that each failure is logged once and retried only by the
   // periodic pass, or when the interface is renamed.
-  private readonly failed = new Map<number, { name: string; message: string }>();
+  private readonly failed = new Map<number, { name: string; selector: InterfaceSelector; message: string }>();
   // Interfaces that a pattern selects but that are not Ethernet, logged
   // once each.
   private readonly skipped = new Set<number>();
@@ -157,6 +158,13 @@ export class InterfaceAttacher {
   // The interfaces with the hold program, by ifindex.
   interfaces(): Map<number, { name: string; hook: 'xdp' | 'tc' }> {
     return new Map([...this.attached].map(([ifindex, { name, selector }]) => [ifindex, { name, hook: selector.hook }]));
+  }
+
+  // The attached interfaces, and those whose last attach failed, by name.
+  report(): InterfaceSummary[] {
+    const attached: InterfaceSummary[] = [...this.attached].map(([ifindex, { name, selector }]) => ({ name, ifindex, hook: selector.hook, entry: selector.name, state: 'attached', error: null }));
+    const failed: InterfaceSummary[] = [...this.failed].map(([ifindex, { name, selector, message }]) => ({ name, ifindex, hook: selector.hook, entry: selector.name, state: 'failed', error: message }));
+    return [...attached, ...failed].sort((a, b) => a.name.localeCompare(b.name));
   }
 
   // Failed attachments since the start, by hook.
@@ -289,7 +297,7 @@ export class InterfaceAttacher {
       if (this.failed.get(iface.ifindex)?.message !== message) {
         log.warn({ err, interface: iface.name, ifindex: iface.ifindex, hook: selector.hook, entry: selector.name }, 'attaching the hold program failed, so clients behind this interface are not held; retrying every minute');
       }
-      this.failed.set(iface.ifindex, { name: iface.name, message });
+      this.failed.set(iface.ifindex, { name: iface.name, selector, message });
       return;
     }
 

@@ -48,11 +48,24 @@ export interface HeldFlowSummary {
   frames: number;
 }
 
+export interface InterfaceSummary {
+  name: string;
+  ifindex: number;
+  hook: 'xdp' | 'tc';
+  // The interfaces entry that selects it: a name, or a prefix and "+".
+  entry: string;
+  // failed: the last attach failed with error, and the agent retries.
+  state: 'attached' | 'failed';
+  error: string | null;
+}
+
 // The agent state that the local API serves, read on every request.
 export interface AgentState {
   readonly node: string;
   workloads(): WorkloadSummary[];
   heldFlows(): HeldFlowSummary[];
+  // Standalone mode's interfaces; none in the other modes.
+  interfaces(): InterfaceSummary[];
 }
 
 export const SOCKET_MODE = 0o660;
@@ -60,6 +73,7 @@ export const SOCKET_MODE = 0o660;
 const ROUTES: Record<string, (state: AgentState) => unknown> = {
   '/v1/workloads': (state) => ({ node: state.node, workloads: state.workloads() }),
   '/v1/held': (state) => ({ node: state.node, flows: state.heldFlows() }),
+  '/v1/interfaces': (state) => ({ node: state.node, interfaces: state.interfaces() }),
 };
 
 const ALLOWED_METHODS = ['GET', 'HEAD'];
@@ -127,7 +141,7 @@ export class LocalApi {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     const route = ROUTES[path];
     if (!route) {
-      sendJson(res, 404, { error: `path ${path} not found, the endpoints are ${Object.keys(ROUTES).join(' and ')}` });
+      sendJson(res, 404, { error: `path ${path} not found, the endpoints are ${Object.keys(ROUTES).join(', ')}` });
       return;
     }
     if (!ALLOWED_METHODS.includes(req.method ?? '')) {

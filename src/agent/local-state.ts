@@ -1,8 +1,9 @@
-// The agent state that the local API serves: the controller's workloads
-// and the flows this node's datapath holds now.
+// The agent state that the local API serves: the controller's workloads,
+// the flows this node's datapath holds now and, in standalone mode, the
+// interfaces that carry the hold program.
 
 import type { Controller } from './controller.js';
-import type { AgentState, HeldFlowSummary, WorkloadSummary } from './local-api.js';
+import type { AgentState, HeldFlowSummary, InterfaceSummary, WorkloadSummary } from './local-api.js';
 import type { NodeDatapath } from './node-datapath.js';
 
 export class LocalState implements AgentState {
@@ -10,9 +11,14 @@ export class LocalState implements AgentState {
     readonly node: string,
     private readonly controller: Controller,
     private readonly datapath: NodeDatapath,
+    private readonly attachedInterfaces: () => InterfaceSummary[] = () => [],
     // CLOCK_MONOTONIC nanoseconds, the clock of held frame timestamps.
     private readonly nowNs: () => bigint = () => process.hrtime.bigint(),
   ) {}
+
+  interfaces(): InterfaceSummary[] {
+    return this.attachedInterfaces();
+  }
 
   workloads(): WorkloadSummary[] {
     return this.controller.snapshot().map(({ key, spec, services, state, status }) => {

@@ -8,7 +8,7 @@
 import { request } from 'node:http';
 import { parseArgs } from 'node:util';
 
-import type { HeldFlowSummary, WorkloadSummary } from '../agent/local-api.js';
+import type { HeldFlowSummary, InterfaceSummary, WorkloadSummary } from '../agent/local-api.js';
 import { formatAge, formatEndpoint, formatSeconds, NONE, renderTable } from './table.js';
 
 const DEFAULT_SOCKET = '/run/zerohold/agent.sock';
@@ -25,6 +25,10 @@ Commands:
   status    List the managed workloads: Services, phase, flows held now,
             duration of the last cold start and time since the last wake.
   held      List the flows held now, waiting for their workload to wake.
+  interfaces
+            List the interfaces with the hold program in standalone mode,
+            and those where the last attach failed, with the error. Only
+            clients whose packets enter these interfaces are held.
 
 Options:
   --socket PATH         Unix socket of the agent's local API. Default: the
@@ -54,8 +58,24 @@ interface HeldResponse {
   flows: HeldFlowSummary[];
 }
 
+interface InterfacesResponse {
+  node: string;
+  interfaces: InterfaceSummary[];
+}
+
+// The local API path and the response's list field of each command.
+const COMMANDS = {
+  status: { path: '/v1/workloads', field: 'workloads' },
+  held: { path: '/v1/held', field: 'flows' },
+  interfaces: { path: '/v1/interfaces', field: 'interfaces' },
+} as const;
+type Command = keyof typeof COMMANDS;
+const COMMAND_LIST = Object.keys(COMMANDS)
+  .map((name) => `"${name}"`)
+  .join(', ');
+
 interface Invocation {
-  command: 'status' | 'held' | 'help';
+  command: Command | 'help';
   socketPath: string;
   output: OutputFormat;
 }
@@ -91,14 +111,14 @@ function parseCommandLine(args: string[]): Invocation {
   }
 
   if (values.help) return { command: 'help', socketPath, output: output as OutputFormat };
-  if (positionals.length === 0) throw new UsageError('missing command, expected "status" or "held"');
+  if (positionals.length === 0) throw new UsageError(`missing command, expected one of ${COMMAND_LIST}`);
   if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])} after command ${JSON.stringify(positionals[0])}`);
 
   const command = positionals[0]!;
-  if (command !== 'status' && command !== 'held') {
-    throw new UsageError(`unknown command ${JSON.stringify(command)}, expected "status" or "held"`);
+  if (!Object.hasOwn(COMMANDS, command)) {
+    throw new UsageError(`unknown command ${JSON.stringify(command)}, expected one of ${COMMAND_LIST}`);
   }
-  return { command, socketPath, output: output as OutputFormat };
+  return { command: command as Command, socketPath, output: output as OutputFormat };
 }
 
 function describeConnectError(socketPath: string, err: NodeJS.ErrnoException): string {
@@ -200,6 +220,11 @@ function renderHeld(response: HeldResponse): string {
   return renderTable(['WORKLOAD', 'PROTO', 'CLIENT', 'FRONTEND', 'HELD FOR', 'FRAMES'], rows);
 }
 
+function renderInterfaces(response: InterfacesResponse): string {
+  const rows = response.interfaces.map((i) => [i.name, String(i.ifindex), i.hook, i.entry, i.state === 'attached' ? 'attached' : `failed: ${i.error ?? 'unknown error'}`]);
+  return renderTable(['INTERFACE', 'IFINDEX', 'HOOK', 'ENTRY', 'STATE'], rows);
+}
+
 async function run(invocation: Invocation): Promise<void> {
   const { command, socketPath, output } = invocation;
   if (command === 'help') {
@@ -207,8 +232,7 @@ async function run(invocation: Invocation): Promise<void> {
     return;
   }
 
-  const path = command === 'status' ? '/v1/workloads' : '/v1/held';
-  const field = command === 'status' ? 'workloads' : 'flows';
+  const { path, field } = COMMANDS[command];
   const body = await getJson(socketPath, path);
   requireArray(socketPath, path, body, field);
 
@@ -222,10 +246,14 @@ async function run(invocation: Invocation): Promise<void> {
     const response = body as WorkloadsResponse;
     if (response.workloads.length === 0) process.stderr.write(`No managed workloads on node ${response.node}.\n`);
     else process.stdout.write(renderWorkloads(response, Date.now()));
-  } else {
+  } else if (command === 'held') {
     const response = body as HeldResponse;
     if (response.flows.length === 0) process.stderr.write(`No held flows on node ${response.node}.\n`);
     else process.stdout.write(renderHeld(response));
+  } else {
+    const response = body as InterfacesResponse;
+    if (response.interfaces.length === 0) process.stderr.write(`No interfaces with the hold program on node ${response.node}. Only standalone mode attaches to interfaces.\n`);
+    else process.stdout.write(renderInterfaces(response));
   }
 }
 

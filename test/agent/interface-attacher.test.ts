@@ -154,6 +154,9 @@ test('attacher retries failed attachment', async () => {
     await attacher.start();
     assert.deepEqual(names(attacher), []);
     assert.equal(attacher.attachFailures().xdp, 1);
+    const [failure] = attacher.report();
+    assert.deepEqual({ ...failure, error: undefined }, { name: 'natbr', ifindex: await ifindexOf(ns, 'natbr'), hook: 'xdp', entry: 'nat+', state: 'failed', error: undefined });
+    assert.match(failure!.error!, /natbr|EOPNOTSUPP|not supported/i);
     const warnings = () => logs.filter((line) => line.interface === 'natbr' && /attaching the hold program failed/.test(String(line.msg)));
     assert.equal(warnings().length, 1);
 
@@ -162,8 +165,15 @@ test('attacher retries failed attachment', async () => {
     await waitFor('a retry', () => (attacher.attachFailures().xdp >= 3 ? true : undefined));
     assert.equal(warnings().length, 1);
 
-    await veth(ns, 'natv0', 'natp0');
+    await veth(ns, 'natv0', 'peerv0');
     await waitFor('natv0 attached', () => (names(attacher).includes('natv0') ? true : undefined));
+    assert.deepEqual(
+      attacher.report().map((iface) => [iface.name, iface.state]),
+      [
+        ['natbr', 'failed'],
+        ['natv0', 'attached'],
+      ],
+    );
   } finally {
     await setup.close();
   }

@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 
 import { pino } from 'pino';
 
-import { LocalApi, type AgentState, type HeldFlowSummary, type WorkloadSummary } from '../../src/agent/local-api.js';
+import { LocalApi, type AgentState, type HeldFlowSummary, type InterfaceSummary, type WorkloadSummary } from '../../src/agent/local-api.js';
 
 const log = pino({ level: 'silent' });
 
@@ -40,6 +40,8 @@ const FLOW: HeldFlowSummary = {
   frames: 2,
 };
 
+const INTERFACE: InterfaceSummary = { name: 'veth3', ifindex: 7, hook: 'tc', entry: 'veth+', state: 'attached', error: null };
+
 // A plain object, so a test can make a read fail.
 const state = {
   node: 'node-1',
@@ -50,6 +52,9 @@ const state = {
   },
   heldFlows(): HeldFlowSummary[] {
     return [FLOW];
+  },
+  interfaces(): InterfaceSummary[] {
+    return [INTERFACE];
   },
 } satisfies AgentState & { failure: Error | null };
 
@@ -130,6 +135,13 @@ test('held endpoint returns flows', async () => {
   assert.deepEqual(JSON.parse(reply.body), { node: 'node-1', flows: [FLOW] });
 });
 
+test('interfaces endpoint returns interfaces', async () => {
+  const reply = await send('/v1/interfaces');
+
+  assert.equal(reply.status, 200);
+  assert.deepEqual(JSON.parse(reply.body), { node: 'node-1', interfaces: [INTERFACE] });
+});
+
 test('query string is ignored', async () => {
   const reply = await send('/v1/held?watch=true');
   assert.equal(reply.status, 200);
@@ -140,7 +152,7 @@ test('unknown path is 404 JSON', async () => {
 
   assert.equal(reply.status, 404);
   assert.equal(reply.headers['content-type'], 'application/json');
-  assert.match(JSON.parse(reply.body).error, /path \/v1\/pods not found, the endpoints are \/v1\/workloads and \/v1\/held/);
+  assert.match(JSON.parse(reply.body).error, /path \/v1\/pods not found, the endpoints are \/v1\/workloads, \/v1\/held, \/v1\/interfaces$/);
 });
 
 test('unversioned path is 404', async () => {

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 import { pino } from 'pino';
 
-import { LocalApi, type AgentState, type HeldFlowSummary, type WorkloadSummary } from '../../src/agent/local-api.js';
+import { LocalApi, type AgentState, type HeldFlowSummary, type InterfaceSummary, type WorkloadSummary } from '../../src/agent/local-api.js';
 import { formatAge, formatEndpoint, formatSeconds, humanDuration, renderTable } from '../../src/cli/table.js';
 
 // The compiled CLI, run as a child process like a user runs it.
@@ -74,10 +74,17 @@ const flows: HeldFlowSummary[] = [
   },
 ];
 
+const interfaces: InterfaceSummary[] = [
+  { name: 'eth0', ifindex: 2, hook: 'xdp', entry: 'eth0', state: 'attached', error: null },
+  { name: 'veth12', ifindex: 31, hook: 'tc', entry: 'veth+', state: 'attached', error: null },
+  { name: 'vethbr', ifindex: 9, hook: 'tc', entry: 'veth+', state: 'failed', error: 'interface vethbr has link type 772' },
+];
+
 const state: AgentState = {
   node: 'node-1',
   workloads: () => workloads,
   heldFlows: () => flows,
+  interfaces: () => interfaces,
 };
 
 let dir: string;
@@ -170,7 +177,7 @@ describe('zerohold status', () => {
 
   test('empty list prints note', async (t) => {
     const path = join(dir, 'empty.sock');
-    const empty = new LocalApi({ node: 'node-2', workloads: () => [], heldFlows: () => [] }, pino({ level: 'silent' }));
+    const empty = new LocalApi({ node: 'node-2', workloads: () => [], heldFlows: () => [], interfaces: () => [] }, pino({ level: 'silent' }));
     await empty.listen(path);
     t.after(() => empty.close());
 
@@ -203,6 +210,37 @@ describe('zerohold held', () => {
 
     assert.equal(result.code, 0, result.stderr);
     assert.deepEqual(JSON.parse(result.stdout), { node: 'node-1', flows });
+  });
+});
+
+describe('zerohold interfaces', () => {
+  test('table lists interfaces', async () => {
+    const result = await runCli(['interfaces', '--socket', socketPath]);
+
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(
+      result.stdout,
+      [
+        'INTERFACE   IFINDEX   HOOK   ENTRY   STATE',
+        'eth0        2         xdp    eth0    attached',
+        'veth12      31        tc     veth+   attached',
+        'vethbr      9         tc     veth+   failed: interface vethbr has link type 772',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  test('empty list names the mode', async (t) => {
+    const path = join(dir, 'no-interfaces.sock');
+    const chained = new LocalApi({ node: 'node-3', workloads: () => [], heldFlows: () => [], interfaces: () => [] }, pino({ level: 'silent' }));
+    await chained.listen(path);
+    t.after(() => chained.close());
+
+    const result = await runCli(['interfaces', '--socket', path]);
+
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, '');
+    assert.equal(result.stderr, 'No interfaces with the hold program on node node-3. Only standalone mode attaches to interfaces.\n');
   });
 });
 
@@ -265,7 +303,7 @@ describe('zerohold errors', () => {
   });
 
   const usageCases: { name: string; args: string[]; message: RegExp }[] = [
-    { name: 'no command', args: [], message: /missing command, expected "status" or "held"/ },
+    { name: 'no command', args: [], message: /missing command, expected one of "status", "held", "interfaces"/ },
     { name: 'unknown command', args: ['pods'], message: /unknown command "pods"/ },
     { name: 'extra argument', args: ['status', 'shop/web'], message: /unexpected argument "shop\/web"/ },
     { name: 'unknown option', args: ['status', '--watch'], message: /unknown option --watch/ },
