@@ -188,6 +188,14 @@ export class InterfaceAttacher {
       }
     }
     await this.apply(present, new Set(), { strict: true });
+
+    // A pattern that matches nothing may be a typo, or the node has no
+    // pods yet.
+    for (const selector of this.options.selectors) {
+      if (isPattern(selector) && !present.some((iface) => this.selectorFor(iface.name) === selector)) {
+        this.options.log.info({ entry: selector.name }, 'no interface matches the pattern yet; the agent attaches to matching interfaces as they appear');
+      }
+    }
     await this.options.afterFirstPass?.();
   }
 

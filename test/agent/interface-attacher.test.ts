@@ -180,10 +180,16 @@ test('attacher retries failed attachment', async () => {
 });
 
 test('attacher detaches everything on close', async () => {
-  const setup = await setUp([{ name: 'pod+', hook: 'xdp', xdpMode: 'auto' }], (ns) => veth(ns, 'pod0', 'peer0').then(() => undefined));
-  const { ns, attacher, pinDir } = setup;
+  const selectors: InterfaceSelector[] = [
+    { name: 'pod+', hook: 'xdp', xdpMode: 'auto' },
+    { name: 'cali+', hook: 'tc', xdpMode: 'auto' },
+  ];
+  const setup = await setUp(selectors, (ns) => veth(ns, 'pod0', 'peer0').then(() => undefined));
+  const { ns, attacher, pinDir, logs } = setup;
   await attacher.start();
   assert.deepEqual(names(attacher), ['pod0']);
+  assert.ok(logs.some((line) => line.entry === 'cali+' && /no interface matches the pattern yet/.test(String(line.msg))), 'the pattern without a match is logged');
+  assert.ok(!logs.some((line) => line.entry === 'pod+' && /no interface matches/.test(String(line.msg))), 'a pattern with a match is not');
   await setup.close();
 
   assert.deepEqual(readdirSync(pinDir).filter((name) => name.startsWith('link_')), []);

@@ -95,6 +95,8 @@ describe('cold start', () => {
     const veth = testbed.clientPods.get('node-1')![index]!.hostInterface;
     const attached = testbed.events.since(origin).find((event) => event.source === 'agent' && event.node === 'node-1' && event.type === 'attached' && event.fields.interface === veth);
     assert.ok(attached, `no log line of the agent of node-1 attaching to ${veth}\n${timelineSince(origin)}`);
+    const listed = (await testbed.agent('node-1').interfaces()).find((iface) => iface.name === veth);
+    assert.deepEqual(listed && { hook: listed.hook, entry: listed.entry, state: listed.state }, { hook: 'tc', entry: 'veth+', state: 'attached' }, `${veth} in the agent's interface list`);
   });
 
   it('IPv6 ClusterIP wakes for curl -6', async () => {

@@ -16,7 +16,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
-import type { HeldFlowSummary, WorkloadSummary } from '../../src/agent/local-api.js';
+import type { HeldFlowSummary, InterfaceSummary, WorkloadSummary } from '../../src/agent/local-api.js';
 import { repoRoot } from '../../src/paths.js';
 import { netnsPath, waitFor } from '../lib/netns.js';
 import { ApiBridge } from './api-bridge.js';
@@ -233,6 +233,13 @@ export class AgentProcess extends EventEmitter {
   async workloads(): Promise<WorkloadSummary[]> {
     const body = (await this.getJson('/v1/workloads')) as { workloads: WorkloadSummary[] };
     return body.workloads;
+  }
+
+  // Returns the interfaces with the hold program on this agent's node,
+  // and those whose attach failed.
+  async interfaces(): Promise<InterfaceSummary[]> {
+    const body = (await this.getJson('/v1/interfaces')) as { interfaces: InterfaceSummary[] };
+    return body.interfaces;
   }
 
   // Returns the flows held on this agent's node now.
