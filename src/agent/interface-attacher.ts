@@ -74,6 +74,8 @@ export class InterfaceAttacher {
   // once each.
   private readonly skipped = new Set<number>();
   private readonly failures = { xdp: 0, tc: 0 };
+  // Patterns that put XDP on a veth, warned about once each.
+  private readonly xdpOnVethWarned = new Set<string>();
   private monitor: NativeInterfaceMonitor | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -312,6 +314,11 @@ export class InterfaceAttacher {
     if (this.failed.delete(iface.ifindex)) log.info({ interface: iface.name, ifindex }, 'attaching succeeded after an earlier failure');
     this.attached.set(ifindex, { name: iface.name, selector });
     log.info({ interface: iface.name, ifindex, hook: selector.hook, entry: selector.name }, 'attached');
+
+    if (selector.hook === 'xdp' && iface.kind === 'veth' && isPattern(selector) && !this.xdpOnVethWarned.has(selector.name)) {
+      this.xdpOnVethWarned.add(selector.name);
+      log.warn({ entry: selector.name, interface: iface.name }, "the pattern puts XDP on veths, which takes the GSO features off the pods' ends and caps their MTU; set hook: tc on this entry");
+    }
   }
 
   private async detach(ifindex: number, attached: Attached, reason: string, options: { gone?: boolean } = {}): Promise<void> {

@@ -443,6 +443,7 @@ export interface InterfaceInfo {
   ifindex: number;
   name: string;
   linkType: number; // ARPHRD_* in <linux/if_arp.h>, 1 for Ethernet
+  kind: string; // the rtnetlink link kind, such as 'veth'; '' for a physical device
 }
 
 /**

@@ -28,6 +28,7 @@ struct InterfaceEntry {
   uint32_t ifindex = 0;
   uint16_t link_type = 0;  // ARPHRD_*
   std::string name;
+  std::string kind;  // IFLA_INFO_KIND, such as "veth"; empty for a physical device
 };
 
 // Netlink sizes a dump reply to the reader's buffer, up to 32 KiB
@@ -59,21 +60,28 @@ constexpr int kMaxDatagramsPerWakeup = 256;
 // interface.
 constexpr uint32_t kMonitorReceiveBufferBytes = 1 << 20;
 
-// Reads ifindex, link type and name from an RTM_NEWLINK or RTM_DELLINK
-// message. Returns false for a message too short to be one.
+// Copies the string attribute, which the kernel ends with a NUL, or
+// clears out when the attribute is missing.
+void ReadString(const rtattr* attribute, std::string* out) {
+  if (attribute == nullptr) {
+    out->clear();
+    return;
+  }
+  auto* text = static_cast<const char*>(RTA_DATA(attribute));
+  out->assign(text, strnlen(text, RTA_PAYLOAD(attribute)));
+}
+
+// Reads ifindex, link type, name and kind from an RTM_NEWLINK or
+// RTM_DELLINK message. Returns false for a message too short to be one.
 bool ParseLinkMessage(const nlmsghdr* message, InterfaceEntry* entry) {
   if (message->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return false;
 
   auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(message));
   entry->ifindex = static_cast<uint32_t>(info->ifi_index);
   entry->link_type = info->ifi_type;
-  const rtattr* name = FindAttribute(IFLA_RTA(info), IFLA_PAYLOAD(message), IFLA_IFNAME);
-  if (name == nullptr) {
-    entry->name.clear();
-    return true;
-  }
-  auto* text = static_cast<const char*>(RTA_DATA(name));
-  entry->name.assign(text, strnlen(text, RTA_PAYLOAD(name)));
+  ReadString(FindAttribute(IFLA_RTA(info), IFLA_PAYLOAD(message), IFLA_IFNAME), &entry->name);
+  const rtattr* link_info = FindAttribute(IFLA_RTA(info), IFLA_PAYLOAD(message), IFLA_LINKINFO);
+  ReadString(link_info == nullptr ? nullptr : FindAttribute(RTA_DATA(link_info), RTA_PAYLOAD(link_info), IFLA_INFO_KIND), &entry->kind);
   return true;
 }
 
@@ -170,6 +178,7 @@ class ListWorker : public PromiseWorker {
       entry.Set("ifindex", entries_[i].ifindex);
       entry.Set("name", entries_[i].name);
       entry.Set("linkType", entries_[i].link_type);
+      entry.Set("kind", entries_[i].kind);
       list.Set(i, entry);
     }
     return list;

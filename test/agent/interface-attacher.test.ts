@@ -223,6 +223,8 @@ test('attacher handles a reused ifindex', async () => {
     const replaced = await network.exec(ns, 'ip', ['-d', 'link', 'show', 'pod1']);
     assert.match(replaced.stdout, /prog\/xdp id/, 'the new pod1 runs an XDP program');
     assert.deepEqual(names(attacher), ['pod1', 'pod9']);
+    const warnings = setup.logs.filter((line) => line.entry === 'pod+' && /puts XDP on veths/.test(String(line.msg)));
+    assert.equal(warnings.length, 1, 'XDP on veths is warned about once per entry');
   } finally {
     await setup.close();
   }

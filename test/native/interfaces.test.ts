@@ -51,6 +51,9 @@ test('listInterfaces lists a namespace', async () => {
   assert.equal(byName.get('zhl0')?.linkType, ARPHRD_ETHER);
   assert.equal(byName.get('zhl1')?.linkType, ARPHRD_ETHER);
   assert.equal(byName.get('zhtun0')?.linkType, ARPHRD_NONE);
+  assert.equal(byName.get('zhl0')?.kind, 'veth');
+  assert.equal(byName.get('zhtun0')?.kind, 'tun');
+  assert.equal(byName.get('lo')?.kind, '');
   assert.equal(list.length, 4, `only the namespace's own interfaces, got ${list.map((iface) => iface.name).join(', ')}`);
 
   const { stdout } = await network.exec(ns, 'ip', ['-o', 'link', 'show', 'zhl0']);
