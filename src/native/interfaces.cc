@@ -72,11 +72,14 @@ void ReadString(const rtattr* attribute, std::string* out) {
 }
 
 // Reads ifindex, link type, name and kind from an RTM_NEWLINK or
-// RTM_DELLINK message. Returns false for a message too short to be one.
+// RTM_DELLINK message. Returns false for a message too short to be one,
+// and for one of another family than AF_UNSPEC: the bridge sends an
+// AF_BRIDGE RTM_DELLINK when a port leaves it, and the port stays.
 bool ParseLinkMessage(const nlmsghdr* message, InterfaceEntry* entry) {
   if (message->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return false;
 
   auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(message));
+  if (info->ifi_family != AF_UNSPEC) return false;
   entry->ifindex = static_cast<uint32_t>(info->ifi_index);
   entry->link_type = info->ifi_type;
   ReadString(FindAttribute(IFLA_RTA(info), IFLA_PAYLOAD(message), IFLA_IFNAME), &entry->name);

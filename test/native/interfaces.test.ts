@@ -142,3 +142,25 @@ test('monitor reports overrun and recovers', async () => {
     await network.exec(ns, 'ip', ['link', 'del', 'zhafter']);
   }
 });
+
+test('monitor ignores a port leaving its bridge', async () => {
+  await network.exec(ns, 'ip', ['link', 'add', 'zhbr0', 'type', 'bridge']);
+  await network.exec(ns, 'ip', ['link', 'add', 'zhport0', 'type', 'veth', 'peer', 'name', 'zhport1']);
+  await network.exec(ns, 'ip', ['link', 'set', 'zhport0', 'master', 'zhbr0']);
+  const { monitor, events } = watch();
+  try {
+    // The bridge sends an AF_BRIDGE RTM_DELLINK for the port, which stays.
+    await network.exec(ns, 'ip', ['link', 'set', 'zhport0', 'nomaster']);
+    await network.exec(ns, 'ip', ['tuntap', 'add', 'dev', 'zhmark2', 'mode', 'tap']);
+    await waitFor('the marker', () => events.find((event) => event.name === 'zhmark2'));
+    assert.deepEqual(
+      events.filter((event) => event.type === 'del'),
+      [],
+    );
+  } finally {
+    monitor.close();
+    await network.exec(ns, 'ip', ['link', 'del', 'zhport0']);
+    await network.exec(ns, 'ip', ['link', 'del', 'zhbr0']);
+    await network.exec(ns, 'ip', ['link', 'del', 'zhmark2']);
+  }
+});
