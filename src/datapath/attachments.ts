@@ -42,6 +42,8 @@ export class InterfaceAttachments {
   private readonly reinjectionBypasses = new Set<number>();
   // Devices where a clsact filter sits at CLSACT_FILTER.
   private readonly clsactIfindexes = new Set<number>();
+  // Numbers the pins that claimPinnedLink() moves aside.
+  private asideCount = 0;
 
   constructor(
     private readonly programs: { xdp: () => NativeProgram; tc: () => NativeProgram },
@@ -66,7 +68,7 @@ export class InterfaceAttachments {
       const mode = how.mode ?? 'auto';
       if (this.pinDir) {
         const pinPath = linkPinPath(this.pinDir, 'xdp', ifname);
-        this.movePinnedXdpLink(ifindex, pinPath);
+        this.claimPinnedLink(ifindex, 'xdp', pinPath);
         attachment = await attachPinnedXdp(this.programs.xdp(), ifindex, mode, this.netns, pinPath);
       } else {
         attachment = { handle: await native.attachXdp(this.programs.xdp(), ifindex, mode, this.netns) };
@@ -85,9 +87,13 @@ export class InterfaceAttachments {
       }
     } else {
       const kind = how.kind ?? 'auto';
-      attachment = this.pinDir
-        ? await attachPinnedTc(this.programs.tc(), ifindex, kind, this.netns, linkPinPath(this.pinDir, 'tcx', ifname))
-        : { handle: await native.attachTc(this.programs.tc(), ifindex, 'ingress', kind, this.netns) };
+      if (this.pinDir) {
+        const pinPath = linkPinPath(this.pinDir, 'tcx', ifname);
+        this.claimPinnedLink(ifindex, 'tcx', pinPath);
+        attachment = await attachPinnedTc(this.programs.tc(), ifindex, kind, this.netns, pinPath);
+      } else {
+        attachment = { handle: await native.attachTc(this.programs.tc(), ifindex, 'ingress', kind, this.netns) };
+      }
       if (this.pinDir && (attachment.handle as NativeTcAttachment).kind === 'clsact') this.clsactIfindexes.add(ifindex);
       // The tc program passes frames that carry the re-injection mark.
       bypass = true;
@@ -111,8 +117,20 @@ export class InterfaceAttachments {
     const attachment = this.attachments.get(ifindex);
     if (attachment === undefined) return;
 
+    // A gone interface is forgotten even when the release fails, so that
+    // a new interface with its ifindex can be attached.
     const clsact = 'kind' in attachment.handle && attachment.handle.kind === 'clsact';
-    if (!(options.gone && clsact)) await detachAttachment(attachment);
+    try {
+      if (!(options.gone && clsact)) await detachAttachment(attachment);
+    } catch (err) {
+      if (!options.gone) throw err;
+      this.forget(ifindex);
+      throw err;
+    }
+    this.forget(ifindex);
+  }
+
+  private forget(ifindex: number): void {
     this.attachments.delete(ifindex);
     this.pinHooks.delete(ifindex);
     this.names.delete(ifindex);
@@ -143,25 +161,30 @@ export class InterfaceAttachments {
     this.names.set(ifindex, ifname);
   }
 
-  // Tells whether the attachment of ifindex still runs on a device: false
+  // Returns whether the attachment of ifindex still runs on a device: false
   // once that device is gone, also when a new device has taken its
   // ifindex. undefined for a clsact filter, which cannot tell.
   live(ifindex: number): boolean | undefined {
     const attachment = this.attachments.get(ifindex);
     if (attachment === undefined) return false;
 
-    if ('info' in attachment.handle) return attachment.handle.info().ifindex === ifindex;
-    if (attachment.handle.kind === 'clsact' || attachment.pinPath === undefined) return undefined;
-    const link = openPinnedLinkIfExists(attachment.pinPath);
-    if (link === null) return undefined;
     try {
-      return link.info().ifindex === ifindex;
-    } finally {
-      link.close();
+      if ('info' in attachment.handle) return attachment.handle.info().ifindex === ifindex;
+      if (attachment.handle.kind === 'clsact' || attachment.pinPath === undefined) return undefined;
+      const link = openPinnedLinkIfExists(attachment.pinPath);
+      if (link === null) return undefined;
+      try {
+        return link.info().ifindex === ifindex;
+      } finally {
+        link.close();
+      }
+    } catch {
+      // A closed handle or a pin that cannot be opened gives no answer.
+      return undefined;
     }
   }
 
-  // Tells whether a frame re-injected on ifindex skips the hold program.
+  // Returns whether a frame re-injected on ifindex skips the hold program.
   bypassesReinjection(ifindex: number): boolean {
     return this.reinjectionBypasses.has(ifindex);
   }
@@ -202,33 +225,51 @@ export class InterfaceAttachments {
     if (failures.length > 1) throw new AggregateError(failures, `detaching ${failures.length} programs failed: ${failures.map((err) => err.message).join('; ')}`);
   }
 
-  // Moves a pinned XDP link of the device ifindex to pinPath, when
-  // nothing is pinned there: the link that a previous agent pinned before
-  // the interface was renamed. The kernel rejects a second XDP program on
-  // a device, so the attach must take that link over instead.
-  private movePinnedXdpLink(ifindex: number, pinPath: string): void {
-    const existing = openPinnedLinkIfExists(pinPath);
-    if (existing !== null) {
-      existing.close();
-      return;
-    }
+  // Puts at pinPath the link that a previous agent pinned for the device
+  // ifindex under another name, as after a rename while no agent ran, so
+  // that attachPinnedXdp() or attachPinnedTc() takes it over instead of
+  // attaching a second program. A link of another device pinned at
+  // pinPath moves aside first, under a name that no interface can have
+  // (":" is not allowed in one), where that device's own attach finds it.
+  // The start-up removal of an earlier agent's links (removeUnlistedLinks())
+  // detaches what no attach claimed. A pin that an attachment here owns is
+  // never moved.
+  private claimPinnedLink(ifindex: number, hook: 'xdp' | 'tcx', pinPath: string): void {
+    const owned = new Set([...this.attachments.values()].map((attachment) => attachment.pinPath));
+    if (owned.has(pinPath)) throw new Error(`the pin ${pinPath} belongs to another interface of this agent; the next pass attaches again`);
 
-    const { constants } = loadNative();
+    const atPath = this.pinnedLinkDevice(pinPath, hook);
+    if (atPath === ifindex) return;
+    if (atPath !== null) renameSync(pinPath, linkPinPath(this.pinDir!, hook, `:aside${this.asideCount++}`));
+
     for (const name of readdirSync(this.pinDir!)) {
-      const parsed = parseLinkPinPath(name);
-      if (parsed?.hook !== 'xdp') continue;
-
       const candidate = path.join(this.pinDir!, name);
-      const link = openPinnedLinkIfExists(candidate);
-      if (link === null) continue;
-      const info = link.info();
-      link.close();
-      // attachPinnedXdp() checks that the link runs on this namespace's
-      // device, and replaces it otherwise.
-      if (info.type === constants.BPF_LINK_TYPE_XDP && info.ifindex === ifindex && ![...this.attachments.values()].some((attachment) => attachment.pinPath === candidate)) {
+      if (parseLinkPinPath(name)?.hook !== hook || owned.has(candidate)) continue;
+      if (this.pinnedLinkDevice(candidate, hook) === ifindex) {
         renameSync(candidate, pinPath);
         return;
       }
+    }
+  }
+
+  // Returns the ifindex that the link pinned at pinPath runs on, 0 for a
+  // link whose device is gone, or null without a link of that hook there.
+  private pinnedLinkDevice(pinPath: string, hook: 'xdp' | 'tcx'): number | null {
+    const { constants } = loadNative();
+    let link: NativeLink | null;
+    try {
+      link = openPinnedLinkIfExists(pinPath);
+    } catch {
+      return null;
+    }
+    if (link === null) return null;
+    try {
+      const info = link.info();
+      const type = hook === 'xdp' ? constants.BPF_LINK_TYPE_XDP : constants.BPF_LINK_TYPE_TCX;
+      if (info.type !== type || (hook === 'tcx' && info.attachType !== constants.BPF_TCX_INGRESS)) return null;
+      return info.ifindex ?? 0;
+    } finally {
+      link.close();
     }
   }
 }

@@ -166,10 +166,16 @@ export async function attachPinnedXdp(
   const native = loadNative();
   const existing = openPinnedLinkIfExists(pinPath);
 
-  const placement = existing === null ? 'other-device' : await placeXdpLink(existing, ifindex, mode, netns);
+  let placement = existing === null ? 'other-device' : await placeXdpLink(existing, ifindex, mode, netns);
   if (existing !== null && placement === 'fits') {
     adoptLink(existing, prog);
-    return { handle: existing, pinPath };
+    // Every link of one agent runs the same program, so the check of
+    // placeXdpLink() also passes for its link of a device that moved to
+    // another namespace and left its ifindex to this device. After the
+    // swap, only the right link makes the device run prog.
+    const query = await native.queryXdp(ifindex, netns);
+    if (query.nativeProgId === prog.id || query.genericProgId === prog.id) return { handle: existing, pinPath };
+    placement = 'other-device';
   }
 
   // NOTE: if the attach below fails after this detach, the device has no
@@ -181,7 +187,13 @@ export async function attachPinnedXdp(
     old = null;
   }
 
-  const link = await native.attachXdp(prog, ifindex, mode, netns);
+  let link: NativeLink;
+  try {
+    link = await native.attachXdp(prog, ifindex, mode, netns);
+  } catch (err) {
+    old?.close();
+    throw err;
+  }
   await replacePinOrDetach(link, pinPath, old);
   return { handle: link, pinPath };
 }
@@ -221,9 +233,7 @@ export async function attachPinnedTc(
 // Returns where an XDP link runs relative to the device ifindex of netns:
 // there in a mode that `mode` accepts ('auto' accepts either), there in
 // the other mode, or elsewhere. XDP link info has no attach mode, so the
-// mode comes from a query of the device. A match of program ids there also shows that the
-// link's device is the one in netns, not a device with the same ifindex
-// in another namespace.
+// mode comes from a query of the device.
 async function placeXdpLink(
   link: NativeLink,
   ifindex: number,
