@@ -17,6 +17,7 @@
 import type { Logger } from 'pino';
 
 import type { AttachHook } from '../datapath/datapath.js';
+import { RepeatLimiter } from '../hubble/repeat-limiter.js';
 import type { InterfaceSummary } from './local-api.js';
 import { loadNative, type InterfaceInfo, type NativeInterfaceMonitor } from '../datapath/native.js';
 
@@ -26,10 +27,15 @@ const ARPHRD_ETHER = 1;
 
 const DEFAULT_RESYNC_INTERVAL_MS = 60_000;
 
-// Delay before the pass that follows a failed one, and after a listing
-// that the kernel kept interrupting (EAGAIN) while interfaces changed.
+// Delay before the pass that follows a failed one, doubling with each
+// failure in a row up to the maximum, and after a listing that the kernel
+// kept interrupting (EAGAIN) while interfaces changed.
 const RETRY_AFTER_PASS_FAILURE_MS = 1_000;
+const MAX_RETRY_AFTER_PASS_FAILURE_MS = 60_000;
 const RETRY_AFTER_BUSY_LISTING_MS = 50;
+const START_LISTING_ATTEMPTS = 5;
+// A pass that keeps failing is logged at most this often.
+const PASS_FAILURE_LOG_INTERVAL_MS = 60_000;
 
 export interface InterfaceSelector {
   // An interface name, or a prefix followed by "+".
@@ -87,6 +93,8 @@ export class InterfaceAttacher {
   // Set when notifications may have been lost, so that the next pass
   // checks with the kernel that each attachment still runs.
   private checkAll = false;
+  private failedPasses = 0;
+  private readonly passFailureLogs = new RepeatLimiter(PASS_FAILURE_LOG_INTERVAL_MS);
   private stopped = false;
 
   constructor(private readonly options: InterfaceAttacherOptions) {}
@@ -182,7 +190,7 @@ export class InterfaceAttacher {
   }
 
   private async startingPass(): Promise<void> {
-    const present = await loadNative().listInterfaces(this.options.netns);
+    const present = await this.listAtStart();
     const names = new Set(present.map((iface) => iface.name));
     for (const selector of this.options.selectors) {
       if (!isPattern(selector) && !names.has(selector.name)) {
@@ -190,6 +198,7 @@ export class InterfaceAttacher {
       }
     }
     await this.apply(present, new Set(), { strict: true });
+    if (this.stopped) return;
 
     // A pattern that matches nothing may be a typo, or the node has no
     // pods yet.
@@ -199,6 +208,20 @@ export class InterfaceAttacher {
       }
     }
     await this.options.afterFirstPass?.();
+  }
+
+  // Lists the interfaces for the first pass. A listing that the kernel
+  // kept interrupting while interfaces changed is tried again a few times,
+  // because a failure here stops the agent.
+  private async listAtStart(): Promise<InterfaceInfo[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await loadNative().listInterfaces(this.options.netns);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || attempt >= START_LISTING_ATTEMPTS) throw err;
+        await new Promise((resolve) => setTimeout(resolve, RETRY_AFTER_BUSY_LISTING_MS));
+      }
+    }
   }
 
   // Runs a pass now, or after the running one. Requests that arrive during
@@ -215,7 +238,7 @@ export class InterfaceAttacher {
   }
 
   private async runPasses(): Promise<void> {
-    const { log, netns } = this.options;
+    const { netns } = this.options;
 
     do {
       this.passRequested = false;
@@ -230,14 +253,26 @@ export class InterfaceAttacher {
       } catch (err) {
         for (const ifindex of deleted) this.deleted.add(ifindex);
         if (this.stopped) return;
-        const busy = (err as NodeJS.ErrnoException).code === 'EAGAIN';
-        if (busy) log.debug({ err, netns }, 'the interfaces kept changing during the listing; listing them again shortly');
-        else log.warn({ err, netns }, 'a pass over the interfaces failed; trying again in 1 s');
-        clearTimeout(this.retryTimer);
-        this.retryTimer = setTimeout(() => this.requestPass(), busy ? RETRY_AFTER_BUSY_LISTING_MS : RETRY_AFTER_PASS_FAILURE_MS);
+        this.scheduleRetry(err as NodeJS.ErrnoException);
         return;
       }
+      this.failedPasses = 0;
     } while (this.passRequested && !this.stopped);
+  }
+
+  private scheduleRetry(err: NodeJS.ErrnoException): void {
+    const { log, netns } = this.options;
+    let delayMs = RETRY_AFTER_BUSY_LISTING_MS;
+    if (err.code === 'EAGAIN') {
+      log.debug({ err, netns }, 'the interfaces kept changing during the listing; listing them again shortly');
+    } else {
+      delayMs = Math.min(MAX_RETRY_AFTER_PASS_FAILURE_MS, RETRY_AFTER_PASS_FAILURE_MS * 2 ** this.failedPasses);
+      this.failedPasses++;
+      const suppressed = this.passFailureLogs.record();
+      if (suppressed !== null) log.warn({ err, netns, suppressed, retryInMs: delayMs }, 'a pass over the interfaces failed; trying again');
+    }
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.requestPass(), delayMs);
   }
 
   // Detaches from interfaces that are gone or no longer selected, follows
@@ -254,9 +289,17 @@ export class InterfaceAttacher {
     // runs there. The new interface is attached below.
     for (const [ifindex, attached] of [...this.attached]) {
       const current = byIndex.get(ifindex);
-      const suspect = deleted.has(ifindex) || checkAll;
-      if (current === undefined || (suspect && this.options.datapath.attachmentLive(ifindex) !== true)) {
-        await this.detach(ifindex, attached, current === undefined ? 'the interface is gone' : 'the interface was replaced by another with the same ifindex', { gone: true });
+      if (current === undefined) {
+        await this.detach(ifindex, attached, 'the interface is gone', { gone: true });
+        continue;
+      }
+      if (!deleted.has(ifindex) && !checkAll) continue;
+
+      // A clsact filter cannot tell (undefined), so it counts as replaced
+      // only after a deletion notification.
+      const live = this.options.datapath.attachmentLive(ifindex);
+      if (live === false || (live === undefined && deleted.has(ifindex))) {
+        await this.detach(ifindex, attached, 'the interface was replaced by another with the same ifindex', { gone: true });
       }
     }
     for (const [ifindex, attached] of [...this.attached]) {
@@ -326,8 +369,11 @@ export class InterfaceAttacher {
     try {
       await datapath.detach(ifindex, options);
     } catch (err) {
-      // Kept, so that the next pass tries again.
-      log.warn({ err, interface: attached.name, ifindex }, 'detaching the hold program failed; trying again at the next pass');
+      // A gone interface is forgotten anyway, as the datapath does, so
+      // that a new one with its ifindex gets attached. Otherwise the next
+      // pass tries again.
+      if (options.gone) this.attached.delete(ifindex);
+      log.warn({ err, interface: attached.name, ifindex, gone: options.gone ?? false }, options.gone ? 'releasing the link of a gone interface failed' : 'detaching the hold program failed; trying again at the next pass');
       return;
     }
     this.attached.delete(ifindex);

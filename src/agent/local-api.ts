@@ -64,8 +64,15 @@ export interface AgentState {
   readonly node: string;
   workloads(): WorkloadSummary[];
   heldFlows(): HeldFlowSummary[];
-  // Standalone mode's interfaces; none in the other modes.
-  interfaces(): InterfaceSummary[];
+  // Standalone mode's interfaces entries and the interfaces they select;
+  // none in the other modes.
+  interfaces(): InterfacesReport;
+}
+
+export interface InterfacesReport {
+  // The names of the interfaces entries, such as eth0 and veth+.
+  entries: string[];
+  interfaces: InterfaceSummary[];
 }
 
 export const SOCKET_MODE = 0o660;
@@ -73,7 +80,7 @@ export const SOCKET_MODE = 0o660;
 const ROUTES: Record<string, (state: AgentState) => unknown> = {
   '/v1/workloads': (state) => ({ node: state.node, workloads: state.workloads() }),
   '/v1/held': (state) => ({ node: state.node, flows: state.heldFlows() }),
-  '/v1/interfaces': (state) => ({ node: state.node, interfaces: state.interfaces() }),
+  '/v1/interfaces': (state) => ({ node: state.node, ...state.interfaces() }),
 };
 
 const ALLOWED_METHODS = ['GET', 'HEAD'];

@@ -3,7 +3,7 @@
 // interfaces that carry the hold program.
 
 import type { Controller } from './controller.js';
-import type { AgentState, HeldFlowSummary, InterfaceSummary, WorkloadSummary } from './local-api.js';
+import type { AgentState, HeldFlowSummary, InterfacesReport, WorkloadSummary } from './local-api.js';
 import type { NodeDatapath } from './node-datapath.js';
 
 export class LocalState implements AgentState {
@@ -11,12 +11,12 @@ export class LocalState implements AgentState {
     readonly node: string,
     private readonly controller: Controller,
     private readonly datapath: NodeDatapath,
-    private readonly attachedInterfaces: () => InterfaceSummary[] = () => [],
+    private readonly attachedInterfaces: () => InterfacesReport = () => ({ entries: [], interfaces: [] }),
     // CLOCK_MONOTONIC nanoseconds, the clock of held frame timestamps.
     private readonly nowNs: () => bigint = () => process.hrtime.bigint(),
   ) {}
 
-  interfaces(): InterfaceSummary[] {
+  interfaces(): InterfacesReport {
     return this.attachedInterfaces();
   }
 

@@ -345,7 +345,7 @@ async function main(): Promise<void> {
 
   // LocalState reads only heldFlows() and interfaceName(), which every
   // datapath port provides.
-  const api = new LocalApi(new LocalState(nodeName, controller, node as NodeDatapath, () => attacher?.report() ?? []), componentLogger(root, 'api'));
+  const api = new LocalApi(new LocalState(nodeName, controller, node as NodeDatapath, () => ({ entries: config.interfaces.map((entry) => entry.name), interfaces: attacher?.report() ?? [] })), componentLogger(root, 'api'));
   await api.listen(config.api.socket);
   log.info({ metricsPort, socket: config.api.socket, mode: config.mode }, 'agent ready');
 

@@ -38,8 +38,8 @@ Options:
                         or "json" (the agent's response, indented).
   -h, --help            Print this help and exit.
 
-Exit status: 0 on success, 1 when the agent cannot be reached or returns an
-error, 2 on a usage error.
+Exit status: 0 on success, also when the output lists failed attaches, 1
+when the agent cannot be reached or returns an error, 2 on a usage error.
 `;
 
 // An invalid command line. Exits with status 2.
@@ -60,6 +60,7 @@ interface HeldResponse {
 
 interface InterfacesResponse {
   node: string;
+  entries?: string[];
   interfaces: InterfaceSummary[];
 }
 
@@ -173,7 +174,9 @@ function parseResponse(socketPath: string, path: string, status: number, text: s
 
   if (status !== 200) {
     const message = typeof (body as { error?: unknown })?.error === 'string' ? (body as { error: string }).error : excerpt;
-    throw new AgentError(`the agent on socket ${socketPath} returned HTTP ${status} for GET ${path}: ${message}`);
+    // An agent older than the CLI lacks the newer paths.
+    const hint = status === 404 ? ' Is the agent older than this CLI? Run the CLI of the agent image.' : '';
+    throw new AgentError(`the agent on socket ${socketPath} returned HTTP ${status} for GET ${path}: ${message}${hint}`);
   }
   return body;
 }
@@ -221,7 +224,8 @@ function renderHeld(response: HeldResponse): string {
 }
 
 function renderInterfaces(response: InterfacesResponse): string {
-  const rows = response.interfaces.map((i) => [i.name, String(i.ifindex), i.hook, i.entry, i.state === 'attached' ? 'attached' : `failed: ${i.error ?? 'unknown error'}`]);
+  // An error of the addon may span lines, which would break the table.
+  const rows = response.interfaces.map((i) => [i.name, String(i.ifindex), i.hook, i.entry, i.state === 'attached' ? 'attached' : `failed: ${(i.error ?? 'unknown error').split('\n').join('; ')}`]);
   return renderTable(['INTERFACE', 'IFINDEX', 'HOOK', 'ENTRY', 'STATE'], rows);
 }
 
@@ -252,8 +256,9 @@ async function run(invocation: Invocation): Promise<void> {
     else process.stdout.write(renderHeld(response));
   } else {
     const response = body as InterfacesResponse;
-    if (response.interfaces.length === 0) process.stderr.write(`No interfaces with the hold program on node ${response.node}. Only standalone mode attaches to interfaces.\n`);
-    else process.stdout.write(renderInterfaces(response));
+    if (response.interfaces.length > 0) process.stdout.write(renderInterfaces(response));
+    else if ((response.entries ?? []).length > 0) process.stderr.write(`No interface on node ${response.node} matches the agent's interfaces entries (${response.entries!.join(', ')}) yet.\n`);
+    else process.stderr.write(`No interfaces with the hold program on node ${response.node}. Only standalone mode attaches to interfaces.\n`);
   }
 }
 

@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test';
 
 import { pino } from 'pino';
 
-import { InterfaceAttacher, type InterfaceSelector } from '../../src/agent/interface-attacher.js';
+import { type AttachPort, InterfaceAttacher, type InterfaceSelector } from '../../src/agent/interface-attacher.js';
 import { Datapath } from '../../src/datapath/datapath.js';
 import { loadNative } from '../../src/datapath/native.js';
 import { linkPinPath } from '../../src/datapath/pinned-links.js';
@@ -41,18 +41,43 @@ interface Setup {
   close: (options?: { keepAttached?: boolean }) => Promise<void>;
 }
 
+interface SetUpOptions {
+  resyncIntervalMs?: number;
+  // The namespace and pinDir of an earlier setup, as a restarted agent
+  // reuses them.
+  reuse?: { ns: string; pinDir: string };
+  // Attaches tc as clsact filters, as on kernels before 6.6.
+  clsact?: boolean;
+  // Removes an earlier agent's unclaimed links after the first pass, as
+  // the agent does.
+  removeLeftovers?: boolean;
+}
+
 // Opens a datapath for a new namespace, runs prepare() there, and starts
-// an attacher with the selectors. reuse takes the namespace and pinDir of
-// an earlier setup instead, as a restarted agent does.
-async function setUp(selectors: InterfaceSelector[], prepare: (ns: string) => Promise<void>, resyncIntervalMs?: number, reuse?: { ns: string; pinDir: string }): Promise<Setup> {
-  const ns = reuse?.ns ?? (await network.addNamespace('attach'));
+// an attacher with the selectors.
+async function setUp(selectors: InterfaceSelector[], prepare: (ns: string) => Promise<void>, options: SetUpOptions = {}): Promise<Setup> {
+  const ns = options.reuse?.ns ?? (await network.addNamespace('attach'));
   await prepare(ns);
-  const pinDir = reuse?.pinDir ?? `${pinRoot}/${pinCount++}`;
+  const pinDir = options.reuse?.pinDir ?? `${pinRoot}/${pinCount++}`;
   mkdirSync(pinDir, { recursive: true });
   const datapath = await Datapath.open({ netns: netnsPath(ns), pinDir, maxServices: 8 });
   const logs: Record<string, unknown>[] = [];
   const log = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line) as Record<string, unknown>) });
-  const attacher = new InterfaceAttacher({ datapath, selectors, netns: netnsPath(ns), log, ...(resyncIntervalMs ? { resyncIntervalMs } : {}) });
+  // The real datapath, with the clsact kind forced where asked.
+  const port: AttachPort = {
+    attach: (ifname, how) => datapath.attach(ifname, options.clsact && how.hook === 'tc' ? { hook: 'tc', kind: 'clsact' } : how),
+    detach: (ifindex, detachOptions) => datapath.detach(ifindex, detachOptions),
+    rename: (ifindex, ifname) => datapath.rename(ifindex, ifname),
+    attachmentLive: (ifindex) => datapath.attachmentLive(ifindex),
+  };
+  const attacher = new InterfaceAttacher({
+    datapath: port,
+    selectors,
+    netns: netnsPath(ns),
+    log,
+    ...(options.resyncIntervalMs ? { resyncIntervalMs: options.resyncIntervalMs } : {}),
+    ...(options.removeLeftovers ? { afterFirstPass: async () => void datapath.removeUnlistedLinks() } : {}),
+  });
   const close = async (options: { keepAttached?: boolean } = {}) => {
     await attacher.stop();
     await datapath.close(options);
@@ -64,6 +89,16 @@ async function setUp(selectors: InterfaceSelector[], prepare: (ns: string) => Pr
 // only after all of them, as it may when changes come in a burst.
 function ipBatch(ns: string, commands: string[]): void {
   execFileSync('nsenter', [`--net=${netnsPath(ns)}`, 'ip', '-batch', '-'], { input: commands.join('\n') });
+}
+
+// Reads the id of the link pinned at path.
+function pinnedLinkId(path: string): number {
+  const link = native.openPinnedLink(path);
+  try {
+    return link.id;
+  } finally {
+    link.close();
+  }
 }
 
 // Reads the ifindex of the link pinned at path, or null without a pin.
@@ -148,7 +183,7 @@ test('attacher retries failed attachment', async () => {
   // A bridge has no native XDP, so the attach to natbr fails on every
   // pass, while a veth that appears later attaches.
   const selectors: InterfaceSelector[] = [{ name: 'nat+', hook: 'xdp', xdpMode: 'native' }];
-  const setup = await setUp(selectors, (ns) => network.exec(ns, 'ip', ['link', 'add', 'natbr', 'type', 'bridge']).then(() => undefined), 200);
+  const setup = await setUp(selectors, (ns) => network.exec(ns, 'ip', ['link', 'add', 'natbr', 'type', 'bridge']).then(() => undefined), { resyncIntervalMs: 200 });
   const { ns, attacher, logs } = setup;
   try {
     await attacher.start();
@@ -265,7 +300,7 @@ test('attacher adopts XDP link renamed between agents', async () => {
   await first.close({ keepAttached: true });
   await network.exec(first.ns, 'ip', ['link', 'set', 'pod0', 'name', 'pod7']);
 
-  const second = await setUp(selectors, async () => {}, undefined, { ns: first.ns, pinDir: first.pinDir });
+  const second = await setUp(selectors, async () => {}, { reuse: { ns: first.ns, pinDir: first.pinDir } });
   try {
     await second.attacher.start();
     assert.deepEqual(names(second.attacher), ['pod7']);
@@ -274,5 +309,69 @@ test('attacher adopts XDP link renamed between agents', async () => {
     assert.equal(existsSync(linkPinPath(first.pinDir, 'xdp', 'pod0')), false, 'the pin moved to the new name');
   } finally {
     await second.close();
+  }
+});
+
+for (const hook of ['xdp', 'tc'] as const) {
+  test(`attacher follows a rename chain between agents, ${hook}`, async () => {
+    const pinHook = hook === 'xdp' ? 'xdp' : 'tcx';
+    const selectors: InterfaceSelector[] = [{ name: 'pod+', hook, xdpMode: 'auto' }];
+    const first = await setUp(selectors, async (ns) => {
+      await veth(ns, 'pod0', 'peer0');
+      await veth(ns, 'pod1', 'peer1');
+    });
+    await first.attacher.start();
+    const index0 = await ifindexOf(first.ns, 'pod0');
+    const index1 = await ifindexOf(first.ns, 'pod1');
+    const link0 = pinnedLinkId(linkPinPath(first.pinDir, pinHook, 'pod0'));
+    const link1 = pinnedLinkId(linkPinPath(first.pinDir, pinHook, 'pod1'));
+    // While no agent runs, pod1 becomes pod9 and pod0 takes the name pod1.
+    await first.close({ keepAttached: true });
+    ipBatch(first.ns, ['link set pod1 name pod9', 'link set pod0 name pod1']);
+
+    const second = await setUp(selectors, async () => {}, { reuse: { ns: first.ns, pinDir: first.pinDir }, removeLeftovers: true });
+    try {
+      await second.attacher.start();
+      assert.deepEqual(names(second.attacher), ['pod1', 'pod9']);
+      assert.equal(second.attacher.attachFailures()[hook], 0, 'each device took its own pinned link over');
+      assert.equal(pinnedIfindex(linkPinPath(first.pinDir, pinHook, 'pod1')), index0);
+      assert.equal(pinnedIfindex(linkPinPath(first.pinDir, pinHook, 'pod9')), index1);
+      // The same links, taken over: no device went without the program.
+      assert.equal(pinnedLinkId(linkPinPath(first.pinDir, pinHook, 'pod1')), link0);
+      assert.equal(pinnedLinkId(linkPinPath(first.pinDir, pinHook, 'pod9')), link1);
+      assert.deepEqual(
+        readdirSync(first.pinDir).filter((name) => name.startsWith('link_') || name.startsWith('tmp_')),
+        [`link_${pinHook === 'xdp' ? 'xdp' : 'tcx_ingress'}_pod1`, `link_${pinHook === 'xdp' ? 'xdp' : 'tcx_ingress'}_pod9`],
+        'no pin left aside',
+      );
+      if (hook === 'xdp') {
+        for (const name of ['pod1', 'pod9']) {
+          const { stdout } = await network.exec(first.ns, 'ip', ['-d', 'link', 'show', name]);
+          assert.match(stdout, /prog\/xdp id/, `${name} runs an XDP program`);
+        }
+      }
+    } finally {
+      await second.close();
+    }
+  });
+}
+
+test('attacher keeps clsact filters on the minute pass', async () => {
+  const setup = await setUp([{ name: 'pod+', hook: 'tc', xdpMode: 'auto' }], (ns) => veth(ns, 'pod0', 'peer0').then(() => undefined), { clsact: true, resyncIntervalMs: 100 });
+  const { ns, attacher, logs } = setup;
+  try {
+    await attacher.start();
+    assert.deepEqual(names(attacher), ['pod0']);
+    // Five periodic passes, each of which checks every attachment.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    assert.deepEqual(
+      logs.filter((line) => line.msg === 'detached' || line.msg === 'attached').map((line) => line.msg),
+      ['attached'],
+      'attached once, never detached',
+    );
+    const { stdout } = await network.exec(ns, 'tc', ['filter', 'show', 'dev', 'pod0', 'ingress']);
+    assert.match(stdout, /zh_tc_hold/);
+  } finally {
+    await setup.close();
   }
 });

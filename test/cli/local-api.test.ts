@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 
 import { pino } from 'pino';
 
-import { LocalApi, type AgentState, type HeldFlowSummary, type InterfaceSummary, type WorkloadSummary } from '../../src/agent/local-api.js';
+import { LocalApi, type AgentState, type HeldFlowSummary, type InterfacesReport, type InterfaceSummary, type WorkloadSummary } from '../../src/agent/local-api.js';
 
 const log = pino({ level: 'silent' });
 
@@ -53,8 +53,8 @@ const state = {
   heldFlows(): HeldFlowSummary[] {
     return [FLOW];
   },
-  interfaces(): InterfaceSummary[] {
-    return [INTERFACE];
+  interfaces(): InterfacesReport {
+    return { entries: ['veth+'], interfaces: [INTERFACE] };
   },
 } satisfies AgentState & { failure: Error | null };
 
@@ -139,7 +139,7 @@ test('interfaces endpoint returns interfaces', async () => {
   const reply = await send('/v1/interfaces');
 
   assert.equal(reply.status, 200);
-  assert.deepEqual(JSON.parse(reply.body), { node: 'node-1', interfaces: [INTERFACE] });
+  assert.deepEqual(JSON.parse(reply.body), { node: 'node-1', entries: ['veth+'], interfaces: [INTERFACE] });
 });
 
 test('query string is ignored', async () => {

@@ -77,14 +77,14 @@ const flows: HeldFlowSummary[] = [
 const interfaces: InterfaceSummary[] = [
   { name: 'eth0', ifindex: 2, hook: 'xdp', entry: 'eth0', state: 'attached', error: null },
   { name: 'veth12', ifindex: 31, hook: 'tc', entry: 'veth+', state: 'attached', error: null },
-  { name: 'vethbr', ifindex: 9, hook: 'tc', entry: 'veth+', state: 'failed', error: 'interface vethbr has link type 772' },
+  { name: 'vethbr', ifindex: 9, hook: 'tc', entry: 'veth+', state: 'failed', error: 'bpf_link_create failed: Device or resource busy (EBUSY)\nanother program is attached' },
 ];
 
 const state: AgentState = {
   node: 'node-1',
   workloads: () => workloads,
   heldFlows: () => flows,
-  interfaces: () => interfaces,
+  interfaces: () => ({ entries: ['eth0', 'veth+'], interfaces }),
 };
 
 let dir: string;
@@ -177,7 +177,7 @@ describe('zerohold status', () => {
 
   test('empty list prints note', async (t) => {
     const path = join(dir, 'empty.sock');
-    const empty = new LocalApi({ node: 'node-2', workloads: () => [], heldFlows: () => [], interfaces: () => [] }, pino({ level: 'silent' }));
+    const empty = new LocalApi({ node: 'node-2', workloads: () => [], heldFlows: () => [], interfaces: () => ({ entries: [], interfaces: [] }) }, pino({ level: 'silent' }));
     await empty.listen(path);
     t.after(() => empty.close());
 
@@ -224,7 +224,7 @@ describe('zerohold interfaces', () => {
         'INTERFACE   IFINDEX   HOOK   ENTRY   STATE',
         'eth0        2         xdp    eth0    attached',
         'veth12      31        tc     veth+   attached',
-        'vethbr      9         tc     veth+   failed: interface vethbr has link type 772',
+        'vethbr      9         tc     veth+   failed: bpf_link_create failed: Device or resource busy (EBUSY); another program is attached',
         '',
       ].join('\n'),
     );
@@ -232,7 +232,7 @@ describe('zerohold interfaces', () => {
 
   test('empty list names the mode', async (t) => {
     const path = join(dir, 'no-interfaces.sock');
-    const chained = new LocalApi({ node: 'node-3', workloads: () => [], heldFlows: () => [], interfaces: () => [] }, pino({ level: 'silent' }));
+    const chained = new LocalApi({ node: 'node-3', workloads: () => [], heldFlows: () => [], interfaces: () => ({ entries: [], interfaces: [] }) }, pino({ level: 'silent' }));
     await chained.listen(path);
     t.after(() => chained.close());
 
@@ -241,6 +241,29 @@ describe('zerohold interfaces', () => {
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout, '');
     assert.equal(result.stderr, 'No interfaces with the hold program on node node-3. Only standalone mode attaches to interfaces.\n');
+  });
+
+  test('empty list names the entries', async (t) => {
+    const path = join(dir, 'no-match.sock');
+    const standalone = new LocalApi({ node: 'node-4', workloads: () => [], heldFlows: () => [], interfaces: () => ({ entries: ['cali+'], interfaces: [] }) }, pino({ level: 'silent' }));
+    await standalone.listen(path);
+    t.after(() => standalone.close());
+
+    const result = await runCli(['interfaces', '--socket', path]);
+
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stderr, "No interface on node node-4 matches the agent's interfaces entries (cali+) yet.\n");
+  });
+
+  test('missing path hints at an older agent', async (t) => {
+    const path = join(dir, 'older.sock');
+    const server = await startFixedServer(path, 404, 'application/json', JSON.stringify({ error: 'path /v1/interfaces not found, the endpoints are /v1/workloads and /v1/held' }));
+    t.after(() => closeServer(server));
+
+    const result = await runCli(['interfaces', '--socket', path]);
+
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /returned HTTP 404 for GET \/v1\/interfaces: .* Is the agent older than this CLI\?/);
   });
 });
 
