@@ -17,9 +17,9 @@
 import type { Logger } from 'pino';
 
 import type { AttachHook } from '../datapath/datapath.js';
+import { loadNative, type InterfaceInfo, type NativeInterfaceMonitor } from '../datapath/native.js';
 import { RepeatLimiter } from '../hubble/repeat-limiter.js';
 import type { InterfaceSummary } from './local-api.js';
-import { loadNative, type InterfaceInfo, type NativeInterfaceMonitor } from '../datapath/native.js';
 
 // ARPHRD_ETHER in <linux/if_arp.h>. The programs parse Ethernet frames, so
 // a pattern selects Ethernet interfaces only.

@@ -240,7 +240,7 @@ export class InterfaceAttachments {
 
     const atPath = this.pinnedLinkDevice(pinPath, hook);
     if (atPath === ifindex) return;
-    if (atPath !== null) renameSync(pinPath, linkPinPath(this.pinDir!, hook, `:aside${this.asideCount++}`));
+    if (atPath !== null) renameSync(pinPath, linkPinPath(this.pinDir!, hook, `:aside${process.pid}.${this.asideCount++}`));
 
     for (const name of readdirSync(this.pinDir!)) {
       const candidate = path.join(this.pinDir!, name);
