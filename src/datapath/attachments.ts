@@ -230,7 +230,8 @@ export class InterfaceAttachments {
   // that attachPinnedXdp() or attachPinnedTc() takes it over instead of
   // attaching a second program. A link of another device pinned at
   // pinPath moves aside first, under a name that no interface can have
-  // (":" is not allowed in one), where that device's own attach finds it.
+  // (":" is not allowed in one, and bpffs rejects "." in pin names), where
+  // that device's own attach finds it.
   // The start-up removal of an earlier agent's links (removeUnlistedLinks())
   // detaches what no attach claimed. A pin that an attachment here owns is
   // never moved.
@@ -240,7 +241,7 @@ export class InterfaceAttachments {
 
     const atPath = this.pinnedLinkDevice(pinPath, hook);
     if (atPath === ifindex) return;
-    if (atPath !== null) renameSync(pinPath, linkPinPath(this.pinDir!, hook, `:aside${process.pid}.${this.asideCount++}`));
+    if (atPath !== null) renameSync(pinPath, linkPinPath(this.pinDir!, hook, `:aside${process.pid}-${this.asideCount++}`));
 
     for (const name of readdirSync(this.pinDir!)) {
       const candidate = path.join(this.pinDir!, name);
