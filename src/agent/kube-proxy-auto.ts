@@ -15,9 +15,9 @@
 // Until a mode is found, as on a node that boots or whose Services go
 // through something other than kube-proxy, releases wait for the Ready
 // endpoint alone, and the search repeats, every 10 s at first and then
-// less often, up to every 5 min.
-// NOTE: the mode found is kept until the agent restarts, so a node whose
-// kube-proxy changes mode needs a restart of its agent too.
+// less often, up to every 5 min. Once a mode is found, a search every
+// 5 min notices a kube-proxy that changed its mode, and the check of the
+// new mode takes over. A search that finds nothing keeps the mode found.
 
 import type { Logger } from 'pino';
 
@@ -37,6 +37,7 @@ const IPVS_DEVICE = 'kube-ipvs0';
 const DEFAULT_SEARCH_INTERVAL_MS = 10_000;
 const MAX_SEARCH_INTERVAL_MS = 5 * 60_000;
 const SEARCHES_PER_INTERVAL = 6;
+const RECHECK_INTERVAL_MS = 5 * 60_000;
 // A search lists one map tersely, so a longer run means a stuck command.
 const SEARCH_COMMAND_TIMEOUT_MS = 5000;
 
@@ -105,6 +106,8 @@ export interface KubeProxyAutoOptions extends KubeProxyCheckOptions {
   // after every SEARCHES_PER_INTERVAL searches up to MAX_SEARCH_INTERVAL_MS.
   // Defaults to 10 s.
   searchIntervalMs?: number;
+  // Time between the searches once a mode was found. Defaults to 5 min.
+  recheckIntervalMs?: number;
 }
 
 export class KubeProxyAuto implements BackendCheck {
@@ -119,6 +122,11 @@ export class KubeProxyAuto implements BackendCheck {
   private stopped = false;
   // The message of the last failed search that was logged.
   private loggedError: string | undefined;
+  // When the last wait given to the current check times out, so that a
+  // check replaced after a mode change ends only after its waits.
+  private waitsEndMs = 0;
+  // Checks of a previous mode whose waits still run.
+  private readonly retiring = new Set<RunningCheck>();
 
   constructor(private readonly options: KubeProxyAutoOptions) {
     this.log = options.log;
@@ -143,6 +151,7 @@ export class KubeProxyAuto implements BackendCheck {
 
   waitProgrammed(frontends: Frontend[], timeoutMs: number, onProgrammed?: (frontends: Frontend[]) => void): Promise<boolean> {
     if (this.inner === undefined) return Promise.resolve(true);
+    this.waitsEndMs = Math.max(this.waitsEndMs, Date.now() + timeoutMs);
     return this.inner.waitProgrammed(frontends, timeoutMs, onProgrammed);
   }
 
@@ -152,6 +161,68 @@ export class KubeProxyAuto implements BackendCheck {
     await this.iptables.stop();
     await this.search?.catch(() => undefined);
     await this.inner?.stop();
+    await Promise.all([...this.retiring].map((check) => check.stop()));
+  }
+
+  private scheduleRecheck(): void {
+    this.timer = setTimeout(() => {
+      void this.recheck().finally(() => {
+        if (!this.stopped) this.scheduleRecheck();
+      });
+    }, this.options.recheckIntervalMs ?? RECHECK_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  // Searches again once a mode was found, and switches to the check of a
+  // different mode found. Waits already given to the old check run to
+  // their own timeouts before it stops.
+  private async recheck(): Promise<void> {
+    let mode: KubeProxyMode | undefined;
+    this.search = detectKubeProxyMode({ ...(this.options.netns === undefined ? {} : { netns: this.options.netns }), iptables: this.iptables }).then(
+      (found) => {
+        mode = found;
+      },
+      (err: Error) => {
+        if (err.message === this.loggedError || this.stopped) return;
+        this.loggedError = err.message;
+        this.log.warn({ err, mode: this.found }, "looking again for kube-proxy's mode failed, keeping the mode found");
+      },
+    );
+    await this.search;
+    if (mode === undefined || mode === this.found || this.stopped) return;
+
+    let check: RunningCheck | undefined;
+    if (mode !== 'ipvs') {
+      try {
+        check = await startKubeProxyCheck(mode, this.options);
+      } catch (err) {
+        this.log.error({ err, mode, previous: this.found }, "starting the check of kube-proxy's new mode failed, keeping the previous one");
+        return;
+      }
+    }
+    if (this.stopped) {
+      await check?.stop();
+      return;
+    }
+
+    const old = this.inner;
+    const oldWaitsEndMs = this.waitsEndMs;
+    this.log.info({ mode, previous: this.found }, "kube-proxy's mode changed, releases now wait for the rules of the new mode");
+    if (mode === 'ipvs') this.log.warn({ device: IPVS_DEVICE }, 'kube-proxy runs in IPVS mode, which has no release check, so releases wait for Ready endpoints alone');
+    this.inner = check;
+    this.found = mode;
+    this.waitsEndMs = 0;
+
+    if (old === undefined) return;
+    this.retiring.add(old);
+    const retire = setTimeout(
+      () => {
+        this.retiring.delete(old);
+        old.stop().catch((err: Error) => this.log.warn({ err }, "stopping the check of kube-proxy's previous mode failed"));
+      },
+      Math.max(0, oldWaitsEndMs - Date.now()),
+    );
+    retire.unref();
   }
 
   private scheduleSearch(): void {
@@ -204,6 +275,7 @@ export class KubeProxyAuto implements BackendCheck {
       this.log.info({ mode }, "found kube-proxy's mode, releases now wait for its rules");
     }
     this.found = mode;
+    this.scheduleRecheck();
     return true;
   }
 }

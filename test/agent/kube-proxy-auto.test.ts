@@ -59,8 +59,8 @@ async function addIptablesModeChains(ns: string, command: string): Promise<void>
   await network.exec(ns, command, ['-t', 'nat', '-A', 'KUBE-SERVICES', '-d', clusterIP, '-p', 'tcp', '--dport', '80', '-j', 'KUBE-SVC-TESTWEB']);
 }
 
-async function startAuto(t: TestContext, ns: string): Promise<KubeProxyAuto> {
-  const auto = new KubeProxyAuto({ netns: netnsPath(ns), nodeAddresses: [], log, searchIntervalMs: 50 });
+async function startAuto(t: TestContext, ns: string, recheckIntervalMs?: number): Promise<KubeProxyAuto> {
+  const auto = new KubeProxyAuto({ netns: netnsPath(ns), nodeAddresses: [], log, searchIntervalMs: 50, ...(recheckIntervalMs ? { recheckIntervalMs } : {}) });
   await auto.start();
   t.after(() => auto.stop());
   return auto;
@@ -183,4 +183,22 @@ test('auto check in IPVS mode releases at once', async (t) => {
 
   assert.equal(auto.mode, 'ipvs');
   assert.equal(await auto.waitProgrammed([WEB], 5000), true);
+});
+
+test('auto check follows a mode change', async (t) => {
+  const ns = await network.addNamespace('auto-change');
+  await programTables(ns, [{ address: '198.19.1.11', protocol: 'tcp', port: 80 }]);
+  const auto = await startAuto(t, ns, 100);
+  assert.equal(auto.mode, 'nftables');
+
+  // A release that waits on the nftables check when kube-proxy moves to
+  // iptables mode: it runs to its own timeout, not cut short.
+  const startedMs = Date.now();
+  const waiting = auto.waitProgrammed([WEB], 1500);
+  await runNft(ns, 'delete table ip kube-proxy\ndelete table ip6 kube-proxy\n');
+  await addIptablesModeChains(ns, 'iptables-nft');
+  await waitFor('the iptables mode', () => (auto.mode === 'iptables' ? true : undefined));
+
+  assert.equal(await waiting, false, 'WEB never got an nftables rule');
+  assert.ok(Date.now() - startedMs >= 1400, `the wait ended after ${Date.now() - startedMs} ms, before its timeout`);
 });
