@@ -164,67 +164,6 @@ export class KubeProxyAuto implements BackendCheck {
     await Promise.all([...this.retiring].map((check) => check.stop()));
   }
 
-  private scheduleRecheck(): void {
-    this.timer = setTimeout(() => {
-      void this.recheck().finally(() => {
-        if (!this.stopped) this.scheduleRecheck();
-      });
-    }, this.options.recheckIntervalMs ?? RECHECK_INTERVAL_MS);
-    this.timer.unref();
-  }
-
-  // Searches again once a mode was found, and switches to the check of a
-  // different mode found. Waits already given to the old check run to
-  // their own timeouts before it stops.
-  private async recheck(): Promise<void> {
-    let mode: KubeProxyMode | undefined;
-    this.search = detectKubeProxyMode({ ...(this.options.netns === undefined ? {} : { netns: this.options.netns }), iptables: this.iptables }).then(
-      (found) => {
-        mode = found;
-      },
-      (err: Error) => {
-        if (err.message === this.loggedError || this.stopped) return;
-        this.loggedError = err.message;
-        this.log.warn({ err, mode: this.found }, "looking again for kube-proxy's mode failed, keeping the mode found");
-      },
-    );
-    await this.search;
-    if (mode === undefined || mode === this.found || this.stopped) return;
-
-    let check: RunningCheck | undefined;
-    if (mode !== 'ipvs') {
-      try {
-        check = await startKubeProxyCheck(mode, this.options);
-      } catch (err) {
-        this.log.error({ err, mode, previous: this.found }, "starting the check of kube-proxy's new mode failed, keeping the previous one");
-        return;
-      }
-    }
-    if (this.stopped) {
-      await check?.stop();
-      return;
-    }
-
-    const old = this.inner;
-    const oldWaitsEndMs = this.waitsEndMs;
-    this.log.info({ mode, previous: this.found }, "kube-proxy's mode changed, releases now wait for the rules of the new mode");
-    if (mode === 'ipvs') this.log.warn({ device: IPVS_DEVICE }, 'kube-proxy runs in IPVS mode, which has no release check, so releases wait for Ready endpoints alone');
-    this.inner = check;
-    this.found = mode;
-    this.waitsEndMs = 0;
-
-    if (old === undefined) return;
-    this.retiring.add(old);
-    const retire = setTimeout(
-      () => {
-        this.retiring.delete(old);
-        old.stop().catch((err: Error) => this.log.warn({ err }, "stopping the check of kube-proxy's previous mode failed"));
-      },
-      Math.max(0, oldWaitsEndMs - Date.now()),
-    );
-    retire.unref();
-  }
-
   private scheduleSearch(): void {
     const first = this.options.searchIntervalMs ?? DEFAULT_SEARCH_INTERVAL_MS;
     const delayMs = Math.min(first * 2 ** Math.floor((this.searches - 1) / SEARCHES_PER_INTERVAL), Math.max(first, MAX_SEARCH_INTERVAL_MS));
@@ -243,10 +182,30 @@ export class KubeProxyAuto implements BackendCheck {
     this.timer.unref();
   }
 
-  // Runs one search and starts the check of the mode it finds. A search
-  // that fails is logged, once per message. Returns false when it failed.
-  private async searchOnce(): Promise<boolean> {
-    this.searches++;
+  private scheduleRecheck(): void {
+    this.timer = setTimeout(() => {
+      void this.recheck().finally(() => {
+        if (!this.stopped) this.scheduleRecheck();
+      });
+    }, this.options.recheckIntervalMs ?? RECHECK_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  // Searches again once a mode was found, and switches to the check of a
+  // different mode found.
+  private async recheck(): Promise<void> {
+    const { mode } = await this.detect("looking again for kube-proxy's mode failed, keeping the mode found");
+    if (mode === undefined || mode === this.found || this.stopped) return;
+
+    try {
+      await this.useMode(mode);
+    } catch (err) {
+      this.log.error({ err, mode, previous: this.found }, "starting the check of kube-proxy's new mode failed, keeping the previous one");
+    }
+  }
+
+  // Runs detectKubeProxyMode(), and logs a failure once per message.
+  private async detect(failureMessage: string): Promise<{ mode: KubeProxyMode | undefined; failed: boolean }> {
     let mode: KubeProxyMode | undefined;
     let failed = false;
     this.search = detectKubeProxyMode({ ...(this.options.netns === undefined ? {} : { netns: this.options.netns }), iptables: this.iptables }).then(
@@ -257,25 +216,55 @@ export class KubeProxyAuto implements BackendCheck {
         failed = true;
         if (err.message === this.loggedError || this.stopped) return;
         this.loggedError = err.message;
-        this.log.warn({ err }, 'looking for the mode that kube-proxy runs in failed, trying again later');
+        this.log.warn({ err, mode: this.found }, failureMessage);
       },
     );
     await this.search;
+    return { mode, failed };
+  }
+
+  // Starts the check of mode and makes it the current one. Waits already
+  // given to a previous mode's check run to their own timeouts before it
+  // stops. Rejects when the new check fails to start, and keeps the
+  // current one then.
+  private async useMode(mode: KubeProxyMode): Promise<void> {
+    const check = mode === 'ipvs' ? undefined : await startKubeProxyCheck(mode, this.options);
+    if (this.stopped) {
+      await check?.stop();
+      return;
+    }
+
+    const previous = this.found;
+    const old = this.inner;
+    const oldWaitsEndMs = this.waitsEndMs;
+    this.inner = check;
+    this.found = mode;
+    this.waitsEndMs = 0;
+    if (previous !== undefined) this.log.info({ mode, previous }, "kube-proxy's mode changed, releases now wait for the rules of the new mode");
+    else if (mode !== 'ipvs') this.log.info({ mode }, "found kube-proxy's mode, releases now wait for its rules");
+    if (mode === 'ipvs') this.log.warn({ device: IPVS_DEVICE }, 'kube-proxy runs in IPVS mode, which has no release check, so releases wait for Ready endpoints alone and a SYN re-injected before its sync meets an ICMP port unreachable');
+    if (previous === undefined) this.scheduleRecheck();
+
+    if (old === undefined) return;
+    this.retiring.add(old);
+    const retire = setTimeout(
+      () => {
+        this.retiring.delete(old);
+        old.stop().catch((err: Error) => this.log.warn({ err }, "stopping the check of kube-proxy's previous mode failed"));
+      },
+      Math.max(0, oldWaitsEndMs - Date.now()),
+    );
+    retire.unref();
+  }
+
+  // Runs one search and starts the check of the mode it finds. A search
+  // that fails is logged, once per message. Returns false when it failed.
+  private async searchOnce(): Promise<boolean> {
+    this.searches++;
+    const { mode, failed } = await this.detect('looking for the mode that kube-proxy runs in failed, trying again later');
     if (mode === undefined || this.stopped) return !failed;
 
-    if (mode === 'ipvs') {
-      this.log.warn({ device: IPVS_DEVICE }, 'kube-proxy runs in IPVS mode, which has no release check, so releases wait for Ready endpoints alone and a SYN re-injected before its sync meets an ICMP port unreachable');
-    } else {
-      const check = await startKubeProxyCheck(mode, this.options);
-      if (this.stopped) {
-        await check.stop();
-        return true;
-      }
-      this.inner = check;
-      this.log.info({ mode }, "found kube-proxy's mode, releases now wait for its rules");
-    }
-    this.found = mode;
-    this.scheduleRecheck();
+    await this.useMode(mode);
     return true;
   }
 }
