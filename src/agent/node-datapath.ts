@@ -166,7 +166,7 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
   }
 
   interfaceName(ifindex: number): string | undefined {
-    return this.datapath.interfaceNames.get(ifindex);
+    return this.datapath.interfaceName(ifindex);
   }
 
   // Flows and bytes held now per workload, for the metrics gauges.

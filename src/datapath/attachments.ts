@@ -7,7 +7,7 @@
 import { readdirSync, renameSync } from 'node:fs';
 import path from 'node:path';
 
-import { type ClsactSweep, loadNative, type NativeLink, type NativeProgram, type NativeTcAttachment } from './native.js';
+import { type ClsactSweep, loadNative, type NativeLink, type NativeProgram } from './native.js';
 import {
   type Attachment,
   attachPinnedTc,
@@ -30,18 +30,20 @@ export type AttachHook =
 const ARPHRD_ETHER = 1;
 const ARPHRD_LOOPBACK = 772;
 
-export class InterfaceAttachments {
-  // Names of the attached interfaces by ifindex, for reports of held flows.
-  readonly names = new Map<number, string>();
+// An interface with the hold program.
+interface AttachedInterface {
+  attachment: Attachment;
+  // The name at the attach or the last rename, for reports of held flows.
+  name: string;
+  // The pin kind, for the pin path of a new name.
+  pinHook: 'xdp' | 'tcx';
+  // True when a re-injected frame does not pass the hold program again,
+  // so a release may send the interface's frames with the gate closed.
+  bypassesReinjection: boolean;
+}
 
-  private readonly attachments = new Map<number, Attachment>();
-  // The pin kind of each attachment, for the pin path of a new name.
-  private readonly pinHooks = new Map<number, 'xdp' | 'tcx'>();
-  // Interfaces where a re-injected frame does not pass the hold program
-  // again, so a release may send their frames with the gate closed.
-  private readonly reinjectionBypasses = new Set<number>();
-  // Devices where a clsact filter sits at CLSACT_FILTER.
-  private readonly clsactIfindexes = new Set<number>();
+export class InterfaceAttachments {
+  private readonly interfaces = new Map<number, AttachedInterface>();
   // Numbers the pins that claimPinnedLink() moves aside.
   private asideCount = 0;
 
@@ -59,7 +61,7 @@ export class InterfaceAttachments {
   async attach(ifname: string, how: AttachHook = { hook: 'xdp' }): Promise<number> {
     const native = loadNative();
     const ifindex = await native.ifNameToIndex(ifname, this.netns);
-    if (this.attachments.has(ifindex)) throw new Error(`interface ${ifname} (ifindex ${ifindex}) already has the hold program of this agent`);
+    if (this.interfaces.has(ifindex)) throw new Error(`interface ${ifname} (ifindex ${ifindex}) already has the hold program of this agent`);
     await checkEthernet(ifname, this.netns);
 
     let attachment: Attachment;
@@ -94,17 +96,22 @@ export class InterfaceAttachments {
       } else {
         attachment = { handle: await native.attachTc(this.programs.tc(), ifindex, 'ingress', kind, this.netns) };
       }
-      if (this.pinDir && (attachment.handle as NativeTcAttachment).kind === 'clsact') this.clsactIfindexes.add(ifindex);
       // The tc program passes frames that carry the re-injection mark.
       bypass = true;
     }
 
-    this.attachments.set(ifindex, attachment);
-    this.pinHooks.set(ifindex, how.hook === 'xdp' ? 'xdp' : 'tcx');
-    if (bypass) this.reinjectionBypasses.add(ifindex);
-    else this.reinjectionBypasses.delete(ifindex);
-    this.names.set(ifindex, ifname);
+    this.interfaces.set(ifindex, { attachment, name: ifname, pinHook: how.hook === 'xdp' ? 'xdp' : 'tcx', bypassesReinjection: bypass });
     return ifindex;
+  }
+
+  // Returns the name of the attached interface ifindex.
+  name(ifindex: number): string | undefined {
+    return this.interfaces.get(ifindex)?.name;
+  }
+
+  // Returns the attached interfaces' ifindexes and names.
+  names(): Map<number, string> {
+    return new Map([...this.interfaces].map(([ifindex, { name }]) => [ifindex, name]));
   }
 
   // Detaches the hold program from the interface ifindex and removes its
@@ -114,28 +121,18 @@ export class InterfaceAttachments {
   // ifindex would act on that other interface, so only the pin and the
   // descriptor are released.
   async detach(ifindex: number, options: { gone?: boolean } = {}): Promise<void> {
-    const attachment = this.attachments.get(ifindex);
+    const attachment = this.interfaces.get(ifindex)?.attachment;
     if (attachment === undefined) return;
 
     // A gone interface is forgotten even when the release fails, so that
     // a new interface with its ifindex can be attached.
-    const clsact = 'kind' in attachment.handle && attachment.handle.kind === 'clsact';
     try {
-      if (!(options.gone && clsact)) await detachAttachment(attachment);
+      if (!(options.gone && isClsact(attachment))) await detachAttachment(attachment);
     } catch (err) {
-      if (!options.gone) throw err;
-      this.forget(ifindex);
+      if (options.gone) this.interfaces.delete(ifindex);
       throw err;
     }
-    this.forget(ifindex);
-  }
-
-  private forget(ifindex: number): void {
-    this.attachments.delete(ifindex);
-    this.pinHooks.delete(ifindex);
-    this.names.delete(ifindex);
-    this.reinjectionBypasses.delete(ifindex);
-    this.clsactIfindexes.delete(ifindex);
+    this.interfaces.delete(ifindex);
   }
 
   // Records that the interface ifindex is now called ifname, and moves its
@@ -144,12 +141,13 @@ export class InterfaceAttachments {
   // swap names, the pin in the way moves to a temporary path until its
   // own rename, so that no rename replaces another link's pin.
   rename(ifindex: number, ifname: string): void {
-    const attachment = this.attachments.get(ifindex);
-    if (attachment === undefined) return;
+    const renamed = this.interfaces.get(ifindex);
+    if (renamed === undefined) return;
 
+    const { attachment } = renamed;
     if (attachment.pinPath !== undefined && this.pinDir !== undefined) {
-      const pinPath = linkPinPath(this.pinDir, this.pinHooks.get(ifindex)!, ifname);
-      for (const [other, otherAttachment] of this.attachments) {
+      const pinPath = linkPinPath(this.pinDir, renamed.pinHook, ifname);
+      for (const [other, { attachment: otherAttachment }] of this.interfaces) {
         if (other === ifindex || otherAttachment.pinPath !== pinPath) continue;
         const aside = temporaryPinPath(pinPath, `rename${other}_`);
         renameSync(pinPath, aside);
@@ -158,19 +156,19 @@ export class InterfaceAttachments {
       renameSync(attachment.pinPath, pinPath);
       attachment.pinPath = pinPath;
     }
-    this.names.set(ifindex, ifname);
+    renamed.name = ifname;
   }
 
   // Returns whether the attachment of ifindex still runs on a device: false
   // once that device is gone, also when a new device has taken its
   // ifindex. undefined for a clsact filter, which cannot tell.
   live(ifindex: number): boolean | undefined {
-    const attachment = this.attachments.get(ifindex);
+    const attachment = this.interfaces.get(ifindex)?.attachment;
     if (attachment === undefined) return false;
 
     try {
       if ('info' in attachment.handle) return attachment.handle.info().ifindex === ifindex;
-      if (attachment.handle.kind === 'clsact' || attachment.pinPath === undefined) return undefined;
+      if (isClsact(attachment) || attachment.pinPath === undefined) return undefined;
       const link = openPinnedLinkIfExists(attachment.pinPath);
       if (link === null) return undefined;
       try {
@@ -179,14 +177,14 @@ export class InterfaceAttachments {
         link.close();
       }
     } catch {
-      // A closed handle or a pin that cannot be opened gives no answer.
+      // A closed handle or a pin that cannot be opened leaves it unknown.
       return undefined;
     }
   }
 
   // Returns whether a frame re-injected on ifindex skips the hold program.
   bypassesReinjection(ifindex: number): boolean {
-    return this.reinjectionBypasses.has(ifindex);
+    return this.interfaces.get(ifindex)?.bypassesReinjection ?? false;
   }
 
   // Detaches the programs that a previous agent pinned in pinDir for
@@ -194,8 +192,7 @@ export class InterfaceAttachments {
   // removed pin paths. Without a pinDir there is nothing to find.
   removeUnlistedLinks(): string[] {
     if (this.pinDir === undefined) return [];
-    const attachedPins = new Set([...this.attachments.values()].flatMap((attachment) => (attachment.pinPath === undefined ? [] : [attachment.pinPath])));
-    return removeUnlistedLinks(this.pinDir, attachedPins);
+    return removeUnlistedLinks(this.pinDir, this.pinPaths());
   }
 
   // Detaches the clsact filters, which tc uses on kernels before 6.6, that
@@ -204,7 +201,8 @@ export class InterfaceAttachments {
   // no fixed position to find.
   async removeUnlistedClsactFilters(): Promise<ClsactSweep> {
     if (this.pinDir === undefined) return { detached: [], errors: [] };
-    return removeUnlistedClsactFilters(this.clsactIfindexes, this.netns);
+    const clsactIfindexes = [...this.interfaces].flatMap(([ifindex, { attachment }]) => (isClsact(attachment) ? [ifindex] : []));
+    return removeUnlistedClsactFilters(clsactIfindexes, this.netns);
   }
 
   // Detaches every program and removes the link pins, unless keepAttached
@@ -212,9 +210,8 @@ export class InterfaceAttachments {
   // for the next agent. Each detach is tried, and the failures are
   // thrown together, so one failure does not leave the others attached.
   async close(options: { keepAttached?: boolean } = {}): Promise<void> {
-    const attachments = [...this.attachments.values()];
-    this.attachments.clear();
-    this.pinHooks.clear();
+    const attachments = [...this.interfaces.values()].map(({ attachment }) => attachment);
+    this.interfaces.clear();
     if (options.keepAttached) return;
 
     const failures: Error[] = [];
@@ -223,6 +220,11 @@ export class InterfaceAttachments {
     }
     if (failures.length === 1) throw failures[0];
     if (failures.length > 1) throw new AggregateError(failures, `detaching ${failures.length} programs failed: ${failures.map((err) => err.message).join('; ')}`);
+  }
+
+  // Returns the pin paths of the attachments here.
+  private pinPaths(): Set<string> {
+    return new Set([...this.interfaces.values()].flatMap(({ attachment }) => (attachment.pinPath === undefined ? [] : [attachment.pinPath])));
   }
 
   // Puts at pinPath the link that a previous agent pinned for the device
@@ -236,7 +238,7 @@ export class InterfaceAttachments {
   // detaches what no attach claimed. A pin that an attachment here owns is
   // never moved.
   private claimPinnedLink(ifindex: number, hook: 'xdp' | 'tcx', pinPath: string): void {
-    const owned = new Set([...this.attachments.values()].map((attachment) => attachment.pinPath));
+    const owned = this.pinPaths();
     if (owned.has(pinPath)) throw new Error(`the pin ${pinPath} belongs to another interface of this agent; the next pass attaches again`);
 
     const atPath = this.pinnedLinkDevice(pinPath, hook);
@@ -273,6 +275,10 @@ export class InterfaceAttachments {
       link.close();
     }
   }
+}
+
+function isClsact(attachment: Attachment): boolean {
+  return 'kind' in attachment.handle && attachment.handle.kind === 'clsact';
 }
 
 // Rejects a device without an Ethernet header, such as tun, ipip or

@@ -217,9 +217,14 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     return this.object.map(name);
   }
 
-  // Names of the attached interfaces by ifindex, for reports of held flows.
+  // Names of the attached interfaces by ifindex.
   get interfaceNames(): ReadonlyMap<number, string> {
-    return this.attachments.names;
+    return this.attachments.names();
+  }
+
+  // Returns the name of an attached interface, for reports of held flows.
+  interfaceName(ifindex: number): string | undefined {
+    return this.attachments.name(ifindex);
   }
 
   // Attaches the hold program to an interface of this datapath's netns
