@@ -13,6 +13,7 @@ import {
   attachPinnedTc,
   attachPinnedXdp,
   detachAttachment,
+  linkIfindex,
   linkPinPath,
   openPinnedLinkIfExists,
   parseLinkPinPath,
@@ -258,7 +259,6 @@ export class InterfaceAttachments {
   // Returns the ifindex that the link pinned at pinPath runs on, 0 for a
   // link whose device is gone, or null without a link of that hook there.
   private pinnedLinkDevice(pinPath: string, hook: 'xdp' | 'tcx'): number | null {
-    const { constants } = loadNative();
     let link: NativeLink | null;
     try {
       link = openPinnedLinkIfExists(pinPath);
@@ -267,10 +267,7 @@ export class InterfaceAttachments {
     }
     if (link === null) return null;
     try {
-      const info = link.info();
-      const type = hook === 'xdp' ? constants.BPF_LINK_TYPE_XDP : constants.BPF_LINK_TYPE_TCX;
-      if (info.type !== type || (hook === 'tcx' && info.attachType !== constants.BPF_TCX_INGRESS)) return null;
-      return info.ifindex ?? 0;
+      return linkIfindex(link, hook);
     } finally {
       link.close();
     }

@@ -242,7 +242,7 @@ async function placeXdpLink(
 ): Promise<'fits' | 'other-mode' | 'other-device'> {
   const native = loadNative();
   const info = link.info();
-  if (info.type !== native.constants.BPF_LINK_TYPE_XDP || info.ifindex !== ifindex) return 'other-device';
+  if (linkIfindex(link, 'xdp') !== ifindex) return 'other-device';
 
   const query = await native.queryXdp(ifindex, netns);
   let attachedMode: 'native' | 'generic' | undefined;
@@ -257,9 +257,17 @@ async function placeXdpLink(
 // device with the same ifindex in another namespace would pass this check.
 // A pinDir must serve one namespace.
 function tcxLinkFits(link: NativeLink, ifindex: number): boolean {
+  return linkIfindex(link, 'tcx') === ifindex;
+}
+
+// Returns the ifindex that a link of hook (an XDP link, or a tcx ingress
+// link) runs on, 0 once its device is gone, or null for another link.
+export function linkIfindex(link: NativeLink, hook: 'xdp' | 'tcx'): number | null {
   const { constants } = loadNative();
   const info = link.info();
-  return info.type === constants.BPF_LINK_TYPE_TCX && info.ifindex === ifindex && info.attachType === constants.BPF_TCX_INGRESS;
+  if (hook === 'xdp' && info.type !== constants.BPF_LINK_TYPE_XDP) return null;
+  if (hook === 'tcx' && (info.type !== constants.BPF_LINK_TYPE_TCX || info.attachType !== constants.BPF_TCX_INGRESS)) return null;
+  return info.ifindex ?? 0;
 }
 
 // Swaps prog into a pinned link. bpf_link_update is atomic: every packet
