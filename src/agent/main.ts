@@ -1,7 +1,8 @@
 // zerohold-agent: the node agent. Usage: node dist/src/agent/main.js
 // --config /etc/zerohold/agent.yaml. It loads the datapath and, in
-// standalone mode, attaches it to the configured interfaces as they appear, or in chained
-// mode inserts it into the host datapath's prog arrays. It runs the
+// standalone mode, attaches it to the configured interfaces as they
+// appear, or in chained mode inserts it into the host datapath's prog
+// arrays. It runs the
 // controller until SIGTERM or SIGINT. Then it detaches its programs and
 // exits, unless a SIGTERM with shutdown.handover leaves them to the next
 // agent.
@@ -441,8 +442,10 @@ class RestartRequest {
   }
 }
 
-function interfaceCounts(attacher: InterfaceAttacher): { hooks: ('xdp' | 'tc')[]; failures: { xdp: number; tc: number } } {
-  return { hooks: [...attacher.interfaces().values()].map((iface) => iface.hook), failures: attacher.attachFailures() };
+function interfaceCounts(attacher: InterfaceAttacher): { attached: { xdp: number; tc: number }; failures: { xdp: number; tc: number } } {
+  const attached = { xdp: 0, tc: 0 };
+  for (const { hook } of attacher.interfaces().values()) attached[hook]++;
+  return { attached, failures: attacher.attachFailures() };
 }
 
 // Detaches what an earlier configuration attached to interfaces or hooks

@@ -21,9 +21,9 @@ export interface MetricSources {
   // The datapath's node-wide counters, indexed by GlobalStat; none in
   // signal mode.
   datapathGlobal?: () => bigint[];
-  // The hooks of the interfaces with the hold program, and the failed
-  // attachments by hook; standalone mode only.
-  interfaces?: () => { hooks: ('xdp' | 'tc')[]; failures: { xdp: number; tc: number } };
+  // The interfaces with the hold program and the failed attachments, by
+  // hook; standalone mode only.
+  interfaces?: () => { attached: { xdp: number; tc: number }; failures: { xdp: number; tc: number } };
 }
 
 // The outcomes of a workload's flow openers that met a closed gate, each
@@ -261,9 +261,9 @@ export class AgentMetrics {
       labelNames: ['hook'] as const,
       registers: [this.registry],
       collect() {
-        const { hooks } = read();
-        attached.set({ hook: 'xdp' }, hooks.filter((hook) => hook === 'xdp').length);
-        attached.set({ hook: 'tc' }, hooks.filter((hook) => hook === 'tc').length);
+        const counts = read().attached;
+        attached.set({ hook: 'xdp' }, counts.xdp);
+        attached.set({ hook: 'tc' }, counts.tc);
       },
     });
     const failures = new Counter({
