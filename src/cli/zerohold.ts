@@ -225,7 +225,8 @@ function renderHeld(response: HeldResponse): string {
 
 function renderInterfaces(response: InterfacesResponse): string {
   // An error of the addon may span lines, which would break the table.
-  const rows = response.interfaces.map((i) => [i.name, String(i.ifindex), i.hook, i.entry, i.state === 'attached' ? 'attached' : `failed: ${(i.error ?? 'unknown error').split('\n').join('; ')}`]);
+  const state = (i: InterfaceSummary) => (i.state === 'attached' ? 'attached' : `failed: ${(i.error ?? 'unknown error').replaceAll('\n', '; ')}`);
+  const rows = response.interfaces.map((i) => [i.name, String(i.ifindex), i.hook, i.entry, state(i)]);
   return renderTable(['INTERFACE', 'IFINDEX', 'HOOK', 'ENTRY', 'STATE'], rows);
 }
 
