@@ -83,11 +83,24 @@ struct zh_service {
 	__u32	state;		/* enum zh_state */
 	__u32	flags;		/* enum zh_service_flags */
 	__u64	wake_interval_ns; /* at most one wake event per interval */
+	__u32	hold_rate;	/* flow openers per second; 0 for no limit */
+	__u32	pad;		/* must be zero */
 };
 
 /* zh_wake_state value, written only by BPF with compare-and-swap. */
 struct zh_wake_state {
 	__u64	last_wake_ns;	/* bpf_ktime_get_ns() of the last wake event */
+};
+
+/*
+ * zh_hold_budget value, written only by BPF: a token bucket of at most
+ * zh_service.hold_rate tokens that refills at hold_rate per second. A
+ * flow opener takes a token. Without one it is held only while
+ * zh_held_ring is at most half full (lib/hold_budget.h).
+ */
+struct zh_hold_budget {
+	__s64	tokens;		/* below 0 after concurrent takes */
+	__u64	refill_ns;	/* zh_coarse_ns() that the tokens count up to */
 };
 
 /*
@@ -169,6 +182,7 @@ struct zh_service_stats {
 	__u64	warm_last_seen_ns; /* bpf_ktime_get_coarse_ns() of the last */
 	__u64	no_agent;	/* flow openers passed: agent deadline past */
 	__u64	dropped_cold;	/* chained frames that open no flow, dropped */
+	__u64	held_limited;	/* flow openers dropped: no hold budget left */
 };
 
 /* zh_stats index: per-CPU counters that belong to no service. */

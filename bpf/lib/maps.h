@@ -45,6 +45,14 @@ struct {
 	__type(value, struct zh_wake_state);
 } zh_wake_state SEC(".maps");
 
+/* Hold budget by service id, written by BPF only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ZH_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct zh_hold_budget);
+} zh_hold_budget SEC(".maps");
+
 /* Per-service counters, written by BPF, summed over CPUs by the agent. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

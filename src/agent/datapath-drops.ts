@@ -1,6 +1,6 @@
 // Logs what the datapath dropped without holding it: flow openers that
-// found the held ring full, were too large to hold or were first
-// fragments, and wake signals lost to a full wake ring. The BPF counters
+// found the held ring full, were over their Service's hold budget, were
+// too large to hold or were first fragments, and wake signals lost to a full wake ring. The BPF counters
 // count each one and the metrics export them. This puts them in the log
 // too, where an operator looks first when clients report slow connects.
 // Each check compares the counters with the previous check and logs one
@@ -25,6 +25,12 @@ const DROPS: { field: ServiceStatField; reason: string; message: string }[] = [
     field: 'ringbuf_full',
     reason: 'ring-full',
     message: 'dropped flow openers unheld because the held ring was full; TCP clients retransmit, UDP clients only if they retry, and a larger bpf.heldRingBytes makes room',
+  },
+  {
+    field: 'held_limited',
+    reason: 'over-budget',
+    message:
+      'dropped flow openers unheld because the held ring was more than half full and the Service had used its hold budget, limits.heldFlowsPerService a second; TCP clients retransmit, UDP clients only if they retry',
   },
   {
     field: 'too_large',

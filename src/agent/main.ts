@@ -508,6 +508,7 @@ const SIZE_SETTINGS: Record<string, string> = {
   zh_services: 'bpf.maxServices',
   zh_svc_stats: 'bpf.maxServices',
   zh_wake_state: 'bpf.maxServices',
+  zh_hold_budget: 'bpf.maxServices',
 };
 
 const REPLACED_PIN_EFFECTS: Record<string, string> = {
@@ -519,6 +520,7 @@ const REPLACED_PIN_EFFECTS: Record<string, string> = {
   zh_svc_stats: 'the per-Service datapath counters start from zero',
   zh_stats: 'the node-wide datapath counters start from zero',
   zh_wake_state: 'the next flow opener of each Service signals a wake',
+  zh_hold_budget: "each Service's hold budget starts full",
   zh_chain_meta: 'it is used in chained mode only and holds nothing between packets',
 };
 

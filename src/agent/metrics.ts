@@ -31,6 +31,7 @@ export interface MetricSources {
 const FLOW_OPENER_OUTCOMES: [string, ServiceStatField][] = [
   ['held', 'held_frames'],
   ['ring-full', 'ringbuf_full'],
+  ['over-budget', 'held_limited'],
   ['too-large', 'too_large'],
   ['fragment', 'fragments'],
   ['drop-mode', 'dropped_only'],

@@ -104,7 +104,7 @@ export class NodeDatapath implements DatapathPort, ActivitySource {
   }
 
   setHeldLimits(workload: WorkloadKey, limits: HeldFlowLimits): void {
-    this.datapath.held.setServiceLimits(this.requireId(workload), serviceLimits(this.datapath.held, limits));
+    this.datapath.setHeldLimits(this.requireId(workload), serviceLimits(this.datapath.held, limits));
   }
 
   removeWorkload(workload: WorkloadKey): HeldFlow[] {

@@ -14,7 +14,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 
 import { FrontendTable } from './frontends.js';
-import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, type RejectReason, DEFAULT_HELD_LIMITS } from './held-frames.js';
+import { HeldFrameStore, type HeldFlow, type HeldLimits, type HoldOutcome, type RejectReason, type ServiceHeldLimits, DEFAULT_HELD_LIMITS } from './held-frames.js';
 import { Hook, Liveness } from './layout.js';
 import { LAYOUTS_MAP, layoutsBeforeLoad, recordLayouts } from './map-layouts.js';
 import { type AttachHook, InterfaceAttachments } from './attachments.js';
@@ -155,6 +155,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
       const sizes: [string, number | undefined][] = [
         ['zh_services', options.maxServices],
         ['zh_wake_state', options.maxServices],
+        ['zh_hold_budget', options.maxServices],
         ['zh_svc_stats', options.maxServices],
         ['zh_frontends', options.maxFrontends],
         ['zh_fe_index', options.indexBuckets],
@@ -259,9 +260,20 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     }
   }
 
+  // Writes a service's gate and settings. Its hold budget follows its
+  // held-flow bound (setHeldLimits) unless settings name one.
   configureService(id: number, settings: ServiceSettings): void {
-    this.services.set(id, settings);
+    this.services.set(id, { holdRate: this.held.limitsOf(id).perService, ...settings });
     this.states.set(id, settings.state);
+  }
+
+  // Sets the bounds of a service's held flows in the agent, or with
+  // undefined returns them to the defaults. The service's hold budget in
+  // the datapath becomes its perService bound, because the agent keeps no
+  // more flows of the service than that anyway.
+  setHeldLimits(id: number, limits: ServiceHeldLimits | undefined): void {
+    this.held.setServiceLimits(id, limits);
+    this.services.set(id, { ...this.services.get(id), holdRate: this.held.limitsOf(id).perService });
   }
 
   setServiceState(id: number, state: ServiceStateName): void {

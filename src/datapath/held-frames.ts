@@ -73,6 +73,11 @@ export class HeldFrameStore {
     this.serviceLimits.set(serviceId, { ...limits });
   }
 
+  // The perService and perSource bounds that apply to serviceId.
+  limitsOf(serviceId: number): ServiceHeldLimits {
+    return this.serviceLimits.get(serviceId) ?? this.limits;
+  }
+
   get size(): number {
     return this.count;
   }
@@ -110,7 +115,7 @@ export class HeldFrameStore {
     const full = this.fullBound(record.serviceId, flows);
     if (full !== undefined) return { result: 'rejected', reason: full };
     const source = sourceKey(record.serviceId, record.flow.source);
-    if ((this.perSource.get(source) ?? 0) >= (this.serviceLimits.get(record.serviceId) ?? this.limits).perSource) {
+    if ((this.perSource.get(source) ?? 0) >= this.limitsOf(record.serviceId).perSource) {
       return { result: 'rejected', reason: 'source-limit' };
     }
 
@@ -184,7 +189,7 @@ export class HeldFrameStore {
   // before the service's, or undefined when both have room.
   private fullBound(serviceId: number, flows: Map<string, HeldFlow> | undefined): Exclude<RejectReason, 'source-limit'> | undefined {
     if (this.count >= this.limits.total) return 'total-limit';
-    if ((flows?.size ?? 0) >= (this.serviceLimits.get(serviceId) ?? this.limits).perService) return 'service-limit';
+    if ((flows?.size ?? 0) >= this.limitsOf(serviceId).perService) return 'service-limit';
     return undefined;
   }
 

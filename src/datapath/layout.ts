@@ -60,13 +60,18 @@ export const FrontendValue: StructLayout = {
 };
 
 export const Service: StructLayout = {
-  size: 16,
-  members: { state: 0, flags: 4, wake_interval_ns: 8 },
+  size: 24,
+  members: { state: 0, flags: 4, wake_interval_ns: 8, hold_rate: 16, pad: 20 },
 };
 
 export const WakeState: StructLayout = {
   size: 8,
   members: { last_wake_ns: 0 },
+};
+
+export const HoldBudget: StructLayout = {
+  size: 16,
+  members: { tokens: 0, refill_ns: 8 },
 };
 
 export const Config: StructLayout = {
@@ -99,6 +104,7 @@ export const SERVICE_STAT_FIELDS = [
   'warm_last_seen_ns',
   'no_agent',
   'dropped_cold',
+  'held_limited',
 ] as const;
 export type ServiceStatField = (typeof SERVICE_STAT_FIELDS)[number];
 
@@ -173,6 +179,7 @@ export const STRUCTS: Record<string, StructLayout> = {
   zh_frontend_value: FrontendValue,
   zh_service: Service,
   zh_wake_state: WakeState,
+  zh_hold_budget: HoldBudget,
   zh_config: Config,
   zh_liveness: Liveness,
   zh_fe_slot: FrontendSlot,

@@ -28,6 +28,10 @@ export interface ServiceSettings {
   // Drop flow openers without holding them, as drop-and-retransmit
   // designs do; used to compare against holding.
   dropOnly?: boolean;
+  // The hold budget (bpf/lib/hold_budget.h): flow openers per second,
+  // and at most this many at once, that the service may add to the held
+  // ring while the ring is more than half full. 0 or absent: no budget.
+  holdRate?: number;
 }
 
 export type ServiceCounters = Record<ServiceStatField, bigint>;
@@ -58,11 +62,16 @@ export class ServiceTable {
     if (!Number.isFinite(settings.wakeIntervalMs) || settings.wakeIntervalMs < 0) {
       throw new RangeError(`invalid wake interval ${settings.wakeIntervalMs} ms for service ${id}: expected a number >= 0`);
     }
+    const holdRate = settings.holdRate ?? 0;
+    if (!Number.isInteger(holdRate) || holdRate < 0 || holdRate > 0xffffffff) {
+      throw new RangeError(`invalid hold rate ${settings.holdRate} for service ${id}: expected an integer from 0 to 4294967295 flow openers per second`);
+    }
 
     const value = Buffer.alloc(Service.size);
     value.writeUInt32LE(state, Service.members.state);
     value.writeUInt32LE(settings.dropOnly ? ServiceFlags.DropOnly : 0, Service.members.flags);
     value.writeBigUInt64LE(BigInt(Math.round(settings.wakeIntervalMs * 1e6)), Service.members.wake_interval_ns);
+    value.writeUInt32LE(holdRate, Service.members.hold_rate);
     this.services.update(indexKey(id), value);
   }
 
@@ -79,6 +88,7 @@ export class ServiceTable {
       state: name ?? 'unmanaged',
       wakeIntervalMs: Number(value.readBigUInt64LE(Service.members.wake_interval_ns)) / 1e6,
       dropOnly: (value.readUInt32LE(Service.members.flags) & ServiceFlags.DropOnly) !== 0,
+      holdRate: value.readUInt32LE(Service.members.hold_rate),
     };
   }
 

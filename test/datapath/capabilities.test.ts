@@ -160,5 +160,5 @@ test('changed size replaces its maps', async () => {
   const report = await runChild({ maxServices: 16, xdpInterface: 'zx0', clsactInterface: '', keepAttached: false });
 
   assert.equal(report.error, undefined);
-  assert.deepEqual(report.replacedPins, ['zh_services', 'zh_svc_stats', 'zh_wake_state']);
+  assert.deepEqual(report.replacedPins, ['zh_hold_budget', 'zh_services', 'zh_svc_stats', 'zh_wake_state']);
 });

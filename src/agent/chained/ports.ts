@@ -170,7 +170,7 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
   setHeldLimits(workload: WorkloadKey, limits: HeldFlowLimits): void {
     const entry = this.requireWorkload(workload);
     entry.limits = limits;
-    for (const id of entry.ids) this.datapath.held.setServiceLimits(id, serviceLimits(this.datapath.held, limits));
+    for (const id of entry.ids) this.datapath.setHeldLimits(id, serviceLimits(this.datapath.held, limits));
   }
 
   removeWorkload(workload: WorkloadKey): HeldFlow[] {
@@ -307,7 +307,7 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     for (const id of current) {
       if (entry.ids.has(id)) continue;
       this.datapath.configureService(id, { state, wakeIntervalMs: this.options.wakeIntervalMs });
-      if (entry.limits) this.datapath.held.setServiceLimits(id, serviceLimits(this.datapath.held, entry.limits));
+      if (entry.limits) this.datapath.setHeldLimits(id, serviceLimits(this.datapath.held, entry.limits));
       this.owners.set(id, workload);
       this.list.add(id);
       entry.ids.add(id);
