@@ -24,7 +24,7 @@
 import { readFileSync } from 'node:fs';
 
 import { MAX_FRAME } from '../../src/datapath/layout.js';
-import { run } from '../../test/lib/netns.js';
+import { macOf } from '../../test/lib/netns.js';
 import { NODE_INTERFACE } from '../../test/testbed/cluster-network.js';
 import { nodeHttpWorkload } from '../../test/testbed/servers.js';
 import type { ClientResult } from '../../test/testbed/client-run.js';
@@ -151,13 +151,6 @@ function droppedOverBound(metrics: string, workload: string): number {
     if (name === workload && reason !== 'wake-timeout') total += Number(count);
   }
   return total;
-}
-
-async function macOf(ns: string, device: string): Promise<string> {
-  const { stdout } = await run('ip', ['-n', ns, '-j', 'link', 'show', device]);
-  const [link] = JSON.parse(stdout) as { address: string }[];
-  if (!link) throw new Error(`no device ${device} in namespace ${ns}`);
-  return link.address;
 }
 
 function residentBytes(pid: number): number {

@@ -109,6 +109,14 @@ export async function run(command: string, args: string[], timeoutMs = 30_000): 
   }
 }
 
+// The MAC address of a device in a namespace.
+export async function macOf(ns: string, device: string): Promise<string> {
+  const { stdout } = await run('ip', ['-n', ns, '-j', 'link', 'show', device]);
+  const [link] = JSON.parse(stdout) as { address: string }[];
+  if (!link) throw new Error(`no device ${device} in namespace ${ns}`);
+  return link.address;
+}
+
 // Waits until check() returns a value other than undefined, polling every
 // intervalMs, and fails after timeoutMs with the description.
 export async function waitFor<T>(description: string, check: () => T | undefined | Promise<T | undefined>, timeoutMs = 5000, intervalMs = 10): Promise<T> {

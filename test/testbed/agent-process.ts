@@ -50,6 +50,8 @@ export interface AgentProcessOptions {
   // The agent's release.heldPackets: 'reinject' sends held packets on at
   // release, 'drop' discards them so that clients retransmit.
   releaseMode: 'reinject' | 'drop';
+  // bpf.heldRingBytes, when set.
+  heldRingBytes?: number;
   // liveness.failOpenAfter and shutdown.handover, when set.
   failOpenAfter?: string;
   handover?: string;
@@ -107,6 +109,8 @@ export class AgentProcess extends EventEmitter {
   private bridge: ApiBridge | undefined;
   private exited: Promise<AgentExit> | undefined;
   private readyRun = 0;
+  // Set by pause(), until resume().
+  private paused = false;
   // Port of the current run's Prometheus endpoint on 127.0.0.1, from its
   // "agent ready" line.
   private metricsPort: number | undefined;
@@ -177,8 +181,23 @@ export class AgentProcess extends EventEmitter {
   // Sends the signal and waits for the process to exit.
   async kill(signal: NodeJS.Signals): Promise<AgentExit> {
     if (!this.running) throw new Error(`the agent of node ${this.node} is not running`);
+    if (signal !== 'SIGKILL') this.resume();
     process.kill(this.child!.pid!, signal);
     return this.exited!;
+  }
+
+  // Stops the process with SIGSTOP until resume(), as a long stall of its
+  // event loop would: the datapath keeps holding, and nothing reads the
+  // rings.
+  pause(): void {
+    if (!this.running) throw new Error(`the agent of node ${this.node} is not running`);
+    process.kill(this.child!.pid!, 'SIGSTOP');
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (this.paused && this.running) process.kill(this.child!.pid!, 'SIGCONT');
+    this.paused = false;
   }
 
   // Stops the agent with SIGTERM, or SIGKILL after graceMs, and waits for
@@ -186,6 +205,7 @@ export class AgentProcess extends EventEmitter {
   async stop(graceMs = 5000): Promise<AgentExit | undefined> {
     if (!this.running) return undefined;
     const exited = this.exited!;
+    this.resume();
     process.kill(this.child!.pid!, 'SIGTERM');
 
     const timer = setTimeout(() => {
@@ -340,7 +360,7 @@ export class AgentProcess extends EventEmitter {
       `kubernetes: { kubeconfig: ${kubeconfigPath} }`,
       // Small maps: a testbed has a handful of Services, and every agent
       // allocates its maps at start.
-      `bpf: { pinDir: ${options.pinDir}, maxServices: 256, indexBuckets: 4096 }`,
+      `bpf: { pinDir: ${options.pinDir}, maxServices: 256, indexBuckets: 4096${options.heldRingBytes === undefined ? '' : `, heldRingBytes: ${options.heldRingBytes}`} }`,
       'metrics: { host: 127.0.0.1, port: 0 }',
       `api: { socket: ${this.socketPath} }`,
       `hubble: { observerSocket: ${join(this.options.workDir, `hubble-${this.node}.sock`)} }`,

@@ -85,6 +85,8 @@ export interface TestbedOptions {
   // Runs every agent inside its node's namespace with only these
   // capabilities, as the DaemonSet does (AgentProcessOptions).
   agentCapabilities?: string[];
+  // The agents' bpf.heldRingBytes. Unset, the agents' default applies.
+  heldRingBytes?: number;
   // The agents' liveness.failOpenAfter and shutdown.handover, as Go
   // durations. Unset, the agents' defaults apply.
   failOpenAfter?: string;
@@ -513,6 +515,7 @@ export class Testbed {
         logLevel: options.agentLogLevel ?? 'info',
         releaseCheck: options.releaseCheck ?? options.kubeProxyMode ?? 'nftables',
         releaseMode: options.releaseMode ?? 'reinject',
+        heldRingBytes: options.heldRingBytes,
         failOpenAfter: options.failOpenAfter,
         handover: options.handover,
         capabilities: options.agentCapabilities,
