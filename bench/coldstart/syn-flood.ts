@@ -53,6 +53,10 @@ export interface FloodResult {
   // Flow openers the agent rejected over a held flow bound, from its
   // zerohold_held_flows_dropped_total.
   rejected: number;
+  // Flow openers that the datapath dropped before the agent read them:
+  // over the Service's hold budget, or with the held ring full.
+  overBudget: number;
+  ringFull: number;
   agentRssBeforeBytes: number;
   agentRssMaxBytes: number;
   legitClients: number;
@@ -121,7 +125,8 @@ export async function synFlood(testbed: Testbed): Promise<FloodResult> {
   const scaleUps = testbed.server.requests.filter(
     (r) => r.receivedMs >= startedMs && (r.method === 'PATCH' || r.method === 'PUT') && r.path.startsWith(`/apis/apps/v1/namespaces/${workload.namespace}/deployments/${workload.name}/scale`),
   ).length;
-  const rejected = droppedOverBound(await agent.metrics(), workload.key!);
+  const metrics = await agent.metrics();
+  const rejected = droppedOverBound(metrics, workload.key!);
 
   const served = results.filter((r) => r.ok && / 200 /.test(r.stdout));
   const connectMs = served.map((r) => Number(r.stdout.trim().split(' ')[2]) * 1000);
@@ -134,6 +139,8 @@ export async function synFlood(testbed: Testbed): Promise<FloodResult> {
     maxHeldBytes: peak.bytes,
     heldBoundBytes: HELD_FLOWS_PER_SERVICE * MAX_FRAME,
     rejected,
+    overBudget: flowOpeners(metrics, workload.key!, 'over-budget'),
+    ringFull: flowOpeners(metrics, workload.key!, 'ring-full'),
     agentRssBeforeBytes: rssBefore,
     agentRssMaxBytes: peak.rss,
     legitClients: results.length,
@@ -151,6 +158,14 @@ function droppedOverBound(metrics: string, workload: string): number {
     if (name === workload && reason !== 'wake-timeout') total += Number(count);
   }
   return total;
+}
+
+function flowOpeners(metrics: string, workload: string, outcome: string): number {
+  const pattern = /^zerohold_datapath_flow_openers_total\{workload="([^"]*)",outcome="([^"]*)"\} (\d+)$/gm;
+  for (const [, name, found, count] of metrics.matchAll(pattern)) {
+    if (name === workload && found === outcome) return Number(count);
+  }
+  return 0;
 }
 
 function residentBytes(pid: number): number {
