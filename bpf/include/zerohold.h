@@ -83,8 +83,6 @@ struct zh_service {
 	__u32	state;		/* enum zh_state */
 	__u32	flags;		/* enum zh_service_flags */
 	__u64	wake_interval_ns; /* at most one wake event per interval */
-	__u32	hold_rate;	/* flow openers per second; 0 for no limit */
-	__u32	pad;		/* must be zero */
 };
 
 /* zh_wake_state value, written only by BPF with compare-and-swap. */
@@ -93,12 +91,15 @@ struct zh_wake_state {
 };
 
 /*
- * zh_hold_budget value, written only by BPF: a token bucket of at most
- * zh_service.hold_rate tokens that refills at hold_rate per second. A
- * flow opener takes a token. Without one it is held only while
- * zh_held_ring is at most half full (lib/hold_budget.h).
+ * zh_hold_budget value: a token bucket of at most rate tokens that
+ * refills at rate tokens per second. A flow opener takes a token. Without
+ * one it is held only while zh_held_ring is at most half full
+ * (lib/hold_budget.h). The agent writes rate, with tokens and refill_ns
+ * zero, which starts the bucket full. BPF writes tokens and refill_ns.
  */
 struct zh_hold_budget {
+	__u32	rate;		/* flow openers per second; 0 for no limit */
+	__u32	pad;		/* must be zero */
 	__s64	tokens;		/* below 0 after concurrent takes */
 	__u64	refill_ns;	/* zh_coarse_ns() that the tokens count up to */
 };

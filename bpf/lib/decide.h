@@ -4,7 +4,6 @@
 #define ZH_LIB_DECIDE_H
 
 #include "lib/clock.h"
-#include "lib/hold_budget.h"
 #include "lib/match.h"
 #include "lib/wake.h"
 
@@ -49,12 +48,6 @@ zh_decide_opener(const struct zh_flow *flow, const struct zh_match *match)
 
 	if (match->service->flags & ZH_SVC_F_DROP_ONLY) {
 		match->stats->dropped_only++;
-		return ZH_ACT_DROP;
-	}
-
-	/* Like a full ring, this leaves the opener to the client's retry. */
-	if (!zh_hold_admit(match)) {
-		match->stats->held_limited++;
 		return ZH_ACT_DROP;
 	}
 	return ZH_ACT_HOLD;

@@ -6,6 +6,7 @@
 #ifndef ZH_LIB_HOLD_H
 #define ZH_LIB_HOLD_H
 
+#include "lib/hold_budget.h"
 #include "lib/match.h"
 
 /*
@@ -107,6 +108,11 @@ static __always_inline void zh_hold_xdp(struct xdp_md *ctx,
 	if (len < sizeof(struct ethhdr))
 		return;
 
+	if (!zh_hold_admit(match)) {
+		match->stats->held_limited++;
+		return;
+	}
+
 	hdr = zh_held_reserve(len);
 	if (!hdr) {
 		match->stats->ringbuf_full++;
@@ -149,6 +155,11 @@ static __always_inline void zh_hold_tc(struct __sk_buff *skb,
 	/* The stack records the receive queue as queue index + 1. */
 	if (skb->queue_mapping)
 		rx_queue = skb->queue_mapping - 1;
+
+	if (!zh_hold_admit(match)) {
+		match->stats->held_limited++;
+		return;
+	}
 
 	hdr = zh_held_reserve(len);
 	if (!hdr) {

@@ -24,8 +24,9 @@
  * Adds the tokens earned since refill_ns, up to rate. Only whole tokens
  * move refill_ns on, so a fraction carries over to the next opener.
  * There is no lock. CPUs that refill at the same time may each add the
- * same tokens or overwrite a concurrent take, which errs by a token or
- * two. The agent's own per-service bound absorbs that.
+ * same tokens, which under a flood is one coarse clock tick's worth
+ * (rate / HZ), or overwrite a concurrent take. The agent's own per-service bound
+ * absorbs the excess.
  */
 static __always_inline void zh_hold_refill(struct zh_hold_budget *budget,
 					   __u32 rate, __u64 now)
@@ -65,17 +66,14 @@ static __always_inline bool zh_held_ring_pressed(void)
 
 /*
  * Takes a token for a flow opener of match's service. Returns false when
- * the opener must be dropped: the service has no token left and the
- * ring is more than half full. hold_rate 0 means no budget.
+ * the opener must be dropped because the service has no token left and
+ * the ring is more than half full. A rate of 0 means no budget.
  */
 static __always_inline bool zh_hold_admit(const struct zh_match *match)
 {
-	__u32 rate = ZH_READ_ONCE(match->service->hold_rate);
 	struct zh_hold_budget *budget;
 	__u32 id = match->service_id;
-
-	if (!rate)
-		return true;
+	__u32 rate;
 
 	budget = bpf_map_lookup_elem(&zh_hold_budget, &id);
 	if (!budget) {
@@ -83,6 +81,11 @@ static __always_inline bool zh_hold_admit(const struct zh_match *match)
 		zh_count(ZH_STAT_BAD_SERVICE);
 		return true;
 	}
+
+	/* The agent rewrites the whole entry at any time: read rate once. */
+	rate = ZH_READ_ONCE(budget->rate);
+	if (!rate)
+		return true;
 
 	zh_hold_refill(budget, rate, zh_coarse_ns());
 	if (ZH_READ_ONCE(budget->tokens) > 0) {

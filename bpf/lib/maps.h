@@ -45,7 +45,7 @@ struct {
 	__type(value, struct zh_wake_state);
 } zh_wake_state SEC(".maps");
 
-/* Hold budget by service id, written by BPF only. */
+/* Hold budget by service id: the rate from the agent, the bucket from BPF. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, ZH_MAX_SERVICES);

@@ -30,7 +30,7 @@ const DROPS: { field: ServiceStatField; reason: string; message: string }[] = [
     field: 'held_limited',
     reason: 'over-budget',
     message:
-      'dropped flow openers unheld because the held ring was more than half full and the Service had used its hold budget, limits.heldFlowsPerService a second; TCP clients retransmit, UDP clients only if they retry',
+      'dropped flow openers unheld because the held ring was more than half full and the Service had used its hold budget, its held-flow bound (heldFlowLimits.perService or limits.heldFlowsPerService) a second; TCP clients retransmit, UDP clients only if they retry',
   },
   {
     field: 'too_large',

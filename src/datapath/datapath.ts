@@ -22,7 +22,7 @@ import { type ClsactSweep, loadNative, type MapDefinition, type NativeMap, type 
 import { removeDefunctLinks } from './pinned-links.js';
 import { decodeHeldRecord, decodeWakeRecord, peekHeldRecord, splitBatch, type HeldRecord, type WakeRecord } from './records.js';
 import { buildLiveFrame, type LiveFrame } from './reinject.js';
-import { ServiceTable, type ServiceSettings, type ServiceStateName } from './services.js';
+import { MAX_HOLD_RATE, ServiceTable, type ServiceSettings, type ServiceStateName } from './services.js';
 import { comparePin, type ReplacedPin, type SetAsideRing, StalePins } from './stale-pins.js';
 import { repoRoot } from '../paths.js';
 
@@ -139,7 +139,7 @@ export class Datapath extends EventEmitter<DatapathEvents> {
     this.netns = options.netns;
     this.attachments = new InterfaceAttachments({ xdp: () => object.program('zh_xdp_hold'), tc: () => object.program('zh_tc_hold') }, options.netns, options.pinDir);
     this.reinjectLate = options.reinjectLate ?? true;
-    this.services = new ServiceTable(object.map('zh_services'), object.map('zh_svc_stats'), object.map('zh_stats'));
+    this.services = new ServiceTable(object.map('zh_services'), object.map('zh_hold_budget'), object.map('zh_svc_stats'), object.map('zh_stats'));
     this.frontends = new FrontendTable(object.map('zh_frontends'), object.map('zh_fe_index'), object.map(CONFIG_MAP), this.services.maxServiceId);
     this.held = new HeldFrameStore(options.heldLimits ?? DEFAULT_HELD_LIMITS);
 
@@ -263,17 +263,24 @@ export class Datapath extends EventEmitter<DatapathEvents> {
   // Writes a service's gate and settings. Its hold budget follows its
   // held-flow bound (setHeldLimits) unless settings name one.
   configureService(id: number, settings: ServiceSettings): void {
-    this.services.set(id, { holdRate: this.held.limitsOf(id).perService, ...settings });
+    this.services.set(id, { holdRate: this.holdRateOf(id), ...settings });
     this.states.set(id, settings.state);
   }
 
   // Sets the bounds of a service's held flows in the agent, or with
   // undefined returns them to the defaults. The service's hold budget in
   // the datapath becomes its perService bound, because the agent keeps no
-  // more flows of the service than that anyway.
+  // more flows of the service than that anyway. The controller calls this
+  // on every reconcile, and an unchanged budget costs no syscall.
   setHeldLimits(id: number, limits: ServiceHeldLimits | undefined): void {
     this.held.setServiceLimits(id, limits);
-    this.services.set(id, { ...this.services.get(id), holdRate: this.held.limitsOf(id).perService });
+    this.services.setHoldRate(id, this.holdRateOf(id));
+  }
+
+  // The configuration accepts held-flow bounds above the largest rate,
+  // which get the largest rate.
+  private holdRateOf(id: number): number {
+    return Math.min(this.held.limitsOf(id).perService, MAX_HOLD_RATE);
   }
 
   setServiceState(id: number, state: ServiceStateName): void {

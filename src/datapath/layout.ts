@@ -60,8 +60,8 @@ export const FrontendValue: StructLayout = {
 };
 
 export const Service: StructLayout = {
-  size: 24,
-  members: { state: 0, flags: 4, wake_interval_ns: 8, hold_rate: 16, pad: 20 },
+  size: 16,
+  members: { state: 0, flags: 4, wake_interval_ns: 8 },
 };
 
 export const WakeState: StructLayout = {
@@ -70,8 +70,8 @@ export const WakeState: StructLayout = {
 };
 
 export const HoldBudget: StructLayout = {
-  size: 16,
-  members: { tokens: 0, refill_ns: 8 },
+  size: 24,
+  members: { rate: 0, pad: 4, tokens: 8, refill_ns: 16 },
 };
 
 export const Config: StructLayout = {

@@ -190,7 +190,7 @@ export interface MapDefinition {
   /**
    * The memory layouts of the key and value in the object's BTF: member
    * names, bit offsets and member layouts, with type names left out, such
-   * as "struct(16){tokens:s64@0,refill_ns:u64@64}".
+   * as "struct(16){state:u32@0,flags:u32@32,wake_interval_ns:u64@64}".
    * Equal strings mean the bytes mean the same. "" means no BTF.
    */
   keyLayout: string;

@@ -4,6 +4,7 @@
 
 import {
   GLOBAL_STAT_COUNT,
+  HoldBudget,
   SERVICE_STAT_FIELDS,
   Service,
   ServiceFlags,
@@ -28,13 +29,17 @@ export interface ServiceSettings {
   // Drop flow openers without holding them, as drop-and-retransmit
   // designs do; used to compare against holding.
   dropOnly?: boolean;
-  // The hold budget (bpf/lib/hold_budget.h): flow openers per second,
-  // and at most this many at once, that the service may add to the held
-  // ring while the ring is more than half full. 0 or absent: no budget.
+  // The rate of the hold budget (bpf/lib/hold_budget.h): flow openers
+  // per second, and at most this many at once, that the service may add
+  // to the held ring while the ring is more than half full. 0 means no
+  // budget, and undefined keeps the rate that the service has.
   holdRate?: number;
 }
 
 export type ServiceCounters = Record<ServiceStatField, bigint>;
+
+// zh_hold_budget.rate is a __u32.
+export const MAX_HOLD_RATE = 0xffffffff;
 
 function indexKey(id: number): Buffer {
   const key = Buffer.alloc(4);
@@ -43,8 +48,14 @@ function indexKey(id: number): Buffer {
 }
 
 export class ServiceTable {
+  // The hold rate of each service id as this table last wrote it, so
+  // that rewriting an unchanged rate costs no syscall and keeps the
+  // bucket's tokens.
+  private readonly holdRates = new Map<number, number>();
+
   constructor(
     private readonly services: NativeMap,
+    private readonly budgets: NativeMap,
     private readonly stats: NativeMap,
     private readonly globalStats: NativeMap,
   ) {}
@@ -62,17 +73,27 @@ export class ServiceTable {
     if (!Number.isFinite(settings.wakeIntervalMs) || settings.wakeIntervalMs < 0) {
       throw new RangeError(`invalid wake interval ${settings.wakeIntervalMs} ms for service ${id}: expected a number >= 0`);
     }
-    const holdRate = settings.holdRate ?? 0;
-    if (!Number.isInteger(holdRate) || holdRate < 0 || holdRate > 0xffffffff) {
-      throw new RangeError(`invalid hold rate ${settings.holdRate} for service ${id}: expected an integer from 0 to 4294967295 flow openers per second`);
-    }
+    if (settings.holdRate !== undefined) checkHoldRate(id, settings.holdRate);
 
     const value = Buffer.alloc(Service.size);
     value.writeUInt32LE(state, Service.members.state);
     value.writeUInt32LE(settings.dropOnly ? ServiceFlags.DropOnly : 0, Service.members.flags);
     value.writeBigUInt64LE(BigInt(Math.round(settings.wakeIntervalMs * 1e6)), Service.members.wake_interval_ns);
-    value.writeUInt32LE(holdRate, Service.members.hold_rate);
     this.services.update(indexKey(id), value);
+    if (settings.holdRate !== undefined) this.setHoldRate(id, settings.holdRate);
+  }
+
+  // Sets the rate of a service's hold budget. A new rate restarts the
+  // bucket full, and the rate this table wrote last writes nothing.
+  setHoldRate(id: number, rate: number): void {
+    this.checkId(id);
+    checkHoldRate(id, rate);
+    if (this.holdRates.get(id) === rate) return;
+
+    const value = Buffer.alloc(HoldBudget.size);
+    value.writeUInt32LE(rate, HoldBudget.members.rate);
+    this.budgets.update(indexKey(id), value);
+    this.holdRates.set(id, rate);
   }
 
   get(id: number): ServiceSettings {
@@ -88,7 +109,7 @@ export class ServiceTable {
       state: name ?? 'unmanaged',
       wakeIntervalMs: Number(value.readBigUInt64LE(Service.members.wake_interval_ns)) / 1e6,
       dropOnly: (value.readUInt32LE(Service.members.flags) & ServiceFlags.DropOnly) !== 0,
-      holdRate: value.readUInt32LE(Service.members.hold_rate),
+      holdRate: this.budgets.lookup(indexKey(id))?.readUInt32LE(HoldBudget.members.rate) ?? 0,
     };
   }
 
@@ -161,4 +182,10 @@ export function sumPerCpu(perCpu: Buffer, valueSize: number): ServiceCounters {
     });
   }
   return counters;
+}
+
+function checkHoldRate(id: number, rate: number): void {
+  if (!Number.isInteger(rate) || rate < 0 || rate > MAX_HOLD_RATE) {
+    throw new RangeError(`invalid hold rate ${rate} for service ${id}: expected an integer from 0 to ${MAX_HOLD_RATE} flow openers per second`);
+  }
 }

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, test } from 'node:test';
 
 import { Datapath } from '../../src/datapath/datapath.js';
+import { HoldBudget } from '../../src/datapath/layout.js';
 import { buildFrame, TCP_SYN } from '../lib/packets.js';
 
 const XDP_DROP = 1;
@@ -120,4 +121,31 @@ test('budget follows held-flow bound', async () => {
 
   datapath.setHeldLimits(FLOODED, undefined);
   assert.equal(datapath.services.get(FLOODED).holdRate, datapath.held.limits.perService);
+});
+
+test('unchanged bound keeps the bucket', async () => {
+  const datapath = await open({ [FLOODED]: 10 });
+  datapath.setHeldLimits(FLOODED, { perService: 10, perSource: 10 });
+  flood(datapath, FLOODED, 4);
+  const tokens = () => datapath.map('zh_hold_budget').lookup(Buffer.from([FLOODED, 0, 0, 0]))!.readBigInt64LE(HoldBudget.members.tokens);
+  assert.equal(tokens(), 6n);
+
+  // The controller sets the bounds on every reconcile.
+  datapath.setHeldLimits(FLOODED, { perService: 10, perSource: 10 });
+  assert.equal(tokens(), 6n);
+
+  // A new rate restarts the bucket, full at the next opener.
+  datapath.setHeldLimits(FLOODED, { perService: 20, perSource: 10 });
+  assert.equal(tokens(), 0n);
+  flood(datapath, FLOODED, 1);
+  assert.equal(tokens(), 19n);
+});
+
+test('bound above u32 caps budget', async () => {
+  dp = await Datapath.open({ maxServices: 8, heldRingBytes: RING_BYTES, heldLimits: { total: 65536, perService: 2 ** 32, perSource: 256 } });
+  dp.configureService(FLOODED, { state: 'cold', wakeIntervalMs: 0 });
+  assert.equal(dp.services.get(FLOODED).holdRate, 0xffffffff);
+
+  dp.setHeldLimits(FLOODED, { perService: 2 ** 40, perSource: 20 });
+  assert.equal(dp.services.get(FLOODED).holdRate, 0xffffffff);
 });

@@ -14,8 +14,6 @@ struct swapped_service {
 	__u32	flags;
 	__u32	state;
 	__u64	wake_interval_ns;
-	__u32	hold_rate;
-	__u32	pad;
 };
 
 struct {

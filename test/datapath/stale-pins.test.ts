@@ -31,7 +31,7 @@ async function withDatapath<T>(options: DatapathOptions, body: (datapath: Datapa
 }
 
 // zh_services's value, struct zh_service in bpf/include/zerohold.h.
-const SERVICE_LAYOUT = 'struct(24){state:u32@0,flags:u32@32,wake_interval_ns:u64@64,hold_rate:u32@128,pad:u32@160}';
+const SERVICE_LAYOUT = 'struct(16){state:u32@0,flags:u32@32,wake_interval_ns:u64@64}';
 
 const SYN = buildFrame({ src: '198.18.0.1', dst: FRONTEND.address, tcp: { srcPort: 40000, dstPort: 80, flags: TCP_SYN } });
 
@@ -236,7 +236,7 @@ describe('stale pinned maps', () => {
       } finally {
         other.close();
       }
-      assert.equal(swappedLayout, 'struct(24){flags:u32@0,state:u32@32,wake_interval_ns:u64@64,hold_rate:u32@128,pad:u32@160}');
+      assert.equal(swappedLayout, 'struct(16){flags:u32@0,state:u32@32,wake_interval_ns:u64@64}');
 
       const replaced = await withDatapath({ pinDir: layoutDir, maxServices: 64 }, (datapath) => datapath.replacedPins);
       assert.deepEqual(replaced.map((pin) => pin.map), ['zh_services']);
@@ -297,7 +297,7 @@ describe('stale pinned maps', () => {
       assert.equal(definition.valueLayout, SERVICE_LAYOUT);
       assert.deepEqual(recorded.differences('zh_services', definition), { recorded: {}, defined: {} });
 
-      const swapped = { ...definition, valueLayout: 'struct(24){flags:u32@0,state:u32@32,wake_interval_ns:u64@64,hold_rate:u32@128,pad:u32@160}' };
+      const swapped = { ...definition, valueLayout: 'struct(16){flags:u32@0,state:u32@32,wake_interval_ns:u64@64}' };
       assert.deepEqual(Object.keys(recorded.differences('zh_services', swapped).recorded), ['valueLayout'], 'a record exists to differ from');
       assert.equal(object.mapDefinition('zh_held_ring').valueLayout, '', 'a ring buffer has no value type');
       const rings = layoutsBeforeLoad(object, ['zh_held_ring', 'zh_wake_ring']);
