@@ -2,7 +2,11 @@
 // FLOOD_RATE_PPS TCP SYNs a second for FLOOD_SECONDS from an external
 // client namespace. Each SYN has a random source port and a random source
 // address in FLOOD_SOURCES, a /24 that no testbed namespace owns, so the
-// SYN-ACKs die at the node. Meanwhile legitimate curl clients connect from
+// SYN-ACKs die at the node. trafgen's --rate does not pace the packets
+// evenly: on a 2-vCPU KVM guest each second's SYNs arrived within about
+// 70 ms at the start of the second, so the flood is one burst a second of
+// about 700,000 SYN/s. Its per-packet --gap reached only about 15,500
+// SYN/s there, because each gap is a sleep. Meanwhile legitimate curl clients connect from
 // a second client namespace: one batch just before the flood, whose SYNs
 // are held, and one batch a second during it.
 //
