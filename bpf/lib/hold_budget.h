@@ -6,9 +6,10 @@
  * All services share the ring. Without a budget, a flood of flow openers
  * to one cold service that outpaces the agent fills the ring, and the
  * openers of every other cold service are dropped until the agent
- * catches up. With one, each service gets hold_rate tokens a second, and
- * once the ring is more than half full, a service that has used its
- * tokens is dropped while the others still find room. Below half, every
+ * catches up. With one, each service gets the rate of its zh_hold_budget
+ * entry in tokens a second, and once the ring is more than half full, a
+ * service that has used its tokens is dropped while the others still
+ * find room. Below half, every
  * opener is held as before, so a burst of legitimate clients is never
  * cut short while the agent keeps up.
  */
@@ -25,8 +26,8 @@
  * move refill_ns on, so a fraction carries over to the next opener.
  * There is no lock. CPUs that refill at the same time may each add the
  * same tokens, which under a flood is one coarse clock tick's worth
- * (rate / HZ), or overwrite a concurrent take. The agent's own per-service bound
- * absorbs the excess.
+ * (rate / HZ), or overwrite a concurrent take. The agent's own
+ * per-service bound absorbs the excess.
  */
 static __always_inline void zh_hold_refill(struct zh_hold_budget *budget,
 					   __u32 rate, __u64 now)

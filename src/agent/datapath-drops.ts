@@ -1,10 +1,10 @@
 // Logs what the datapath dropped without holding it: flow openers that
 // found the held ring full, were over their Service's hold budget, were
-// too large to hold or were first fragments, and wake signals lost to a full wake ring. The BPF counters
-// count each one and the metrics export them. This puts them in the log
-// too, where an operator looks first when clients report slow connects.
-// Each check compares the counters with the previous check and logs one
-// warning per workload and reason that grew.
+// too large to hold or were first fragments, and wake signals lost to a
+// full wake ring. The BPF counters count each one and the metrics export
+// them. This puts them in the log too, where an operator looks first when
+// clients report slow connects. Each check compares the counters with the
+// previous check and logs one warning per workload and reason that grew.
 
 import type { Logger } from 'pino';
 
