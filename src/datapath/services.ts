@@ -130,9 +130,12 @@ export class ServiceTable {
   }
 
   // Zeroes the counters of a service, for a service id that is reused.
+  // Its hold budget restarts full at the next rate written, even an
+  // unchanged one, so the new service does not inherit an empty bucket.
   resetCounters(id: number): void {
     this.checkId(id);
     this.stats.update(indexKey(id), Buffer.alloc(this.stats.valueBufferSize));
+    this.holdRates.delete(id);
   }
 
   readGlobalCounters(): bigint[] {

@@ -54,6 +54,13 @@ function flood(datapath: Datapath, id: number, count: number) {
   };
 }
 
+// The tokens left in a service's bucket.
+function tokensOf(datapath: Datapath, id: number): bigint {
+  const key = Buffer.alloc(4);
+  key.writeUInt32LE(id);
+  return datapath.map('zh_hold_budget').lookup(key)!.readBigInt64LE(HoldBudget.members.tokens);
+}
+
 test('no budget: flood fills the ring', async () => {
   const datapath = await open({ [FLOODED]: 0, [OTHER]: 0 });
 
@@ -127,7 +134,7 @@ test('unchanged bound keeps the bucket', async () => {
   const datapath = await open({ [FLOODED]: 10 });
   datapath.setHeldLimits(FLOODED, { perService: 10, perSource: 10 });
   flood(datapath, FLOODED, 4);
-  const tokens = () => datapath.map('zh_hold_budget').lookup(Buffer.from([FLOODED, 0, 0, 0]))!.readBigInt64LE(HoldBudget.members.tokens);
+  const tokens = () => tokensOf(datapath, FLOODED);
   assert.equal(tokens(), 6n);
 
   // The controller sets the bounds on every reconcile.
@@ -148,4 +155,18 @@ test('bound above u32 caps budget', async () => {
 
   dp.setHeldLimits(FLOODED, { perService: 2 ** 40, perSource: 20 });
   assert.equal(dp.services.get(FLOODED).holdRate, 0xffffffff);
+});
+
+test('reused id restarts the bucket', async () => {
+  const datapath = await open({ [FLOODED]: 10 });
+  flood(datapath, FLOODED, 4);
+  const tokens = () => tokensOf(datapath, FLOODED);
+  assert.equal(tokens(), 6n);
+
+  // The next workload gets the id with the same rate.
+  datapath.services.resetCounters(FLOODED);
+  datapath.configureService(FLOODED, { state: 'cold', wakeIntervalMs: 0, holdRate: 10 });
+  assert.equal(tokens(), 0n);
+  flood(datapath, FLOODED, 1);
+  assert.equal(tokens(), 9n);
 });
