@@ -49,3 +49,20 @@ test('close logs pending rejections', async () => {
   assert.deepEqual(lines.map((line) => line.dropped), [1, 1]);
   assert.equal(lines[1]!.lastClient, 'unknown (garbled record)');
 });
+
+test('id moved to another workload', async () => {
+  const metrics = new AgentMetrics({ held: () => new Map() });
+  const { logger: log } = captureLog('warn');
+  let owner = 'shop/web';
+  const rejections = new HeldRejections({ log, metrics, workloadOf: () => owner, intervalMs: 60_000 });
+
+  rejections.record(1, 'service-limit', () => '198.18.0.9');
+  rejections.record(1, 'service-limit', () => '198.18.0.9');
+  owner = 'shop/cart';
+  rejections.record(1, 'service-limit', () => '198.18.0.9');
+  rejections.close();
+
+  const text = await metrics.registry.metrics();
+  assert.match(text, /^zerohold_held_flows_dropped_total\{workload="shop\/web",reason="service-limit"\} 2$/m);
+  assert.match(text, /^zerohold_held_flows_dropped_total\{workload="shop\/cart",reason="service-limit"\} 1$/m);
+});
