@@ -28,11 +28,11 @@
 import { readFileSync } from 'node:fs';
 
 import { MAX_FRAME } from '../../src/datapath/layout.js';
-import { macOf } from '../../test/lib/netns.js';
-import { NODE_INTERFACE } from '../../test/testbed/cluster-network.js';
+import { flowOpenerCount } from '../../test/testbed/agent-metrics.js';
 import { nodeHttpWorkload } from '../../test/testbed/servers.js';
 import type { ClientResult } from '../../test/testbed/client-run.js';
 import type { Testbed } from '../../test/testbed/testbed.js';
+import { synFloodArgs } from '../../test/testbed/trafgen.js';
 
 export const FLOOD_RATE_PPS = 50_000;
 export const FLOOD_SECONDS = 5;
@@ -80,12 +80,15 @@ export async function synFlood(testbed: Testbed): Promise<FloodResult> {
   const flooder = testbed.externalClient(0);
   const legit = testbed.externalClient(1);
   const agent = testbed.agent('node-0');
-  const [sourceMac, nodeMac] = await Promise.all([macOf(flooder, 'eth0'), macOf(testbed.network.nodeNetns('node-0'), NODE_INTERFACE)]);
-  const packet = [
-    `eth(da=${nodeMac}, sa=${sourceMac})`,
-    `ipv4(sa=${FLOOD_SOURCES.split('/')[0]}, sa[3]=drnd(), da=${workload.clusterIPv4}, ttl=64)`,
-    'tcp(sp=drnd(1024, 65535), dp=80, syn, seq=drnd(), window=64240)',
-  ].join(', ');
+  const floodArgs = await synFloodArgs(testbed, {
+    flooder,
+    node: 'node-0',
+    address: workload.clusterIPv4,
+    port: 80,
+    sources: FLOOD_SOURCES.split('/')[0]!,
+    ratePps: TRAFGEN_RATE_PPS,
+    count: TRAFGEN_RATE_PPS * FLOOD_SECONDS,
+  });
 
   // The agent's held flows and memory, sampled while the flood runs.
   const rssBefore = residentBytes(agent.pid!);
@@ -109,7 +112,7 @@ export async function synFlood(testbed: Testbed): Promise<FloodResult> {
   // The first batch goes out before the flood, so its SYNs are held.
   const clients: Promise<ClientResult[]>[] = [batch(0)];
   await new Promise((resolve) => setTimeout(resolve, 50));
-  const flood = testbed.run(flooder, 'trafgen', ['--dev', 'eth0', '--cpus', '1', '--no-sock-mem', '--rate', `${TRAFGEN_RATE_PPS}pps`, '--num', String(TRAFGEN_RATE_PPS * FLOOD_SECONDS), `{ ${packet} }`], {
+  const flood = testbed.run(flooder, 'trafgen', floodArgs, {
     timeoutMs: FLOOD_SECONDS * 1000 + 30_000,
   });
   for (let second = 1; second < FLOOD_SECONDS; second++) {
@@ -143,8 +146,8 @@ export async function synFlood(testbed: Testbed): Promise<FloodResult> {
     maxHeldBytes: peak.bytes,
     heldBoundBytes: HELD_FLOWS_PER_SERVICE * MAX_FRAME,
     rejected,
-    overBudget: flowOpeners(metrics, workload.key!, 'over-budget'),
-    ringFull: flowOpeners(metrics, workload.key!, 'ring-full'),
+    overBudget: flowOpenerCount(metrics, workload.key!, 'over-budget'),
+    ringFull: flowOpenerCount(metrics, workload.key!, 'ring-full'),
     agentRssBeforeBytes: rssBefore,
     agentRssMaxBytes: peak.rss,
     legitClients: results.length,
@@ -162,14 +165,6 @@ function droppedOverBound(metrics: string, workload: string): number {
     if (name === workload && reason !== 'wake-timeout') total += Number(count);
   }
   return total;
-}
-
-function flowOpeners(metrics: string, workload: string, outcome: string): number {
-  const pattern = /^zerohold_datapath_flow_openers_total\{workload="([^"]*)",outcome="([^"]*)"\} (\d+)$/gm;
-  for (const [, name, found, count] of metrics.matchAll(pattern)) {
-    if (name === workload && found === outcome) return Number(count);
-  }
-  return 0;
 }
 
 function residentBytes(pid: number): number {

@@ -6,12 +6,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
-import { macOf } from '../lib/netns.js';
+import { flowOpenerCount } from '../testbed/agent-metrics.js';
 import { describeResult } from '../testbed/client-run.js';
 import { curlArgs, parseCurl } from '../testbed/client-commands.js';
-import { NODE_INTERFACE } from '../testbed/cluster-network.js';
 import { nodeHttpWorkload } from '../testbed/servers.js';
 import { Testbed } from '../testbed/testbed.js';
+import { synFloodArgs } from '../testbed/trafgen.js';
 import { formatTimeline } from '../testbed/timeline.js';
 
 // 16 pages: about 370 SYN records, so a few hundred SYNs fill it.
@@ -19,11 +19,6 @@ const HELD_RING_BYTES = 64 << 10;
 const FLOOD_SYNS = 2000;
 const FLOODED_BUDGET = 16;
 const FLOOD_SOURCES = '198.18.128.0';
-
-function openerCount(metrics: string, workload: string, outcome: string): number {
-  const line = new RegExp(`^zerohold_datapath_flow_openers_total\\{workload="${workload}",outcome="${outcome}"\\} (\\d+)$`, 'm').exec(metrics);
-  return line ? Number(line[1]) : 0;
-}
 
 describe('hold budget', () => {
   let testbed: Testbed;
@@ -47,12 +42,7 @@ describe('hold budget', () => {
     await testbed.waitForPhase(quiet.key!, 'Cold', { gateClosed: true });
 
     const flooder = testbed.externalClient(0);
-    const [sourceMac, nodeMac] = await Promise.all([macOf(flooder, 'eth0'), macOf(testbed.network.nodeNetns('node-0'), NODE_INTERFACE)]);
-    const packet = [
-      `eth(da=${nodeMac}, sa=${sourceMac})`,
-      `ipv4(sa=${FLOOD_SOURCES}, sa[3]=drnd(), da=${flooded.clusterIPv4}, ttl=64)`,
-      'tcp(sp=drnd(1024, 65535), dp=80, syn, seq=drnd(), window=64240)',
-    ].join(', ');
+    const floodArgs = await synFloodArgs(testbed, { flooder, node: 'node-0', address: flooded.clusterIPv4, port: 80, sources: FLOOD_SOURCES, ratePps: 20_000, count: FLOOD_SYNS });
     const syns = await testbed.synCounter('node-0', { address: quiet.clusterIPv4, port: 80 });
     const agent = testbed.agent('node-0');
     const origin = Date.now();
@@ -60,7 +50,7 @@ describe('hold budget', () => {
     agent.pause();
     let client;
     try {
-      const flood = await testbed.run(flooder, 'trafgen', ['--dev', 'eth0', '--cpus', '1', '--no-sock-mem', '--rate', '20000pps', '--num', String(FLOOD_SYNS), `{ ${packet} }`], { timeoutMs: 30_000 });
+      const flood = await testbed.run(flooder, 'trafgen', floodArgs, { timeoutMs: 30_000 });
       assert.ok(flood.ok, describeResult(flood));
 
       // The client's SYN meets a ring that the flood has half filled.
@@ -79,12 +69,12 @@ describe('hold budget', () => {
     // SYN lost to a full ring would not count, but its retransmission
     // would. The datapath's own counters tell the two apart.
     const metrics = await agent.metrics();
-    assert.equal(openerCount(metrics, quiet.key!, 'held'), 1, `the quiet client's SYN was not held\n${timeline}`);
-    assert.equal(openerCount(metrics, quiet.key!, 'ring-full'), 0);
+    assert.equal(flowOpenerCount(metrics, quiet.key!, 'held'), 1, `the quiet client's SYN was not held\n${timeline}`);
+    assert.equal(flowOpenerCount(metrics, quiet.key!, 'ring-full'), 0);
     assert.equal(await syns.read(), 1, `SYNs to the quiet Service past the hold program, want 1 (the re-injected SYN, no retransmission)\n${timeline}`);
 
-    const overBudget = openerCount(metrics, flooded.key!, 'over-budget');
+    const overBudget = flowOpenerCount(metrics, flooded.key!, 'over-budget');
     assert.ok(overBudget > FLOOD_SYNS / 2, `${overBudget} flood SYNs over budget, want most of ${FLOOD_SYNS}`);
-    assert.equal(openerCount(metrics, flooded.key!, 'ring-full'), 0, 'no flood SYN found the ring full');
+    assert.equal(flowOpenerCount(metrics, flooded.key!, 'ring-full'), 0, 'no flood SYN found the ring full');
   });
 });
