@@ -83,7 +83,7 @@ static __always_inline bool zh_hold_admit(const struct zh_match *match)
 		return true;
 	}
 
-	/* The agent rewrites the whole entry at any time: read rate once. */
+	/* The agent may rewrite the whole entry at any time, so read rate once. */
 	rate = ZH_READ_ONCE(budget->rate);
 	if (!rate)
 		return true;

@@ -84,7 +84,8 @@ export class ServiceTable {
   }
 
   // Sets the rate of a service's hold budget. A new rate restarts the
-  // bucket full, and the rate this table wrote last writes nothing.
+  // bucket full, and the rate that this table wrote last is not written
+  // again.
   setHoldRate(id: number, rate: number): void {
     this.checkId(id);
     checkHoldRate(id, rate);

@@ -56,12 +56,13 @@ test('held gauges are read at scrape', async () => {
 
 test('datapath counters are read at scrape', async () => {
   const counters = Object.fromEntries(SERVICE_STAT_FIELDS.map((field) => [field, 0n])) as ServiceCounters;
-  datapath.set('shop/web', { ...counters, held_frames: 12n, ringbuf_full: 3n, too_large: 1n, fragments: 2n, wake_events: 4n, wake_lost: 5n, warm_packets: 9_000_000_000n, passed_cold: 6n, dropped_cold: 7n });
+  datapath.set('shop/web', { ...counters, held_frames: 12n, ringbuf_full: 3n, too_large: 1n, fragments: 2n, wake_events: 4n, wake_lost: 5n, warm_packets: 9_000_000_000n, passed_cold: 6n, dropped_cold: 7n, held_limited: 8n });
 
   const body = await scrape();
 
   assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="held"\} 12$/m);
   assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="ring-full"\} 3$/m);
+  assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="over-budget"\} 8$/m);
   assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="too-large"\} 1$/m);
   assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="fragment"\} 2$/m);
   assert.match(body, /^zerohold_datapath_flow_openers_total\{workload="shop\/web",outcome="drop-mode"\} 0$/m);

@@ -187,7 +187,7 @@ export class AgentProcess extends EventEmitter {
   }
 
   // Stops the process with SIGSTOP until resume(), as a long stall of its
-  // event loop would: the datapath keeps holding, and nothing reads the
+  // event loop would. The datapath keeps holding, and nothing reads the
   // rings.
   pause(): void {
     if (!this.running) throw new Error(`the agent of node ${this.node} is not running`);
