@@ -8,16 +8,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 
-import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
-import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
-import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
-import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
-import { Role } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
-import { RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
-import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Container } from 'kubernetes-models/v1/Container';
-import { Namespace } from 'kubernetes-models/v1/Namespace';
-import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { Volume } from 'kubernetes-models/v1/Volume';
 import { VolumeMount } from 'kubernetes-models/v1/VolumeMount';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
@@ -27,24 +18,15 @@ import { repoRoot } from '../../src/paths.js';
 import { crdCauses } from '../apiserver/kind-rules.js';
 import type { KubeObject } from '../apiserver/objects.js';
 import { metadataCauses, type ModelClass, schemaCauses } from '../apiserver/validation.js';
+import { kubectl } from '../lib/kube-tools.js';
+import { type ManifestObject, MODELS, objectName, parseObjects } from './manifest-objects.js';
 
 const KUBERNETES_DIR = path.join(repoRoot, 'deploy/kubernetes');
 const CRDS_DIR = path.join(repoRoot, 'deploy/crds');
+const MONITORING_DIR = path.join(repoRoot, 'deploy/monitoring');
 const CILIUM_VALUES = path.join(repoRoot, 'deploy/cilium-values.yaml');
 const NAMESPACE = 'zerohold-system';
 const SERVICE_ACCOUNT = 'zerohold-agent';
-
-const MODELS: Record<string, ModelClass> = {
-  'v1/Namespace': Namespace,
-  'v1/ServiceAccount': ServiceAccount,
-  'v1/ConfigMap': ConfigMap,
-  'apps/v1/DaemonSet': DaemonSet,
-  'rbac.authorization.k8s.io/v1/ClusterRole': ClusterRole,
-  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding,
-  'rbac.authorization.k8s.io/v1/Role': Role,
-  'rbac.authorization.k8s.io/v1/RoleBinding': RoleBinding,
-  'apiextensions.k8s.io/v1/CustomResourceDefinition': CustomResourceDefinition,
-};
 
 // The calls of src/agent, as "group/resource" (core group: "/resource")
 // and the verbs that RBAC checks for them. An informer needs list and
@@ -102,11 +84,6 @@ const CILIUM_1_18_6_KEYS = new Set([
 // The bpf directory that the Cilium v1.18.6 agent compiles its programs
 // from (pkg/defaults: LibraryPath "/var/lib/cilium", BpfDir "bpf").
 const CILIUM_BPF_DIR = '/var/lib/cilium/bpf';
-
-interface ManifestObject extends KubeObject {
-  apiVersion: string;
-  kind: string;
-}
 
 interface Document {
   file: string;
@@ -398,6 +375,30 @@ test('kustomization lists every manifest', () => {
   const kustomization = parseYaml(readFileSync(path.join(KUBERNETES_DIR, 'kustomization.yaml'), 'utf8')) as { resources: string[] };
 
   assert.deepEqual([...kustomization.resources].sort(), ['../crds', ...yamlFiles(KUBERNETES_DIR)].sort());
+});
+
+// kubectl's built-in kustomize, as `kubectl apply -k` runs it.
+test('kustomization renders every manifest', async () => {
+  const rendered = parseObjects(await kubectl(['kustomize', KUBERNETES_DIR]), 'kubectl kustomize deploy/kubernetes');
+  const byName = new Map(rendered.map((object) => [objectName(object), object]));
+
+  assert.deepEqual([...byName.keys()].sort(), documents.map((d) => objectName(d.object)).sort());
+  for (const { file, object } of documents) {
+    assert.deepEqual(byName.get(objectName(object)), object, `${file}: ${objectName(object)}`);
+  }
+});
+
+test('monitoring kustomization renders', async () => {
+  const rendered = parseObjects(await kubectl(['kustomize', MONITORING_DIR]), 'kubectl kustomize deploy/monitoring');
+  const dashboard = rendered.find((object) => object.kind === 'ConfigMap') as { metadata: KubeObject['metadata']; data: Record<string, string> } | undefined;
+
+  assert.deepEqual(rendered.map(objectName).sort(), [
+    'ConfigMap zerohold-system/zerohold-grafana-dashboard',
+    'PodMonitor zerohold-system/zerohold-agent',
+    'PrometheusRule zerohold-system/zerohold',
+  ]);
+  assert.equal(dashboard?.metadata.labels?.grafana_dashboard, '1');
+  assert.equal(dashboard?.data['zerohold.json'], readFileSync(path.join(MONITORING_DIR, 'grafana-dashboard.json'), 'utf8'));
 });
 
 test('crds kustomization lists every crd', () => {
