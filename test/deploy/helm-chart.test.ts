@@ -125,6 +125,18 @@ test('chart passes helm lint', async () => {
   await helm(['lint', '--strict', CHART_DIR, '--set', 'mode=standalone', '--set', 'interfaces[0].name=eth0']);
 });
 
+// The CRD, the alerts and the dashboard are symbolic links into deploy/,
+// so the archive must carry the files themselves.
+test('packaged chart renders the same', async () => {
+  const values = ['--set', 'metrics.podMonitor.enabled=true', '--set', 'metrics.prometheusRule.enabled=true', '--set', 'metrics.grafanaDashboard.enabled=true'];
+  await helm(['package', CHART_DIR, '--destination', valuesDir]);
+  const fromArchive = await helm(['template', 'zerohold', path.join(valuesDir, 'zerohold-0.1.0.tgz'), '--include-crds', ...values]);
+  const fromDirectory = await helm(['template', 'zerohold', CHART_DIR, '--include-crds', ...values]);
+
+  assert.match(fromArchive, /kind: CustomResourceDefinition/);
+  assert.equal(fromArchive, fromDirectory);
+});
+
 test('defaults render plain manifests', async () => {
   const chart = await render();
   const plain = parseObjects(await kubectl(['kustomize', path.join(repoRoot, 'deploy/kubernetes')]), 'kubectl kustomize deploy/kubernetes');
