@@ -51,9 +51,7 @@ const SETTLE_MS = 20;
 
 const STARTUP_SERVICES = 5_000;
 // Share of the 5,000 Services whose Deployment has a ScaleToZero.
-// NOTE: with 500 the agent did not sync within 145 s on a 2-core VM, because
-// the controller reconciles every workload on each informer event during
-// the initial list. 200 keeps this benchmark under 3 minutes.
+// docs/benchmarks.md records runs with 200, 500 and all 5,000.
 const STARTUP_MANAGED = Number(process.env.ZH_BENCH_MANAGED ?? 200);
 // The initial list of each informer is processed synchronously, so a slow
 // sync blocks the event loop, and the parent kills the child process on timeout.
