@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { daemonSetCapabilities } from '../lib/daemonset.js';
+import { chainedModeCapabilities, daemonSetCapabilities } from '../lib/daemonset.js';
 import { TestHost } from '../lib/test-host.js';
 import { netnsPath, run, TestNetwork } from '../lib/netns.js';
 import type { ChildOptions } from './capabilities-child.js';
@@ -35,11 +35,13 @@ interface ChildReport {
   chained?: Record<string, { replacedPins: string[]; inPlace: boolean; ids: number[] }>;
 }
 
-// Runs the child in the node namespace with the DaemonSet's capabilities.
+// Runs the child in the node namespace with the DaemonSet's capabilities,
+// or with the given ones, on the shared pin directory unless options name
+// another.
 // nsenter enters the namespace first, with full root, so the child needs
 // no CAP_SYS_ADMIN for setns().
-async function runChild(options: Omit<ChildOptions, 'pinDir'>): Promise<ChildReport> {
-  const bounding = ['-all', ...daemonSetCapabilities().map((name) => `+${name.toLowerCase()}`)].join(',');
+async function runChild(options: Omit<ChildOptions, 'pinDir'> & { pinDir?: string }, capabilities = daemonSetCapabilities()): Promise<ChildReport> {
+  const bounding = ['-all', ...capabilities.map((name) => `+${name.toLowerCase()}`)].join(',');
   const { stdout } = await run('nsenter', [
     `--net=${netnsPath(node)}`,
     'setpriv',
@@ -139,12 +141,13 @@ test('nftables check follows the maps', async () => {
 
 test('chained datapath runs on the host pins', async () => {
   // A host datapath, loaded as root as Cilium's agent does, pins the
-  // chained-mode maps that the agent then uses with its capabilities.
+  // chained-mode maps that the agent then uses with the capabilities that
+  // the Helm chart grants in chained mode.
   const hostPinDir = `${pinDir}-host`;
   mkdirSync(hostPinDir);
   const host = await TestHost.load(hostPinDir);
   try {
-    const report = await runChild({ maxServices: 8, xdpInterface: '', clsactInterface: '', keepAttached: false, chainedHostPinDir: hostPinDir });
+    const report = await runChild({ maxServices: 8, xdpInterface: '', clsactInterface: '', keepAttached: false, chainedHostPinDir: hostPinDir }, chainedModeCapabilities());
 
     assert.equal(report.error, undefined);
     assert.deepEqual(report.chained?.first, { replacedPins: [], inPlace: true, ids: [5] });
@@ -153,6 +156,24 @@ test('chained datapath runs on the host pins', async () => {
     host.close();
     rmSync(hostPinDir, { recursive: true, force: true });
     rmSync(`${pinDir}-chained`, { recursive: true, force: true });
+  }
+});
+
+// The hold and the re-injection that chained mode shares with standalone
+// mode, with the chart's chained-mode capabilities, on a pin directory of
+// its own so that the shared one keeps its sizes.
+test('holds and re-injects without NET_RAW', async () => {
+  const ownPinDir = `${pinDir}-no-net-raw`;
+  mkdirSync(ownPinDir);
+  try {
+    const report = await runChild({ pinDir: ownPinDir, maxServices: 8, xdpInterface: 'zx1', clsactInterface: '', keepAttached: false }, chainedModeCapabilities());
+
+    assert.equal(report.error, undefined);
+    assert.equal(report.holdVerdict, XDP_DROP);
+    assert.equal(report.heldRecords, 1);
+    assert.deepEqual(report.reinjected, { sent: 1, errors: [] });
+  } finally {
+    rmSync(ownPinDir, { recursive: true, force: true });
   }
 });
 

@@ -15,6 +15,7 @@ import { parse as parseYaml, stringify } from 'yaml';
 
 import { type AgentConfig, validateConfig } from '../../src/agent/config.js';
 import { repoRoot } from '../../src/paths.js';
+import { chainedModeCapabilities, daemonSetCapabilities } from '../lib/daemonset.js';
 import { helm, kubectl, ToolError } from '../lib/kube-tools.js';
 import { type ManifestObject, objectName, parseObjects, validationCauses } from './manifest-objects.js';
 
@@ -30,6 +31,8 @@ const CONFIG_CHECKSUM = 'checksum/config';
 interface PodSpec {
   containers: {
     name: string;
+    image: string;
+    securityContext: { capabilities: { add: string[]; drop: string[] } };
     ports?: { name?: string; containerPort: number }[];
     volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
   }[];
@@ -137,8 +140,12 @@ test('packaged chart renders the same', async () => {
   assert.equal(fromArchive, fromDirectory);
 });
 
+// deploy/kubernetes sets chained mode in its ConfigMap, but its DaemonSet
+// carries what standalone mode needs too, so that a ConfigMap switched to
+// standalone works. The chart's DaemonSet follows the mode.
 test('defaults render plain manifests', async () => {
   const chart = await render();
+  const standalone = await render(VARIANTS.standalone!.values);
   const plain = parseObjects(await kubectl(['kustomize', path.join(repoRoot, 'deploy/kubernetes')]), 'kubectl kustomize deploy/kubernetes');
   // Helm does not create the release's namespace: `helm install
   // --create-namespace` does.
@@ -151,6 +158,10 @@ test('defaults render plain manifests', async () => {
     if (object.kind === 'ConfigMap') {
       const data = (o: ManifestObject) => (o as unknown as { data: Record<string, string> }).data['agent.yaml']!;
       assert.deepEqual(validateConfig(parseYaml(data(rendered.get(name)!))), validateConfig(parseYaml(data(object))), `${name}: agent.yaml`);
+      continue;
+    }
+    if (object.kind === 'DaemonSet') {
+      assert.deepEqual(withoutHelmMetadata(find(standalone, 'DaemonSet')), object, `${name} in standalone mode`);
       continue;
     }
     assert.deepEqual(withoutHelmMetadata(rendered.get(name)!), object, name);
@@ -191,6 +202,42 @@ for (const [name, { values, namespace }] of Object.entries(VARIANTS)) {
   });
 }
 
+test('capabilities follow the mode', async () => {
+  const added = async (values: object) => podSpec(await render(values)).containers[0]!.securityContext.capabilities.add;
+
+  assert.deepEqual(await added(VARIANTS.standalone!.values), daemonSetCapabilities());
+  assert.deepEqual(await added({}), chainedModeCapabilities());
+  assert.deepEqual(await added({ mode: 'signal' }), chainedModeCapabilities());
+});
+
+// iptables' legacy backend takes the lock, and only standalone mode reads
+// iptables rules.
+test('xtables lock only in standalone', async () => {
+  const lockMounted = async (values: object) => {
+    const spec = podSpec(await render(values));
+    const volume = spec.volumes?.some((v) => v.hostPath?.path === '/run/xtables.lock') ?? false;
+    const mount = spec.containers[0]!.volumeMounts?.some((m) => m.mountPath === '/run/xtables.lock') ?? false;
+    assert.equal(volume, mount, `volume and mount disagree for ${JSON.stringify(values)}`);
+    return mount;
+  };
+
+  assert.equal(await lockMounted(VARIANTS.standalone!.values), true);
+  assert.equal(await lockMounted({}), false);
+  assert.equal(await lockMounted({ mode: 'signal' }), false);
+});
+
+test('numeric image tag keeps digits', async () => {
+  const image = podSpec(await render({ image: { repository: 'registry.example.com/zerohold-agent', tag: 20240101 } })).containers[0]!.image;
+
+  assert.equal(image, 'registry.example.com/zerohold-agent:20240101');
+});
+
+test('ondelete strategy drops rolling update', async () => {
+  const daemonSet = find(await render({ updateStrategy: { type: 'OnDelete' } }), 'DaemonSet') as unknown as { spec: { updateStrategy: object } };
+
+  assert.deepEqual(daemonSet.spec.updateStrategy, { type: 'OnDelete' });
+});
+
 test('standalone config keeps interfaces', async () => {
   const config = agentConfig(await render(VARIANTS.standalone!.values));
 
@@ -224,9 +271,17 @@ test('relay tls mounts its secret', async () => {
   assert.equal(mount?.readOnly, true);
   assert.equal(relay?.address, 'hubble-relay.kube-system.svc:443');
   assert.equal(relay?.tls?.serverName, 'ui.hubble-relay.cilium.io');
-  for (const file of [relay?.tls?.ca, relay?.tls?.cert, relay?.tls?.key]) {
-    assert.equal(path.dirname(file ?? ''), mount?.mountPath);
-  }
+  assert.equal(path.dirname(relay?.tls?.ca ?? ''), mount?.mountPath);
+  assert.equal(relay?.tls?.cert, undefined, 'a client certificate without clientCertificate');
+  assert.equal(relay?.tls?.key, undefined);
+});
+
+test('relay client certificate from secret', async () => {
+  const values = { hubbleRelay: { address: 'hubble-relay.kube-system.svc:443', tls: { secretName: 'hubble-relay-client-certs', clientCertificate: true } } };
+  const relay = agentConfig(await render(values)).hubble.relay;
+
+  assert.equal(relay?.tls?.cert, '/etc/zerohold-relay-tls/tls.crt');
+  assert.equal(relay?.tls?.key, '/etc/zerohold-relay-tls/tls.key');
 });
 
 test('release namespace reaches every object', async () => {
@@ -293,8 +348,30 @@ const BAD_VALUES: [string, object, RegExp][] = [
   ['namespace in config', { config: { kubernetes: { namespace: 'other' } } }, /config\.kubernetes\.namespace is the release's namespace \(zerohold-system\)/],
   ['relay in config', { config: { hubble: { relay: { address: 'relay:80' } } } }, /config\.hubble\.relay is set from the chart's value hubbleRelay/],
   ['relay tls without address', { hubbleRelay: { tls: { secretName: 'certs' } } }, /hubbleRelay\.tls is set but hubbleRelay\.address is empty/],
-  ['server name without secret', { hubbleRelay: { address: 'relay:443', tls: { serverName: 'relay' } } }, /hubbleRelay\.tls\.serverName needs hubbleRelay\.tls\.secretName/],
+  ['server name without secret', { hubbleRelay: { address: 'relay:443', tls: { serverName: 'relay' } } }, /hubbleRelay\.tls\.serverName and hubbleRelay\.tls\.clientCertificate need hubbleRelay\.tls\.secretName/],
+  ['client certificate without secret', { hubbleRelay: { address: 'relay:443', tls: { clientCertificate: true } } }, /need hubbleRelay\.tls\.secretName/],
+  ['relay address without port', { hubbleRelay: { address: 'hubble-relay.kube-system.svc' } }, /at '\/hubbleRelay\/address': '.*' does not match pattern/],
+  ['relay in standalone without activity', { mode: 'standalone', interfaces: [{ name: 'eth0' }], hubbleRelay: { address: 'relay:80' } }, /hubbleRelay\.address is read in mode standalone only with config\.hubble\.activity: true/],
+  ['null config section', { config: { hubble: null } }, /at '\/config\/hubble'/],
+  ['scalar config section', { config: { metrics: 5 } }, /config\.metrics must be a mapping of agent\.yaml fields, got 5: remove config\.metrics/],
+  ['node name in config', { config: { nodeName: 'node-1' } }, /config\.nodeName would give the agent of every node the same name/],
+  ['netns in config', { config: { netns: '/run/netns/node1' } }, /config\.netns is for tests and the demo/],
+  ['kube-proxy mode in chained', { config: { release: { kubeProxy: 'nftables' } } }, /config\.release\.kubeProxy nftables is for mode standalone only, and mode is chained/],
+  ['handover in signal', { mode: 'signal', config: { shutdown: { handover: '60s' } } }, /config\.shutdown\.handover 60s is not used in mode signal/],
+  ['interface listed twice', { mode: 'standalone', interfaces: [{ name: 'eth0' }, { name: 'eth0', hook: 'tc' }] }, /interfaces lists eth0 twice: keep one entry/],
+  ['plus inside interface name', { mode: 'standalone', interfaces: [{ name: 've+th' }] }, /at '\/interfaces\/0\/name': 've\+th' does not match pattern/],
+  ['recreate strategy', { updateStrategy: { type: 'Recreate' } }, /at '\/updateStrategy\/type': value must be one of 'RollingUpdate', 'OnDelete'/],
+  ['max surge', { updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1 } } }, /at '\/updateStrategy\/rollingUpdate\/maxSurge': value must be one of/],
+  ['chart label in podLabels', { podLabels: { 'app.kubernetes.io/name': 'other' } }, /podLabels\.app\.kubernetes\.io\/name is a label that the chart sets: remove it from podLabels/],
+  ['checksum in podAnnotations', { podAnnotations: { 'checksum/config': 'x' } }, /podAnnotations\.checksum\/config is the chart's own annotation/],
 ];
+
+// Zero durations in signal mode change nothing, so the agent accepts them.
+test('signal accepts zero handover', async () => {
+  for (const handover of ['0s', '0ms']) {
+    assert.equal(agentConfig(await render({ mode: 'signal', config: { shutdown: { handover } } })).shutdown.handover, 0, handover);
+  }
+});
 
 for (const [name, values, message] of BAD_VALUES) {
   test(`rejects ${name}`, async () => {

@@ -19,3 +19,10 @@ export function daemonSetCapabilities(): string[] {
   if (JSON.stringify(capabilities.drop) !== '["ALL"]') throw new Error(`the DaemonSet's agent drops ${JSON.stringify(capabilities.drop)}, expected ["ALL"]`);
   return capabilities.add;
 }
+
+// The capabilities that the Helm chart grants in chained and signal
+// modes: the DaemonSet's without NET_RAW, which only standalone mode's
+// check of kube-proxy's iptables rules uses.
+export function chainedModeCapabilities(): string[] {
+  return daemonSetCapabilities().filter((name) => name !== 'NET_RAW');
+}

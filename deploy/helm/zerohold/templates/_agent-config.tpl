@@ -5,7 +5,7 @@ the DaemonSet's hostPath mounts of /var/run/cilium and /run/zerohold.
 */}}
 {{- define "zerohold.agentConfig" -}}
 {{- include "zerohold.checkValues" . -}}
-{{- $config := deepCopy .Values.config -}}
+{{- $config := deepCopy (.Values.config | default dict) -}}
 
 {{- $base := dict "mode" .Values.mode -}}
 {{- $_ := set $base "kubernetes" (dict "namespace" .Release.Namespace) -}}
@@ -24,7 +24,11 @@ the DaemonSet's hostPath mounts of /var/run/cilium and /run/zerohold.
 {{- $relay := dict "address" . -}}
 {{- with $.Values.hubbleRelay.tls.secretName -}}
 {{- $dir := include "zerohold.relayTLSDir" $ -}}
-{{- $tls := dict "ca" (printf "%s/ca.crt" $dir) "cert" (printf "%s/tls.crt" $dir) "key" (printf "%s/tls.key" $dir) -}}
+{{- $tls := dict "ca" (printf "%s/ca.crt" $dir) -}}
+{{- if $.Values.hubbleRelay.tls.clientCertificate -}}
+{{- $_ := set $tls "cert" (printf "%s/tls.crt" $dir) -}}
+{{- $_ := set $tls "key" (printf "%s/tls.key" $dir) -}}
+{{- end -}}
 {{- with $.Values.hubbleRelay.tls.serverName -}}
 {{- $_ := set $tls "serverName" . -}}
 {{- end -}}
@@ -43,41 +47,4 @@ the DaemonSet's hostPath mounts of /var/run/cilium and /run/zerohold.
 {{- end -}}
 
 {{- toYaml (mustMergeOverwrite $base $config) -}}
-{{- end }}
-
-{{/*
-Fails the install on values that the agent would reject at start on every
-node, or that would break the DaemonSet, with the value and the fix.
-*/}}
-{{- define "zerohold.checkValues" -}}
-{{- $config := .Values.config -}}
-{{- range $field := list "mode" "interfaces" -}}
-{{- if hasKey $config $field -}}
-{{- fail (printf "config.%s is set from the chart's value %s: set %s instead of config.%s" $field $field $field $field) -}}
-{{- end -}}
-{{- end -}}
-{{- if hasKey ($config.metrics | default dict) "port" -}}
-{{- fail "config.metrics.port is set from the chart's value metrics.port, which the DaemonSet's port and probes use too: set metrics.port instead" -}}
-{{- end -}}
-{{- if hasKey ($config.kubernetes | default dict) "namespace" -}}
-{{- fail (printf "config.kubernetes.namespace is the release's namespace (%s), where the chart grants access to Leases: install the release into the namespace you want instead" .Release.Namespace) -}}
-{{- end -}}
-{{- if hasKey ($config.hubble | default dict) "relay" -}}
-{{- fail "config.hubble.relay is set from the chart's value hubbleRelay: set hubbleRelay.address and hubbleRelay.tls instead" -}}
-{{- end -}}
-
-{{- if and (eq .Values.mode "standalone") (empty .Values.interfaces) -}}
-{{- fail "mode standalone needs the value interfaces, the node interfaces to attach to, for example --set interfaces[0].name=eth0; docs/deploy.md, \"Standalone mode\", lists the entries for common CNI plugins" -}}
-{{- end -}}
-{{- if and (ne .Values.mode "standalone") (not (empty .Values.interfaces)) -}}
-{{- fail (printf "interfaces is for mode standalone only, and mode is %s: remove interfaces, or set mode=standalone" .Values.mode) -}}
-{{- end -}}
-
-{{- $tls := .Values.hubbleRelay.tls -}}
-{{- if and (or $tls.secretName $tls.serverName) (not .Values.hubbleRelay.address) -}}
-{{- fail "hubbleRelay.tls is set but hubbleRelay.address is empty: set the address of Hubble Relay, for example hubble-relay.kube-system.svc:443" -}}
-{{- end -}}
-{{- if and $tls.serverName (not $tls.secretName) -}}
-{{- fail "hubbleRelay.tls.serverName needs hubbleRelay.tls.secretName, the Secret with Relay's CA certificate" -}}
-{{- end -}}
 {{- end }}

@@ -16,8 +16,31 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: zerohold-agent
 {{- end }}
 
+{{/*
+The image. A numeric tag from a values file arrives as a float64, which
+would print in exponent form.
+*/}}
 {{- define "zerohold.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{- if kindIs "float64" $tag -}}
+{{- $tag = int64 $tag -}}
+{{- end -}}
+{{ .Values.image.repository }}:{{ $tag }}
+{{- end }}
+
+{{/*
+Capabilities added to the agent's container, after dropping all of them.
+NET_RAW serves only release.kubeProxy in standalone mode, which reads
+iptables' legacy backend through a raw socket. Signal mode loads no
+programs, but at start it detaches those that an earlier standalone
+agent left, which needs BPF and NET_ADMIN.
+*/}}
+{{- define "zerohold.capabilities" -}}
+{{- if eq .Values.mode "standalone" -}}
+["BPF", "NET_ADMIN", "PERFMON", "NET_RAW"]
+{{- else -}}
+["BPF", "NET_ADMIN", "PERFMON"]
+{{- end -}}
 {{- end }}
 
 {{/*
