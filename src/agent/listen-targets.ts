@@ -32,6 +32,12 @@ export function listenTargetsOf(flows: Flow[], services: ServiceBackends[], node
   const targets = new Map<string, ListenTarget>();
   for (const { service, backends } of services) {
     for (const servicePort of service.spec?.ports ?? []) {
+      // TODO: UDP ports get no listen check. A tc program run with
+      // BPF_PROG_RUN in the node's namespace can find a bound UDP socket
+      // with bpf_sk_lookup_udp() and the id of the pod's namespace (its
+      // veth's link-netnsid), without sending the server anything: tried
+      // by hand on Linux 6.18. Missing is a map from an endpoint address
+      // to that namespace for routed and bridged CNI plugins.
       if ((servicePort.protocol ?? 'TCP') !== 'TCP') continue;
 
       // The IP families of the held flows that went to this Service port,
