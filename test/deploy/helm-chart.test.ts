@@ -96,7 +96,8 @@ function withoutHelmMetadata(object: ManifestObject): ManifestObject {
   return copy;
 }
 
-// Value sets that together turn on every template branch.
+// Value sets for the schema and agent.yaml checks below: each mode, Relay
+// with TLS, and the optional objects and pod settings.
 const VARIANTS: Record<string, { values: object; namespace?: string }> = {
   defaults: { values: {} },
   signal: { values: { mode: 'signal' } },
