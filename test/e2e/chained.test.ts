@@ -17,6 +17,7 @@ import type { HeldRecord } from '../../src/datapath/records.js';
 import { Hook } from '../../src/datapath/layout.js';
 import type { XdpMode } from '../../src/datapath/native.js';
 import { netnsPath, waitFor } from '../lib/netns.js';
+import { buildFrame, TCP_SYN } from '../lib/packets.js';
 import { startHttpServer } from '../lib/servers.js';
 import { HostStat, TestHost } from '../lib/test-host.js';
 import { buildTopology, NODE_V4, startClient, type Topology } from '../lib/topology.js';
@@ -70,6 +71,8 @@ interface Setup {
   chained: ChainedDatapath;
   lines: string[];
   pinDir: string;
+  // The agent's own pins, which a second agent in a test shares.
+  agentPinDir: string;
 }
 
 async function setUp(mode: XdpMode): Promise<Setup> {
@@ -84,7 +87,8 @@ async function setUp(mode: XdpMode): Promise<Setup> {
   const ids = new TestServiceIds();
   ids.set(FRONTEND, [REV_NAT_ID]);
   const { log, lines } = capturingLogger();
-  const chained = await ChainedDatapath.open({ netns: netnsPath(topology.node), maxServices: 16 }, ids, {
+  const agentPinDir = `${pinDir}-agent`;
+  const chained = await ChainedDatapath.open({ netns: netnsPath(topology.node), maxServices: 16, pinDir: agentPinDir }, ids, {
     hostPinDir: pinDir,
     reinsertIntervalMs: 50,
     wakeIntervalMs: 0,
@@ -92,14 +96,17 @@ async function setUp(mode: XdpMode): Promise<Setup> {
   });
   chained.setFrontends(WORKLOAD, [FRONTEND], true);
   chained.start();
-  return { topology, host, ids, chained, lines, pinDir };
+  return { topology, host, ids, chained, lines, pinDir, agentPinDir };
 }
 
 async function tearDown(setup: Setup | undefined): Promise<void> {
   await setup?.chained.close();
   setup?.host.close();
   await setup?.topology.network.cleanup();
-  if (setup) rmSync(setup.pinDir, { recursive: true, force: true });
+  if (setup) {
+    rmSync(setup.pinDir, { recursive: true, force: true });
+    rmSync(setup.agentPinDir, { recursive: true, force: true });
+  }
 }
 
 function collectHeld(chained: ChainedDatapath): HeldRecord[] {
@@ -312,6 +319,48 @@ describe('chained service list', () => {
     setup.chained.removeWorkload('default/pair');
   });
 
+  // Hands a client's SYN to the frontend through the host's XDP program,
+  // which finds no backend and tail-calls zerohold.
+  const sendSyn = (frontend: Frontend) => {
+    const syn = buildFrame({ src: '198.18.0.99', dst: frontend.address, tcp: { srcPort: 40001, dstPort: 80, flags: TCP_SYN } });
+    setup.host.bpfObject.program('test_host_xdp').testRunSync({ data: syn });
+  };
+
+  test('new owner of an id starts counters afresh', () => {
+    const frontend: Frontend = { address: '198.19.0.16', protocol: 'tcp', port: 80 };
+    setup.host.setService(frontend, 11, 0);
+    setup.ids.set(frontend, [11]);
+    setup.chained.setFrontends('default/before', [frontend], true);
+    sendSyn(frontend);
+    assert.equal(setup.chained.datapath.services.readCounters(11).held_frames, 1n, 'the SYN was held for the first owner');
+
+    setup.chained.removeWorkload('default/before');
+    setup.chained.setFrontends('default/after', [frontend], true);
+
+    assert.equal(setup.chained.workloadOf(11), 'default/after');
+    assert.equal(setup.chained.datapath.services.readCounters(11).held_frames, 0n);
+    setup.chained.removeWorkload('default/after');
+  });
+
+  test('returning owner keeps its counters', async () => {
+    const frontend: Frontend = { address: '198.19.0.17', protocol: 'tcp', port: 80 };
+    setup.host.setService(frontend, 12, 0);
+    setup.ids.set(frontend, [12]);
+    setup.chained.setFrontends('default/back', [frontend], true);
+    sendSyn(frontend);
+    await setup.chained.release('default/back');
+
+    // The source stops reporting the id while the workload is warm, which
+    // lets it go, and then reports it again.
+    setup.ids.set(frontend, []);
+    assert.equal(setup.chained.workloadOf(12), undefined);
+    setup.ids.set(frontend, [12]);
+
+    assert.equal(setup.chained.workloadOf(12), 'default/back');
+    assert.equal(setup.chained.datapath.services.readCounters(12).held_frames, 1n);
+    setup.chained.removeWorkload('default/back');
+  });
+
   test('id past maxServices is not claimed', () => {
     const frontend: Frontend = { address: '198.19.0.11', protocol: 'tcp', port: 80 };
     setup.ids.set(frontend, [100]);
@@ -330,11 +379,14 @@ describe('chained service list', () => {
   });
 
   test('start prunes unclaimed listed ids', async () => {
-    // An id that a previous agent listed, which no workload claims now.
+    // An id that a previous agent listed, which no workload claims now. The
+    // next agent shares the first one's pins, as after a restart.
     const { log } = capturingLogger();
     setup.chained.setFrontends(WORKLOAD, [FRONTEND], true);
+    sendSyn(FRONTEND);
+    const heldBefore = setup.chained.datapath.services.readCounters(REV_NAT_ID).held_frames;
     const listedBefore = setup.host.listed(REV_NAT_ID);
-    const next = await ChainedDatapath.open({ netns: netnsPath(setup.topology.node), maxServices: 16 }, setup.ids, {
+    const next = await ChainedDatapath.open({ netns: netnsPath(setup.topology.node), maxServices: 16, pinDir: setup.agentPinDir }, setup.ids, {
       hostPinDir: setup.pinDir,
       reinsertIntervalMs: 1000,
       wakeIntervalMs: 0,
@@ -344,6 +396,8 @@ describe('chained service list', () => {
       next.start();
       assert.equal(listedBefore, true);
       assert.equal(setup.host.listed(REV_NAT_ID), false);
+      assert.ok(heldBefore > 0n, 'the SYN was held before the restart');
+      assert.equal(next.datapath.services.readCounters(REV_NAT_ID).held_frames, 0n, 'the next owner starts afresh');
     } finally {
       await next.close();
     }

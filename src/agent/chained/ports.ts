@@ -59,6 +59,10 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
   private readonly reinserter: ChainReinserter;
   private readonly workloads = new Map<WorkloadKey, ChainedWorkload>();
   private readonly owners = new Map<number, WorkloadKey>();
+  // The last owner of each id that no workload owns now. Counters and the
+  // hold budget of an id describe its owner's traffic, so another
+  // workload that claims the id starts them afresh.
+  private readonly formerOwners = new Map<number, WorkloadKey>();
   // Ids already reported as unusable, so a reconcile loop logs each once.
   private readonly rejectedIds = new Set<string>();
   private closed = false;
@@ -306,6 +310,9 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
 
     for (const id of current) {
       if (entry.ids.has(id)) continue;
+      const formerOwner = this.formerOwners.get(id);
+      this.formerOwners.delete(id);
+      if (formerOwner !== undefined && formerOwner !== workload) this.datapath.services.resetCounters(id);
       this.datapath.configureService(id, { state, wakeIntervalMs: this.options.wakeIntervalMs });
       if (entry.limits) this.datapath.setHeldLimits(id, serviceLimits(this.datapath.held, entry.limits));
       this.owners.set(id, workload);
@@ -390,17 +397,22 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
   private unclaim(id: number): HeldFlow[] {
     this.list.delete(id);
     this.datapath.configureService(id, { state: 'unmanaged', wakeIntervalMs: this.options.wakeIntervalMs });
+    const owner = this.owners.get(id);
+    if (owner !== undefined) this.formerOwners.set(id, owner);
     this.owners.delete(id);
     this.datapath.held.setServiceLimits(id, undefined);
     return this.datapath.held.take(id);
   }
 
+  // An earlier agent's workload no longer claims a stale id, so the
+  // workload that claims it next starts its counters afresh.
   private pruneUnclaimed(): number[] {
     const stale = this.list.readPinned().filter((id) => !this.owners.has(id));
     for (const id of stale) {
       this.list.delete(id);
       if (id >= 1 && id <= this.datapath.services.maxServiceId) {
         this.datapath.configureService(id, { state: 'unmanaged', wakeIntervalMs: this.options.wakeIntervalMs });
+        this.datapath.services.resetCounters(id);
       }
     }
     return stale;
