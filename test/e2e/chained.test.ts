@@ -404,6 +404,32 @@ describe('chained service list', () => {
   });
 });
 
+describe('chained host without xdp array', () => {
+  let setup: Setup;
+
+  before(async () => {
+    setup = await setUp('native');
+  });
+
+  after(async () => {
+    await tearDown(setup);
+  });
+
+  // Cilium without loadBalancer.acceleration loads no bpf_xdp, so it pins
+  // no zh_chain_xdp. That is no fault to warn about.
+  test('missing xdp array is logged as info', () => {
+    rmSync(`${setup.pinDir}/zh_chain_xdp`);
+    setup.chained.checkHost();
+
+    const records = setup.lines.map((line) => JSON.parse(line) as { level: number; msg: string; missing?: string[] });
+    const notice = records.find((r) => r.msg.startsWith('host prog array not pinned'));
+    assert.ok(notice, 'no line about the missing array');
+    assert.equal(notice.level, 30, 'logged at info');
+    assert.deepEqual(notice.missing, ['zh_chain_xdp']);
+    assert.ok(!records.some((r) => r.msg.startsWith('host prog arrays are not pinned yet')), 'warned as if the host had not loaded');
+  });
+});
+
 describe('chained fallback', () => {
   let setup: Setup;
 

@@ -73,9 +73,15 @@ export class ChainReinserter {
       log.info({ array: slot.array, mapId: slot.mapId, replacedProgramId: slot.foundProgramId }, 'inserted the chained program into the host prog array');
     }
 
+    // Cilium pins zh_chain_xdp only when it loads bpf_xdp, which its
+    // loadBalancer.acceleration enables, so one missing array is normal.
     const missing = (slots ?? []).filter((slot) => slot.mapId === null).map((slot) => slot.array);
     if (missing.length > 0 && !this.waitingForHost) {
-      log.warn({ hostPinDir: this.slots.hostPinDir, missing }, 'host prog arrays are not pinned yet, waiting for the host datapath to load');
+      if (missing.length === (slots ?? []).length) {
+        log.warn({ hostPinDir: this.slots.hostPinDir, missing }, 'host prog arrays are not pinned yet, waiting for the host datapath to load');
+      } else {
+        log.info({ hostPinDir: this.slots.hostPinDir, missing }, 'host prog array not pinned, so the host programs that would use it do not call zerohold; Cilium pins zh_chain_xdp only with loadBalancer.acceleration');
+      }
     }
     this.waitingForHost = missing.length > 0;
 
