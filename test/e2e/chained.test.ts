@@ -428,6 +428,17 @@ describe('chained host without xdp array', () => {
     assert.deepEqual(notice.missing, ['zh_chain_xdp']);
     assert.ok(!records.some((r) => r.msg.startsWith('host prog arrays are not pinned yet')), 'warned as if the host had not loaded');
   });
+
+  test('no array pinned is a warning', () => {
+    rmSync(`${setup.pinDir}/zh_chain_tc`);
+    setup.chained.checkHost();
+
+    const records = setup.lines.map((line) => JSON.parse(line) as { level: number; msg: string; missing?: string[] });
+    const warning = records.find((r) => r.msg.startsWith('host prog arrays are not pinned yet'));
+    assert.ok(warning, 'no warning once every array is missing');
+    assert.equal(warning.level, 40, 'logged at warn');
+    assert.deepEqual(warning.missing, ['zh_chain_xdp', 'zh_chain_tc']);
+  });
 });
 
 describe('chained fallback', () => {

@@ -28,7 +28,9 @@ export class ChainReinserter {
   // The last error logged per step, so a failure that repeats every
   // interval is logged once, and again only when it changes or clears.
   private readonly lastErrors = new Map<string, string>();
-  private waitingForHost = false;
+  // The arrays found missing at the last check, so each change is logged
+  // once.
+  private lastMissing = '';
   private metaReplaced = false;
 
   constructor(
@@ -76,14 +78,14 @@ export class ChainReinserter {
     // Cilium pins zh_chain_xdp only when it loads bpf_xdp, which its
     // loadBalancer.acceleration enables, so one missing array is normal.
     const missing = (slots ?? []).filter((slot) => slot.mapId === null).map((slot) => slot.array);
-    if (missing.length > 0 && !this.waitingForHost) {
+    if (missing.length > 0 && missing.join() !== this.lastMissing) {
       if (missing.length === (slots ?? []).length) {
         log.warn({ hostPinDir: this.slots.hostPinDir, missing }, 'host prog arrays are not pinned yet, waiting for the host datapath to load');
       } else {
         log.info({ hostPinDir: this.slots.hostPinDir, missing }, 'host prog array not pinned, so the host programs that would use it do not call zerohold; Cilium pins zh_chain_xdp only with loadBalancer.acceleration');
       }
     }
-    this.waitingForHost = missing.length > 0;
+    this.lastMissing = missing.join();
 
     if (this.attempt('list', () => this.list.sync())) {
       changed = true;
