@@ -64,6 +64,16 @@ function capturingLogger(): { log: Logger; lines: string[] } {
   return { log: pino({ level: 'info' }, { write: (line: string) => void lines.push(line) }), lines };
 }
 
+interface LogRecord {
+  level: number;
+  msg: string;
+  missing?: string[];
+}
+
+function logRecords(lines: string[]): LogRecord[] {
+  return lines.map((line) => JSON.parse(line) as LogRecord);
+}
+
 interface Setup {
   topology: Topology;
   host: TestHost;
@@ -421,7 +431,7 @@ describe('chained host without xdp array', () => {
     rmSync(`${setup.pinDir}/zh_chain_xdp`);
     setup.chained.checkHost();
 
-    const records = setup.lines.map((line) => JSON.parse(line) as { level: number; msg: string; missing?: string[] });
+    const records = logRecords(setup.lines);
     const notice = records.find((r) => r.msg.startsWith('host prog array not pinned'));
     assert.ok(notice, 'no line about the missing array');
     assert.equal(notice.level, 30, 'logged at info');
@@ -433,7 +443,7 @@ describe('chained host without xdp array', () => {
     rmSync(`${setup.pinDir}/zh_chain_tc`);
     setup.chained.checkHost();
 
-    const records = setup.lines.map((line) => JSON.parse(line) as { level: number; msg: string; missing?: string[] });
+    const records = logRecords(setup.lines);
     const warning = records.find((r) => r.msg.startsWith('host prog arrays are not pinned yet'));
     assert.ok(warning, 'no warning once every array is missing');
     assert.equal(warning.level, 40, 'logged at warn');

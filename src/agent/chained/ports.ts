@@ -404,8 +404,9 @@ export class ChainedDatapath implements DatapathPort, ActivitySource {
     return this.datapath.held.take(id);
   }
 
-  // An earlier agent's workload no longer claims a stale id, so the
-  // workload that claims it next starts its counters afresh.
+  // Unlists the ids that an earlier agent listed and no workload claims
+  // now, and zeroes their counters, because the workload that claims one
+  // next is not the one they describe.
   private pruneUnclaimed(): number[] {
     const stale = this.list.readPinned().filter((id) => !this.owners.has(id));
     for (const id of stale) {
