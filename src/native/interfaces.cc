@@ -92,53 +92,21 @@ bool ParseLinkMessage(const nlmsghdr* message, InterfaceEntry* entry) {
 // replies into entries. Returns 0, -EAGAIN when the kernel marked the dump
 // as inconsistent, or another negative errno.
 int DumpInterfaces(int socket_fd, uint32_t seq, std::vector<InterfaceEntry>* entries) {
-  struct {
-    nlmsghdr header;
-    ifinfomsg info;
-  } request = {};
-  request.header.nlmsg_len = NLMSG_LENGTH(sizeof(ifinfomsg));
-  request.header.nlmsg_type = RTM_GETLINK;
-  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  request.header.nlmsg_seq = seq;
-  request.info.ifi_family = AF_UNSPEC;
-  if (send(socket_fd, &request, request.header.nlmsg_len, 0) < 0) return -errno;
+  ifinfomsg info = {};
+  info.ifi_family = AF_UNSPEC;
+  RtnetlinkRequest request(RTM_GETLINK, NLM_F_DUMP, seq, &info, sizeof(info));
 
-  std::vector<char> buffer(kReceiveBufferBytes);
   bool interrupted = false;
-  for (;;) {
-    // With SO_RCVTIMEO, a signal handler interrupts recv() even under
-    // SA_RESTART.
-    ssize_t length = recv(socket_fd, buffer.data(), buffer.size(), MSG_TRUNC);
-    if (length < 0 && errno == EINTR) continue;
-    if (length < 0) return errno == EAGAIN ? -ETIMEDOUT : -errno;
-    if (static_cast<size_t>(length) > buffer.size()) return -EMSGSIZE;
-
-    auto remaining = static_cast<uint32_t>(length);
-    for (auto* message = reinterpret_cast<const nlmsghdr*>(buffer.data()); NLMSG_OK(message, remaining);
-         message = NLMSG_NEXT(message, remaining)) {
-      // A reply to an earlier request of this socket.
-      if (message->nlmsg_seq != seq) continue;
-
-      if ((message->nlmsg_flags & NLM_F_DUMP_INTR) != 0) interrupted = true;
-      // NLMSG_DONE carries the dump's status, negative when the kernel
-      // ended it early, so the list would be incomplete.
-      if (message->nlmsg_type == NLMSG_DONE) {
-        int status = 0;
-        if (message->nlmsg_len >= NLMSG_LENGTH(sizeof(status))) memcpy(&status, NLMSG_DATA(message), sizeof(status));
-        if (status < 0) return status;
-        return interrupted ? -EAGAIN : 0;
-      }
-      if (message->nlmsg_type == NLMSG_ERROR) {
-        if (message->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) return -EBADMSG;
-        auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(message));
-        return error->error != 0 ? error->error : -EBADMSG;
-      }
-      if (message->nlmsg_type != RTM_NEWLINK) continue;
-
-      InterfaceEntry entry;
-      if (ParseLinkMessage(message, &entry)) entries->push_back(std::move(entry));
-    }
-  }
+  int err = RtnetlinkTransact(
+      socket_fd, &request,
+      [&](const nlmsghdr* message) {
+        if (message->nlmsg_type != RTM_NEWLINK) return;
+        InterfaceEntry entry;
+        if (ParseLinkMessage(message, &entry)) entries->push_back(std::move(entry));
+      },
+      &interrupted);
+  if (err < 0) return err;
+  return interrupted ? -EAGAIN : 0;
 }
 
 class ListWorker : public PromiseWorker {
