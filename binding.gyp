@@ -11,6 +11,7 @@
         "src/native/bpf_object.cc",
         "src/native/bpf_program.cc",
         "src/native/btf_layout.cc",
+        "src/native/endpoint_netns.cc",
         "src/native/if_index.cc",
         "src/native/interfaces.cc",
         "src/native/libbpf_log.cc",

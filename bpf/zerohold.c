@@ -12,6 +12,7 @@
 #include "lib/hold.h"
 #include "lib/chain.h"
 #include "lib/reinject.h"
+#include "lib/udp_bound.h"
 
 /* tc verdict that lets later tc programs on the hook run. */
 #define ZH_TC_PASS	TC_ACT_UNSPEC
@@ -73,6 +74,16 @@ int zh_xdp_reinject(struct xdp_md *ctx)
 	zh_reinject_stamp(ctx);
 	zh_count(ZH_STAT_REINJECTED);
 	return XDP_PASS;
+}
+
+/*
+ * Never attached: the agent runs it with BPF_PROG_RUN before it releases
+ * held UDP flows, to learn whether a socket is bound for them yet.
+ */
+SEC("tc")
+int zh_tc_udp_bound(struct __sk_buff *skb)
+{
+	return zh_udp_bound(skb);
 }
 
 /* Tail-called from a host XDP program that found no backend. */

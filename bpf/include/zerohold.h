@@ -248,6 +248,16 @@ struct zh_reinject_meta {
 };
 
 /*
+ * Return values of zh_tc_udp_bound, which the agent runs with BPF_PROG_RUN
+ * to learn whether a UDP socket would receive a datagram (lib/udp_bound.h).
+ */
+enum zh_udp_bound_result {
+	ZH_UDP_UNBOUND		= 0,
+	ZH_UDP_BOUND		= 1,
+	ZH_UDP_MALFORMED	= 2,
+};
+
+/*
  * Chained mode. A host datapath that finds no backend for a service whose
  * id is a key of zh_chain_svcs fills zh_chain_meta on the current CPU and
  * tail-calls index 0 of zh_chain_xdp or zh_chain_tc. bpf/README.md has the

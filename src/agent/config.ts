@@ -228,9 +228,10 @@ export const agentConfigSchema = z.strictObject({
       // Maximum wait for that programming. After it the packets are
       // re-injected anyway, and the client retransmits if they miss.
       timeout: duration('10s', ABOVE_ZERO),
-      // Before a release, probe the endpoints that held TCP flows go to
-      // and wait while they refuse connections: a pod without a readiness
-      // probe turns Ready before its server listens.
+      // Before a release, check the endpoints that held flows go to and
+      // wait while they do not listen (TCP: refuse connections; UDP: no
+      // socket bound): a pod without a readiness probe turns Ready before
+      // its server listens.
       checkListening: z.boolean().default(true),
       // 'reinject' sends the held packets on at release. 'drop' discards
       // them, so clients connect at their next retransmission: the

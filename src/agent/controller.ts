@@ -1060,23 +1060,26 @@ export class Controller {
   }
 
   // Logs what the probes of a release found, and records a Warning for
-  // endpoints that still refused: their clients get the refusal at once
-  // rather than after their wait.
+  // endpoints that still did not listen: their clients get a refusal, or
+  // lose their datagram, at once rather than after their wait.
   private reportListening(key: WorkloadKey, workload: Workload, outcome: ListenOutcome, waitedMs: number): void {
     const { log } = this.options;
     if (outcome.unknown.length > 0) {
       const first = outcome.unknown[0]!;
-      log.info({ workload: key, endpoints: outcome.unknown.map(({ target }) => listenTargetToString(target)), error: first.error }, 'the probe of the backend got neither a handshake nor a reset, releasing on its Ready condition');
+      log.info({ workload: key, endpoints: outcome.unknown.map(({ target }) => listenTargetToString(target)), error: first.error }, 'could not tell whether the backend listens, releasing on its Ready condition');
     }
     if (outcome.refusing.length > 0) {
       const endpoints = outcome.refusing.map(listenTargetToString);
-      log.warn({ workload: key, endpoints, waitedMs }, 'the backend is Ready but refuses connections, releasing anyway');
+      log.warn({ workload: key, endpoints, waitedMs }, 'the backend is Ready but does not listen, releasing anyway');
       this.options.metrics?.backendRefused.inc({ workload: key });
+      const tcp = outcome.refusing.filter((target) => target.protocol === 'tcp').map(listenTargetToString);
+      const udp = outcome.refusing.filter((target) => target.protocol === 'udp').map(listenTargetToString);
+      const parts = [...(tcp.length > 0 ? [`${tcp.join(', ')} refused connections`] : []), ...(udp.length > 0 ? [`${udp.join(', ')} had no socket bound`] : [])];
       void this.recordEvent(
         workload,
         'Warning',
         'BackendNotListening',
-        `${endpoints.join(', ')} refused connections after turning Ready, and the held flows went out anyway. Give the pods a readiness probe on the port they serve, or check the Service's targetPort`,
+        `${parts.join(' and ')} after turning Ready, and the held flows went out anyway. Give the pods a readiness probe on the port they serve, or check the Service's targetPort`,
       );
       return;
     }

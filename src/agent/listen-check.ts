@@ -1,48 +1,68 @@
-// Whether the backends of a release accept connections yet. A pod without
-// a readiness probe turns Ready when its containers start, which can be
+// Whether the backends of a release accept traffic yet. A pod without a
+// readiness probe turns Ready when its containers start, which can be
 // seconds before its server listens. A SYN re-injected then meets no
 // listener, and its client fails with "connection refused" instead of
-// connecting a moment later. So before a release, the agent opens a TCP
-// connection to each endpoint that the held flows go to, from this node's
-// network namespace, as kubelet's tcpSocket probe would, and waits while
-// an endpoint replies with a TCP reset.
+// connecting a moment later; a UDP datagram is lost to an ICMP port
+// unreachable. So before a release, the agent checks each endpoint that
+// the held flows go to, and waits while one does not listen yet:
 //
-// A probe that gets no reply at all, as when a network policy drops
-// traffic from the node, cannot tell, and does not hold the release up:
+// - TCP: it opens a connection from this node's network namespace, as
+//   kubelet's tcpSocket probe would, and waits while the endpoint replies
+//   with a TCP reset (connect-probe.ts);
+// - UDP: it looks for a socket bound to the port in the endpoint's
+//   namespace on this node, without sending the server anything, and
+//   waits while none is bound (udp-bound-probe.ts).
+//
+// A check that cannot tell, as when a network policy drops the TCP probe
+// or a UDP endpoint runs on another node, does not hold the release up:
 // the endpoint's Ready condition decides, as it does without this check.
 
 import type { Logger } from 'pino';
 
+import { connectProbe } from './connect-probe.js';
+import type { UdpBoundProbe } from './udp-bound-probe.js';
+
 export interface ListenTarget {
   address: string;
   port: number;
+  protocol: 'tcp' | 'udp';
 }
 
+// "198.18.16.2:8080" for TCP, "[fd5a::2]:53/udp" for UDP.
 export function listenTargetToString(target: ListenTarget): string {
-  return target.address.includes(':') ? `[${target.address}]:${target.port}` : `${target.address}:${target.port}`;
+  const endpoint = target.address.includes(':') ? `[${target.address}]:${target.port}` : `${target.address}:${target.port}`;
+  return target.protocol === 'udp' ? `${endpoint}/udp` : endpoint;
 }
 
 export interface ListenOutcome {
-  // Targets whose handshake completed.
+  // Targets that listen: a TCP handshake completed, or a UDP socket is
+  // bound.
   listening: ListenTarget[];
-  // Targets that neither completed a handshake nor refused one, with the
-  // errno name of the last attempt (ETIMEDOUT, EHOSTUNREACH ...).
+  // Targets the check could not tell about, with why: the errno name of
+  // the last TCP attempt (ETIMEDOUT, EHOSTUNREACH ...), or a sentence on
+  // why a UDP endpoint's namespace was not found.
   unknown: { target: ListenTarget; error: string }[];
-  // Targets that still refused when the wait ended.
+  // Targets that still did not listen when the wait ended: a TCP reset,
+  // or no UDP socket bound.
   refusing: ListenTarget[];
 }
 
-// One connection attempt: null when the handshake completed, else the
-// errno name that ended it. connectProbe() in connect-probe.ts is the
-// real one.
-export type ConnectProbe = (address: string, port: number, timeoutMs: number, netns?: string) => Promise<string | null>;
+// One attempt: null when the target listens, 'ECONNREFUSED' while it does
+// not, else why the attempt cannot tell. listenProbe() makes the real one.
+export type ListenProbe = (target: ListenTarget, timeoutMs: number, netns?: string) => Promise<string | null>;
+
+// The agent's probe: connectProbe() for TCP targets, udpBound for UDP ones.
+export function listenProbe(udpBound: UdpBoundProbe): ListenProbe {
+  return (target, timeoutMs, netns) =>
+    target.protocol === 'udp' ? udpBound(target.address, target.port, netns) : connectProbe(target.address, target.port, timeoutMs, netns);
+}
 
 export interface ListenCheckOptions {
-  probe: ConnectProbe;
+  probe: ListenProbe;
   log: Logger;
-  // The network namespace to probe from, as in the agent's netns setting.
+  // The network namespace to check from, as in the agent's netns setting.
   netns?: string;
-  // How long one attempt waits for a reply. An endpoint on this node
+  // How long one TCP attempt waits for a reply. An endpoint on this node
   // replies within a millisecond, one elsewhere within a network round
   // trip, so a longer silence means that something drops the probe.
   // Defaults to 200 ms.
@@ -54,8 +74,8 @@ export interface ListenCheckOptions {
 
 const DEFAULT_PROBE_TIMEOUT_MS = 200;
 
-// Once every group of targets (same IP family and port) has one that
-// listens, or cannot tell, the others get this much longer. kube-proxy
+// Once every group of targets (same protocol, IP family and port) has
+// one that listens, or cannot tell, the others get this much longer. kube-proxy
 // picks any Ready endpoint, so one that keeps refusing should not hold
 // the flows that the others can serve for the rest of the wake.
 const DEFAULT_GRACE_MS = 1000;
@@ -88,11 +108,11 @@ export class ListenCheck {
     this.graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
   }
 
-  // Probes every target until it completes a handshake or cannot tell,
-  // for at most timeoutMs, or until cancelled() returns true between two
+  // Probes every target until it listens or the probe cannot tell, for
+  // at most timeoutMs, or until cancelled() returns true between two
   // attempts. Targets are probed in parallel. Once each group of targets
-  // with the same IP family and port has one that listens or cannot tell,
-  // the wait ends at most graceMs later.
+  // with the same protocol, IP family and port has one that listens or
+  // cannot tell, the wait ends at most graceMs later.
   async wait(targets: ListenTarget[], timeoutMs: number, cancelled: () => boolean = () => false): Promise<ListenOutcome> {
     const outcome: ListenOutcome = { listening: [], unknown: [], refusing: [] };
     const state = { deadline: performance.now() + timeoutMs };
@@ -132,11 +152,12 @@ export class ListenCheck {
   private async attempt(target: ListenTarget): Promise<string | null> {
     await this.takeToken();
     try {
-      return await this.options.probe(target.address, target.port, this.probeTimeoutMs, this.options.netns);
+      return await this.options.probe(target, this.probeTimeoutMs, this.options.netns);
     } catch (err) {
       // Only a probe that cannot start rejects (a netns that went away, no
-      // file descriptors left). The check cannot tell, and logs why.
-      this.options.log.warn({ err, address: target.address, port: target.port }, 'probing whether the backend listens failed');
+      // file descriptors left, a failed netlink request). The check cannot
+      // tell, and logs why.
+      this.options.log.warn({ err, endpoint: listenTargetToString(target) }, 'probing whether the backend listens failed');
       return (err as NodeJS.ErrnoException).code ?? 'EPROBE';
     }
   }
@@ -157,7 +178,7 @@ export class ListenCheck {
 }
 
 function groupOf(target: ListenTarget): string {
-  return `${target.address.includes(':') ? 6 : 4}|${target.port}`;
+  return `${target.protocol}|${target.address.includes(':') ? 6 : 4}|${target.port}`;
 }
 
 function sleep(ms: number): Promise<void> {

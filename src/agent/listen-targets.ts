@@ -1,9 +1,11 @@
 // The endpoints that a release probes before it re-injects: those that
-// kube-proxy may pick for a held TCP flow. A flow went to one Service port
-// of the workload, through one of the Service's addresses (ClusterIP,
+// kube-proxy may pick for a held flow. A flow went to one Service port of
+// the workload, through one of the Service's addresses (ClusterIP,
 // external IP, load balancer IP) and the port, or through a node address
 // and the nodePort. kube-proxy sends it to a Ready endpoint of the same IP
-// family, on the endpoint port that has the Service port's name.
+// family, on the endpoint port that has the Service port's name and
+// protocol. TCP and UDP ports are probed; SCTP ports are not, and the
+// datapath holds no SCTP flow.
 
 import type { V1Service } from '@kubernetes/client-node';
 import ipaddr from 'ipaddr.js';
@@ -17,6 +19,7 @@ import { resolveFrontends } from './service-frontends.js';
 // The IP family of an EndpointSlice's addressType. FQDN slices have none.
 const FAMILY_OF_ADDRESS_TYPE: Record<string, 4 | 6 | undefined> = { IPv4: 4, IPv6: 6 };
 
+
 export interface ServiceBackends {
   service: V1Service;
   // The Service's EndpointSlices with Ready endpoints.
@@ -26,19 +29,14 @@ export interface ServiceBackends {
 // nodeAddresses are the addresses on which the agent installs NodePort
 // frontends, as for resolveFrontends().
 export function listenTargetsOf(flows: Flow[], services: ServiceBackends[], nodeAddresses: string[]): ListenTarget[] {
-  const sent = new Set(flows.filter((flow) => flow.protocol === 'tcp').map((flow) => frontendToString({ address: normalize(flow.destination), protocol: 'tcp', port: flow.destinationPort })));
+  const sent = new Set(flows.map((flow) => frontendToString({ address: normalize(flow.destination), protocol: flow.protocol, port: flow.destinationPort })));
   if (sent.size === 0) return [];
 
   const targets = new Map<string, ListenTarget>();
   for (const { service, backends } of services) {
     for (const servicePort of service.spec?.ports ?? []) {
-      // TODO: UDP ports get no listen check. A tc program run with
-      // BPF_PROG_RUN in the node's namespace can find a bound UDP socket
-      // with bpf_sk_lookup_udp() and the id of the pod's namespace (its
-      // veth's link-netnsid), without sending the server anything: tried
-      // by hand on Linux 6.18. Missing is a map from an endpoint address
-      // to that namespace for routed and bridged CNI plugins.
-      if ((servicePort.protocol ?? 'TCP') !== 'TCP') continue;
+      const protocol = probedProtocol(servicePort.protocol);
+      if (protocol === undefined) continue;
 
       // The IP families of the held flows that went to this Service port,
       // through one of the frontends that the agent installs for it.
@@ -52,13 +50,20 @@ export function listenTargetsOf(flows: Flow[], services: ServiceBackends[], node
       for (const slice of backends) {
         const family = FAMILY_OF_ADDRESS_TYPE[slice.addressType];
         if (family === undefined || !families.has(family)) continue;
-        const port = slice.ports.find((p) => (p.name ?? '') === (servicePort.name ?? '') && (p.protocol ?? 'TCP') === 'TCP')?.port;
+        const port = slice.ports.find((p) => (p.name ?? '') === (servicePort.name ?? '') && probedProtocol(p.protocol) === protocol)?.port;
         if (port === undefined) continue;
-        for (const address of slice.addresses) targets.set(`${address}|${port}`, { address, port });
+        for (const address of slice.addresses) targets.set(`${address}|${port}|${protocol}`, { address, port, protocol });
       }
     }
   }
   return [...targets.values()];
+}
+
+// The protocols whose endpoints a release probes, from their Kubernetes
+// name; Kubernetes defaults a port's protocol to TCP.
+function probedProtocol(name: string | undefined): 'tcp' | 'udp' | undefined {
+  if (name === undefined || name === 'TCP') return 'tcp';
+  return name === 'UDP' ? 'udp' : undefined;
 }
 
 // resolveFrontends() writes addresses in ipaddr.js's canonical form.

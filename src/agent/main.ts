@@ -31,7 +31,6 @@ import type { CiliumServiceSource } from './cilium/frontends.js';
 import { openCiliumServiceSource } from './cilium/open-service-source.js';
 import { CiliumServiceIds } from './cilium/service-ids.js';
 import { ConfigError, loadConfig, type AgentConfig } from './config.js';
-import { connectProbe } from './connect-probe.js';
 import { formatDuration } from './duration.js';
 import { Controller } from './controller.js';
 import { DatapathDrops } from './datapath-drops.js';
@@ -42,7 +41,7 @@ import { InterfaceAttacher } from './interface-attacher.js';
 import { KeepAliveKubeConfig } from './kube-config.js';
 import { KubeProxyAuto, type RunningCheck, startKubeProxyCheck } from './kube-proxy-auto.js';
 import { LeaderElector } from './leader.js';
-import { ListenCheck } from './listen-check.js';
+import { ListenCheck, listenProbe } from './listen-check.js';
 import { Liveness } from './liveness.js';
 import { LocalApi } from './local-api.js';
 import { LocalState } from './local-state.js';
@@ -52,6 +51,7 @@ import { AgentMetrics } from './metrics.js';
 import { NodeDatapath } from './node-datapath.js';
 import { NodeReports } from './node-reports.js';
 import { KubeScaler } from './scaler.js';
+import { udpBoundProbe } from './udp-bound-probe.js';
 
 // The node's addresses, for NodePort frontends, and the uid of its Node
 // object, for the owner of its report Lease.
@@ -264,8 +264,9 @@ async function main(): Promise<void> {
 
   // Signal mode holds nothing, so it never releases.
   let listenCheck: ListenCheck | undefined;
-  if (config.mode !== 'signal' && config.release.checkListening) {
-    listenCheck = new ListenCheck({ probe: connectProbe, log: componentLogger(root, 'readiness'), ...(config.netns ? { netns: config.netns } : {}) });
+  if (holding !== undefined && config.release.checkListening) {
+    const probe = listenProbe(udpBoundProbe(holding.program('zh_tc_udp_bound')));
+    listenCheck = new ListenCheck({ probe, log: componentLogger(root, 'readiness'), ...(config.netns ? { netns: config.netns } : {}) });
   }
 
   const readiness = new EndpointReadiness(kc, componentLogger(root, 'readiness'));

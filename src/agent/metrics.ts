@@ -113,7 +113,7 @@ export class AgentMetrics {
 
   readonly backendRefused = new Counter({
     name: 'zerohold_release_backend_refused_total',
-    help: 'Releases whose held flows went out while a Ready endpoint still refused connections, at the end of wakeTimeout or of the grace after another endpoint listened (Event BackendNotListening).',
+    help: 'Releases whose held flows went out while a Ready endpoint still did not listen (refused TCP connections, or had no UDP socket bound), at the end of wakeTimeout or of the grace after another endpoint listened (Event BackendNotListening).',
     labelNames: ['workload'] as const,
     registers: [this.registry],
   });

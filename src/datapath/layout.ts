@@ -41,6 +41,13 @@ export const ChainPoint = {
   TcLxc: 3,
 } as const;
 
+// Return values of zh_tc_udp_bound (enum zh_udp_bound_result).
+export const UdpBoundResult = {
+  Unbound: 0,
+  Bound: 1,
+  Malformed: 2,
+} as const;
+
 export const REINJECT_MAGIC = 0x7a687231;
 export const CHAIN_META_MAGIC = 0x7a686331;
 

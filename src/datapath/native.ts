@@ -132,6 +132,16 @@ export interface NativeBinding {
   netnsSocket(family: 4 | 6, netns: string): number;
 
   /**
+   * Finds the network namespace on this node that has an endpoint's
+   * address, looking from the namespace bound at netns (default: the
+   * process's own). netnsId is relative to that namespace: -1 for an
+   * address of its own (device "lo"), else the namespace of a pod behind
+   * the veth named device. reason says why none was found. Rejects with a TypeError for an address that
+   * is not numeric, and with a SysError when a netlink request fails.
+   */
+  endpointNetns(address: string, netns?: string): Promise<EndpointNetns>;
+
+  /**
    * Attaches an XDP program with a bpf_link. 'auto' tries native mode and
    * falls back to generic mode only when the driver lacks native XDP
    * (EOPNOTSUPP).
@@ -343,6 +353,8 @@ export interface TestRunResult {
   ctx: Buffer | null;
 }
 
+export type EndpointNetns = { netnsId: number; device: string; reason?: undefined } | { reason: string; netnsId?: undefined; device?: undefined };
+
 export interface LiveFrame {
   frame: Buffer; // Ethernet frame; at most 3408 bytes on Linux 6.18
   meta?: Buffer; // metadata in front of the frame: 0 to 32 bytes, a multiple of 4
@@ -366,8 +378,13 @@ export interface NativeProgram {
 
   /** Runs BPF_PROG_TEST_RUN on a worker thread. */
   testRun(opts: TestRunOptions): Promise<TestRunResult>;
-  /** Synchronous twin of testRun, for many small runs such as fuzzing. */
-  testRunSync(opts: TestRunOptions): TestRunResult;
+  /**
+   * Synchronous twin of testRun, for many small runs such as fuzzing. With
+   * netns, the calling thread enters that namespace for the run, so an
+   * skb program runs on its loopback device and its socket lookups start
+   * there.
+   */
+  testRunSync(opts: TestRunOptions, netns?: string): TestRunResult;
 
   /**
    * Injects frames into the network stack as if received on ifindex: runs

@@ -12,6 +12,7 @@
 #include "bpf_map.h"
 #include "bpf_object.h"
 #include "bpf_program.h"
+#include "endpoint_netns.h"
 #include "netns_socket.h"
 #include "if_index.h"
 #include "interfaces.h"
@@ -90,6 +91,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitIfIndex(env, exports);
   InitInterfaces(env, exports);
   InitNetnsSocket(env, exports);
+  InitEndpointNetns(env, exports);
 
   exports.Set("numPossibleCpus",
               Napi::Function::New<NumPossibleCpus>(env, "numPossibleCpus"));

@@ -107,7 +107,7 @@ async function run(namespace: string, options: RunOptions) {
   const probes: Probe[] = [];
   const listenCheck = new ListenCheck({
     log,
-    probe: async (address, port) => {
+    probe: async ({ address, port }) => {
       probes.push({ address, port, atMs: performance.now() });
       return options.reply(probes.length - 1, address, port);
     },

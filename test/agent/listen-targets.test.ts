@@ -45,9 +45,13 @@ function tcp(destination: string, destinationPort: number): Flow {
   return { protocol: 'tcp', source: destination.includes(':') ? 'fd5a:18::100' : '198.18.0.100', sourcePort: 40000, destination, destinationPort };
 }
 
+function udp(destination: string, destinationPort: number): Flow {
+  return { ...tcp(destination, destinationPort), protocol: 'udp' };
+}
+
 function targets(flows: Flow[], services = [{ service: WEB, backends: [V4, V6, FQDN] }]): string[] {
   return listenTargetsOf(flows, services, NODE_ADDRESSES)
-    .map((t) => `${t.address}:${t.port}`)
+    .map((t) => `${t.address}:${t.port}${t.protocol === 'udp' ? '/udp' : ''}`)
     .sort();
 }
 
@@ -76,9 +80,28 @@ test('target port comes from the slice', () => {
   assert.deepEqual(targets([tcp('198.19.0.10', 9100)]), ['198.18.7.1:9101', '198.18.7.2:9101']);
 });
 
-test('UDP flows are not probed', () => {
-  const udp: Flow = { protocol: 'udp', source: '198.18.0.100', sourcePort: 40000, destination: '198.19.0.10', destinationPort: 53 };
-  assert.deepEqual(targets([udp]), []);
+test('UDP flow probes the UDP endpoint port', () => {
+  assert.deepEqual(targets([udp('198.19.0.10', 53)]), ['198.18.7.1:5353/udp', '198.18.7.2:5353/udp']);
+});
+
+test('protocol separates ports of one number', () => {
+  // DNS serves port 53 over both protocols, with one endpoint port each.
+  const service: V1Service = {
+    metadata: { name: 'dns' },
+    spec: { clusterIPs: ['198.19.0.53'], ports: [{ name: 'dns', port: 53, protocol: 'UDP' }, { name: 'dns-tcp', port: 53, protocol: 'TCP' }] },
+  };
+  const backends: ReadyBackends = { addressType: 'IPv4', addresses: ['198.18.8.5'], ports: [{ name: 'dns', port: 5353, protocol: 'UDP' }, { name: 'dns-tcp', port: 5354, protocol: 'TCP' }] };
+  const both = [{ service, backends: [backends] }];
+
+  assert.deepEqual(targets([udp('198.19.0.53', 53)], both), ['198.18.8.5:5353/udp']);
+  assert.deepEqual(targets([tcp('198.19.0.53', 53)], both), ['198.18.8.5:5354']);
+});
+
+test('slice port of another protocol is skipped', () => {
+  const service: V1Service = { metadata: { name: 'dns' }, spec: { clusterIPs: ['198.19.0.53'], ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] } };
+  const backends: ReadyBackends = { addressType: 'IPv4', addresses: ['198.18.8.5'], ports: [{ name: 'dns', port: 5353, protocol: 'TCP' }] };
+
+  assert.deepEqual(targets([udp('198.19.0.53', 53)], [{ service, backends: [backends] }]), []);
 });
 
 test('unnamed single port matches', () => {

@@ -1,7 +1,8 @@
 // Child process of capabilities.test.ts, started inside a network namespace
 // with only the capabilities of the agent's DaemonSet. Usage: node
 // capabilities-child.js '<json options>'. It runs the datapath steps that
-// an agent start and a cold start take, and the kube-proxy checks,
+// an agent start and a cold start take, the UDP listen check and the
+// kube-proxy checks,
 // and prints one JSON line with what each returned or the error it threw.
 
 import { pino } from 'pino';
@@ -10,6 +11,7 @@ import { ChainedDatapath } from '../../src/agent/chained/ports.js';
 import type { ServiceIdSource } from '../../src/agent/chained/service-ids.js';
 import { KubeProxyNftables } from '../../src/agent/kube-proxy-check.js';
 import { KubeProxyIptables } from '../../src/agent/kube-proxy-iptables-check.js';
+import { udpBoundProbe } from '../../src/agent/udp-bound-probe.js';
 import { Datapath } from '../../src/datapath/datapath.js';
 import type { Frontend } from '../../src/datapath/frontends.js';
 import type { HeldRecord } from '../../src/datapath/records.js';
@@ -31,6 +33,8 @@ export interface ChildOptions {
   // A directory where a host datapath pinned its chained-mode maps. The
   // child then runs a chained agent's datapath steps against it, twice.
   chainedHostPinDir?: string;
+  // UDP endpoints on this node to run the release's listen check on.
+  udpEndpoints?: { address: string; port: number }[];
 }
 
 const options = JSON.parse(process.argv[2]!) as ChildOptions;
@@ -58,6 +62,11 @@ try {
   if (held.length > 0) {
     const ifindex = [...dp.interfaceNames.keys()][0] ?? 1;
     report.reinjected = await dp.program('zh_xdp_reinject').runLive([{ ...buildLiveFrame(held[0]!), ifindex }]);
+  }
+
+  if (options.udpEndpoints) {
+    const probe = udpBoundProbe(dp.program('zh_tc_udp_bound'));
+    report.udpBound = await Promise.all(options.udpEndpoints.map(({ address, port }) => probe(address, port)));
   }
 
   await dp.close({ keepAttached: options.keepAttached });

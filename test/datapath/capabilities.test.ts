@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { chainedModeCapabilities, daemonSetCapabilities } from '../lib/daemonset.js';
 import { TestHost } from '../lib/test-host.js';
 import { netnsPath, run, TestNetwork } from '../lib/netns.js';
+import { startUdpEchoServer } from '../lib/servers.js';
 import type { ChildOptions } from './capabilities-child.js';
 
 const CHILD_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'capabilities-child.js');
@@ -33,6 +34,7 @@ interface ChildReport {
   iptablesProgrammed?: boolean;
   nftablesProgrammed?: boolean;
   chained?: Record<string, { replacedPins: string[]; inPlace: boolean; ids: number[] }>;
+  udpBound?: (string | null)[];
 }
 
 // Runs the child in the node namespace with the DaemonSet's capabilities,
@@ -172,6 +174,33 @@ test('holds and re-injects without NET_RAW', async () => {
     assert.equal(report.holdVerdict, XDP_DROP);
     assert.equal(report.heldRecords, 1);
     assert.deepEqual(report.reinjected, { sent: 1, errors: [] });
+  } finally {
+    rmSync(ownPinDir, { recursive: true, force: true });
+  }
+});
+
+// The UDP listen check reads another namespace's addresses through
+// rtnetlink (IFA_TARGET_NETNSID, which needs CAP_NET_ADMIN there) and
+// looks its sockets up with BPF_PROG_RUN.
+test('UDP listen check with either capability set', async () => {
+  const pod = await network.addNamespace('udp-pod');
+  await network.addVeth(node, 'zu0', pod, 'eth0');
+  await network.exec(pod, 'ip', ['addr', 'add', '198.18.50.2/32', 'dev', 'eth0']);
+  await network.exec(node, 'ip', ['route', 'add', '198.18.50.2/32', 'dev', 'zu0']);
+  await startUdpEchoServer(network, pod, '0.0.0.0', 5353);
+  const ownPinDir = `${pinDir}-udp`;
+  mkdirSync(ownPinDir);
+  try {
+    for (const capabilities of [daemonSetCapabilities(), chainedModeCapabilities()]) {
+      const udpEndpoints = [
+        { address: '198.18.50.2', port: 5353 },
+        { address: '198.18.50.2', port: 5354 },
+      ];
+      const report = await runChild({ pinDir: ownPinDir, maxServices: 8, xdpInterface: '', clsactInterface: '', keepAttached: false, udpEndpoints }, capabilities);
+
+      assert.equal(report.error, undefined, capabilities.join(', '));
+      assert.deepEqual(report.udpBound, [null, 'ECONNREFUSED'], capabilities.join(', '));
+    }
   } finally {
     rmSync(ownPinDir, { recursive: true, force: true });
   }

@@ -168,6 +168,27 @@ describe('cold start', () => {
     assert.equal(result.stdout.trim(), DNS_RECORD_ADDRESS, `${describeResult(result)}\n${timelineSince(result.startedUnixMs)}`);
   });
 
+  it('UDP pod without readiness probe gets the held datagram', async () => {
+    // Without a probe the pod turns Ready as its container starts, 1.5 s
+    // before dnsmasq binds its port. A datagram re-injected at Ready would
+    // meet no socket, and the ICMP port unreachable in reply fails dig.
+    const startupDelaySeconds = 1.5;
+    const workload = await deployCold(dnsWorkload({ workDir: testbed.workloadDir, name: 'dns-noprobe', startupDelaySeconds, readinessProbe: false }), 'node-0');
+
+    const result = await testbed.run(testbed.clientPod('node-0'), 'dig', digArgs(workload.clusterIPv4, DNS_RECORD_NAME));
+
+    assert.ok(result.ok, `${describeResult(result)}\n${timelineSince(result.startedUnixMs)}`);
+    assert.equal(result.stdout.trim(), DNS_RECORD_ADDRESS, `${describeResult(result)}\n${timelineSince(result.startedUnixMs)}`);
+    const [pod] = await testbed.readyPods(workload);
+    const starting = Number(/starting (\d+)/.exec(testbed.kubelet('node-0').logs(workload.namespace, pod!))?.[1]);
+    const readyMs = testbed.podReadyUnixMs(workload, result.startedUnixMs);
+    assert.ok(readyMs !== undefined, 'no pod-ready event of dns-noprobe');
+    assert.ok(starting - readyMs >= startupDelaySeconds * 1000 - 100, `pod Ready at ${readyMs}, dnsmasq starting at ${starting}: want Ready before dnsmasq binds`);
+    const released = testbed.events.since(result.startedUnixMs).find((e) => e.source === 'agent' && e.node === 'node-0' && e.type.startsWith('released held flows') && e.fields.workload === workload.key);
+    assert.ok(released !== undefined, `no release line of dns-noprobe\n${timelineSince(result.startedUnixMs)}`);
+    assert.ok(released.unixMs >= starting, `released at ${released.unixMs}, dnsmasq starting at ${starting}: want the release after the bind\n${timelineSince(result.startedUnixMs)}`);
+  });
+
   it('200 concurrent clients held and served', async () => {
     const clients = 200;
     // The delay keeps the workload waking long enough to see every flow held.

@@ -160,6 +160,12 @@ export interface DnsOptions extends SampleOptions {
   // The A record that the server returns: the test name and its address.
   recordName?: string;
   recordAddress?: string;
+  // Wait before dnsmasq starts, in seconds. The container prints
+  // "starting <Unix ms>" when the wait ends, just before dnsmasq binds.
+  startupDelaySeconds?: number;
+  // false leaves out the readiness probe, so the pod turns Ready as its
+  // container starts, before dnsmasq binds its port. Defaults to true.
+  readinessProbe?: boolean;
 }
 
 export const DNS_RECORD_NAME = 'web.testbed.example';
@@ -172,24 +178,28 @@ export function dnsWorkload(options: DnsOptions): SampleWorkload {
   const name = options.name ?? 'dns';
   const recordName = options.recordName ?? DNS_RECORD_NAME;
   const recordAddress = options.recordAddress ?? DNS_RECORD_ADDRESS;
+  const dnsmasq = [
+    'dnsmasq',
+    '--keep-in-foreground',
+    '--log-facility=-',
+    '--conf-file=/dev/null',
+    // An empty --pid-file writes no PID file.
+    '--pid-file',
+    '--no-resolv',
+    '--no-hosts',
+    '--no-poll',
+    '--port=53',
+    `--host-record=${recordName},${recordAddress}`,
+  ];
+  const delay = options.startupDelaySeconds;
   const container: V1Container = {
     name: 'dnsmasq',
     image: 'dnsmasq',
-    command: [
-      'dnsmasq',
-      '--keep-in-foreground',
-      '--log-facility=-',
-      '--conf-file=/dev/null',
-      // An empty --pid-file writes no PID file.
-      '--pid-file',
-      '--no-resolv',
-      '--no-hosts',
-      '--no-poll',
-      '--port=53',
-      `--host-record=${recordName},${recordAddress}`,
-    ],
+    command: delay === undefined ? dnsmasq : ['sh', '-c', 'sleep "$0" && echo "starting $(date +%s%3N)" && exec "$@"', String(delay), ...dnsmasq],
     ports: [{ name: 'dns', containerPort: 53, protocol: 'UDP' }],
-    readinessProbe: { exec: { command: ['sh', '-c', `dig @127.0.0.1 +short +time=1 +tries=1 ${recordName} | grep -qx ${recordAddress.replace(/\./g, '\\.')}`] }, periodSeconds: 1 },
+    ...(options.readinessProbe === false
+      ? {}
+      : { readinessProbe: { exec: { command: ['sh', '-c', `dig @127.0.0.1 +short +time=1 +tries=1 ${recordName} | grep -qx ${recordAddress.replace(/\./g, '\\.')}`] }, periodSeconds: 1 } }),
   };
   return {
     workload: deployment(name, options.replicas ?? 1, container),

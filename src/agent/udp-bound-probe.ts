@@ -1,0 +1,90 @@
+// Whether a UDP server on this node has bound its port yet, asked of the
+// kernel rather than of the server: a probe datagram would reach the
+// server as a request it never expected. Two steps:
+//
+// 1. endpointNetns() finds the network namespace that has the
+//    endpoint's address: the node's own for a pod on the host network,
+//    else a pod's behind one of the node's veths.
+// 2. zh_tc_udp_bound (bpf/lib/udp_bound.h), run with BPF_PROG_RUN in the
+//    agent's namespace, makes the socket lookup that an arriving datagram
+//    would get, in that namespace.
+//
+// An endpoint on another node has no namespace here, and the probe
+// cannot tell: the release then goes by the endpoint's Ready condition.
+
+import net from 'node:net';
+
+import ipaddr from 'ipaddr.js';
+
+import { UdpBoundResult } from '../datapath/layout.js';
+import { loadNative, type NativeProgram } from '../datapath/native.js';
+
+const ETH_HLEN = 14;
+const ETH_P_IP = 0x0800;
+const ETH_P_IPV6 = 0x86dd;
+const IPPROTO_UDP = 17;
+const IPV4_HLEN = 20;
+const IPV6_HLEN = 40;
+const UDP_HLEN = 8;
+
+// The prefix of struct __sk_buff that BPF_PROG_RUN takes as the context,
+// up to cb[0], where the program reads the namespace id.
+const SKB_CB0_OFFSET = 48;
+const SKB_CTX_SIZE = SKB_CB0_OFFSET + 4;
+
+// Resolves like a ListenProbe: null when a socket is bound, ECONNREFUSED
+// when none is (a datagram would get an ICMP port unreachable, which a
+// connected UDP socket reports as ECONNREFUSED), else the reason why the
+// endpoint's namespace was not found. Rejects for an address that is not
+// numeric, a port out of range, a namespace that cannot be entered or a
+// failed netlink request.
+export type UdpBoundProbe = (address: string, port: number, netns?: string) => Promise<string | null>;
+
+// program is zh_tc_udp_bound of the agent's loaded object.
+export function udpBoundProbe(program: NativeProgram): UdpBoundProbe {
+  return async (address, port, netns) => {
+    const family = net.isIP(address);
+    if (family === 0) throw new TypeError(`invalid probe address ${JSON.stringify(address)}: expected a numeric IPv4 or IPv6 address`);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`invalid probe port ${port}: expected an integer from 1 to 65535`);
+
+    const found = await loadNative().endpointNetns(address, netns);
+    if (found.reason !== undefined) return found.reason;
+
+    const ctx = Buffer.alloc(SKB_CTX_SIZE);
+    ctx.writeInt32LE(found.netnsId, SKB_CB0_OFFSET);
+    const { retval } = program.testRunSync({ data: datagramFrame(family === 4 ? 4 : 6, address, port), ctx, dataOutSize: 0, ctxOutSize: 0 }, netns);
+    if (retval === UdpBoundResult.Bound) return null;
+    if (retval === UdpBoundResult.Unbound) return 'ECONNREFUSED';
+    throw new Error(`${program.name} returned ${retval} for ${address} port ${port}, which is none of its results; the agent and its BPF object do not match`);
+  };
+}
+
+// An Ethernet frame with the IP and UDP headers of a datagram to the
+// endpoint, from the unspecified address and port 0. The lookup matches
+// sockets bound to the port and not connected to a peer, which is what a
+// server's socket is.
+function datagramFrame(family: 4 | 6, address: string, port: number): Buffer {
+  const ipLength = family === 4 ? IPV4_HLEN : IPV6_HLEN;
+  const frame = Buffer.alloc(ETH_HLEN + ipLength + UDP_HLEN);
+  frame.writeUInt16BE(family === 4 ? ETH_P_IP : ETH_P_IPV6, 12);
+
+  const ip = frame.subarray(ETH_HLEN);
+  if (family === 4) {
+    ip[0] = 0x45;
+    ip.writeUInt16BE(IPV4_HLEN + UDP_HLEN, 2);
+    ip[8] = 64;
+    ip[9] = IPPROTO_UDP;
+    ip.set(ipaddr.parse(address).toByteArray(), 16);
+  } else {
+    ip[0] = 0x60;
+    ip.writeUInt16BE(UDP_HLEN, 4);
+    ip[6] = IPPROTO_UDP;
+    ip[7] = 64;
+    ip.set(ipaddr.parse(address).toByteArray(), 24);
+  }
+
+  const udp = frame.subarray(ETH_HLEN + ipLength);
+  udp.writeUInt16BE(port, 2);
+  udp.writeUInt16BE(UDP_HLEN, 4);
+  return frame;
+}
