@@ -5,8 +5,8 @@
 // what it costs to start on a cluster of 5,000 Services. The API server
 // runs in the same process as the agent, so its request handling is part
 // of every latency here, as a network round trip would be in a cluster.
-// Run as root, it also times the probe that a release makes to see
-// whether a backend listens, between two network namespaces of its own,
+// Run as root, it also times the checks that a release makes to see
+// whether a backend listens (TCP and UDP), in network namespaces of its own,
 // and how soon the hold program is on a new pod's veth in standalone mode.
 // The last line is one JSON object for scripts.
 
@@ -29,6 +29,7 @@ import { EventRecorder } from '../src/agent/events.js';
 import { InterfaceAttacher } from '../src/agent/interface-attacher.js';
 import type { ReleaseOutcome, ScalePort, WorkloadKey } from '../src/agent/ports.js';
 import { KubeScaler } from '../src/agent/scaler.js';
+import { udpBoundProbe } from '../src/agent/udp-bound-probe.js';
 import { Datapath } from '../src/datapath/datapath.js';
 import { repoRoot } from '../src/paths.js';
 import { FakeDatapath } from '../test/agent/testing/fake-datapath.js';
@@ -37,7 +38,7 @@ import { kubeConfigFor } from '../test/apiserver/kubeconfig.js';
 import { createObject } from '../test/apiserver/object-writes.js';
 import { startApiServer, type TestApiServer } from '../test/apiserver/server.js';
 import { netnsPath, TestNetwork } from '../test/lib/netns.js';
-import { startHttpServer } from '../test/lib/servers.js';
+import { startHttpServer, startUdpEchoServer } from '../test/lib/servers.js';
 import { percentile } from './report.js';
 
 const NAMESPACE = 'bench';
@@ -332,15 +333,25 @@ const WARMUP_PROBES = 200;
 interface ProbeResult {
   listening: number[];
   refused: number[];
+  // The UDP check of an endpoint behind a routed veth, bound and unbound,
+  // and of the last of BRIDGED_PODS pods behind one bridge, which makes
+  // the check read every pod's addresses.
+  udpBound: number[];
+  udpUnbound: number[];
+  udpBridged: number[];
 }
+
+const BRIDGED_PODS = 100;
 
 // Times connectProbe() from one namespace to a listening and to a closed
 // port in another, over a veth pair, as a release probes an endpoint on
-// its node. Returns null without root, which namespaces need.
+// its node, and the UDP check of endpoints on the node. Returns null
+// without root, which namespaces need.
 async function measureListenProbe(): Promise<ProbeResult | null> {
   if (process.getuid?.() !== 0) return null;
 
   const network = new TestNetwork();
+  const datapath = await Datapath.open({ maxServices: 4 });
   try {
     const node = await network.addNamespace('bench-node');
     const pod = await network.addNamespace('bench-pod');
@@ -348,8 +359,9 @@ async function measureListenProbe(): Promise<ProbeResult | null> {
     await network.exec(node, 'ip', ['addr', 'add', '198.18.220.1/24', 'dev', 'bn0']);
     await network.exec(pod, 'ip', ['addr', 'add', '198.18.220.2/24', 'dev', 'bp0']);
     await startHttpServer(network, pod, '198.18.220.2', 8080, 'up');
+    await startUdpEchoServer(network, pod, '198.18.220.2', 5353);
 
-    const result: ProbeResult = { listening: [], refused: [] };
+    const result: ProbeResult = { listening: [], refused: [], udpBound: [], udpUnbound: [], udpBridged: [] };
     for (const [port, times] of [[8080, result.listening], [8081, result.refused]] as const) {
       for (let i = 0; i < WARMUP_PROBES + PROBES; i++) {
         const startedMs = performance.now();
@@ -358,10 +370,44 @@ async function measureListenProbe(): Promise<ProbeResult | null> {
         if (i >= WARMUP_PROBES) times.push(performance.now() - startedMs);
       }
     }
+
+    const bridged = await addBridgedPods(network, node, BRIDGED_PODS);
+    const udp = udpBoundProbe(datapath.program('zh_tc_udp_bound'));
+    const udpCases = [
+      ['198.18.220.2', 5353, null, result.udpBound],
+      ['198.18.220.2', 5354, 'ECONNREFUSED', result.udpUnbound],
+      [bridged, 5353, 'ECONNREFUSED', result.udpBridged],
+    ] as const;
+    for (const [address, port, expected, times] of udpCases) {
+      for (let i = 0; i < WARMUP_PROBES + PROBES; i++) {
+        const startedMs = performance.now();
+        const outcome = await udp(address, port, netnsPath(node));
+        if (outcome !== expected) throw new Error(`UDP check of ${address} port ${port} returned ${outcome}`);
+        if (i >= WARMUP_PROBES) times.push(performance.now() - startedMs);
+      }
+    }
     return result;
   } finally {
+    datapath.close();
     await network.cleanup();
   }
+}
+
+// Puts count pods behind a bridge in the node namespace, as the bridge CNI
+// plugin does, and returns the address of the last one.
+async function addBridgedPods(network: TestNetwork, node: string, count: number): Promise<string> {
+  await network.exec(node, 'ip', ['link', 'add', 'bbr0', 'type', 'bridge']);
+  await network.exec(node, 'ip', ['link', 'set', 'bbr0', 'up']);
+  await network.exec(node, 'ip', ['addr', 'add', '198.18.221.1/24', 'dev', 'bbr0']);
+  let address = '';
+  for (let i = 0; i < count; i++) {
+    const pod = await network.addNamespace(`bench-br${i}`);
+    address = `198.18.221.${i + 2}`;
+    await network.addVeth(node, `bb${i}`, pod, 'eth0');
+    await network.exec(node, 'ip', ['link', 'set', `bb${i}`, 'master', 'bbr0']);
+    await network.exec(pod, 'ip', ['addr', 'add', `${address}/24`, 'dev', 'eth0']);
+  }
+  return address;
 }
 
 const NEW_INTERFACES = 100;
@@ -469,6 +515,9 @@ async function main(): Promise<void> {
   } else {
     latency('listen probe, port listening', probes.listening);
     latency('listen probe, port refusing', probes.refused);
+    latency('UDP check, routed pod, bound', probes.udpBound);
+    latency('UDP check, routed pod, unbound', probes.udpUnbound);
+    latency(`UDP check, last of ${BRIDGED_PODS} bridged pods`, probes.udpBridged);
   }
   if (attaches === null) {
     rows.push(['new veth -> attached', 'skipped: needs root for its namespace', '', '']);
@@ -493,6 +542,8 @@ async function main(): Promise<void> {
       rss_mb_5k: rssDelta === null ? null : Number(fixed(rssDelta, 1)),
       ready_s_5k: readyS === null ? null : Number(fixed(readyS, 2)),
       listen_probe_p99_ms: probes === null ? null : Number(fixed(percentile(probes.listening, 99))),
+      udp_check_p99_ms: probes === null ? null : Number(fixed(percentile(probes.udpBound, 99))),
+      udp_check_bridged_p99_ms: probes === null ? null : Number(fixed(percentile(probes.udpBridged, 99))),
       attach_tc_p99_ms: attaches === null ? null : Number(fixed(percentile(attaches.tc, 99))),
     }),
   );
