@@ -29,7 +29,7 @@ import { EventRecorder } from '../src/agent/events.js';
 import { InterfaceAttacher } from '../src/agent/interface-attacher.js';
 import type { ReleaseOutcome, ScalePort, WorkloadKey } from '../src/agent/ports.js';
 import { KubeScaler } from '../src/agent/scaler.js';
-import { udpBoundProbe } from '../src/agent/udp-bound-probe.js';
+import { type UdpBoundProbe, udpBoundProbe } from '../src/agent/udp-bound-probe.js';
 import { Datapath } from '../src/datapath/datapath.js';
 import { repoRoot } from '../src/paths.js';
 import { FakeDatapath } from '../test/agent/testing/fake-datapath.js';
@@ -334,10 +334,12 @@ interface ProbeResult {
   listening: number[];
   refused: number[];
   // The UDP check of an endpoint behind a routed veth, bound and unbound,
-  // and of the last of BRIDGED_PODS pods behind one bridge, which makes
-  // the check read every pod's addresses.
+  // and of the last of BRIDGED_PODS pods behind one bridge. The first
+  // attempt for that one reads every pod's addresses; later ones try the
+  // namespace found before.
   udpBound: number[];
   udpUnbound: number[];
+  udpBridgedFirst: number[];
   udpBridged: number[];
 }
 
@@ -361,7 +363,7 @@ async function measureListenProbe(): Promise<ProbeResult | null> {
     await startHttpServer(network, pod, '198.18.220.2', 8080, 'up');
     await startUdpEchoServer(network, pod, '198.18.220.2', 5353);
 
-    const result: ProbeResult = { listening: [], refused: [], udpBound: [], udpUnbound: [], udpBridged: [] };
+    const result: ProbeResult = { listening: [], refused: [], udpBound: [], udpUnbound: [], udpBridgedFirst: [], udpBridged: [] };
     for (const [port, times] of [[8080, result.listening], [8081, result.refused]] as const) {
       for (let i = 0; i < WARMUP_PROBES + PROBES; i++) {
         const startedMs = performance.now();
@@ -372,13 +374,17 @@ async function measureListenProbe(): Promise<ProbeResult | null> {
     }
 
     const bridged = await addBridgedPods(network, node, BRIDGED_PODS);
-    const udp = udpBoundProbe(datapath.program('zh_tc_udp_bound'));
+    const program = datapath.program('zh_tc_udp_bound');
+    const warm = udpBoundProbe(program);
+    // A new probe for each attempt has no namespace found before.
+    const first: UdpBoundProbe = (...args) => udpBoundProbe(program)(...args);
     const udpCases = [
-      ['198.18.220.2', 5353, null, result.udpBound],
-      ['198.18.220.2', 5354, 'ECONNREFUSED', result.udpUnbound],
-      [bridged, 5353, 'ECONNREFUSED', result.udpBridged],
+      [warm, '198.18.220.2', 5353, null, result.udpBound],
+      [warm, '198.18.220.2', 5354, 'ECONNREFUSED', result.udpUnbound],
+      [first, bridged, 5353, 'ECONNREFUSED', result.udpBridgedFirst],
+      [warm, bridged, 5353, 'ECONNREFUSED', result.udpBridged],
     ] as const;
-    for (const [address, port, expected, times] of udpCases) {
+    for (const [udp, address, port, expected, times] of udpCases) {
       for (let i = 0; i < WARMUP_PROBES + PROBES; i++) {
         const startedMs = performance.now();
         const outcome = await udp(address, port, netnsPath(node));
@@ -517,7 +523,8 @@ async function main(): Promise<void> {
     latency('listen probe, port refusing', probes.refused);
     latency('UDP check, routed pod, bound', probes.udpBound);
     latency('UDP check, routed pod, unbound', probes.udpUnbound);
-    latency(`UDP check, last of ${BRIDGED_PODS} bridged pods`, probes.udpBridged);
+    latency(`UDP check, last of ${BRIDGED_PODS} bridged pods, first`, probes.udpBridgedFirst);
+    latency(`UDP check, last of ${BRIDGED_PODS} bridged pods, later`, probes.udpBridged);
   }
   if (attaches === null) {
     rows.push(['new veth -> attached', 'skipped: needs root for its namespace', '', '']);
@@ -543,7 +550,7 @@ async function main(): Promise<void> {
       ready_s_5k: readyS === null ? null : Number(fixed(readyS, 2)),
       listen_probe_p99_ms: probes === null ? null : Number(fixed(percentile(probes.listening, 99))),
       udp_check_p99_ms: probes === null ? null : Number(fixed(percentile(probes.udpBound, 99))),
-      udp_check_bridged_p99_ms: probes === null ? null : Number(fixed(percentile(probes.udpBridged, 99))),
+      udp_check_bridged_first_p99_ms: probes === null ? null : Number(fixed(percentile(probes.udpBridgedFirst, 99))),
       attach_tc_p99_ms: attaches === null ? null : Number(fixed(percentile(attaches.tc, 99))),
     }),
   );

@@ -56,8 +56,10 @@ static __always_inline int zh_udp_tuple_v6(void *l3, void *data_end,
  * Returns ZH_UDP_BOUND or ZH_UDP_UNBOUND, or ZH_UDP_MALFORMED for a frame
  * that is not IPv4 (without options) or IPv6 (without extension headers)
  * carrying UDP. The lookup is the one the stack makes for an arriving
- * datagram, so a socket bound to the wildcard address, to the endpoint's
- * address or connected to the datagram's source all count. It runs on
+ * datagram, so an unconnected socket bound to the port on the wildcard
+ * address or on the endpoint's address counts. A connected socket counts
+ * only for the source address and port of the frame, which the agent
+ * leaves unspecified, so server sockets are what it finds. It runs on
  * the loopback device of the agent's namespace, so a socket bound to
  * another device with SO_BINDTODEVICE is not found.
  */

@@ -92,8 +92,10 @@ const RETRY_DELAYS: { untilMs: number; delayMs: number }[] = [
 // All waits share one budget of attempts, a token bucket of ATTEMPT_BURST
 // tokens that refills at ATTEMPT_RATE_PER_S. The burst covers the first
 // round of a wake with many endpoints, and the rate bounds the CPU that
-// many refusing endpoints cost the agent's event loop (an attempt takes
-// about 0.1 ms, bench:agent).
+// many refusing endpoints cost the agent's event loop. A TCP attempt, or a
+// UDP one for an endpoint whose namespace an earlier attempt found, takes
+// about 0.1 ms (bench:agent). Finding the namespace of a new UDP endpoint
+// can read every pod's addresses, on a libuv pool thread.
 const ATTEMPT_BURST = 64;
 const ATTEMPT_RATE_PER_S = 1000;
 

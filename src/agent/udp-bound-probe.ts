@@ -2,9 +2,9 @@
 // kernel rather than of the server: a probe datagram would reach the
 // server as a request it never expected. Two steps:
 //
-// 1. endpointNetns() finds the network namespace that has the
-//    endpoint's address: the node's own for a pod on the host network,
-//    else a pod's behind one of the node's veths.
+// 1. The addon finds the network namespace that has the endpoint's
+//    address: the node's own for a pod on the host network, else a pod's
+//    behind one of the node's veths (endpointNetns() in native.ts).
 // 2. zh_tc_udp_bound (bpf/lib/udp_bound.h), run with BPF_PROG_RUN in the
 //    agent's namespace, makes the socket lookup that an arriving datagram
 //    would get, in that namespace.
@@ -27,35 +27,43 @@ const IPV4_HLEN = 20;
 const IPV6_HLEN = 40;
 const UDP_HLEN = 8;
 
-// The prefix of struct __sk_buff that BPF_PROG_RUN takes as the context,
-// up to cb[0], where the program reads the namespace id.
-const SKB_CB0_OFFSET = 48;
-const SKB_CTX_SIZE = SKB_CB0_OFFSET + 4;
+// Namespace ids that earlier attempts found, by endpoint address, so
+// that the next attempt of a wait reads one namespace's addresses instead
+// of every pod's. A hint is checked before use, so a stale one costs one
+// netlink request. The oldest are dropped beyond this many.
+const MAX_HINTS = 4096;
 
 // Resolves like a ListenProbe: null when a socket is bound, ECONNREFUSED
 // when none is (a datagram would get an ICMP port unreachable, which a
 // connected UDP socket reports as ECONNREFUSED), else the reason why the
 // endpoint's namespace was not found. Rejects for an address that is not
-// numeric, a port out of range, a namespace that cannot be entered or a
-// failed netlink request.
+// numeric, a port out of range, a namespace that cannot be entered, or a
+// failed netlink request or run.
 export type UdpBoundProbe = (address: string, port: number, netns?: string) => Promise<string | null>;
 
 // program is zh_tc_udp_bound of the agent's loaded object.
 export function udpBoundProbe(program: NativeProgram): UdpBoundProbe {
+  const hints = new Map<string, number>();
+
   return async (address, port, netns) => {
     const family = net.isIP(address);
     if (family === 0) throw new TypeError(`invalid probe address ${JSON.stringify(address)}: expected a numeric IPv4 or IPv6 address`);
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`invalid probe port ${port}: expected an integer from 1 to 65535`);
 
-    const found = await loadNative().endpointNetns(address, netns);
-    if (found.reason !== undefined) return found.reason;
+    const hintKey = `${netns ?? ''}|${address}`;
+    const result = await loadNative().udpSocketBound(program, datagramFrame(family === 4 ? 4 : 6, address, port), address, netns, hints.get(hintKey));
+    if (result.reason !== undefined) {
+      hints.delete(hintKey);
+      return result.reason;
+    }
 
-    const ctx = Buffer.alloc(SKB_CTX_SIZE);
-    ctx.writeInt32LE(found.netnsId, SKB_CB0_OFFSET);
-    const { retval } = program.testRunSync({ data: datagramFrame(family === 4 ? 4 : 6, address, port), ctx, dataOutSize: 0, ctxOutSize: 0 }, netns);
-    if (retval === UdpBoundResult.Bound) return null;
-    if (retval === UdpBoundResult.Unbound) return 'ECONNREFUSED';
-    throw new Error(`${program.name} returned ${retval} for ${address} port ${port}, which is none of its results; the agent and its BPF object do not match`);
+    hints.delete(hintKey);
+    hints.set(hintKey, result.netnsId);
+    if (hints.size > MAX_HINTS) hints.delete(hints.keys().next().value!);
+
+    if (result.retval === UdpBoundResult.Bound) return null;
+    if (result.retval === UdpBoundResult.Unbound) return 'ECONNREFUSED';
+    throw new Error(`${program.name} returned ${result.retval} for ${address} port ${port}, which is none of its results; the agent and its BPF object do not match`);
   };
 }
 

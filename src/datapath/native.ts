@@ -142,6 +142,17 @@ export interface NativeBinding {
   endpointNetns(address: string, netns?: string): Promise<EndpointNetns>;
 
   /**
+   * Finds the namespace as endpointNetns() does, trying hintNetnsId (an
+   * id found before) first, and runs program, zh_tc_udp_bound, on frame
+   * with BPF_PROG_RUN, with the namespace id in cb[0] of the context. The
+   * run happens in netns, on the same pool thread, and the namespace is
+   * checked for the address again after it, in case its id passed to
+   * another meanwhile. Resolves with the program's return value, or with
+   * a reason when no namespace was found.
+   */
+  udpSocketBound(program: NativeProgram, frame: Buffer, address: string, netns?: string, hintNetnsId?: number): Promise<{ retval: number; netnsId: number; reason?: undefined } | { reason: string; retval?: undefined; netnsId?: undefined }>;
+
+  /**
    * Attaches an XDP program with a bpf_link. 'auto' tries native mode and
    * falls back to generic mode only when the driver lacks native XDP
    * (EOPNOTSUPP).

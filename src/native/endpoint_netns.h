@@ -6,23 +6,33 @@
 
 namespace zerohold {
 
-// Registers endpointNetns(address, netns?), which finds the network
-// namespace on this node that has an endpoint's address, from the
-// namespace bound at netns (or the process's own). It resolves with
-// { netnsId, device } or { reason }:
+// Registers two functions that work from the namespace bound at netns
+// (or the process's own) on a libuv pool thread.
+//
+// endpointNetns(address, netns?) finds the network namespace on this node
+// that has an endpoint's address. It resolves with { netnsId, device }
+// or { reason }:
 //
 // - netnsId -1 and device "lo" when the address is local: an endpoint on
 //   the host network;
-// - else the id of a pod's namespace relative to the caller's (a veth
-//   peer's IFLA_LINK_NETNSID) and the veth on this side, for the first
-//   pod namespace that has the address on an interface. It tries the
-//   veth that the route to the address takes, then the ports of the
-//   bridge that it takes, then every other veth to a namespace;
+// - else the id of a pod's namespace relative to the caller's (the
+//   IFLA_LINK_NETNSID of a veth or netkit device) and that device, for
+//   the first pod namespace that has the address on an interface. It
+//   tries the device that the route to the address takes, then the
+//   ports of the bridge that it takes, then every other pod's device;
 // - reason, a sentence, when no namespace on this node has the address:
 //   the endpoint runs on another node, or in a pod that this node's
-//   namespace reaches through no veth (ipvlan, macvlan).
+//   namespace reaches through no such device (ipvlan, macvlan), or no
+//   route leads to it.
 //
-// It rejects only when a netlink request fails.
+// udpSocketBound(program, frame, address, netns?, hintNetnsId?) finds the
+// namespace the same way, trying hintNetnsId first, and runs program
+// (zh_tc_udp_bound) with BPF_PROG_RUN on frame, with the namespace id in
+// cb[0] of the context. It resolves with { retval, netnsId }, or with
+// { reason } when no namespace was found or the one found lost the
+// address during the run.
+//
+// Both reject only when a netlink request or the run fails.
 void InitEndpointNetns(Napi::Env env, Napi::Object exports);
 
 }  // namespace zerohold

@@ -105,7 +105,11 @@ inline int RtnetlinkTransact(int socket_fd, RtnetlinkRequest* request, const std
       if ((message->nlmsg_flags & NLM_F_DUMP_INTR) != 0 && interrupted != nullptr) *interrupted = true;
       if (message->nlmsg_type == NLMSG_ERROR) {
         if (message->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) return -EBADMSG;
-        return static_cast<const nlmsgerr*>(NLMSG_DATA(message))->error;
+        // No request here sets NLM_F_ACK, so an error of 0 in the middle
+        // of a dump is unexpected, and ending there would return a
+        // partial list.
+        int error = static_cast<const nlmsgerr*>(NLMSG_DATA(message))->error;
+        return error != 0 || !dump ? error : -EBADMSG;
       }
       if (message->nlmsg_type == NLMSG_DONE) {
         int status = 0;

@@ -1,11 +1,13 @@
-// The listen check of UDP endpoints against real sockets: endpointNetns()
+// The listen check of UDP endpoints against real sockets. endpointNetns()
 // finds the namespace behind a routed veth, behind a bridge port and on
-// the node itself, and says why for addresses it cannot place; the probe
-// then finds the UDP servers that a datagram would reach in that
-// namespace, and only those.
+// the node itself, and returns the reason for addresses it cannot place.
+// The probe then finds the UDP servers that a datagram would reach in
+// that namespace, and only those.
 //
 // The node namespace has a routed pod (a veth and a /32 route, as Calico
-// or Cilium with endpoint routes set it up), two pods behind a bridge (as
+// or Cilium with endpoint routes set it up), a decoy namespace with the
+// addresses of two others behind the node's first veth, two pods behind a
+// bridge (as
 // the bridge plugin and Flannel do), a pod whose subnet is routed through
 // a gateway on a host veth (as Cilium routes through cilium_host), a
 // subnet behind a gateway on the bridge (another node's pods) and one
@@ -42,6 +44,7 @@ let routed: string;
 let bridgedA: string;
 let bridgedB: string;
 let hostRouted: string;
+let decoy: string;
 let datapath: Datapath;
 let probe: UdpBoundProbe;
 let nodeNetns: string;
@@ -54,6 +57,14 @@ before(async () => {
   bridgedB = await network.addNamespace('brb');
   hostRouted = await network.addNamespace('lxc');
   nodeNetns = netnsPath(node);
+
+  // A namespace with the addresses of the routed pod and of bridged pod A,
+  // behind the node's first veth, so that a plain scan of the veths in
+  // ifindex order would find it first.
+  decoy = await network.addNamespace('decoy');
+  await network.addVeth(node, 'vdecoy', decoy, 'eth0');
+  await network.exec(decoy, 'ip', ['addr', 'add', `${ROUTED_V4}/32`, 'dev', 'eth0']);
+  await network.exec(decoy, 'ip', ['addr', 'add', `${BRIDGED_A}/32`, 'dev', 'eth0']);
 
   await network.addVeth(node, 'vroute', routed, 'eth0');
   await network.exec(routed, 'ip', ['addr', 'add', `${ROUTED_V4}/32`, 'dev', 'eth0']);
@@ -80,6 +91,10 @@ before(async () => {
   await network.exec(node, 'ip', ['link', 'add', 'tun0', 'type', 'vxlan', 'id', '5', 'dstport', '4789']);
   await network.exec(node, 'ip', ['link', 'set', 'tun0', 'up']);
   await network.exec(node, 'ip', ['route', 'add', '198.18.63.0/24', 'dev', 'tun0']);
+  // Calico's routes for the address blocks that it hands out, and a
+  // prohibit route.
+  await network.exec(node, 'ip', ['route', 'add', 'blackhole', '198.18.65.0/24']);
+  await network.exec(node, 'ip', ['route', 'add', 'prohibit', '198.18.66.0/24']);
 
   datapath = await Datapath.open({ maxServices: 4 });
   probe = udpBoundProbe(datapath.program('zh_tc_udp_bound'));
@@ -97,6 +112,7 @@ async function linkNetnsId(device: string): Promise<number> {
 }
 
 test('routed veth leads to its pod', async () => {
+  // The decoy has the address too, behind a veth that comes first.
   const expected = { netnsId: await linkNetnsId('vroute'), device: 'vroute' };
 
   assert.deepEqual(await native.endpointNetns(ROUTED_V4, nodeNetns), expected);
@@ -104,6 +120,7 @@ test('routed veth leads to its pod', async () => {
 });
 
 test('bridge port of the pod with the address', async () => {
+  // Pod A's address is also the decoy's, which is not on the bridge.
   assert.deepEqual(await native.endpointNetns(BRIDGED_A, nodeNetns), { netnsId: await linkNetnsId('vbra'), device: 'vbra' });
   assert.deepEqual(await native.endpointNetns(BRIDGED_B, nodeNetns), { netnsId: await linkNetnsId('vbrb'), device: 'vbrb' });
 });
@@ -122,7 +139,9 @@ test('unplaceable addresses say why', async () => {
   assert.deepEqual(await native.endpointNetns(BRIDGED_FREE, nodeNetns), none(BRIDGED_FREE, 'br0'));
   assert.deepEqual(await native.endpointNetns(BEHIND_GATEWAY, nodeNetns), none(BEHIND_GATEWAY, 'br0 by way of a gateway'));
   assert.deepEqual(await native.endpointNetns(BEHIND_TUNNEL, nodeNetns), none(BEHIND_TUNNEL, 'tun0'));
-  assert.deepEqual(await native.endpointNetns('fd5a:18:99::1', nodeNetns), { reason: 'this node has no route to fd5a:18:99::1' });
+  assert.deepEqual(await native.endpointNetns('fd5a:18:99::1', nodeNetns), { reason: 'this node has no route to fd5a:18:99::1 (ENETUNREACH)' });
+  assert.deepEqual(await native.endpointNetns('198.18.65.5', nodeNetns), { reason: 'this node has no route to 198.18.65.5 (EINVAL)' });
+  assert.deepEqual(await native.endpointNetns('198.18.66.5', nodeNetns), { reason: 'this node has no route to 198.18.66.5 (EACCES)' });
 });
 
 test('bad arguments reject', async () => {
@@ -169,6 +188,27 @@ test('bound address must be the one the datagram goes to', async () => {
   assert.equal(await probe(BRIDGED_B, 5320, nodeNetns), null);
   // A server on loopback only never receives the Service's datagrams.
   assert.equal(await probe(BRIDGED_B, 5321, nodeNetns), 'ECONNREFUSED');
+});
+
+test('IPv4 datagram finds a dual-stack socket', async () => {
+  await startUdpEchoServer(network, routed, '::', 5370);
+
+  assert.equal(await probe(ROUTED_V4, 5370, nodeNetns), null);
+  assert.equal(await probe(ROUTED_V6, 5370, nodeNetns), null);
+});
+
+test('address moved to another pod', async () => {
+  // The first probe leaves pod A's namespace id as the hint for the
+  // address, which then moves to pod B, where the server is.
+  const moving = '198.18.61.20';
+  await network.exec(bridgedA, 'ip', ['addr', 'add', `${moving}/32`, 'dev', 'eth0']);
+  assert.equal(await probe(moving, 5360, nodeNetns), 'ECONNREFUSED');
+
+  await network.exec(bridgedA, 'ip', ['addr', 'del', `${moving}/32`, 'dev', 'eth0']);
+  await network.exec(bridgedB, 'ip', ['addr', 'add', `${moving}/32`, 'dev', 'eth0']);
+  await startUdpEchoServer(network, bridgedB, '0.0.0.0', 5360);
+
+  assert.equal(await probe(moving, 5360, nodeNetns), null);
 });
 
 test('host network endpoint', async () => {

@@ -187,6 +187,10 @@ describe('cold start', () => {
     const released = testbed.events.since(result.startedUnixMs).find((e) => e.source === 'agent' && e.node === 'node-0' && e.type.startsWith('released held flows') && e.fields.workload === workload.key);
     assert.ok(released !== undefined, `no release line of dns-noprobe\n${timelineSince(result.startedUnixMs)}`);
     assert.ok(released.unixMs >= starting, `released at ${released.unixMs}, dnsmasq starting at ${starting}: want the release after the bind\n${timelineSince(result.startedUnixMs)}`);
+    const listens = testbed.events.since(result.startedUnixMs).find((e) => e.source === 'agent' && e.type === 'the backend listens' && e.fields.workload === workload.key);
+    assert.ok(listens !== undefined, `no "the backend listens" line of dns-noprobe\n${timelineSince(result.startedUnixMs)}`);
+    assert.match(String((listens.fields.endpoints as string[])[0]), /:53\/udp$/);
+    assert.ok(Number(listens.fields.waitedMs) >= startupDelaySeconds * 1000 - 100, `the release waited ${listens.fields.waitedMs} ms for the bind`);
   });
 
   it('200 concurrent clients held and served', async () => {
