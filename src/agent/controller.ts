@@ -1031,7 +1031,7 @@ export class Controller {
   // wakeTimeout for a release outside a wake).
   private listenRounds(key: WorkloadKey, workload: Workload, before: PhaseState, cancelled: () => boolean): ListenRounds | undefined {
     const check = this.options.listenCheck;
-    if (!check) return undefined;
+    if (!check || !workload.spec.checkListening) return undefined;
 
     const deadlineMs = (before.wakeStartedMs ?? this.now()) + workload.spec.wakeTimeoutMs;
     const targets = () => {
@@ -1075,11 +1075,14 @@ export class Controller {
       const tcp = outcome.refusing.filter((target) => target.protocol === 'tcp').map(listenTargetToString);
       const udp = outcome.refusing.filter((target) => target.protocol === 'udp').map(listenTargetToString);
       const parts = [...(tcp.length > 0 ? [`${tcp.join(', ')} refused connections`] : []), ...(udp.length > 0 ? [`${udp.join(', ')} had no socket bound`] : [])];
+      // A UDP server that the node cannot see, in a sandboxed runtime,
+      // looks unbound for the whole wait.
+      const sandbox = udp.length > 0 ? `. A UDP server in a sandboxed runtime (Kata Containers, gVisor) cannot be checked from the node: set spec.checkListening: false on the ScaleToZero` : '';
       void this.recordEvent(
         workload,
         'Warning',
         'BackendNotListening',
-        `${parts.join(' and ')} after turning Ready, and the held flows went out anyway. Give the pods a readiness probe on the port they serve, or check the Service's targetPort`,
+        `${parts.join(' and ')} after turning Ready, and the held flows went out anyway. Give the pods a readiness probe on the port they serve, or check the Service's targetPort${sandbox}`,
       );
       return;
     }

@@ -32,6 +32,9 @@ export interface WorkloadSpec {
   // limits.heldFlowsPerService and limits.heldFlowsPerClient.
   heldFlowsPerService: number | undefined;
   heldFlowsPerClient: number | undefined;
+  // spec.checkListening: false skips the check, before a release, that
+  // the backends listen, for this workload only.
+  checkListening: boolean;
 }
 
 export interface ScaleToZero extends KubernetesObject {
@@ -43,6 +46,7 @@ export interface ScaleToZero extends KubernetesObject {
     wakeReplicas?: number;
     wakeTimeout?: string;
     heldFlowLimits?: { perService?: number; perClient?: number };
+    checkListening?: boolean;
   };
 }
 
@@ -62,6 +66,7 @@ const DEFAULTS = {
   wakeTimeoutMs: 120_000,
   heldFlowsPerService: undefined,
   heldFlowsPerClient: undefined,
+  checkListening: true,
 };
 
 interface DurationRule {
@@ -132,7 +137,11 @@ export function workloadFromScaleToZero(object: ScaleToZero): WorkloadSpec {
     wakeTimeoutMs: durationField(problems, 'spec.wakeTimeout', spec.wakeTimeout, { fallback: DEFAULTS.wakeTimeoutMs, aboveZeroExample: '2m' }),
     heldFlowsPerService: positiveInteger(problems, 'spec.heldFlowLimits.perService', spec.heldFlowLimits?.perService, DEFAULTS.heldFlowsPerService),
     heldFlowsPerClient: positiveInteger(problems, 'spec.heldFlowLimits.perClient', spec.heldFlowLimits?.perClient, DEFAULTS.heldFlowsPerClient),
+    checkListening: spec.checkListening ?? DEFAULTS.checkListening,
   };
+  if (typeof workload.checkListening !== 'boolean') {
+    problems.push(`spec.checkListening ${JSON.stringify(spec.checkListening)} is invalid, expected true or false`);
+  }
   if (problems.length > 0) throw new InvalidWorkloadError(key, problems);
   return workload;
 }

@@ -145,5 +145,5 @@ test('configuration page states ScaleToZero defaults', () => {
     assert.deepEqual(written, defaults, `${field}: documented default ${literal[1]}`);
     checked += 1;
   }
-  assert.equal(checked, 3, 'minWarmTime, wakeReplicas and wakeTimeout have stated defaults');
+  assert.equal(checked, 4, 'minWarmTime, wakeReplicas, wakeTimeout and checkListening have stated defaults');
 });

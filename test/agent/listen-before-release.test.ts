@@ -30,7 +30,7 @@ let server: TestApiServer;
 let kc: KubeConfig;
 
 before(async () => {
-  server = await startApiServer({ namespaces: ['listens', 'refuses', 'silent', 'shared-port', 'late-v6', 'early-v6', 'one-slow'] });
+  server = await startApiServer({ namespaces: ['listens', 'refuses', 'silent', 'shared-port', 'late-v6', 'early-v6', 'one-slow', 'udp-waits', 'udp-never', 'no-check'] });
   kc = kubeConfigFor(server.url);
   await installScaleToZeroCrd(kc);
 });
@@ -81,6 +81,7 @@ const WEB_ENDPOINT_PORTS = [
 interface Probe {
   address: string;
   port: number;
+  protocol: 'tcp' | 'udp';
   atMs: number;
 }
 
@@ -93,6 +94,11 @@ interface RunOptions {
   // The IP family of the held flow, to the first Service's ClusterIP of
   // that family on port 80. Defaults to 4.
   flowFamily?: 4 | 6;
+  // The held flow's protocol: TCP to port 80, or UDP to port 53. Defaults
+  // to TCP.
+  flowProtocol?: 'tcp' | 'udp';
+  // spec.checkListening of the ScaleToZero, unset by default.
+  checkListening?: boolean;
   backendCheck?: BackendCheck;
 }
 
@@ -102,13 +108,18 @@ async function run(namespace: string, options: RunOptions) {
   await kc.makeApiClient(AppsV1Api).createNamespacedDeployment({ namespace, body: deploymentFixture('web', 0) });
   const created: V1Service[] = [];
   for (const service of options.services ?? [webService()]) created.push(await kc.makeApiClient(CoreV1Api).createNamespacedService({ namespace, body: service }));
-  await createScaleToZero(kc, namespace, 'web', { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' }, idleTimeout: '1h', wakeTimeout: options.wakeTimeout });
+  await createScaleToZero(kc, namespace, 'web', {
+    targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' },
+    idleTimeout: '1h',
+    wakeTimeout: options.wakeTimeout,
+    ...(options.checkListening === undefined ? {} : { checkListening: options.checkListening }),
+  });
 
   const probes: Probe[] = [];
   const listenCheck = new ListenCheck({
     log,
-    probe: async ({ address, port }) => {
-      probes.push({ address, port, atMs: performance.now() });
+    probe: async ({ address, port, protocol }) => {
+      probes.push({ address, port, protocol, atMs: performance.now() });
       return options.reply(probes.length - 1, address, port);
     },
   });
@@ -136,7 +147,8 @@ async function run(namespace: string, options: RunOptions) {
   const key = `${namespace}/web`;
   const flowFamily = options.flowFamily ?? 4;
   const destination = created[0]!.spec!.clusterIPs!.find((address) => address.includes(':') === (flowFamily === 6))!;
-  datapath.heldFlow.set(key, { protocol: 'tcp', source: flowFamily === 6 ? 'fd5a:18::100' : '198.18.0.100', sourcePort: 40000, destination, destinationPort: 80 });
+  const protocol = options.flowProtocol ?? 'tcp';
+  datapath.heldFlow.set(key, { protocol, source: flowFamily === 6 ? 'fd5a:18::100' : '198.18.0.100', sourcePort: 40000, destination, destinationPort: protocol === 'udp' ? 53 : 80 });
   await waitFor('the gate closed', () => (datapath.gateClosed.get(key) === true ? true : undefined));
   datapath.held.set(key, 1);
   datapath.wake(key);
@@ -199,6 +211,46 @@ test('refusing endpoint released at wakeTimeout', async () => {
     const waits = (await agent.metrics.listenWait.get()).values.find((v) => v.labels.workload === 'refuses/web' && v.metricName === 'zerohold_release_listen_wait_seconds_count');
     assert.equal(waits?.value, 1, 'one release that waited for a listener');
     assert.match(event.message ?? '', /^198\.18\.7\.1:8080 refused connections after turning Ready.*readiness probe/);
+  } finally {
+    await agent.stop();
+  }
+});
+
+test('UDP flow waits for a bound socket', async () => {
+  const agent = await run('udp-waits', { wakeTimeout: '2m', flowProtocol: 'udp', reply: (n) => (n < 3 ? 'ECONNREFUSED' : null) });
+  try {
+    await createReadySlice('udp-waits', 'web', 'IPv4', ['198.18.7.1']);
+    await waitFor('the release', () => released(agent));
+
+    assert.deepEqual(new Set(agent.probes.map((p) => `${p.address}:${p.port}/${p.protocol}`)), new Set(['198.18.7.1:5353/udp']));
+    assert.equal(agent.probes.length, 4, 'three attempts without a socket, then the bound one');
+    assert.equal((await agent.metrics.backendRefused.get()).values.find((v) => v.labels.workload === 'udp-waits/web')?.value, 0);
+  } finally {
+    await agent.stop();
+  }
+});
+
+test('unbound UDP endpoint names the opt-out', async () => {
+  const agent = await run('udp-never', { wakeTimeout: '3s', flowProtocol: 'udp', reply: () => 'ECONNREFUSED' });
+  try {
+    await createReadySlice('udp-never', 'web', 'IPv4', ['198.18.7.1']);
+    await waitFor('the release', () => released(agent), 8000);
+
+    const event = await backendNotListening('udp-never');
+    assert.match(event.message ?? '', /^198\.18\.7\.1:5353\/udp had no socket bound after turning Ready/);
+    assert.match(event.message ?? '', /set spec\.checkListening: false on the ScaleToZero$/);
+  } finally {
+    await agent.stop();
+  }
+});
+
+test('checkListening false skips the probes', async () => {
+  const agent = await run('no-check', { wakeTimeout: '2m', checkListening: false, reply: () => 'ECONNREFUSED' });
+  try {
+    await createReadySlice('no-check', 'web', 'IPv4', ['198.18.7.1']);
+    await waitFor('the release', () => released(agent));
+
+    assert.deepEqual(agent.probes, []);
   } finally {
     await agent.stop();
   }

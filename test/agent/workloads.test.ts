@@ -38,11 +38,21 @@ test('ScaleToZero with defaults', () => {
   assert.equal(w.wakeTimeoutMs, 120_000);
   assert.equal(w.heldFlowsPerService, undefined, 'the agent default');
   assert.equal(w.heldFlowsPerClient, undefined, 'the agent default');
+  assert.equal(w.checkListening, true);
 });
 
 test('ScaleToZero with every field', () => {
   const w = workloadFromScaleToZero(
-    stz({ targetRef: TARGET, services: ['web', 'web-admin'], idleTimeout: '1h', minWarmTime: '5m', wakeReplicas: 3, wakeTimeout: '30s', heldFlowLimits: { perService: 10, perClient: 2 } }),
+    stz({
+      targetRef: TARGET,
+      services: ['web', 'web-admin'],
+      idleTimeout: '1h',
+      minWarmTime: '5m',
+      wakeReplicas: 3,
+      wakeTimeout: '30s',
+      heldFlowLimits: { perService: 10, perClient: 2 },
+      checkListening: false,
+    }),
   );
 
   assert.deepEqual(w.services, ['web', 'web-admin']);
@@ -51,6 +61,13 @@ test('ScaleToZero with every field', () => {
   assert.equal(w.wakeTimeoutMs, 30_000);
   assert.equal(w.heldFlowsPerService, 10);
   assert.equal(w.heldFlowsPerClient, 2);
+  assert.equal(w.checkListening, false);
+});
+
+test('ScaleToZero checkListening must be a boolean', () => {
+  const spec = { targetRef: TARGET, idleTimeout: '1h', checkListening: 'no' } as unknown as Parameters<typeof stz>[0];
+
+  assert.deepEqual(problemsOf(() => workloadFromScaleToZero(stz(spec))), ['spec.checkListening "no" is invalid, expected true or false']);
 });
 
 test('ScaleToZero problems name fields', () => {
