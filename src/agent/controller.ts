@@ -85,8 +85,9 @@ export interface ControllerOptions {
   // How long a release waits for the backend check before it re-injects
   // anyway; the client then retransmits if the packet missed.
   backendCheckTimeoutMs?: number;
-  // Checked before a release too, so that re-injected SYNs find a server
-  // that listens. Without it, the Ready endpoint alone allows the release.
+  // Checked before a release too, so that re-injected SYNs and datagrams
+  // find a server that listens or has bound its port. Without it, the
+  // Ready endpoint alone allows the release.
   listenCheck?: ListenCheck;
   isLeader: () => boolean;
   log: Logger;
@@ -1075,9 +1076,9 @@ export class Controller {
       const tcp = outcome.refusing.filter((target) => target.protocol === 'tcp').map(listenTargetToString);
       const udp = outcome.refusing.filter((target) => target.protocol === 'udp').map(listenTargetToString);
       const parts = [...(tcp.length > 0 ? [`${tcp.join(', ')} refused connections`] : []), ...(udp.length > 0 ? [`${udp.join(', ')} had no socket bound`] : [])];
-      // A UDP server that the node cannot see, in a sandboxed runtime,
-      // looks unbound for the whole wait.
-      const sandbox = udp.length > 0 ? `. A UDP server in a sandboxed runtime (Kata Containers, gVisor) cannot be checked from the node: set spec.checkListening: false on the ScaleToZero` : '';
+      // A UDP socket that the node cannot see looks unbound for the whole
+      // wait.
+      const sandbox = udp.length > 0 ? `. A UDP server whose socket the node cannot see (bound with SO_BINDTODEVICE, or in a sandboxed runtime) cannot be checked: set spec.checkListening: false on the ScaleToZero` : '';
       void this.recordEvent(
         workload,
         'Warning',

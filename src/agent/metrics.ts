@@ -105,7 +105,7 @@ export class AgentMetrics {
 
   readonly listenWait = new Histogram({
     name: 'zerohold_release_listen_wait_seconds',
-    help: 'Seconds from a release decision to the end of its connection probes of the Ready endpoints that held TCP flows go to: the time the backends took to accept connections after turning Ready. Releases that probed no endpoint are not observed.',
+    help: 'Seconds from a release decision to the end of its checks of the Ready endpoints that held flows go to (TCP connections, UDP socket lookups): the time the backends took to listen after turning Ready. Releases that checked no endpoint are not observed.',
     labelNames: ['workload'] as const,
     buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120],
     registers: [this.registry],
