@@ -112,6 +112,17 @@ export interface WorkloadSnapshot {
   state: PhaseState;
   // As last read from the API: the cluster-wide view.
   status: WorkloadStatus;
+  // The conditions this node waits for before the held flows go out, in
+  // words: "a Ready endpoint" while the workload wakes, then endpoints that
+  // do not listen yet ("198.18.7.1:53/udp to listen") and the node's load
+  // balancer. Empty when nothing waits.
+  waitingFor: string[];
+}
+
+// The conditions that one release in progress waits for.
+interface ReleaseWait {
+  rounds: ListenRounds | undefined;
+  loadBalancer: boolean;
 }
 
 interface Workload {
@@ -126,6 +137,8 @@ interface Workload {
   // closed while a release waits for the backend check. A count, because
   // the gate can close and open again while one waits.
   releasing: number;
+  // The conditions of those releases, for snapshot().
+  releaseWaits: Set<ReleaseWait>;
   replicas: number;
   // The replica count of the last observation fed to the phase.
   observedReplicas: number;
@@ -149,6 +162,16 @@ interface Workload {
 
 function statusOf(workload: Workload): WorkloadStatus {
   return readStatus(workload.spec.source, workload.object);
+}
+
+function waitingFor(workload: Workload): string[] {
+  const items = new Set<string>();
+  for (const wait of workload.releaseWaits) {
+    for (const name of wait.rounds?.notListening.keys() ?? []) items.add(`${name} to listen`);
+    if (wait.loadBalancer) items.add("the node's load balancer");
+  }
+  if (items.size === 0 && workload.releasing === 0 && workload.state.phase === 'Waking') items.add('a Ready endpoint');
+  return [...items];
 }
 
 function targetKey(namespace: string, kind: string, name: string): string {
@@ -332,6 +355,7 @@ export class Controller {
       services: workload.services,
       state: workload.state,
       status: statusOf(workload),
+      waitingFor: waitingFor(workload),
     }));
   }
 
@@ -557,6 +581,7 @@ export class Controller {
         frontends,
         state: initialPhase(replicas, this.options.readiness.readyCount(key), this.now(), readStatus(spec.source, object).phase, this.options.datapath.pinnedGateClosed?.(frontends) ?? false),
         releasing: 0,
+        releaseWaits: new Set(),
         replicas,
         observedReplicas: replicas,
         appliedScaleDownId: null,
@@ -938,6 +963,8 @@ export class Controller {
     // to frontends that the load balancer programmed meanwhile wait
     // for the end of the first round of probes.
     const rounds = this.listenRounds(key, workload, before, cancelled);
+    const wait: ReleaseWait = { rounds, loadBalancer: false };
+    workload.releaseWaits.add(wait);
     let listened = false;
     let programmedAll = false;
     const deferred: Frontend[] = [];
@@ -959,7 +986,14 @@ export class Controller {
       if (deferred.length > 0 && !programmedAll) releaseEarly(deferred.splice(0));
     });
     try {
-      await Promise.all([listening, this.waitForBackend(key, workload, releaseEarly).finally(() => (programmedAll = true))]);
+      wait.loadBalancer = this.options.backendCheck !== undefined;
+      await Promise.all([
+        listening,
+        this.waitForBackend(key, workload, releaseEarly).finally(() => {
+          programmedAll = true;
+          wait.loadBalancer = false;
+        }),
+      ]);
       const probedBefore = rounds?.probed ?? 0;
       await this.runListenRounds(key, rounds);
       if (rounds && rounds.probed > probedBefore) listenedMs = this.now();
@@ -973,6 +1007,7 @@ export class Controller {
       if (!cancelled()) outcome = await datapath.release(key);
     } finally {
       workload.releasing--;
+      workload.releaseWaits.delete(wait);
     }
     if (outcome === undefined) {
       log.info({ workload: key, phase: workload.state.phase }, 'the gate closed again while the release waited for the backend, so the held flows stay held');

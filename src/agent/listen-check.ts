@@ -51,6 +51,10 @@ export interface ListenOutcome {
 // not, else why the attempt cannot tell. listenProbe() makes the real one.
 export type ListenProbe = (target: ListenTarget, timeoutMs: number, netns?: string) => Promise<string | null>;
 
+// Called after each attempt of a wait with its target and outcome, as a
+// ListenProbe resolves.
+export type AttemptObserver = (target: ListenTarget, outcome: string | null) => void;
+
 // The agent's probe: connectProbe() for TCP targets, udpBound for UDP ones.
 export function listenProbe(udpBound: UdpBoundProbe): ListenProbe {
   return (target, timeoutMs, netns) =>
@@ -115,7 +119,7 @@ export class ListenCheck {
   // attempts. Targets are probed in parallel. Once each group of targets
   // with the same protocol, IP family and port has one that listens or
   // cannot tell, the wait ends at most graceMs later.
-  async wait(targets: ListenTarget[], timeoutMs: number, cancelled: () => boolean = () => false): Promise<ListenOutcome> {
+  async wait(targets: ListenTarget[], timeoutMs: number, cancelled: () => boolean = () => false, onAttempt?: AttemptObserver): Promise<ListenOutcome> {
     const outcome: ListenOutcome = { listening: [], unknown: [], refusing: [] };
     const state = { deadline: performance.now() + timeoutMs };
     const groups = new Set(targets.map(groupOf));
@@ -123,7 +127,7 @@ export class ListenCheck {
 
     await Promise.all(
       targets.map(async (target) => {
-        const error = await this.untilAnswered(target, state, cancelled);
+        const error = await this.untilAnswered(target, state, cancelled, onAttempt);
         if (error === null) outcome.listening.push(target);
         else if (error === 'ECONNREFUSED') outcome.refusing.push(target);
         else outcome.unknown.push({ target, error });
@@ -138,10 +142,11 @@ export class ListenCheck {
 
   // Returns the last attempt's outcome: null or an errno name other than
   // ECONNREFUSED as soon as one comes, else ECONNREFUSED at the deadline.
-  private async untilAnswered(target: ListenTarget, state: { deadline: number }, cancelled: () => boolean): Promise<string | null> {
+  private async untilAnswered(target: ListenTarget, state: { deadline: number }, cancelled: () => boolean, onAttempt?: AttemptObserver): Promise<string | null> {
     const startedMs = performance.now();
     for (;;) {
       const error = await this.attempt(target);
+      onAttempt?.(target, error);
       if (error !== 'ECONNREFUSED') return error;
 
       const now = performance.now();
@@ -193,6 +198,9 @@ function sleep(ms: number): Promise<void> {
 // waits, such as those of the other IP family, are probed too.
 export class ListenRounds {
   readonly outcome: ListenOutcome = { listening: [], unknown: [], refusing: [] };
+  // Targets whose last attempt found them not listening, by
+  // listenTargetToString(), while the rounds run.
+  readonly notListening = new Map<string, ListenTarget>();
   private readonly probedTargets = new Set<string>();
   // The rounds in progress: calls of run() take turns.
   private running: Promise<void> = Promise.resolve();
@@ -225,7 +233,12 @@ export class ListenRounds {
       if (fresh.length === 0) return;
 
       for (const target of fresh) this.probedTargets.add(listenTargetToString(target));
-      const round = await this.check.wait(fresh, Math.max(0, this.remainingMs()), this.cancelled);
+      const round = await this.check.wait(fresh, Math.max(0, this.remainingMs()), this.cancelled, (target, outcome) => {
+        if (outcome === 'ECONNREFUSED') this.notListening.set(listenTargetToString(target), target);
+        else this.notListening.delete(listenTargetToString(target));
+      });
+      // The release no longer waits for these, whatever they did.
+      for (const target of fresh) this.notListening.delete(listenTargetToString(target));
       this.outcome.listening.push(...round.listening);
       this.outcome.unknown.push(...round.unknown);
       this.outcome.refusing.push(...round.refusing);

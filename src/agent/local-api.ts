@@ -30,6 +30,10 @@ export interface WorkloadSummary {
   // RFC 3339 timestamps.
   lastWakeTime: string | null;
   lastActivityTime: string | null;
+  // The conditions this node waits for before the held flows go out, such
+  // as "a Ready endpoint" or "198.18.7.1:53/udp to listen". Empty when
+  // nothing waits.
+  waitingFor: string[];
 }
 
 export interface HeldFlowSummary {

@@ -21,7 +21,7 @@ export class LocalState implements AgentState {
   }
 
   workloads(): WorkloadSummary[] {
-    return this.controller.snapshot().map(({ key, spec, services, state, status }) => {
+    return this.controller.snapshot().map(({ key, spec, services, state, status, waitingFor }) => {
       const held = this.datapath.heldFlows(key);
       return {
         workload: key,
@@ -35,6 +35,7 @@ export class LocalState implements AgentState {
         lastColdStartSeconds: status.lastColdStartSeconds ?? null,
         lastWakeTime: status.lastWakeTime ?? null,
         lastActivityTime: status.lastActivityTime ?? null,
+        waitingFor,
       };
     });
   }

@@ -23,7 +23,8 @@ serves this on a unix socket, set by api.socket in its configuration.
 
 Commands:
   status    List the managed workloads: Services, phase, flows held now,
-            duration of the last cold start and time since the last wake.
+            duration of the last cold start, time since the last wake,
+            and what this node waits for before the held flows go out.
   held      List the flows held now, waiting for their workload to wake.
   interfaces
             List the interfaces with the hold program in standalone mode,
@@ -204,8 +205,10 @@ function renderWorkloads(response: WorkloadsResponse, nowMs: number): string {
       String(w.heldFlows),
       w.lastColdStartSeconds === null ? NONE : formatSeconds(w.lastColdStartSeconds),
       w.lastWakeTime === null ? NONE : formatAge(nowMs - Date.parse(w.lastWakeTime)),
+      // An agent from before this field sends none.
+      orNone((w.waitingFor ?? []).join(', ')),
     ]);
-  return renderTable(['WORKLOAD', 'SERVICES', 'PHASE', 'HELD', 'LAST COLD START', 'LAST WAKE'], rows);
+  return renderTable(['WORKLOAD', 'SERVICES', 'PHASE', 'HELD', 'LAST COLD START', 'LAST WAKE', 'WAITING FOR'], rows);
 }
 
 function renderHeld(response: HeldResponse): string {

@@ -156,6 +156,7 @@ async function run(namespace: string, options: RunOptions) {
 
   return {
     probes,
+    controller,
     datapath,
     readiness,
     metrics,
@@ -198,10 +199,15 @@ test('refusing endpoint released at wakeTimeout', async () => {
   // Long enough that the wake does not time out before the slices exist
   // on a busy machine, which would drop the held flow and probe nothing.
   const agent = await run('refuses', { wakeTimeout: '3s', reply: () => 'ECONNREFUSED' });
+  const waitingFor = () => agent.controller.snapshot().find((w) => w.key === 'refuses/web')?.waitingFor;
   try {
+    assert.deepEqual(waitingFor(), ['a Ready endpoint']);
+
     await createReadySlice('refuses', 'web', 'IPv4', ['198.18.7.1']);
+    await waitFor('the endpoint reported as not listening', () => (waitingFor()?.includes('198.18.7.1:8080 to listen') ? true : undefined));
     await waitFor('the release', () => released(agent), 8000);
 
+    assert.deepEqual(waitingFor(), [], 'nothing to wait for after the release');
     assert.ok(agent.probes.length > 10, `${agent.probes.length} probes`);
     const lastProbe = agent.probes.at(-1)!.atMs;
     assert.ok(lastProbe - agent.readyMs < 3000, 'no probe after the wake timeout');
@@ -297,6 +303,7 @@ test('endpoints Ready during the wait are probed', async () => {
     await new Promise((resolve) => setTimeout(resolve, 200));
     assert.equal(released(agent), undefined, 'released before the backend check passed');
     assert.equal(agent.probes.length, 0, 'no IPv4 endpoint probed for an IPv6 flow');
+    assert.deepEqual(agent.controller.snapshot().find((w) => w.key === 'late-v6/web')?.waitingFor, ["the node's load balancer"]);
 
     await createReadySlice('late-v6', 'web', 'IPv6', ['fd5a:18::7:1']);
     await waitFor('the IPv6 slice at the agent', () => (agent.readiness.readyBackends('late-v6/web').length === 2 ? true : undefined));

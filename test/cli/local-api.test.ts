@@ -26,6 +26,7 @@ const WORKLOAD: WorkloadSummary = {
   lastColdStartSeconds: 1.5,
   lastWakeTime: '2025-01-01T10:00:00.000Z',
   lastActivityTime: null,
+  waitingFor: ['a Ready endpoint'],
 };
 
 const FLOW: HeldFlowSummary = {

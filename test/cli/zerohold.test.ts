@@ -33,6 +33,7 @@ const workloads: WorkloadSummary[] = [
     // long the CLI takes to start.
     lastWakeTime: new Date(Date.now() - 3 * HOUR_MS).toISOString(),
     lastActivityTime: new Date(Date.now() - 3 * HOUR_MS).toISOString(),
+    waitingFor: ['198.18.7.1:53/udp to listen', "the node's load balancer"],
   },
   {
     workload: 'blog/api',
@@ -46,6 +47,7 @@ const workloads: WorkloadSummary[] = [
     lastColdStartSeconds: null,
     lastWakeTime: null,
     lastActivityTime: null,
+    waitingFor: [],
   },
 ];
 
@@ -147,9 +149,9 @@ describe('zerohold status', () => {
     assert.equal(
       result.stdout,
       [
-        'WORKLOAD   SERVICES        PHASE    HELD   LAST COLD START   LAST WAKE',
-        'blog/api   <none>          Warm     0      <none>            <none>',
-        'shop/web   web,web-admin   Waking   2      4.3s              3h ago',
+        'WORKLOAD   SERVICES        PHASE    HELD   LAST COLD START   LAST WAKE   WAITING FOR',
+        'blog/api   <none>          Warm     0      <none>            <none>      <none>',
+        "shop/web   web,web-admin   Waking   2      4.3s              3h ago      198.18.7.1:53/udp to listen, the node's load balancer",
         '',
       ].join('\n'),
     );
@@ -253,6 +255,19 @@ describe('zerohold interfaces', () => {
 
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stderr, "No interface on node node-4 matches the agent's interfaces entries (cali+) yet.\n");
+  });
+
+  test('status of an older agent', async (t) => {
+    // An agent from before waitingFor sends workloads without it.
+    const path = join(dir, 'before-waiting.sock');
+    const { waitingFor: _, ...older } = workloads[1]!;
+    const server = await startFixedServer(path, 200, 'application/json', JSON.stringify({ node: 'node-5', workloads: [older] }));
+    t.after(() => closeServer(server));
+
+    const result = await runCli(['status', '--socket', path]);
+
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout.split('\n')[1], 'blog/api   <none>     Warm    0      <none>            <none>      <none>');
   });
 
   test('missing path hints at an older agent', async (t) => {
