@@ -88,7 +88,7 @@ test('agent wakes and releases curl', async () => {
   assert.equal(held.flows[0]!.protocol, 'tcp');
   assert.equal(held.flows[0]!.destination, serviceIP);
   assert.equal(held.flows[0]!.interface, 'n0');
-  assert.match(await zerohold('status'), /^shop\/web\s+web\s+Waking\s+1\s/m);
+  assert.match(await zerohold('status'), /^shop\/web\s+web\s+Waking\s+1\s.*\sa Ready endpoint$/m);
 
   // Play kubelet: start the server, then report it Ready.
   await startHttpServer(topology.network, topology.node, NODE_V4, 8080, 'woken by zerohold');
@@ -98,7 +98,7 @@ test('agent wakes and releases curl', async () => {
   // The client can connect before the agent logs the release, because the
   // re-injected SYN reaches the server while the release call still runs.
   await waitFor('the release log line', () => (/"released held flows"/.test(agent!.output) ? true : undefined), 5000);
-  assert.match(await zerohold('status'), /^shop\/web\s+web\s+Warm\s+0\s/m);
+  assert.match(await zerohold('status'), /^shop\/web\s+web\s+Warm\s+0\s.*<none>$/m);
 
   // The agent's observer endpoint shows the flow held, then released, as
   // `hubble observe` would read it.
