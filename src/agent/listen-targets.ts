@@ -19,7 +19,6 @@ import { resolveFrontends } from './service-frontends.js';
 // The IP family of an EndpointSlice's addressType. FQDN slices have none.
 const FAMILY_OF_ADDRESS_TYPE: Record<string, 4 | 6 | undefined> = { IPv4: 4, IPv6: 6 };
 
-
 export interface ServiceBackends {
   service: V1Service;
   // The Service's EndpointSlices with Ready endpoints.
