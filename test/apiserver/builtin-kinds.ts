@@ -2,6 +2,7 @@
 // upstream schema that the kubernetes-models package compiles.
 
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
+import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler';
@@ -13,14 +14,22 @@ import { Event as CoreEvent } from 'kubernetes-models/v1/Event';
 import { Namespace } from 'kubernetes-models/v1/Namespace';
 import { Node } from 'kubernetes-models/v1/Node';
 import { Pod } from 'kubernetes-models/v1/Pod';
+import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
+import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
+import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
+import { Role } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
+import { RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
 
 import {
+  defaultDaemonSet,
   defaultDeployment,
   defaultLease,
   defaultNamespace,
   defaultNode,
   defaultPod,
+  defaultSecret,
   defaultService,
   defaultStatefulSet,
   initialPodStatus,
@@ -179,6 +188,33 @@ export function builtinKinds(): ResourceType[] {
       ),
     }),
     builtin({ group: '', version: 'v1', kind: 'ConfigMap', plural: 'configmaps', model: ConfigMap, shortNames: ['cm'] }),
+    // The kinds of the agent's Helm chart and of Helm's release records
+    // (Secrets). RBAC objects are stored, not enforced.
+    // NOTE: kube-apiserver accepts any path segment as an RBAC object's
+    // name, "system:" prefixes included; this server applies the DNS
+    // subdomain rule of the other kinds.
+    builtin({ group: '', version: 'v1', kind: 'Secret', plural: 'secrets', model: Secret, applyDefaults: defaultSecret }),
+    builtin({ group: '', version: 'v1', kind: 'ServiceAccount', plural: 'serviceaccounts', model: ServiceAccount, shortNames: ['sa'] }),
+    builtin({ group: 'rbac.authorization.k8s.io', version: 'v1', kind: 'ClusterRole', plural: 'clusterroles', model: ClusterRole, namespaced: false }),
+    builtin({ group: 'rbac.authorization.k8s.io', version: 'v1', kind: 'ClusterRoleBinding', plural: 'clusterrolebindings', model: ClusterRoleBinding, namespaced: false }),
+    builtin({ group: 'rbac.authorization.k8s.io', version: 'v1', kind: 'Role', plural: 'roles', model: Role }),
+    builtin({ group: 'rbac.authorization.k8s.io', version: 'v1', kind: 'RoleBinding', plural: 'rolebindings', model: RoleBinding }),
+    builtin({
+      group: 'apps',
+      version: 'v1',
+      kind: 'DaemonSet',
+      plural: 'daemonsets',
+      model: DaemonSet,
+      shortNames: ['ds'],
+      categories: ['all'],
+      statusSubresource: true,
+      tracksGeneration: true,
+      immutableFields: ['spec.selector'],
+      // The fields that DaemonSetStatus does not omit when empty.
+      initialStatus: () => ({ currentNumberScheduled: 0, numberMisscheduled: 0, desiredNumberScheduled: 0, numberReady: 0 }),
+      applyDefaults: defaultDaemonSet,
+      rules: workloadCauses,
+    }),
     builtin({
       group: 'discovery.k8s.io',
       version: 'v1',

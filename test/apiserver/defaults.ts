@@ -73,6 +73,26 @@ export function defaultDeployment(object: KubeObject): void {
   defaultTemplate(spec);
 }
 
+export function defaultDaemonSet(object: KubeObject): void {
+  const spec = child(object, 'spec');
+  setDefault(spec, 'revisionHistoryLimit', 10);
+
+  const updateStrategy = child(spec, 'updateStrategy');
+  setDefault(updateStrategy, 'type', 'RollingUpdate');
+  if (updateStrategy.type === 'RollingUpdate') {
+    const rollingUpdate = child(updateStrategy, 'rollingUpdate');
+    setDefault(rollingUpdate, 'maxUnavailable', 1);
+    setDefault(rollingUpdate, 'maxSurge', 0);
+  }
+
+  defaultTemplate(spec);
+}
+
+// Secrets without a type are Opaque.
+export function defaultSecret(object: KubeObject): void {
+  setDefault(object as Record<string, unknown>, 'type', 'Opaque');
+}
+
 export function defaultStatefulSet(object: KubeObject): void {
   const spec = child(object, 'spec');
   setDefault(spec, 'replicas', 1);

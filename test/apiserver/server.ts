@@ -17,6 +17,7 @@ import { parseRequestInfo, type RequestInfo } from './request-info.js';
 import type { DefaultingContext } from './resource-type.js';
 import { handleResource, type HandlerContext, type Reply } from './rest-handlers.js';
 import { type IpFamily, ServiceIpAllocator, type ServiceIpRange } from './service-ip-allocator.js';
+import { decodeProtobufBody, PROTOBUF } from './protobuf-bodies.js';
 import { ApiError, internalError, pathNotFound } from './status.js';
 import { Store } from './store.js';
 import { parseBool, WatchHub } from './watch-stream.js';
@@ -183,7 +184,7 @@ async function serve(context: HandlerContext, faults: Faults, token: string | un
       throw new ApiError(401, 'Unauthorized', 'Unauthorized');
     }
 
-    const body = await readBody(req);
+    const body = requestText(req.headers['content-type'], await readBody(req));
     const reply = route(context, info, url, method, body, req, res);
     if (reply === 'streaming') return 200;
     sendJson(res, reply.status, reply.body);
@@ -220,7 +221,7 @@ function discoveryDocument(context: HandlerContext, info: Extract<RequestInfo, {
   return document;
 }
 
-async function readBody(req: IncomingMessage): Promise<string> {
+async function readBody(req: IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -228,7 +229,15 @@ async function readBody(req: IncomingMessage): Promise<string> {
     if (size > MAX_BODY_BYTES) throw new ApiError(413, 'RequestEntityTooLarge', `the request body exceeds ${MAX_BODY_BYTES} bytes`);
     chunks.push(chunk);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
+}
+
+// The body as the handlers read it: JSON or YAML text. A protobuf body
+// becomes its JSON form.
+function requestText(contentType: string | undefined, body: Buffer): string {
+  const mediaType = (contentType ?? '').split(';')[0]!.trim();
+  if (mediaType === PROTOBUF && body.length > 0) return JSON.stringify(decodeProtobufBody(body));
+  return body.toString('utf8');
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
