@@ -165,12 +165,15 @@ function statusOf(workload: Workload): WorkloadStatus {
 }
 
 function waitingFor(workload: Workload): string[] {
+  // A closed gate ends every release in progress, though their checks may
+  // still run out their timeouts.
+  if (workload.state.gateClosed) return workload.state.phase === 'Waking' ? ['a Ready endpoint'] : [];
+
   const items = new Set<string>();
   for (const wait of workload.releaseWaits) {
     for (const name of wait.rounds?.notListening.keys() ?? []) items.add(`${name} to listen`);
     if (wait.loadBalancer) items.add("the node's load balancer");
   }
-  if (items.size === 0 && workload.releasing === 0 && workload.state.phase === 'Waking') items.add('a Ready endpoint');
   return [...items];
 }
 

@@ -30,7 +30,7 @@ let server: TestApiServer;
 let kc: KubeConfig;
 
 before(async () => {
-  server = await startApiServer({ namespaces: ['listens', 'refuses', 'silent', 'shared-port', 'late-v6', 'early-v6', 'one-slow', 'udp-waits', 'udp-never', 'no-check'] });
+  server = await startApiServer({ namespaces: ['listens', 'refuses', 'silent', 'shared-port', 'late-v6', 'early-v6', 'one-slow', 'udp-waits', 'udp-never', 'no-check', 'gate-closes'] });
   kc = kubeConfigFor(server.url);
   await installScaleToZeroCrd(kc);
 });
@@ -311,6 +311,25 @@ test('endpoints Ready during the wait are probed', async () => {
     await waitFor('the release', () => released(agent));
 
     assert.deepEqual(agent.probes.map((p) => `${p.address}:${p.port}`), ['fd5a:18::7:1:8080']);
+  } finally {
+    await agent.stop();
+  }
+});
+
+test('closed gate ends the listed waits', async () => {
+  // The load balancer check of the release runs out its 3 s after the
+  // workload was scaled to zero, which ends the release.
+  const backendCheck: BackendCheck = { waitProgrammed: () => new Promise((resolve) => setTimeout(() => resolve(false), 3000)) };
+  const agent = await run('gate-closes', { wakeTimeout: '2m', backendCheck, reply: () => null });
+  const waitingFor = () => agent.controller.snapshot().find((w) => w.key === 'gate-closes/web')?.waitingFor;
+  try {
+    await createReadySlice('gate-closes', 'web', 'IPv4', ['198.18.7.1']);
+    await waitFor('the load balancer wait', () => (waitingFor()?.includes("the node's load balancer") ? true : undefined));
+
+    await kc.makeApiClient(AppsV1Api).patchNamespacedDeploymentScale({ name: 'web', namespace: 'gate-closes', body: [{ op: 'replace', path: '/spec/replicas', value: 0 }] });
+    await waitFor('the workload cold', () => (agent.controller.phaseOf('gate-closes/web')?.phase === 'Cold' ? true : undefined));
+
+    assert.deepEqual(waitingFor(), []);
   } finally {
     await agent.stop();
   }

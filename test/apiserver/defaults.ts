@@ -88,9 +88,9 @@ export function defaultDaemonSet(object: KubeObject): void {
   defaultTemplate(spec);
 }
 
-// Secrets without a type are Opaque.
+// Secrets without a type, or with an empty one, are Opaque.
 export function defaultSecret(object: KubeObject): void {
-  setDefault(object as Record<string, unknown>, 'type', 'Opaque');
+  if (!object.type) object.type = 'Opaque';
 }
 
 export function defaultStatefulSet(object: KubeObject): void {

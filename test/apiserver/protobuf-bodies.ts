@@ -22,7 +22,7 @@ type Scalar = 'string' | 'bytes' | 'int64' | 'int32' | 'bool';
 // How one field decodes into its JSON form: a scalar, a nested message,
 // a map with string keys, or a meta/v1 Time, which becomes RFC 3339.
 type Field =
-  | { name: string; type: Scalar; repeated?: boolean }
+  | { name: string; type: Scalar; repeated?: boolean; omitZero?: boolean }
   | { name: string; type: 'message'; message: Message; repeated?: boolean }
   | { name: string; type: 'map'; values: 'string' | 'bytes' }
   | { name: string; type: 'time' };
@@ -45,7 +45,7 @@ const OBJECT_META: Message = {
   3: { name: 'namespace', type: 'string' },
   5: { name: 'uid', type: 'string' },
   6: { name: 'resourceVersion', type: 'string' },
-  7: { name: 'generation', type: 'int64' },
+  7: { name: 'generation', type: 'int64', omitZero: true },
   8: { name: 'creationTimestamp', type: 'time' },
   9: { name: 'deletionTimestamp', type: 'time' },
   10: { name: 'deletionGracePeriodSeconds', type: 'int64' },
@@ -101,6 +101,16 @@ function messageOf(apiVersion: string, kind: string): Message | undefined {
 // that this server cannot read in protobuf, and 400 for a body that is
 // not Kubernetes protobuf.
 export function decodeProtobufBody(body: Buffer): Record<string, unknown> {
+  try {
+    return decodeEnvelope(body);
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
+    // BinaryReader throws for a truncated or malformed message.
+    throw new ApiError(400, 'BadRequest', `the protobuf request body is invalid: ${(err as Error).message}`);
+  }
+}
+
+function decodeEnvelope(body: Buffer): Record<string, unknown> {
   if (body.length < MAGIC.length || !body.subarray(0, MAGIC.length).equals(MAGIC)) {
     throw new ApiError(400, 'BadRequest', 'the protobuf request body does not start with the "k8s\\0" magic of Kubernetes protobuf');
   }
@@ -147,9 +157,16 @@ function decodeMessage(reader: BinaryReader, message: Message): Record<string, u
 
     const value = decodeValue(reader, field, wireType);
     if ('repeated' in field && field.repeated) ((object[field.name] ??= []) as unknown[]).push(value);
-    else object[field.name] = value;
+    else if (!isOmitted(field, value)) object[field.name] = value;
   }
   return object;
+}
+
+// Go's generated marshalers write every string and plain number field,
+// empty or zero, where the JSON form leaves such fields out (omitempty).
+function isOmitted(field: Exclude<Field, { type: 'map' }>, value: unknown): boolean {
+  if (value === undefined || value === '') return true;
+  return 'omitZero' in field && field.omitZero === true && value === 0;
 }
 
 function decodeValue(reader: BinaryReader, field: Exclude<Field, { type: 'map' }>, wireType: WireType): unknown {
@@ -166,6 +183,8 @@ function decodeValue(reader: BinaryReader, field: Exclude<Field, { type: 'map' }
       return reader.bool();
     case 'time': {
       const time = decodeMessage(new BinaryReader(reader.bytes()), { 1: { name: 'seconds', type: 'int64' }, 2: { name: 'nanos', type: 'int32' } });
+      // The zero Time marshals to no bytes, and to null in JSON.
+      if (time.seconds === undefined && time.nanos === undefined) return undefined;
       // meta/v1 Time marshals to JSON with whole seconds.
       return new Date(Number(time.seconds ?? 0) * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
     }

@@ -69,6 +69,25 @@ test('protobuf Secret is stored', async () => {
   assert.equal(Buffer.from(stored.data?.release ?? '', 'base64').toString(), 'payload');
 });
 
+test('protobuf zero values are left out', async () => {
+  // Go's marshalers write empty strings and zero numbers: here an empty
+  // generateName (2) and namespace (3), generation 0 (7), a zero
+  // creationTimestamp (8) and an empty type (3), as a typed client sends
+  // a Secret without a type.
+  const metadata = new BinaryWriter().tag(1, 2).string('plain').tag(2, 2).string('').tag(3, 2).string('').tag(7, 0).int64(0).tag(8, 2).bytes(new Uint8Array()).finish();
+  const raw = new BinaryWriter().tag(1, 2).bytes(metadata).tag(3, 2).string('').finish();
+
+  const response = await post('/api/v1/namespaces/demo/secrets', envelope('v1', 'Secret', raw));
+
+  assert.equal(response.status, 201, await response.clone().text());
+  const stored = (await response.json()) as { type: string; metadata: Record<string, unknown> };
+  assert.equal(stored.type, 'Opaque');
+  assert.equal('generateName' in stored.metadata, false);
+  assert.equal('generation' in stored.metadata, false);
+  assert.equal(stored.metadata.namespace, 'demo');
+  assert.notEqual(stored.metadata.creationTimestamp, '1970-01-01T00:00:00Z');
+});
+
 test('protobuf Pod is 415', async () => {
   const response = await post('/api/v1/namespaces/demo/pods', envelope('v1', 'Pod', new Uint8Array()));
 
@@ -76,6 +95,14 @@ test('protobuf Pod is 415', async () => {
   const status = (await response.json()) as { reason: string; message: string };
   assert.equal(status.reason, 'UnsupportedMediaType');
   assert.match(status.message, /supported here for Secrets, ConfigMaps and DeleteOptions only, not v1 Pod: send application\/json/);
+});
+
+test('truncated protobuf is 400', async () => {
+  // Field 1 announces 80 bytes, and one follows.
+  const response = await post('/api/v1/namespaces/demo/secrets', Buffer.concat([Buffer.from('k8s\0', 'latin1'), Buffer.from([0x0a, 0x50, 0x01])]));
+
+  assert.equal(response.status, 400);
+  assert.match(((await response.json()) as { message: string }).message, /^the protobuf request body is invalid: /);
 });
 
 test('protobuf without magic is 400', async () => {
