@@ -30,14 +30,6 @@ namespace {
 // Bounds one wait for a reply, which rtnetlink sends at once.
 constexpr time_t kReplyTimeoutSeconds = 5;
 
-struct Link {
-  uint32_t ifindex = 0;
-  uint32_t master = 0;  // IFLA_MASTER, 0 for none
-  std::string name;
-  std::string kind;  // IFLA_INFO_KIND: "veth", "netkit", "bridge" ...
-  bool has_link_netnsid = false;
-  int32_t link_netnsid = 0;  // the peer's namespace, for a veth or netkit
-};
 
 struct Address {
   int family = 0;
@@ -49,35 +41,10 @@ struct Address {
   }
 };
 
-bool ParseLink(const nlmsghdr* message, Link* link) {
-  if (message->nlmsg_type != RTM_NEWLINK || message->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return false;
-  auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(message));
-  const void* attributes = IFLA_RTA(info);
-  size_t length = IFLA_PAYLOAD(message);
-
-  link->ifindex = static_cast<uint32_t>(info->ifi_index);
-  if (const rtattr* name = FindAttribute(attributes, length, IFLA_IFNAME)) {
-    link->name.assign(static_cast<const char*>(RTA_DATA(name)), strnlen(static_cast<const char*>(RTA_DATA(name)), RTA_PAYLOAD(name)));
-  }
-  if (const rtattr* master = FindAttribute(attributes, length, IFLA_MASTER); master && RTA_PAYLOAD(master) >= sizeof(uint32_t)) {
-    memcpy(&link->master, RTA_DATA(master), sizeof(uint32_t));
-  }
-  if (const rtattr* netnsid = FindAttribute(attributes, length, IFLA_LINK_NETNSID); netnsid && RTA_PAYLOAD(netnsid) >= sizeof(int32_t)) {
-    memcpy(&link->link_netnsid, RTA_DATA(netnsid), sizeof(int32_t));
-    link->has_link_netnsid = link->link_netnsid >= 0;
-  }
-  if (const rtattr* info_attr = FindAttribute(attributes, length, IFLA_LINKINFO)) {
-    if (const rtattr* kind = FindAttribute(RTA_DATA(info_attr), RTA_PAYLOAD(info_attr), IFLA_INFO_KIND)) {
-      link->kind.assign(static_cast<const char*>(RTA_DATA(kind)), strnlen(static_cast<const char*>(RTA_DATA(kind)), RTA_PAYLOAD(kind)));
-    }
-  }
-  return true;
-}
-
 // Whether a device in the node's namespace leads into a pod's: a veth,
 // or the netkit device that Cilium can use in its place, whose peer is in
 // another namespace.
-bool IsPodDevice(const Link& link) {
+bool IsPodDevice(const LinkEntry& link) {
   return (link.kind == "veth" || link.kind == "netkit") && link.has_link_netnsid;
 }
 
@@ -112,6 +79,7 @@ class Resolver {
       bool has = false;
       if (!NamespaceHasAddress(hint, &has)) return false;
       if (has) return Found(hint, "");
+      checked_.push_back(hint);
     }
 
     uint32_t oif = 0;
@@ -124,34 +92,21 @@ class Resolver {
     // (bridged ones). Then every other pod's, because some plugins route
     // all pods through one device of the host: Cilium sends them through
     // cilium_host, by way of a gateway address of its own.
-    Link out;
+    LinkEntry out;
     bool have_out = false;
     if (!GetLink(oif, &out, &have_out)) return false;
     std::string out_name = have_out ? out.name : "interface " + std::to_string(oif);
     if (have_out && !gateway && IsPodDevice(out) && (!Check(out) || found_)) return !failed_;
 
-    // Interfaces without their statistics, which would make each message
-    // several times longer. A dump that an interface change interrupted
-    // may miss a pod, and then the check cannot tell, as for an endpoint
-    // on another node.
-    ifinfomsg info = {};
-    info.ifi_family = AF_UNSPEC;
-    RtnetlinkRequest dump(RTM_GETLINK, NLM_F_DUMP, NextSeq(), &info, sizeof(info));
-    uint32_t mask = RTEXT_FILTER_SKIP_STATS;
-    dump.AddAttribute(IFLA_EXT_MASK, &mask, sizeof(mask));
-    std::vector<Link> links;
-    int err = RtnetlinkTransact(socket_.Get(), &dump, [&](const nlmsghdr* message) {
-      Link link;
-      if (ParseLink(message, &link)) links.push_back(std::move(link));
-    });
-    if (err < 0) return Failed(MakeSysError("RTM_GETLINK", "dump", err));
+    std::vector<LinkEntry> links;
+    if (!DumpLinks(&links)) return false;
 
     if (have_out && !gateway && out.kind == "bridge") {
-      for (const Link& link : links) {
+      for (const LinkEntry& link : links) {
         if (link.master == out.ifindex && IsPodDevice(link) && (!Check(link) || found_)) return !failed_;
       }
     }
-    for (const Link& link : links) {
+    for (const LinkEntry& link : links) {
       if (IsPodDevice(link) && (!Check(link) || found_)) return !failed_;
     }
     reason_ = "no pod's network namespace on this node has the address " + text_ + " (the route to it leaves through " + out_name +
@@ -233,7 +188,7 @@ class Resolver {
 
   // Reads one interface. Leaves exists false for an interface that went
   // away since the route lookup.
-  bool GetLink(uint32_t ifindex, Link* link, bool* exists) {
+  bool GetLink(uint32_t ifindex, LinkEntry* link, bool* exists) {
     ifinfomsg info = {};
     info.ifi_family = AF_UNSPEC;
     info.ifi_index = static_cast<int>(ifindex);
@@ -241,7 +196,7 @@ class Resolver {
     uint32_t mask = RTEXT_FILTER_SKIP_STATS;
     request.AddAttribute(IFLA_EXT_MASK, &mask, sizeof(mask));
 
-    int err = RtnetlinkTransact(socket_.Get(), &request, [&](const nlmsghdr* message) { *exists = ParseLink(message, link); });
+    int err = RtnetlinkTransact(socket_.Get(), &request, [&](const nlmsghdr* message) { *exists = message->nlmsg_type == RTM_NEWLINK && ParseLinkMessage(message, link); });
     if (err == -ENODEV) return true;
     if (err < 0) return Failed(MakeSysError("RTM_GETLINK", "interface " + std::to_string(ifindex), err));
     return true;
@@ -252,24 +207,36 @@ class Resolver {
   // returns true when one does, because then the kernel rejected the
   // request itself.
   bool NamespaceExists(int32_t netnsid, int err) {
+    std::vector<LinkEntry> links;
+    if (!DumpLinks(&links)) return true;
+
+    bool exists = std::any_of(links.begin(), links.end(), [&](const LinkEntry& link) { return link.has_link_netnsid && link.link_netnsid == netnsid; });
+    if (exists) Failed(MakeSysError("RTM_GETADDR", "namespace id " + std::to_string(netnsid), err));
+    return exists;
+  }
+
+  // Lists the interfaces of this namespace, without their statistics,
+  // which would make each message several times longer. A dump that an
+  // interface change interrupted may miss a pod, and then the check cannot
+  // tell, as for an endpoint on another node.
+  bool DumpLinks(std::vector<LinkEntry>* links) {
     ifinfomsg info = {};
     info.ifi_family = AF_UNSPEC;
     RtnetlinkRequest dump(RTM_GETLINK, NLM_F_DUMP, NextSeq(), &info, sizeof(info));
     uint32_t mask = RTEXT_FILTER_SKIP_STATS;
     dump.AddAttribute(IFLA_EXT_MASK, &mask, sizeof(mask));
-    bool exists = false;
-    int dump_err = RtnetlinkTransact(socket_.Get(), &dump, [&](const nlmsghdr* message) {
-      Link link;
-      if (ParseLink(message, &link) && link.has_link_netnsid && link.link_netnsid == netnsid) exists = true;
+
+    int err = RtnetlinkTransact(socket_.Get(), &dump, [&](const nlmsghdr* message) {
+      LinkEntry link;
+      if (message->nlmsg_type == RTM_NEWLINK && ParseLinkMessage(message, &link)) links->push_back(std::move(link));
     });
-    if (dump_err < 0) return !Failed(MakeSysError("RTM_GETLINK", "dump", dump_err));
-    if (exists) Failed(MakeSysError("RTM_GETADDR", "namespace id " + std::to_string(netnsid), err));
-    return exists;
+    if (err < 0) return Failed(MakeSysError("RTM_GETLINK", "dump", err));
+    return true;
   }
 
   // Looks for the address in the namespace behind a pod's device, unless
   // an earlier call looked there, and records it when it is there.
-  bool Check(const Link& device) {
+  bool Check(const LinkEntry& device) {
     // Several devices can lead into one namespace.
     if (std::find(checked_.begin(), checked_.end(), device.link_netnsid) != checked_.end()) return true;
     checked_.push_back(device.link_netnsid);
@@ -339,7 +306,7 @@ class EndpointNetnsWorker : public PromiseWorker {
 };
 
 // The prefix of struct __sk_buff that the context of zh_tc_udp_bound
-// covers, up to cb[0], where the namespace id goes.
+// covers, up to and including cb[0], where the namespace id goes.
 constexpr size_t kSkbCb0Offset = 48;
 constexpr size_t kSkbContextSize = kSkbCb0Offset + sizeof(int32_t);
 

@@ -24,12 +24,7 @@ namespace zerohold {
 
 namespace {
 
-struct InterfaceEntry {
-  uint32_t ifindex = 0;
-  uint16_t link_type = 0;  // ARPHRD_*
-  std::string name;
-  std::string kind;  // IFLA_INFO_KIND, such as "veth"; empty for a physical device
-};
+using InterfaceEntry = LinkEntry;
 
 // Netlink sizes a dump reply to the reader's buffer, up to 32 KiB
 // (net/netlink/af_netlink.c), and a notification carries one message, so
@@ -59,34 +54,6 @@ constexpr int kMaxDatagramsPerWakeup = 256;
 // node that creates many pods at once sends a few notifications per
 // interface.
 constexpr uint32_t kMonitorReceiveBufferBytes = 1 << 20;
-
-// Copies the string attribute, which the kernel ends with a NUL, or
-// clears out when the attribute is missing.
-void ReadString(const rtattr* attribute, std::string* out) {
-  if (attribute == nullptr) {
-    out->clear();
-    return;
-  }
-  auto* text = static_cast<const char*>(RTA_DATA(attribute));
-  out->assign(text, strnlen(text, RTA_PAYLOAD(attribute)));
-}
-
-// Reads ifindex, link type, name and kind from an RTM_NEWLINK or
-// RTM_DELLINK message. Returns false for a message too short to be one,
-// and for one of another family than AF_UNSPEC: the bridge sends an
-// AF_BRIDGE RTM_DELLINK when a port leaves it, and the port stays.
-bool ParseLinkMessage(const nlmsghdr* message, InterfaceEntry* entry) {
-  if (message->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return false;
-
-  auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(message));
-  if (info->ifi_family != AF_UNSPEC) return false;
-  entry->ifindex = static_cast<uint32_t>(info->ifi_index);
-  entry->link_type = info->ifi_type;
-  ReadString(FindAttribute(IFLA_RTA(info), IFLA_PAYLOAD(message), IFLA_IFNAME), &entry->name);
-  const rtattr* link_info = FindAttribute(IFLA_RTA(info), IFLA_PAYLOAD(message), IFLA_LINKINFO);
-  ReadString(link_info == nullptr ? nullptr : FindAttribute(RTA_DATA(link_info), RTA_PAYLOAD(link_info), IFLA_INFO_KIND), &entry->kind);
-  return true;
-}
 
 // Sends an RTM_GETLINK dump request with sequence number seq and reads the
 // replies into entries. Returns 0, -EAGAIN when the kernel marked the dump

@@ -3,6 +3,7 @@
 #define ZEROHOLD_NATIVE_RTNETLINK_H
 
 #include <errno.h>
+#include <linux/if_link.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
@@ -13,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "sys_error.h"
@@ -29,6 +31,55 @@ inline const rtattr* FindAttribute(const void* start, size_t length,
     if ((attribute->rta_type & NLA_TYPE_MASK) == type) return attribute;
   }
   return nullptr;
+}
+
+// An interface as an RTM_NEWLINK or RTM_DELLINK message describes it.
+struct LinkEntry {
+  uint32_t ifindex = 0;
+  uint16_t link_type = 0;  // ARPHRD_*
+  std::string name;
+  std::string kind;     // IFLA_INFO_KIND, such as "veth"; empty for a physical device
+  uint32_t master = 0;  // IFLA_MASTER: the bridge of a port, 0 for none
+  bool has_link_netnsid = false;
+  int32_t link_netnsid = 0;  // IFLA_LINK_NETNSID: the peer's namespace, for a veth or netkit
+};
+
+// Copies the string attribute, which the kernel ends with a NUL, or
+// clears out when the attribute is missing.
+inline void ReadStringAttribute(const rtattr* attribute, std::string* out) {
+  if (attribute == nullptr) {
+    out->clear();
+    return;
+  }
+  auto* text = static_cast<const char*>(RTA_DATA(attribute));
+  out->assign(text, strnlen(text, RTA_PAYLOAD(attribute)));
+}
+
+// Reads an RTM_NEWLINK or RTM_DELLINK message. Returns false for a
+// message too short to be one, and for one of another family than
+// AF_UNSPEC: the bridge sends an AF_BRIDGE RTM_DELLINK when a port leaves
+// it, and the port stays.
+inline bool ParseLinkMessage(const nlmsghdr* message, LinkEntry* entry) {
+  if (message->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return false;
+
+  auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(message));
+  if (info->ifi_family != AF_UNSPEC) return false;
+  const void* attributes = IFLA_RTA(info);
+  size_t length = IFLA_PAYLOAD(message);
+
+  entry->ifindex = static_cast<uint32_t>(info->ifi_index);
+  entry->link_type = info->ifi_type;
+  ReadStringAttribute(FindAttribute(attributes, length, IFLA_IFNAME), &entry->name);
+  const rtattr* link_info = FindAttribute(attributes, length, IFLA_LINKINFO);
+  ReadStringAttribute(link_info == nullptr ? nullptr : FindAttribute(RTA_DATA(link_info), RTA_PAYLOAD(link_info), IFLA_INFO_KIND), &entry->kind);
+  if (const rtattr* master = FindAttribute(attributes, length, IFLA_MASTER); master != nullptr && RTA_PAYLOAD(master) >= sizeof(uint32_t)) {
+    memcpy(&entry->master, RTA_DATA(master), sizeof(uint32_t));
+  }
+  if (const rtattr* netnsid = FindAttribute(attributes, length, IFLA_LINK_NETNSID); netnsid != nullptr && RTA_PAYLOAD(netnsid) >= sizeof(int32_t)) {
+    memcpy(&entry->link_netnsid, RTA_DATA(netnsid), sizeof(int32_t));
+    entry->has_link_netnsid = entry->link_netnsid >= 0;
+  }
+  return true;
 }
 
 // Opens a blocking rtnetlink socket in the calling thread's network
