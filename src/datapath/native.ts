@@ -136,7 +136,7 @@ export interface NativeBinding {
    * address, looking from the namespace bound at netns (default: the
    * process's own). netnsId is relative to that namespace: -1 for an
    * address of its own (device "lo"), else the namespace of a pod behind
-   * the veth named device. reason says why none was found. Rejects with a TypeError for an address that
+   * the veth named device. reason explains why none was found. Rejects with a TypeError for an address that
    * is not numeric, and with a SysError when a netlink request fails.
    */
   endpointNetns(address: string, netns?: string): Promise<EndpointNetns>;
@@ -389,13 +389,8 @@ export interface NativeProgram {
 
   /** Runs BPF_PROG_TEST_RUN on a worker thread. */
   testRun(opts: TestRunOptions): Promise<TestRunResult>;
-  /**
-   * Synchronous twin of testRun, for many small runs such as fuzzing. With
-   * netns, the calling thread enters that namespace for the run, so an
-   * skb program runs on its loopback device and its socket lookups start
-   * there.
-   */
-  testRunSync(opts: TestRunOptions, netns?: string): TestRunResult;
+  /** Synchronous twin of testRun, for many small runs such as fuzzing. */
+  testRunSync(opts: TestRunOptions): TestRunResult;
 
   /**
    * Injects frames into the network stack as if received on ifindex: runs

@@ -8,7 +8,6 @@
 #include "addon_data.h"
 #include "args.h"
 #include "live_frames.h"
-#include "netns.h"
 #include "promise_worker.h"
 #include "sys_error.h"
 #include "test_run.h"
@@ -150,20 +149,10 @@ Napi::Value BpfProgram::TestRun(const Napi::CallbackInfo& info) {
 Napi::Value BpfProgram::TestRunSync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TestRunInput input = ParseTestRunOptions(env, info[0]);
-  std::string netns = OptionalStringArg(info, 1, "netns");
   int fd = Fd(env);
 
-  // The run uses the namespace of the calling thread: skb programs run on
-  // its loopback device. The scope moves the JS thread back before any
-  // other JS runs.
   TestRunOutput output;
-  int err;
-  {
-    NetnsScope scope;
-    SysError error;
-    if (!scope.Enter(netns, &error)) throw ToJsError(env, error);
-    err = RunTest(fd, input, &output);
-  }
+  int err = RunTest(fd, input, &output);
   if (err < 0) ThrowSysError(env, "bpf_prog_test_run_opts", name_, err);
   return TestRunResult(env, output);
 }
