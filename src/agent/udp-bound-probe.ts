@@ -12,12 +12,11 @@
 // An endpoint on another node has no namespace here, and the probe
 // cannot tell: the release then goes by the endpoint's Ready condition.
 
-import net from 'node:net';
-
 import ipaddr from 'ipaddr.js';
 
 import { UdpBoundResult } from '../datapath/layout.js';
 import { loadNative, type NativeProgram } from '../datapath/native.js';
+import { probeFamily } from './connect-probe.js';
 
 const ETH_HLEN = 14;
 const ETH_P_IP = 0x0800;
@@ -46,12 +45,10 @@ export function udpBoundProbe(program: NativeProgram): UdpBoundProbe {
   const hints = new Map<string, number>();
 
   return async (address, port, netns) => {
-    const family = net.isIP(address);
-    if (family === 0) throw new TypeError(`invalid probe address ${JSON.stringify(address)}: expected a numeric IPv4 or IPv6 address`);
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`invalid probe port ${port}: expected an integer from 1 to 65535`);
+    const family = probeFamily(address, port);
 
     const hintKey = `${netns ?? ''}|${address}`;
-    const result = await loadNative().udpSocketBound(program, datagramFrame(family === 4 ? 4 : 6, address, port), address, netns, hints.get(hintKey));
+    const result = await loadNative().udpSocketBound(program, datagramFrame(family, address, port), address, netns, hints.get(hintKey));
     if (result.reason !== undefined) {
       hints.delete(hintKey);
       return result.reason;
