@@ -4,13 +4,16 @@
 // The probe then finds the UDP servers that a datagram would reach in
 // that namespace, and only those.
 //
-// The node namespace has a routed pod (a veth and a /32 route, as Calico
-// or Cilium with endpoint routes set it up), a decoy namespace with the
-// addresses of two others behind the node's first veth, two pods behind a
-// bridge (as the bridge plugin and Flannel do), a pod whose subnet is
-// routed through a gateway on a host veth (as Cilium routes through
-// cilium_host), a subnet behind a gateway on the bridge (another node's
-// pods) and one behind a VXLAN device (an overlay to other nodes).
+// The node namespace has:
+// - a routed pod: a veth and a /32 route, as Calico or Cilium with
+//   endpoint routes set it up;
+// - a decoy namespace with the addresses of two others, behind the
+//   node's first veth;
+// - two pods behind a bridge, as the bridge plugin and Flannel set up;
+// - a pod whose subnet is routed through a gateway on a host veth, as
+//   Cilium routes through cilium_host;
+// - a subnet behind a gateway on the bridge (another node's pods) and one
+//   behind a VXLAN device (an overlay to other nodes).
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
